@@ -1,0 +1,7 @@
+//! lparmover: the manager side of LPAR migration.
+//!
+//! It owns the domain model, the HVM and array API contract, compatibility checks, the LPAR Mover
+//! pre-copy protocol (generic over [`partition::Partition`]), migration jobs, and history.
+//! It never depends on hvmsim, the navigator or the policy runner.
+
+pub mod partition;

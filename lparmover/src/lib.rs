@@ -5,3 +5,4 @@
 //! It never depends on hvmsim, the navigator or the policy runner.
 
 pub mod partition;
+pub mod model;

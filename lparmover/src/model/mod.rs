@@ -1,0 +1,3 @@
+//! The domain model: chassis, blades, HVMs, LPARs and their identities.
+
+pub mod workload;

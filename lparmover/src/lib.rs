@@ -4,5 +4,10 @@
 //! pre-copy protocol (generic over [`partition::Partition`]), migration jobs, and history.
 //! It never depends on hvmsim, the navigator or the policy runner.
 
-pub mod partition;
+pub mod api;
+pub mod emg;
+pub mod fsutil;
 pub mod model;
+pub mod partition;
+pub mod profile;
+pub mod tls;

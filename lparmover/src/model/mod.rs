@@ -1,3 +1,18 @@
 //! The domain model: chassis, blades, HVMs, LPARs and their identities.
 
+pub mod blade;
+pub mod fleet;
+pub mod ids;
+pub mod lpar;
 pub mod workload;
+
+pub use blade::{
+    Blade, CardKind, CardPort, Chassis, EfiBios, HvmConfig, HvmModel, PciCard, PortMode,
+};
+pub use fleet::{Fleet, FleetBlade, FleetError};
+pub use ids::{
+    FcPort, FirmwareVersion, InvalidId, LparName, LparNumber, MacAddr, NicSegment, VfcId,
+    VnicSystemNo, Wwnn, Wwpn,
+};
+pub use lpar::{Lpar, LparRequest, LparStatus, ProcessorMode, Processors, Vfc, Vnic};
+pub use workload::{GuestBackend, GuestSpec, Workload};

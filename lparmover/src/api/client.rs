@@ -1,0 +1,309 @@
+//! The manager's client of one HVM's management API.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::types::{
+    API_VERSION, HvmConfigDoc, Inventory, LEASE_HEADER, Lease, LoadFigures, LockRequest, LogEntry,
+    LparView, WorkloadUpdate,
+};
+use crate::emg::{Emg, EmgError};
+use crate::model::{LparNumber, LparRequest, Workload};
+use crate::profile::ProfileHvm;
+use crate::tls::{TlsError, pinned_client_config};
+
+/// How long connecting to an HVM may take before it counts as unreachable. Short on purpose: a
+/// fleet view must stay quick when blades are down.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long one request may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A failed call to an HVM.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The HVM answered with an error from the catalogue.
+    #[error("{hvm}: {error}")]
+    Api { hvm: String, error: EmgError },
+    /// The HVM could not be reached.
+    #[error("{hvm}: {}", EmgError::new(Emg::ConnectionRefusedMms, .detail.clone()))]
+    Unreachable { hvm: String, detail: String },
+    /// The HVM answered something this client does not understand.
+    #[error("{hvm}: {}", EmgError::new(Emg::VersionMismatch, .detail.clone()))]
+    Protocol { hvm: String, detail: String },
+    /// The pinned certificate in the profile is unusable.
+    #[error("{hvm}: {source}")]
+    Tls {
+        hvm: String,
+        #[source]
+        source: TlsError,
+    },
+}
+
+impl ClientError {
+    /// The catalogue error behind this failure.
+    pub fn emg(&self) -> EmgError {
+        match self {
+            Self::Api { error, .. } => error.clone(),
+            Self::Unreachable { detail, .. } => {
+                EmgError::new(Emg::ConnectionRefusedMms, detail.clone())
+            }
+            Self::Protocol { detail, .. } => EmgError::new(Emg::VersionMismatch, detail.clone()),
+            Self::Tls { source, .. } => {
+                EmgError::new(Emg::ConnectionRefusedMms, source.to_string())
+            }
+        }
+    }
+
+    /// The catalogue kind, if the HVM answered with one.
+    pub fn kind(&self) -> Emg {
+        self.emg().kind
+    }
+}
+
+/// A client bound to one HVM, trusting only its pinned certificate.
+#[derive(Clone, Debug)]
+pub struct HvmClient {
+    name: String,
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl HvmClient {
+    /// A client for the HVM described by a profile entry.
+    pub fn new(hvm: &ProfileHvm) -> Result<Self, ClientError> {
+        let tls = pinned_client_config(&hvm.cert_pem).map_err(|source| ClientError::Tls {
+            hvm: hvm.name.clone(),
+            source,
+        })?;
+        let http = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            .no_proxy()
+            .build()
+            .map_err(|e| ClientError::Protocol {
+                hvm: hvm.name.clone(),
+                detail: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            name: hvm.name.clone(),
+            base: hvm.url.trim_end_matches('/').to_owned(),
+            token: hvm.token.clone(),
+            http,
+        })
+    }
+
+    /// The HVM's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        lease: Option<&str>,
+    ) -> Result<T, ClientError> {
+        let url = format!("{}/{API_VERSION}{path}", self.base);
+        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        if let Some(lease) = lease {
+            request = request.header(LEASE_HEADER, lease);
+        }
+        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+            hvm: self.name.clone(),
+            detail: format!("{url}: {}", error_chain(&e)),
+        })?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| ClientError::Unreachable {
+                hvm: self.name.clone(),
+                detail: format!("{url}: reading the answer failed: {}", error_chain(&e)),
+            })?;
+        if status.is_success() {
+            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+                b"null"
+            } else {
+                &bytes
+            };
+            return serde_json::from_slice(body).map_err(|e| ClientError::Protocol {
+                hvm: self.name.clone(),
+                detail: format!("{url}: unexpected answer: {e}"),
+            });
+        }
+        match serde_json::from_slice::<EmgError>(&bytes) {
+            Ok(error) => Err(ClientError::Api {
+                hvm: self.name.clone(),
+                error,
+            }),
+            Err(_) => Err(ClientError::Protocol {
+                hvm: self.name.clone(),
+                detail: format!(
+                    "{url}: HTTP {status}: {}",
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)])
+                ),
+            }),
+        }
+    }
+
+    async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call::<(), T>(Method::GET, path, None, None).await
+    }
+
+    /// Blade, HVM, resources and LPARs.
+    pub async fn inventory(&self) -> Result<Inventory, ClientError> {
+        self.get("/inventory").await
+    }
+
+    /// Every LPAR.
+    pub async fn lpars(&self) -> Result<Vec<LparView>, ClientError> {
+        self.get("/lpars").await
+    }
+
+    /// One LPAR.
+    pub async fn lpar(&self, number: LparNumber) -> Result<LparView, ClientError> {
+        self.get(&format!("/lpars/{number}")).await
+    }
+
+    /// Defines an LPAR (and activates it if asked).
+    pub async fn define(
+        &self,
+        request: &LparRequest,
+        lease: Option<&str>,
+    ) -> Result<LparView, ClientError> {
+        self.call(Method::POST, "/lpars", Some(request), lease)
+            .await
+    }
+
+    /// Activates an LPAR: its guest starts.
+    pub async fn activate(
+        &self,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/lpars/{number}/activate"),
+            None,
+            lease,
+        )
+        .await
+    }
+
+    /// Deactivates an LPAR at once (power off).
+    pub async fn deactivate(
+        &self,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/lpars/{number}/deactivate"),
+            None,
+            lease,
+        )
+        .await
+    }
+
+    /// Deletes a deactivated LPAR.
+    pub async fn delete(&self, number: LparNumber, lease: Option<&str>) -> Result<(), ClientError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/lpars/{number}"), None, lease)
+            .await
+    }
+
+    /// Changes an LPAR's workload (a running guest takes the new dirty rate at once).
+    pub async fn set_workload(
+        &self,
+        number: LparNumber,
+        workload: &Workload,
+    ) -> Result<LparView, ClientError> {
+        let body = WorkloadUpdate {
+            workload: workload.clone(),
+        };
+        self.call(
+            Method::PUT,
+            &format!("/lpars/{number}/workload"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// "Save HVM configuration": persists the running configuration as the saved one.
+    pub async fn save_config(&self) -> Result<HvmConfigDoc, ClientError> {
+        self.call::<(), _>(Method::POST, "/config/save", None, None)
+            .await
+    }
+
+    /// Exports the running configuration (the caller writes it to a file).
+    pub async fn backup_config(&self) -> Result<HvmConfigDoc, ClientError> {
+        self.get("/config/backup").await
+    }
+
+    /// Loads a configuration taken by [`Self::backup_config`]; every LPAR must be deactivated.
+    pub async fn restore_config(
+        &self,
+        doc: &HvmConfigDoc,
+        lease: Option<&str>,
+    ) -> Result<HvmConfigDoc, ClientError> {
+        self.call(Method::POST, "/config/restore", Some(doc), lease)
+            .await
+    }
+
+    /// System log entries after sequence number `after`.
+    pub async fn logs(&self, after: u64) -> Result<Vec<LogEntry>, ClientError> {
+        self.get(&format!("/logs?after={after}")).await
+    }
+
+    /// CPU and NIC load.
+    pub async fn load(&self) -> Result<LoadFigures, ClientError> {
+        self.get("/load").await
+    }
+
+    /// Takes a lock lease; a held target answers "busy".
+    pub async fn lock(&self, request: &LockRequest) -> Result<Lease, ClientError> {
+        self.call(Method::POST, "/locks", Some(request), None).await
+    }
+
+    /// Extends a lease by its TTL.
+    pub async fn renew(&self, lease_id: &str) -> Result<Lease, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/locks/{lease_id}/renew"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Releases a lease.
+    pub async fn unlock(&self, lease_id: &str) -> Result<(), ClientError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/locks/{lease_id}"), None, None)
+            .await
+    }
+
+    /// Every lease currently held.
+    pub async fn locks(&self) -> Result<Vec<Lease>, ClientError> {
+        self.get("/locks").await
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,171 @@
+//! Request and response bodies of the HVM management API (`/v1/…`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Blade, GuestBackend, Lpar, LparNumber, Workload};
+use crate::partition::Heartbeat;
+
+/// Version of the management API this library speaks; every route starts with `/{API_VERSION}/`.
+pub const API_VERSION: &str = "v1";
+
+/// Header carrying a lock lease id on mutating requests.
+pub const LEASE_HEADER: &str = "x-lparmover-lease";
+
+/// Totals and free amounts of what an HVM gives to LPARs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resources {
+    /// Physical processors.
+    pub processors_total: u32,
+    /// Processors not used by activated (or reserved) LPARs' dedicated/shared demand.
+    pub processors_free: u32,
+    /// Memory in MiB.
+    pub memory_total_mib: u64,
+    /// Memory not used by activated (or reserved) LPARs.
+    pub memory_free_mib: u64,
+    /// vfcIDs not assigned to any LPAR.
+    pub vfc_ids_free: u32,
+    /// LPAR numbers not in use.
+    pub lpar_numbers_free: u32,
+}
+
+/// What an activated LPAR's guest is doing.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GuestRuntime {
+    /// Which implementation runs it.
+    pub backend: GuestBackend,
+    /// Latest heartbeat.
+    pub heartbeat: Heartbeat,
+    /// Dirty rate the guest achieved recently, MB/s.
+    pub achieved_dirty_mbps: f64,
+}
+
+/// An LPAR with what its guest is doing right now.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LparView {
+    /// Configuration and status.
+    #[serde(flatten)]
+    pub lpar: Lpar,
+    /// Present while the guest runs.
+    pub runtime: Option<GuestRuntime>,
+}
+
+/// Everything about one blade and its HVM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Inventory {
+    /// API version the HVM speaks.
+    pub api_version: String,
+    /// Hardware and HVM configuration.
+    pub blade: Blade,
+    /// Resources.
+    pub resources: Resources,
+    /// LPARs by number.
+    pub lpars: Vec<LparView>,
+    /// When the HVM process started.
+    pub started_at: DateTime<Utc>,
+    /// Guest backend this HVM uses for `auto` LPARs.
+    pub guest_backend: GuestBackend,
+}
+
+/// The persisted configuration of an HVM: what "save", "backup" and "restore" move around.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HvmConfigDoc {
+    /// Format of this document.
+    pub format: u32,
+    /// Blade this was taken from.
+    pub blade_name: String,
+    /// When it was taken.
+    pub taken_at: DateTime<Utc>,
+    /// The blade and HVM settings.
+    pub blade: Blade,
+    /// Every defined LPAR.
+    pub lpars: Vec<Lpar>,
+}
+
+impl HvmConfigDoc {
+    /// Current format number.
+    pub const FORMAT: u32 = 1;
+}
+
+/// What a lock holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", content = "lpar")]
+pub enum LockTarget {
+    /// The whole blade (every LPAR on it).
+    Blade,
+    /// One LPAR.
+    Lpar(LparNumber),
+}
+
+/// A request for a lock lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockRequest {
+    /// What to lock.
+    pub target: LockTarget,
+    /// Who asks (manager instance, navigator, policy run).
+    pub owner: String,
+    /// Why (job id, operation), shown to whoever finds it busy.
+    pub purpose: String,
+    /// Lease time in seconds; the holder renews before it runs out.
+    pub ttl_secs: u64,
+}
+
+/// A granted lease.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// Lease id, presented in [`LEASE_HEADER`] and used to renew or release.
+    pub id: String,
+    /// What it holds.
+    pub target: LockTarget,
+    /// Holder.
+    pub owner: String,
+    /// Why.
+    pub purpose: String,
+    /// When it runs out unless renewed.
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Severity of a system log entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LogLevel {
+    /// Informational.
+    Info,
+    /// Something to look at.
+    Warning,
+    /// Something failed.
+    Error,
+}
+
+/// One HVM system log entry.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Increasing sequence number (survives restarts).
+    pub seq: u64,
+    /// When.
+    pub time: DateTime<Utc>,
+    /// Severity.
+    pub level: LogLevel,
+    /// Area: `lpar`, `config`, `lock`, `fc-port`, `migration`, `hvm`.
+    pub area: String,
+    /// Text.
+    pub message: String,
+}
+
+/// CPU and NIC load of a blade.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoadFigures {
+    /// Processor utilisation over the last seconds, percent.
+    pub cpu_percent: f64,
+    /// Utilisation per NIC segment, percent of link speed.
+    pub nic_percent: BTreeMap<String, f64>,
+}
+
+/// Live change of an LPAR's workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WorkloadUpdate {
+    /// New workload (applied to a running guest's dirty rate at once; the rest at next activation).
+    pub workload: Workload,
+}

@@ -1,0 +1,521 @@
+//! The error catalogue: every message an operator can see, in one table.
+//!
+//! Messages keep the seed's shape, `EMG op1:op2:dc:(op3):MODULE:message`, so an operator who knows
+//! the product recognises them, and each carries the action to take. The CLI, the management API
+//! and the navigator all render errors from this table; no module writes its own operator message.
+//!
+//! Codes copied from the seed's chapter 6 keep their op1 values; codes for conditions the seed
+//! has no message for use op1 values with `0F` in the sub-code byte (`0x00 00000000 0Fxx 0m`).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The module that detected an error (the seed's fixed module names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Module {
+    /// Migration Management Client (the manager's front end: CLI, navigator).
+    #[serde(rename = "MMC")]
+    Mmc,
+    /// Migration Management Server (an HVM's management API).
+    #[serde(rename = "MMS")]
+    Mms,
+    /// The MMS thread that executes a migration.
+    #[serde(rename = "MMS Thread")]
+    MmsThread,
+    /// The LPAR Mover (the memory-transfer engine on the HVMs).
+    #[serde(rename = "LPAR Mover")]
+    LparMover,
+    /// The recovery module.
+    Recovery,
+    /// The source HVM.
+    #[serde(rename = "SrcHVM")]
+    SrcHvm,
+    /// The destination HVM.
+    #[serde(rename = "DstHVM")]
+    DstHvm,
+}
+
+impl Module {
+    /// The fixed text shown in messages.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Mmc => "MMC",
+            Self::Mms => "MMS",
+            Self::MmsThread => "MMS Thread",
+            Self::LparMover => "LPAR Mover",
+            Self::Recovery => "Recovery",
+            Self::SrcHvm => "SrcHVM",
+            Self::DstHvm => "DstHVM",
+        }
+    }
+}
+
+/// Every condition with an operator message. The catalogue entry says the code, module, message
+/// and action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Emg {
+    /// The manager cannot reach an HVM's management API.
+    ConnectionRefusedMms,
+    /// A blade (HVM) is not known or not answering.
+    BladeNotFound,
+    /// Manager and HVM speak different API versions.
+    VersionMismatch,
+    /// A blade is held by another migration.
+    BladeBusyMigration,
+    /// A blade is held by another operation.
+    BladeBusyOperation,
+    /// Source and destination migration paths share an address.
+    SameMigrationIp,
+    /// Migration path not set on the source HVM.
+    SourcePathMissing,
+    /// Migration path not set on the destination HVM.
+    DestinationPathMissing,
+    /// The migration path collides with the management path.
+    PathCollidesWithManagement,
+    /// An LPAR is held by another operation.
+    LparBusy,
+    /// A Shutdown-mode move of a running LPAR.
+    LparActivatedForShutdownMode,
+    /// Not enough memory on the HVM.
+    NotEnoughMemory,
+    /// Not enough processors on the HVM.
+    NotEnoughProcessors,
+    /// No free vfcID.
+    NotEnoughVfcIds,
+    /// A live move of a deactivated LPAR.
+    LparDeactivated,
+    /// The operator cancelled.
+    TerminatedByUser,
+    /// USB attached to the LPAR.
+    UsbAttached,
+    /// Migration path broke during transfer.
+    MoverConnectionRefused,
+    /// Pre-copy did not converge before the timeout.
+    MemoryWriteIntensive,
+    /// The LPAR was left inconsistent by a broken migration.
+    LparCorrupted,
+    /// An LPAR of that number does not exist.
+    LparNotFound,
+    /// An LPAR with that name exists already.
+    DuplicateLparName,
+    /// The LPAR number is taken.
+    LparNumberInUse,
+    /// Every LPAR number is in use.
+    NoFreeLparNumber,
+    /// A request named a NIC segment or FC port the blade does not have, or not in shared mode.
+    DeviceNotAvailable,
+    /// A WWPN or MAC is in use already.
+    IdentityInUse,
+    /// The request body or a field was malformed.
+    InvalidRequest,
+    /// The request is not allowed in the LPAR's current status.
+    InvalidLparState,
+    /// The lease presented is not (or no longer) held.
+    LeaseNotHeld,
+    /// Authentication failed.
+    Unauthorized,
+    /// The HVM could not persist its state.
+    StateNotSaved,
+    /// A configuration file could not be restored.
+    RestoreRejected,
+    /// Anything else inside an HVM.
+    Internal,
+}
+
+/// One row of the catalogue.
+#[derive(Debug)]
+pub struct Entry {
+    /// First operand.
+    pub op1: u64,
+    /// Second operand (supplementary information), 0 where the seed leaves it out.
+    pub op2: u64,
+    /// Third operand (reason).
+    pub op3: u32,
+    /// Detecting module.
+    pub module: Module,
+    /// Message as the operator reads it.
+    pub message: &'static str,
+    /// What to do.
+    pub action: &'static str,
+    /// HTTP status the management API answers with.
+    pub http_status: u16,
+}
+
+impl Emg {
+    /// The catalogue row of this condition.
+    pub fn entry(self) -> &'static Entry {
+        use Module::*;
+        macro_rules! e {
+            ($op1:expr, $op3:expr, $module:expr, $status:expr, $msg:expr, $action:expr) => {{
+                const ENTRY: Entry = Entry {
+                    op1: $op1,
+                    op2: 0,
+                    op3: $op3,
+                    module: $module,
+                    message: $msg,
+                    action: $action,
+                    http_status: $status,
+                };
+                &ENTRY
+            }};
+        }
+        match self {
+            Self::ConnectionRefusedMms => e!(
+                0x0000_0000_0001_0001,
+                0,
+                Mmc,
+                502,
+                "Connection refused (MMC-MMS)",
+                "Check that the HVM is up, that its management address and port in the profile are right, and that the manager can reach it; then retry."
+            ),
+            Self::BladeNotFound => e!(
+                0x0000_0000_0005_0001,
+                0,
+                Mmc,
+                404,
+                "The specified blade is not found.",
+                "Check that the blade exists in the profile, is up and running, and that its management address answers; then retry."
+            ),
+            Self::VersionMismatch => e!(
+                0x0000_0000_0006_0001,
+                0,
+                Mmc,
+                400,
+                "The version isn't matched between MMC and MMS.",
+                "Install the same lparmover version on the manager and the HVMs."
+            ),
+            Self::BladeBusyMigration => e!(
+                0x0000_0002_0020_0002,
+                1,
+                Mms,
+                409,
+                "The specified blade is busy. Please wait until another migration is completed.",
+                "Wait for completion of the preceding migration and then retry."
+            ),
+            Self::BladeBusyOperation => e!(
+                0x0000_0004_0020_0002,
+                1,
+                Mms,
+                409,
+                "The specified blade is busy. Please wait until another operation is completed.",
+                "Wait for completion of the ongoing operation and then retry."
+            ),
+            Self::SourcePathMissing => e!(
+                0x0000_0003_00A0_0002,
+                1,
+                Mms,
+                400,
+                "Specified NIC was not found. (Src-Blade)",
+                "Set a migration path on the source server blade properly and retry."
+            ),
+            Self::DestinationPathMissing => e!(
+                0x0000_0003_00A5_0002,
+                1,
+                Mms,
+                400,
+                "Specified NIC was not found. (Dst-Blade)",
+                "Check the setting of a migration path on the destination server blade and retry."
+            ),
+            Self::SameMigrationIp => e!(
+                0x0000_0005_00B0_0002,
+                1,
+                Mms,
+                400,
+                "Can not assign the same IP for the source and the Destination.",
+                "Set different IP addresses for the migration paths of the source and destination server blades."
+            ),
+            Self::PathCollidesWithManagement => e!(
+                0x0000_0004_F00D_0003,
+                1,
+                MmsThread,
+                400,
+                "The specified Migration Path collides with the Management Path Settings.",
+                "Use a shared NIC segment that is not the management path for migration, or give the migration path its own VLAN."
+            ),
+            Self::LparBusy => e!(
+                0x0000_0000_F003_0003,
+                0x101,
+                MmsThread,
+                409,
+                "The specified LPAR is busy, please wait until another migration is completed.",
+                "Wait until the other operation on this LPAR completes, then retry."
+            ),
+            Self::LparActivatedForShutdownMode => e!(
+                0x0000_0000_F009_0003,
+                1,
+                MmsThread,
+                409,
+                "The MMS could not accept a migration with activated LPAR. Please shutdown the specified LPAR, and try again.",
+                "Deactivate the specified LPAR (or ask for a remote shutdown) and retry the migration."
+            ),
+            Self::MoverConnectionRefused => e!(
+                0x0000_0000_0030_0004,
+                2,
+                LparMover,
+                502,
+                "Connection refused (LPAR Mover-LPAR Mover)",
+                "Check the connection between the source HVM and the destination HVM over the migration path, then retry."
+            ),
+            Self::NotEnoughMemory => e!(
+                0x0000_0000_F00B_0003,
+                1,
+                MmsThread,
+                409,
+                "There is not enough memory to activate the specified LPAR.",
+                "Free enough memory on the HVM (deactivate or shrink LPARs) and retry."
+            ),
+            Self::NotEnoughProcessors => e!(
+                0x0000_0000_0F01_0003,
+                1,
+                MmsThread,
+                409,
+                "There are not enough processors to activate the specified LPAR.",
+                "Free processors on the HVM or assign fewer processors to the LPAR, then retry."
+            ),
+            Self::NotEnoughVfcIds => e!(
+                0x0000_0000_0F02_0003,
+                1,
+                MmsThread,
+                409,
+                "There is no free vfcID for the specified LPAR.",
+                "Delete unused vFCs on the destination HVM or extend its vfcID range, then retry."
+            ),
+            Self::LparDeactivated => e!(
+                0x0000_0000_F0A0_0003,
+                1,
+                MmsThread,
+                409,
+                "The specified LPAR is deactivated. Can not execute LPAR migration.",
+                "Activate the LPAR and retry, or migrate it in Shutdown mode."
+            ),
+            Self::TerminatedByUser => e!(
+                0x0000_0000_0030_0004,
+                0x20,
+                LparMover,
+                409,
+                "Terminated by user.",
+                "None."
+            ),
+            Self::UsbAttached => e!(
+                0x0000_0000_0030_0004,
+                0x33,
+                LparMover,
+                409,
+                "LPAR Migration was canceled. USB is attached to the specified LPAR.",
+                "Detach the USB device and retry."
+            ),
+            Self::MemoryWriteIntensive => e!(
+                0x0000_0000_0070_0004,
+                0x40,
+                LparMover,
+                409,
+                "LPAR Migration process was canceled. Memory write is intensive.",
+                "Retry at a quieter time, allow throttling (auto-converge), raise the downtime limit, or extend the timeout."
+            ),
+            Self::LparCorrupted => e!(
+                0x0000_0000_0F03_0006,
+                1,
+                Recovery,
+                409,
+                "The specified LPAR has corrupted in an LPAR migration, please try to recover the LPAR.",
+                "Run `lparmover recover HVM/LPAR`, then retry."
+            ),
+            Self::LparNotFound => e!(
+                0x0000_0000_0F04_0002,
+                1,
+                Mms,
+                404,
+                "The specified LPAR is not found.",
+                "Check the LPAR number or name with `lparmover fleet` and retry."
+            ),
+            Self::DuplicateLparName => e!(
+                0x0000_0000_0F05_0002,
+                1,
+                Mms,
+                409,
+                "An LPAR with the same name already exists on the HVM.",
+                "Rename one of the LPARs (names are unique per HVM) and retry."
+            ),
+            Self::LparNumberInUse => e!(
+                0x0000_0000_0F06_0002,
+                1,
+                Mms,
+                409,
+                "The specified LPAR number is already in use.",
+                "Choose a free LPAR number or use Auto (the youngest free number)."
+            ),
+            Self::NoFreeLparNumber => e!(
+                0x0000_0000_0F07_0002,
+                1,
+                Mms,
+                409,
+                "There is no free LPAR number on the HVM.",
+                "Delete an unused LPAR on the HVM and retry."
+            ),
+            Self::DeviceNotAvailable => e!(
+                0x0000_0000_0F08_0002,
+                1,
+                Mms,
+                400,
+                "The specified NIC segment or FC port is not available in shared mode on this blade.",
+                "Assign only NIC segments and FC ports of cards installed on this blade in shared mode."
+            ),
+            Self::IdentityInUse => e!(
+                0x0000_0000_0F09_0002,
+                1,
+                Mms,
+                409,
+                "The specified WWPN or MAC address is already in use on this HVM.",
+                "Use another address; a WWPN or MAC must never be active twice."
+            ),
+            Self::InvalidRequest => e!(
+                0x0000_0000_0F0A_0002,
+                1,
+                Mms,
+                400,
+                "The request is not valid.",
+                "Correct the field named in the detail and retry; nothing was changed."
+            ),
+            Self::InvalidLparState => e!(
+                0x0000_0000_0F0B_0002,
+                1,
+                Mms,
+                409,
+                "The operation is not possible in the LPAR's current status.",
+                "Check the LPAR status with `lparmover lpar show` and retry when it allows the operation."
+            ),
+            Self::LeaseNotHeld => e!(
+                0x0000_0000_0F0C_0002,
+                1,
+                Mms,
+                409,
+                "The lock lease presented is not held (it expired or was never granted).",
+                "Take the lock again and retry; another operation may have started meanwhile."
+            ),
+            Self::Unauthorized => e!(
+                0x0000_0000_0F0D_0002,
+                1,
+                Mms,
+                401,
+                "The request was not authenticated.",
+                "Register the HVM again (its token in the profile is wrong or missing)."
+            ),
+            Self::StateNotSaved => e!(
+                0x0000_0000_0008_0003,
+                0xffff_fffd,
+                MmsThread,
+                507,
+                "Internal error: the HVM could not save its configuration information.",
+                "Free space on the HVM's state disk and retry; the running configuration is unchanged."
+            ),
+            Self::RestoreRejected => e!(
+                0x0000_0000_0F0E_0002,
+                1,
+                Mms,
+                400,
+                "The configuration file cannot be restored.",
+                "Use a backup taken from this HVM by `lparmover` and check it is complete."
+            ),
+            Self::Internal => e!(
+                0x0000_0000_0FFF_0002,
+                0xffff_ffff,
+                Mms,
+                500,
+                "Internal error in the HVM.",
+                "See the HVM's system logs; retry, and report the detail if it persists."
+            ),
+        }
+    }
+}
+
+/// An error as the operator sees it: catalogue row plus the detail of this occurrence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EmgError {
+    /// Which catalogue row.
+    pub kind: Emg,
+    /// What exactly happened (names, values).
+    pub detail: String,
+}
+
+impl EmgError {
+    /// An error of `kind` with `detail`.
+    pub fn new(kind: Emg, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+        }
+    }
+
+    /// The suggested action.
+    pub fn action(&self) -> &'static str {
+        self.kind.entry().action
+    }
+
+    /// The seed-shaped code line, e.g.
+    /// `EMG0000000200200002:0000000000000000:0000000000000000:(1):MMS:The specified blade is busy…`.
+    pub fn code_line(&self) -> String {
+        let e = self.kind.entry();
+        format!(
+            "EMG{:016x}:{:016x}:{:016x}:({:x}):{}:{}",
+            e.op1,
+            e.op2,
+            0,
+            e.op3,
+            e.module.label(),
+            e.message
+        )
+    }
+}
+
+impl fmt::Display for EmgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.code_line())?;
+        if !self.detail.is_empty() {
+            write!(f, " ({})", self.detail)?;
+        }
+        write!(f, " Action: {}", self.action())
+    }
+}
+
+impl std::error::Error for EmgError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_line_has_the_seed_shape() {
+        let err = EmgError::new(Emg::BladeBusyMigration, "held by job 7");
+        let line = err.code_line();
+        assert!(line.starts_with("EMG0000000200200002:"), "{line}");
+        assert!(
+            line.contains(":(1):MMS:The specified blade is busy"),
+            "{line}"
+        );
+        let shown = err.to_string();
+        assert!(
+            shown.contains("held by job 7") && shown.contains("Action: Wait"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn memory_write_intensive_keeps_the_seed_message() {
+        let e = Emg::MemoryWriteIntensive.entry();
+        assert_eq!(
+            e.message,
+            "LPAR Migration process was canceled. Memory write is intensive."
+        );
+        assert_eq!(e.module, Module::LparMover);
+    }
+
+    #[test]
+    fn kinds_round_trip_as_json() {
+        let err = EmgError::new(Emg::LparBusy, "x");
+        let json = serde_json::to_string(&err).unwrap();
+        assert!(json.contains("\"lpar-busy\""));
+        assert_eq!(serde_json::from_str::<EmgError>(&json).unwrap(), err);
+    }
+}

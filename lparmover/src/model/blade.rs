@@ -1,0 +1,227 @@
+//! Chassis, server blades, their cards, and the HVM firmware running on them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ids::{FcPort, FirmwareVersion, NicSegment, VfcId, VnicSystemNo, Wwpn};
+
+/// A chassis holding blades in numbered slots.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Chassis {
+    /// Chassis identifier, unique in a fleet.
+    pub id: String,
+    /// Chassis model, e.g. `CB 2500`.
+    #[serde(default)]
+    pub model: String,
+}
+
+/// EFI/BIOS firmware of a blade: version and the settings that matter for migration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EfiBios {
+    /// Version, e.g. `10-46`.
+    pub version: FirmwareVersion,
+    /// Settings by name (hyper-threading, power profile, …).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// What kind of I/O card sits in a PCI slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CardKind {
+    /// Network interface card.
+    Nic,
+    /// Fibre Channel host bus adapter.
+    FcHba,
+}
+
+/// How the HVM assigns a physical port to LPARs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PortMode {
+    /// Shared between LPARs through virtual NICs / HBAs (the only mode a migration can move).
+    Shared,
+    /// Dedicated to one LPAR.
+    Dedicated,
+    /// SR-IOV virtual functions (VF NICs).
+    Vf,
+}
+
+/// One port of a card.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardPort {
+    /// Port number on the card (0-based).
+    pub port: u8,
+    /// Assignment mode.
+    pub mode: PortMode,
+    /// Link speed in Mbit/s.
+    pub speed_mbps: u32,
+}
+
+/// A NIC or FC HBA card in a PCI slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PciCard {
+    /// PCI slot number.
+    pub slot: u8,
+    /// NIC or FC HBA.
+    pub kind: CardKind,
+    /// Card model, e.g. `Emulex 10Gb 4-port` or `Hitachi 8Gb FC 2-port`.
+    pub model: String,
+    /// Its ports.
+    pub ports: Vec<CardPort>,
+}
+
+/// HVM edition; Concurrent Maintenance needs Advanced or Enterprise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HvmModel {
+    /// Entry edition.
+    Essential,
+    /// Mid edition.
+    Advanced,
+    /// Full edition.
+    Enterprise,
+}
+
+impl HvmModel {
+    /// Whether this edition can take part in a live (Concurrent Maintenance) move.
+    pub fn supports_live_migration(self) -> bool {
+        matches!(self, Self::Advanced | Self::Enterprise)
+    }
+}
+
+/// The management path: where the manager reaches the HVM's management API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementPath {
+    /// IPv4 address of the HVM's management interface.
+    pub ip: Ipv4Addr,
+    /// TCP port of the HTTPS API; 0 lets the HVM pick a free one (it then reports it).
+    #[serde(default)]
+    pub port: u16,
+}
+
+/// A migration path: an address on a shared NIC segment dedicated to migration traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPath {
+    /// NIC segment the address lives on.
+    pub segment: NicSegment,
+    /// IPv4 address.
+    pub ip: Ipv4Addr,
+    /// Prefix length of the subnet.
+    #[serde(default = "default_prefix")]
+    pub prefix: u8,
+    /// VLAN the path is tagged with, if any.
+    #[serde(default)]
+    pub vlan: Option<u16>,
+}
+
+fn default_prefix() -> u8 {
+    24
+}
+
+/// An inclusive range of vfcIDs the HVM may hand out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VfcIdRange {
+    /// First vfcID.
+    pub first: VfcId,
+    /// Last vfcID (inclusive).
+    pub last: VfcId,
+}
+
+impl VfcIdRange {
+    /// Whether `id` is in the range.
+    pub fn contains(&self, id: VfcId) -> bool {
+        self.first <= id && id <= self.last
+    }
+    /// Every vfcID of the range, lowest first.
+    pub fn iter(&self) -> impl Iterator<Item = VfcId> {
+        (self.first.get()..=self.last.get()).filter_map(|n| VfcId::new(n).ok())
+    }
+}
+
+/// The HVM firmware of a blade and its system settings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HvmConfig {
+    /// HVM firmware version, e.g. `02-15`.
+    pub firmware: FirmwareVersion,
+    /// Edition.
+    pub model: HvmModel,
+    /// HVM system time zone.
+    pub time_zone: String,
+    /// NTP servers the HVM system time is synchronized with (empty = none).
+    #[serde(default)]
+    pub ntp_servers: Vec<String>,
+    /// Seed of the logical MACs.
+    pub vnic_system_no: VnicSystemNo,
+    /// Management path.
+    pub management: ManagementPath,
+    /// Migration paths (zero or more).
+    #[serde(default)]
+    pub migration_paths: Vec<MigrationPath>,
+    /// Base of the WWN pool this HVM generates vFC names from.
+    pub wwn_pool: Wwpn,
+    /// vfcIDs this HVM may assign.
+    pub vfc_ids: VfcIdRange,
+}
+
+/// A server blade with its HVM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Blade {
+    /// Blade (and HVM) name, unique in a fleet, e.g. `ch1-blade1`.
+    pub name: String,
+    /// Chassis id.
+    pub chassis: String,
+    /// Slot number in the chassis.
+    pub slot: u8,
+    /// Blade model, e.g. `CB520H-B3`.
+    pub model: String,
+    /// Processor model string (CPUID family), compared by live moves.
+    #[serde(default = "default_cpu")]
+    pub cpu_model: String,
+    /// Physical processors (cores) the HVM can give to LPARs.
+    pub processors: u32,
+    /// Memory the HVM can give to LPARs, in MiB.
+    pub memory_mib: u64,
+    /// EFI/BIOS.
+    pub efi: EfiBios,
+    /// NIC and FC HBA cards.
+    #[serde(default)]
+    pub cards: Vec<PciCard>,
+    /// HVM firmware and settings.
+    pub hvm: HvmConfig,
+}
+
+fn default_cpu() -> String {
+    "Intel Xeon E5-2600 v4".to_owned()
+}
+
+impl Blade {
+    /// The card in `slot`, if any.
+    pub fn card(&self, slot: u8) -> Option<&PciCard> {
+        self.cards.iter().find(|c| c.slot == slot)
+    }
+
+    /// The port behind a NIC segment, if the blade has that card and port.
+    pub fn nic_port(&self, segment: NicSegment) -> Option<&CardPort> {
+        self.card(segment.slot())
+            .filter(|c| c.kind == CardKind::Nic)
+            .and_then(|c| c.ports.iter().find(|p| p.port == segment.port()))
+    }
+
+    /// The FC port, if the blade has that card and port.
+    pub fn fc_port(&self, port: FcPort) -> Option<&CardPort> {
+        self.card(port.slot)
+            .filter(|c| c.kind == CardKind::FcHba)
+            .and_then(|c| c.ports.iter().find(|p| p.port == port.port))
+    }
+}

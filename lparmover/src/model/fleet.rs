@@ -1,0 +1,285 @@
+//! Fleet files: the chassis, blades (with their HVMs) and initial LPARs of a simulated data centre.
+//!
+//! ```toml
+//! name = "demo"
+//! [[chassis]]
+//! id = "CH1"
+//! [[blade]]
+//! name = "ch1-b1"
+//! chassis = "CH1"
+//! # … hardware and [blade.hvm] …
+//! [[blade.lpars]]
+//! name = "web-01"
+//! # … processors, memory, vNICs, vFCs, workload …
+//! ```
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::blade::{Blade, Chassis};
+use super::lpar::LparRequest;
+
+/// A fleet file that cannot be used; says where and what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum FleetError {
+    /// The file could not be read.
+    #[error("cannot read fleet file {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// TOML or field error.
+    #[error("fleet file {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    /// Parsed, but inconsistent.
+    #[error("fleet file {path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+/// One blade of a fleet with the LPARs defined on it at first start.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FleetBlade {
+    /// Hardware and HVM.
+    #[serde(flatten)]
+    pub blade: Blade,
+    /// LPARs defined at first start.
+    pub lpars: Vec<LparRequest>,
+}
+
+/// A whole fleet.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Fleet {
+    /// Fleet name.
+    pub name: String,
+    /// Chassis.
+    pub chassis: Vec<Chassis>,
+    /// Blades.
+    #[serde(rename = "blade")]
+    pub blades: Vec<FleetBlade>,
+}
+
+impl Fleet {
+    /// Reads and validates a fleet file.
+    pub fn load(path: &Path) -> Result<Self, FleetError> {
+        let text = std::fs::read_to_string(path).map_err(|source| FleetError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates fleet TOML; `origin` names the source in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, FleetError> {
+        let parse_err = |message: String| FleetError::Parse {
+            path: origin.to_owned(),
+            message,
+        };
+        let mut doc: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let name = match doc.remove("name") {
+            Some(toml::Value::String(s)) => s,
+            Some(_) => return Err(parse_err("`name` must be a string".into())),
+            None => return Err(parse_err("missing `name = \"…\"` at the top".into())),
+        };
+        let chassis: Vec<Chassis> = match doc.remove("chassis") {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| parse_err(format!("[[chassis]]: {e}")))?,
+            None => Vec::new(),
+        };
+        let blade_values = match doc.remove("blade") {
+            Some(toml::Value::Array(a)) => a,
+            Some(_) => {
+                return Err(parse_err(
+                    "`blade` must be an array of tables ([[blade]])".into(),
+                ));
+            }
+            None => Vec::new(),
+        };
+        if let Some(key) = doc.keys().next() {
+            return Err(parse_err(format!(
+                "unknown top-level key `{key}`; expected name, [[chassis]] and [[blade]]"
+            )));
+        }
+        let mut blades = Vec::with_capacity(blade_values.len());
+        for (i, value) in blade_values.into_iter().enumerate() {
+            let toml::Value::Table(mut table) = value else {
+                return Err(parse_err(format!("blade #{} is not a table", i + 1)));
+            };
+            let label = table
+                .get("name")
+                .and_then(|v| v.as_str())
+                .map_or_else(|| format!("blade #{}", i + 1), |n| format!("blade {n:?}"));
+            let lpars: Vec<LparRequest> = match table.remove("lpars") {
+                Some(v) => v.try_into().map_err(|e: toml::de::Error| {
+                    parse_err(format!("{label}, [[blade.lpars]]: {e}"))
+                })?,
+                None => Vec::new(),
+            };
+            let blade: Blade = toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| parse_err(format!("{label}: {e}")))?;
+            blades.push(FleetBlade { blade, lpars });
+        }
+        let fleet = Self {
+            name,
+            chassis,
+            blades,
+        };
+        fleet.validate().map_err(|message| FleetError::Invalid {
+            path: origin.to_owned(),
+            message,
+        })?;
+        Ok(fleet)
+    }
+
+    /// Cross-checks names and addresses.
+    fn validate(&self) -> Result<(), String> {
+        if self.blades.is_empty() {
+            return Err("no [[blade]] defined; a fleet needs at least one blade".into());
+        }
+        let chassis_ids: HashSet<&str> = self.chassis.iter().map(|c| c.id.as_str()).collect();
+        let mut names = HashSet::new();
+        let mut slots = HashSet::new();
+        let mut addresses = HashSet::new();
+        let mut system_nos = HashSet::new();
+        for FleetBlade { blade, lpars } in &self.blades {
+            if blade.name.is_empty()
+                || !blade
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            {
+                return Err(format!(
+                    "blade name {:?} must be letters, digits, '-' or '_'",
+                    blade.name
+                ));
+            }
+            if !names.insert(blade.name.as_str()) {
+                return Err(format!(
+                    "two blades are named {:?}; names must be unique",
+                    blade.name
+                ));
+            }
+            if !chassis_ids.contains(blade.chassis.as_str()) {
+                return Err(format!(
+                    "blade {:?} sits in chassis {:?}, which no [[chassis]] defines",
+                    blade.name, blade.chassis
+                ));
+            }
+            if !slots.insert((blade.chassis.as_str(), blade.slot)) {
+                return Err(format!(
+                    "blade {:?}: slot {} of chassis {:?} is already taken",
+                    blade.name, blade.slot, blade.chassis
+                ));
+            }
+            if !system_nos.insert(blade.hvm.vnic_system_no) {
+                return Err(format!(
+                    "blade {:?}: VNIC System No. {} is used by another HVM; MACs would collide",
+                    blade.name,
+                    blade.hvm.vnic_system_no.get()
+                ));
+            }
+            let mgmt = blade.hvm.management.ip;
+            if !mgmt.is_loopback() {
+                return Err(format!(
+                    "blade {:?}: management address {mgmt} is not in 127.0.0.0/8; simulated blades only listen on loopback",
+                    blade.name
+                ));
+            }
+            if !addresses.insert(mgmt) {
+                return Err(format!(
+                    "blade {:?}: address {mgmt} is used twice",
+                    blade.name
+                ));
+            }
+            for path in &blade.hvm.migration_paths {
+                if !path.ip.is_loopback() {
+                    return Err(format!(
+                        "blade {:?}: migration path {} is not in 127.0.0.0/8",
+                        blade.name, path.ip
+                    ));
+                }
+                if !addresses.insert(path.ip) {
+                    return Err(format!(
+                        "blade {:?}: migration path address {} is used twice (or equals a management address)",
+                        blade.name, path.ip
+                    ));
+                }
+            }
+            let mut lpar_names = HashSet::new();
+            for lpar in lpars {
+                if !lpar_names.insert(lpar.name.as_str()) {
+                    return Err(format!(
+                        "blade {:?}: two LPARs are named {:?}",
+                        blade.name,
+                        lpar.name.as_str()
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The blade named `name`.
+    pub fn blade(&self, name: &str) -> Option<&FleetBlade> {
+        self.blades.iter().find(|b| b.blade.name == name)
+    }
+}
+
+/// The demo fleet shipped with the project (`assets/fleets/demo.toml`), embedded so `lparmover demo`
+/// needs no file on disk.
+pub const DEMO_FLEET_TOML: &str = include_str!("../../../assets/fleets/demo.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_fleet_parses_with_its_oddities() {
+        let fleet = Fleet::parse(DEMO_FLEET_TOML, "demo.toml").unwrap();
+        assert_eq!(fleet.chassis.len(), 2);
+        assert_eq!(fleet.blades.len(), 4);
+        let lpars: usize = fleet.blades.iter().map(|b| b.lpars.len()).sum();
+        assert!((6..=8).contains(&lpars), "{lpars} LPARs");
+        let efi: HashSet<_> = fleet.blades.iter().map(|b| b.blade.efi.version).collect();
+        assert_eq!(efi.len(), 2, "one blade differs in EFI/BIOS");
+        let no_fc = fleet
+            .blades
+            .iter()
+            .filter(|b| b.blade.card(3).is_none())
+            .count();
+        assert_eq!(no_fc, 1, "one blade misses its FC card");
+    }
+
+    fn with_change(from: &str, to: &str) -> Result<Fleet, FleetError> {
+        assert!(DEMO_FLEET_TOML.contains(from), "{from}");
+        Fleet::parse(&DEMO_FLEET_TOML.replacen(from, to, 1), "t.toml")
+    }
+
+    #[test]
+    fn rejects_non_loopback_addresses() {
+        let err = with_change("127.0.1.2", "10.0.0.2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in 127.0.0.0/8"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_blade_names_and_unknown_keys() {
+        let err = with_change("name = \"ch1-b2\"", "name = \"ch1-b1\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("two blades are named"), "{err}");
+        let err = with_change("cpu_model", "cpu_modle")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cpu_modle"), "{err}");
+        let err = with_change("name = \"web-01\"", "name = \"NO_NAME\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("NO_NAME"), "{err}");
+    }
+}

@@ -1,0 +1,165 @@
+//! The manager's profile: the HVMs it manages, how to reach them, and the certificate pinned for
+//! each. `hvmsim fleet` writes one for the fleet it starts; the manager reads it.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil::write_atomic;
+
+/// A profile that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// Missing or unreadable.
+    #[error(
+        "cannot read profile {path}: {source}; start a fleet with `hvmsim fleet FILE` (it writes the profile) or pass --profile"
+    )]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not valid TOML or fields wrong.
+    #[error("profile {path} is not valid: {message}")]
+    Parse { path: String, message: String },
+    /// Could not be written.
+    #[error("cannot write profile {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// No HVM of that name.
+    #[error("no HVM named {name:?} in the profile; registered: {known}")]
+    UnknownHvm { name: String, known: String },
+}
+
+/// One registered HVM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileHvm {
+    /// Blade / HVM name.
+    pub name: String,
+    /// Chassis it sits in.
+    pub chassis: String,
+    /// Base URL of the management API, e.g. `https://127.0.1.1:40123`.
+    pub url: String,
+    /// The HVM's certificate, pinned at registration (PEM).
+    pub cert_pem: String,
+    /// Bearer token for the management API.
+    pub token: String,
+    /// Migration path addresses.
+    #[serde(default)]
+    pub migration_paths: Vec<Ipv4Addr>,
+}
+
+/// A storage array registered with the manager.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileArray {
+    /// Array name.
+    pub name: String,
+    /// Base URL of its API.
+    pub url: String,
+}
+
+/// The manager's profile.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Fleet name.
+    pub fleet: String,
+    /// Registered HVMs.
+    #[serde(default, rename = "hvm")]
+    pub hvms: Vec<ProfileHvm>,
+    /// Registered storage arrays.
+    #[serde(default, rename = "array")]
+    pub arrays: Vec<ProfileArray>,
+}
+
+impl Profile {
+    /// Where the profile lives unless told otherwise: `$LPARMOVER_PROFILE`, else
+    /// `$XDG_STATE_HOME/lparmover/profile.toml`, else `~/.local/state/lparmover/profile.toml`.
+    pub fn default_path() -> PathBuf {
+        if let Some(p) = std::env::var_os("LPARMOVER_PROFILE") {
+            return PathBuf::from(p);
+        }
+        let state = std::env::var_os("XDG_STATE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+            .unwrap_or_else(|| PathBuf::from("."));
+        state.join("lparmover").join("profile.toml")
+    }
+
+    /// Reads a profile.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ProfileError::Parse {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Writes the profile atomically (creating its directory).
+    pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
+        let write_err = |source| ProfileError::Write {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(write_err)?;
+        }
+        let text = toml::to_string_pretty(self)
+            .map_err(|e| write_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        write_atomic(path, text.as_bytes()).map_err(write_err)
+    }
+
+    /// The HVM named `name`.
+    pub fn hvm(&self, name: &str) -> Result<&ProfileHvm, ProfileError> {
+        self.hvms
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| ProfileError::UnknownHvm {
+                name: name.to_owned(),
+                known: self
+                    .hvms
+                    .iter()
+                    .map(|h| h.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_through_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/profile.toml");
+        let profile = Profile {
+            fleet: "demo".into(),
+            hvms: vec![ProfileHvm {
+                name: "b1".into(),
+                chassis: "CH1".into(),
+                url: "https://127.0.1.1:1234".into(),
+                cert_pem: "PEM".into(),
+                token: "t".into(),
+                migration_paths: vec![Ipv4Addr::new(127, 0, 2, 1)],
+            }],
+            arrays: vec![],
+        };
+        profile.save(&path).unwrap();
+        assert_eq!(Profile::load(&path).unwrap(), profile);
+        assert!(matches!(
+            profile.hvm("nope"),
+            Err(ProfileError::UnknownHvm { .. })
+        ));
+    }
+}

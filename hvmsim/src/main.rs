@@ -1,1 +1,35 @@
-fn main() {}
+//! The `hvmsim` command: run one blade, or a whole fleet.
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Simulated blades and HVMs for lparmover.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run one blade (its HVM, LPAR guests and management API).
+    Serve(hvmsim::serve::ServeArgs),
+    /// Start every blade of a fleet file and write the manager's profile.
+    Fleet(hvmsim::launcher::FleetArgs),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("HVMSIM_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Runtime::new()?;
+    match cli.command {
+        Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
+        Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
+    }
+}

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod emg;
+pub mod fleetview;
 pub mod fsutil;
 pub mod model;
 pub mod partition;

@@ -1,0 +1,241 @@
+//! The management API over HTTPS: parses requests into calls on [`BladeService`] and renders
+//! answers and catalogue errors as JSON. No HVM logic lives here.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lparmover::api::{API_VERSION, LEASE_HEADER, LockRequest, WorkloadUpdate};
+use lparmover::emg::{Emg, EmgError};
+use lparmover::model::{LparNumber, LparRequest};
+use serde::Deserialize;
+
+use crate::blade::BladeService;
+
+/// Largest request body accepted.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// A catalogue error as an HTTP answer.
+pub struct ApiError(pub EmgError);
+
+impl From<EmgError> for ApiError {
+    fn from(e: EmgError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.kind.entry().http_status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// JSON body whose parse errors come back as catalogue errors naming the problem.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError(EmgError::new(
+                Emg::InvalidRequest,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+fn lpar_number(text: &str) -> Result<LparNumber, ApiError> {
+    text.parse().map_err(|e: lparmover::model::InvalidId| {
+        ApiError(EmgError::new(Emg::InvalidRequest, e.to_string()))
+    })
+}
+
+fn lease(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(LEASE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+type Svc = State<Arc<BladeService>>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(request).await
+    } else {
+        ApiError(EmgError::new(
+            Emg::Unauthorized,
+            "missing or wrong bearer token",
+        ))
+        .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn inventory(State(s): Svc) -> ApiResult<lparmover::api::Inventory> {
+    Ok(Json(s.inventory()))
+}
+
+async fn list_lpars(State(s): Svc) -> ApiResult<Vec<lparmover::api::LparView>> {
+    Ok(Json(s.lpars()))
+}
+
+async fn show_lpar(State(s): Svc, Path(n): Path<String>) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.lpar(lpar_number(&n)?)?))
+}
+
+async fn define(
+    State(s): Svc,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<LparRequest>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.define(&req, lease(&headers).as_deref()).await?))
+}
+
+async fn activate(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(
+        s.activate(lpar_number(&n)?, lease(&headers).as_deref())
+            .await?,
+    ))
+}
+
+async fn deactivate(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(
+        s.deactivate(lpar_number(&n)?, lease(&headers).as_deref())
+            .await?,
+    ))
+}
+
+async fn delete(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    s.delete(lpar_number(&n)?, lease(&headers).as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_workload(
+    State(s): Svc,
+    Path(n): Path<String>,
+    ApiJson(body): ApiJson<WorkloadUpdate>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.set_workload(lpar_number(&n)?, &body.workload)?))
+}
+
+async fn save_config(State(s): Svc) -> ApiResult<lparmover::api::HvmConfigDoc> {
+    Ok(Json(s.save_config()?))
+}
+
+async fn backup_config(State(s): Svc) -> ApiResult<lparmover::api::HvmConfigDoc> {
+    Ok(Json(s.backup_config()))
+}
+
+async fn restore_config(
+    State(s): Svc,
+    headers: HeaderMap,
+    ApiJson(doc): ApiJson<lparmover::api::HvmConfigDoc>,
+) -> ApiResult<lparmover::api::HvmConfigDoc> {
+    Ok(Json(s.restore_config(&doc, lease(&headers).as_deref())?))
+}
+
+#[derive(Deserialize)]
+struct After {
+    #[serde(default)]
+    after: u64,
+}
+
+async fn logs(State(s): Svc, Query(q): Query<After>) -> ApiResult<Vec<lparmover::api::LogEntry>> {
+    Ok(Json(s.logs(q.after)))
+}
+
+async fn load(State(s): Svc) -> ApiResult<lparmover::api::LoadFigures> {
+    Ok(Json(s.load()))
+}
+
+async fn take_lock(
+    State(s): Svc,
+    ApiJson(req): ApiJson<LockRequest>,
+) -> ApiResult<lparmover::api::Lease> {
+    Ok(Json(s.lock(&req)?))
+}
+
+async fn list_locks(State(s): Svc) -> ApiResult<Vec<lparmover::api::Lease>> {
+    Ok(Json(s.locks()))
+}
+
+async fn renew_lock(State(s): Svc, Path(id): Path<String>) -> ApiResult<lparmover::api::Lease> {
+    Ok(Json(s.renew(&id)?))
+}
+
+async fn release_lock(State(s): Svc, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    s.unlock(&id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn not_found() -> ApiError {
+    ApiError(EmgError::new(
+        Emg::VersionMismatch,
+        format!("no such route; this HVM speaks /{API_VERSION}/ (see the lparmover::api docs)"),
+    ))
+}
+
+/// The management API router for one blade.
+pub fn router(service: Arc<BladeService>, token: String) -> Router {
+    let v1 = Router::new()
+        .route("/inventory", get(inventory))
+        .route("/lpars", get(list_lpars).post(define))
+        .route("/lpars/{n}", get(show_lpar).delete(delete))
+        .route("/lpars/{n}/activate", post(activate))
+        .route("/lpars/{n}/deactivate", post(deactivate))
+        .route("/lpars/{n}/workload", axum::routing::put(set_workload))
+        .route("/config/save", post(save_config))
+        .route("/config/backup", get(backup_config))
+        .route("/config/restore", post(restore_config))
+        .route("/logs", get(logs))
+        .route("/load", get(load))
+        .route("/locks", get(list_locks).post(take_lock))
+        .route("/locks/{id}", axum::routing::delete(release_lock))
+        .route("/locks/{id}/renew", post(renew_lock))
+        .with_state(service);
+    Router::new()
+        .nest(&format!("/{API_VERSION}"), v1)
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+}

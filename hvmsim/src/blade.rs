@@ -1,0 +1,467 @@
+//! One simulated blade: its HVM state, guests, locks and log, and the operations the management
+//! API offers. The HTTP layer (`crate::api`) only parses requests and calls these.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use lparmover::api::{
+    API_VERSION, HvmConfigDoc, Inventory, Lease, LoadFigures, LockRequest, LockTarget, LogEntry,
+    LogLevel, LparView,
+};
+use lparmover::emg::{Emg, EmgError};
+use lparmover::model::{
+    FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload,
+};
+
+use crate::guests::{self, GuestHandle};
+use crate::hvm::HvmState;
+use crate::load::LoadMeter;
+use crate::locks::LockTable;
+use crate::store::{StateDir, StoreError};
+use crate::syslog::SystemLog;
+
+/// A blade and its HVM, shared by every request handler.
+#[derive(Debug)]
+pub struct BladeService {
+    name: String,
+    state: Mutex<HvmState>,
+    store: StateDir,
+    locks: Mutex<LockTable>,
+    log: SystemLog,
+    guests: Mutex<HashMap<LparNumber, GuestHandle>>,
+    /// LPARs with an activation or deactivation under way (guests take time to start).
+    in_transition: Mutex<HashSet<LparNumber>>,
+    started_at: DateTime<Utc>,
+    backend: GuestBackend,
+    load: LoadMeter,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks is a bug already reported by the panic itself;
+    // the data stays consistent because every change is applied to a copy first.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Releases the transition mark of an LPAR when dropped.
+struct TransitionGuard<'a> {
+    set: &'a Mutex<HashSet<LparNumber>>,
+    number: LparNumber,
+}
+
+impl Drop for TransitionGuard<'_> {
+    fn drop(&mut self) {
+        lock(self.set).remove(&self.number);
+    }
+}
+
+impl BladeService {
+    /// Opens the blade from its state directory, or creates it from its fleet definition on first
+    /// start. Guests are started by [`Self::boot`].
+    pub fn open(
+        store: StateDir,
+        definition: &FleetBlade,
+        backend: GuestBackend,
+    ) -> Result<(Arc<Self>, bool), StoreError> {
+        let (state, fresh) = match store.load_state()? {
+            Some(state) => (state, false),
+            None => (HvmState::new(definition.blade.clone()), true),
+        };
+        let log = SystemLog::open(&store.log_path());
+        let service = Arc::new(Self {
+            name: state.blade.name.clone(),
+            state: Mutex::new(state),
+            store,
+            locks: Mutex::new(LockTable::default()),
+            log,
+            guests: Mutex::new(HashMap::new()),
+            in_transition: Mutex::new(HashSet::new()),
+            started_at: Utc::now(),
+            backend,
+            load: LoadMeter::new(),
+        });
+        Ok((service, fresh))
+    }
+
+    /// Brings the HVM up: on first start defines the fleet file's LPARs (activating those marked
+    /// so); after a restart starts the guests of LPARs that were running and marks LPARs caught
+    /// mid-migration as requiring recovery.
+    pub async fn boot(
+        self: &Arc<Self>,
+        definition: &FleetBlade,
+        fresh: bool,
+    ) -> Result<(), EmgError> {
+        if fresh {
+            self.mutate(|s| Ok(s.blade = definition.blade.clone()))?;
+            self.log.record(
+                LogLevel::Info,
+                "hvm",
+                format!("HVM {} initialised from the fleet file", self.name),
+            );
+            for request in &definition.lpars {
+                self.define(request, None).await?;
+            }
+            return Ok(());
+        }
+        self.log.record(
+            LogLevel::Info,
+            "hvm",
+            format!(
+                "HVM {} restarted; configuration loaded from its state",
+                self.name
+            ),
+        );
+        let lpars: Vec<Lpar> = lock(&self.state).lpars.values().cloned().collect();
+        for lpar in lpars {
+            match lpar.status {
+                LparStatus::Activated => {
+                    // The guest died with the previous process; boot it again (auto activation).
+                    self.mutate(|s| s.set_status(lpar.number, LparStatus::Deactivated).map(drop))?;
+                    match self.activate(lpar.number, None).await {
+                        Ok(_) => self.log.record(
+                            LogLevel::Info,
+                            "lpar",
+                            format!(
+                                "LPAR {} ({}) re-activated after HVM restart",
+                                lpar.number, lpar.name
+                            ),
+                        ),
+                        Err(e) => self.log.record(
+                            LogLevel::Error,
+                            "lpar",
+                            format!(
+                                "LPAR {} ({}) could not be re-activated: {e}",
+                                lpar.number, lpar.name
+                            ),
+                        ),
+                    }
+                }
+                LparStatus::Migrating => {
+                    self.mutate(|s| {
+                        s.set_status(lpar.number, LparStatus::RequiresRecovery)
+                            .map(drop)
+                    })?;
+                    self.log.record(
+                        LogLevel::Warning,
+                        "migration",
+                        format!(
+                            "LPAR {} ({}) was migrating when the HVM stopped; it requires recovery",
+                            lpar.number, lpar.name
+                        ),
+                    );
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// The blade's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Applies `change` to a copy of the state, persists the copy, then makes it current. On any
+    /// error nothing changes.
+    fn mutate<T>(
+        &self,
+        change: impl FnOnce(&mut HvmState) -> Result<T, EmgError>,
+    ) -> Result<T, EmgError> {
+        let mut state = lock(&self.state);
+        let mut next = state.clone();
+        let out = change(&mut next)?;
+        if next != *state {
+            self.store.save_state(&next).map_err(|e| {
+                self.log
+                    .record(LogLevel::Error, "hvm", format!("state not saved: {e}"));
+                EmgError::new(Emg::StateNotSaved, e.to_string())
+            })?;
+            *state = next;
+        }
+        Ok(out)
+    }
+
+    fn check_lock(&self, target: LockTarget, lease: Option<&str>) -> Result<(), EmgError> {
+        lock(&self.locks).check(target, lease, Utc::now())
+    }
+
+    fn view(&self, lpar: Lpar) -> LparView {
+        let runtime = lock(&self.guests)
+            .get(&lpar.number)
+            .map(GuestHandle::runtime);
+        LparView { lpar, runtime }
+    }
+
+    fn begin_transition(&self, number: LparNumber) -> Result<TransitionGuard<'_>, EmgError> {
+        if !lock(&self.in_transition).insert(number) {
+            return Err(EmgError::new(
+                Emg::LparBusy,
+                format!("LPAR {number} is being activated or deactivated"),
+            ));
+        }
+        Ok(TransitionGuard {
+            set: &self.in_transition,
+            number,
+        })
+    }
+
+    /// Everything about the blade.
+    pub fn inventory(&self) -> Inventory {
+        let state = lock(&self.state).clone();
+        Inventory {
+            api_version: API_VERSION.to_owned(),
+            resources: state.resources(),
+            lpars: state
+                .lpars
+                .values()
+                .cloned()
+                .map(|l| self.view(l))
+                .collect(),
+            blade: state.blade,
+            started_at: self.started_at,
+            guest_backend: self.backend,
+        }
+    }
+
+    /// Every LPAR.
+    pub fn lpars(&self) -> Vec<LparView> {
+        let lpars: Vec<Lpar> = lock(&self.state).lpars.values().cloned().collect();
+        lpars.into_iter().map(|l| self.view(l)).collect()
+    }
+
+    /// One LPAR.
+    pub fn lpar(&self, number: LparNumber) -> Result<LparView, EmgError> {
+        let lpar = lock(&self.state).lpar(number)?.clone();
+        Ok(self.view(lpar))
+    }
+
+    /// Defines an LPAR, activating it if the request asks.
+    pub async fn define(
+        &self,
+        request: &LparRequest,
+        lease: Option<&str>,
+    ) -> Result<LparView, EmgError> {
+        self.check_lock(LockTarget::Blade, lease)?;
+        let lpar = self.mutate(|s| s.define(request))?;
+        self.log.record(
+            LogLevel::Info,
+            "lpar",
+            format!("LPAR {} ({}) defined", lpar.number, lpar.name),
+        );
+        if request.activate {
+            return self.activate(lpar.number, lease).await;
+        }
+        Ok(self.view(lpar))
+    }
+
+    /// Activates an LPAR and starts its guest.
+    pub async fn activate(
+        &self,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, EmgError> {
+        self.check_lock(LockTarget::Lpar(number), lease)?;
+        let _transition = self.begin_transition(number)?;
+        // Dry run first: every rule is checked before any guest starts.
+        let lpar = lock(&self.state).clone().activate(number)?;
+        let spec = GuestSpec {
+            memory_bytes: lpar.memory_mib * 1024 * 1024,
+            vcpus: lpar.processors.count,
+            workload: lpar.workload.clone(),
+            backend: self.backend,
+        };
+        let guest = tokio::task::spawn_blocking(move || guests::start(&spec))
+            .await
+            .map_err(|e| EmgError::new(Emg::Internal, format!("guest start task failed: {e}")))?
+            .map_err(|e| {
+                EmgError::new(
+                    Emg::Internal,
+                    format!("guest of LPAR {number} did not start: {e}"),
+                )
+            })?;
+        match self.mutate(|s| s.activate(number)) {
+            Ok(lpar) => {
+                lock(&self.guests).insert(number, guest);
+                self.log.record(
+                    LogLevel::Info,
+                    "lpar",
+                    format!("LPAR {} ({}) activated", lpar.number, lpar.name),
+                );
+                Ok(self.view(lpar))
+            }
+            Err(e) => {
+                guest.stop();
+                Err(e)
+            }
+        }
+    }
+
+    /// Deactivates an LPAR: its guest stops at once.
+    pub async fn deactivate(
+        &self,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, EmgError> {
+        self.check_lock(LockTarget::Lpar(number), lease)?;
+        let _transition = self.begin_transition(number)?;
+        let lpar = self.mutate(|s| {
+            let lpar = s.lpar(number)?;
+            if lpar.status != LparStatus::Activated {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "LPAR {} ({}) is {}, not activated",
+                        lpar.number,
+                        lpar.name,
+                        lpar.status.label()
+                    ),
+                ));
+            }
+            s.set_status(number, LparStatus::Deactivated)
+        })?;
+        let guest = lock(&self.guests).remove(&number);
+        if let Some(guest) = guest {
+            tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+        }
+        self.log.record(
+            LogLevel::Info,
+            "lpar",
+            format!("LPAR {} ({}) deactivated", lpar.number, lpar.name),
+        );
+        Ok(self.view(lpar))
+    }
+
+    /// Deletes a deactivated LPAR.
+    pub fn delete(&self, number: LparNumber, lease: Option<&str>) -> Result<(), EmgError> {
+        self.check_lock(LockTarget::Lpar(number), lease)?;
+        let _transition = self.begin_transition(number)?;
+        let lpar = self.mutate(|s| s.delete(number))?;
+        self.log.record(
+            LogLevel::Info,
+            "lpar",
+            format!("LPAR {} ({}) deleted", lpar.number, lpar.name),
+        );
+        Ok(())
+    }
+
+    /// Changes an LPAR's workload; a running guest takes the new dirty rate at once.
+    pub fn set_workload(
+        &self,
+        number: LparNumber,
+        workload: &Workload,
+    ) -> Result<LparView, EmgError> {
+        workload
+            .validate()
+            .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?;
+        let lpar = self.mutate(|s| {
+            s.lpar(number)?;
+            let lpar = s
+                .lpars
+                .get_mut(&number)
+                .ok_or_else(|| EmgError::new(Emg::LparNotFound, format!("no LPAR {number}")))?;
+            lpar.workload = workload.clone();
+            Ok(lpar.clone())
+        })?;
+        if let Some(guest) = lock(&self.guests).get(&number) {
+            guest.set_dirty_rate(workload.dirty_rate_mbps);
+        }
+        Ok(self.view(lpar))
+    }
+
+    /// "Save HVM configuration".
+    pub fn save_config(&self) -> Result<HvmConfigDoc, EmgError> {
+        let doc = lock(&self.state).config_doc();
+        self.store
+            .save_config(&doc)
+            .map_err(|e| EmgError::new(Emg::StateNotSaved, e.to_string()))?;
+        self.log
+            .record(LogLevel::Info, "config", "HVM configuration saved");
+        Ok(doc)
+    }
+
+    /// The running configuration, for a backup file.
+    pub fn backup_config(&self) -> HvmConfigDoc {
+        self.log
+            .record(LogLevel::Info, "config", "HVM configuration backed up");
+        lock(&self.state).config_doc()
+    }
+
+    /// Loads a backup of this blade.
+    pub fn restore_config(
+        &self,
+        doc: &HvmConfigDoc,
+        lease: Option<&str>,
+    ) -> Result<HvmConfigDoc, EmgError> {
+        self.check_lock(LockTarget::Blade, lease)?;
+        if !lock(&self.in_transition).is_empty() {
+            return Err(EmgError::new(
+                Emg::BladeBusyOperation,
+                "an LPAR is being activated or deactivated",
+            ));
+        }
+        self.mutate(|s| s.restore(doc))?;
+        self.log.record(
+            LogLevel::Info,
+            "config",
+            format!(
+                "HVM configuration restored from a backup taken {}",
+                doc.taken_at
+            ),
+        );
+        Ok(lock(&self.state).config_doc())
+    }
+
+    /// System log entries after `after`.
+    pub fn logs(&self, after: u64) -> Vec<LogEntry> {
+        self.log.since(after)
+    }
+
+    /// CPU and NIC load.
+    pub fn load(&self) -> LoadFigures {
+        let state = lock(&self.state);
+        self.load.figures(&state.blade)
+    }
+
+    /// Takes a lease.
+    pub fn lock(&self, request: &LockRequest) -> Result<Lease, EmgError> {
+        if let LockTarget::Lpar(n) = request.target {
+            lock(&self.state).lpar(n)?;
+        }
+        let lease = lock(&self.locks).acquire(request, Utc::now())?;
+        self.log.record(
+            LogLevel::Info,
+            "lock",
+            format!(
+                "{:?} locked by {} for {}",
+                lease.target, lease.owner, lease.purpose
+            ),
+        );
+        Ok(lease)
+    }
+
+    /// Renews a lease.
+    pub fn renew(&self, id: &str) -> Result<Lease, EmgError> {
+        lock(&self.locks).renew(id, Utc::now())
+    }
+
+    /// Releases a lease.
+    pub fn unlock(&self, id: &str) -> Result<(), EmgError> {
+        lock(&self.locks).release(id)?;
+        self.log
+            .record(LogLevel::Info, "lock", format!("lease {id} released"));
+        Ok(())
+    }
+
+    /// Live leases.
+    pub fn locks(&self) -> Vec<Lease> {
+        lock(&self.locks).list(Utc::now())
+    }
+
+    /// Stops every guest (process shutdown).
+    pub fn shutdown(&self) {
+        let guests: Vec<GuestHandle> = lock(&self.guests).drain().map(|(_, g)| g).collect();
+        for guest in guests {
+            guest.stop();
+        }
+    }
+}

@@ -1,0 +1,579 @@
+//! The HVM's configuration and its rules, as plain data with pure operations.
+//!
+//! Every change goes through a method of [`HvmState`] that either applies completely or returns an
+//! [`EmgError`] and changes nothing; the server persists the new state before it answers, so what a
+//! client was told is what survives a kill -9.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Utc;
+use lparmover::api::{HvmConfigDoc, Resources};
+use lparmover::emg::{Emg, EmgError};
+use lparmover::model::lpar::{VfcRequest, VnicRequest, vfc_names};
+use lparmover::model::{
+    Blade, Lpar, LparNumber, LparRequest, LparStatus, MacAddr, PortMode, ProcessorMode, Vfc, VfcId,
+    Vnic, Wwpn,
+};
+use serde::{Deserialize, Serialize};
+
+/// The persistent state of one HVM.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HvmState {
+    /// Format of the state file.
+    pub format: u32,
+    /// Blade and HVM configuration.
+    pub blade: Blade,
+    /// Defined LPARs.
+    pub lpars: BTreeMap<LparNumber, Lpar>,
+}
+
+impl HvmState {
+    /// Current state file format.
+    pub const FORMAT: u32 = 1;
+
+    /// A fresh HVM on `blade` with no LPARs.
+    pub fn new(blade: Blade) -> Self {
+        Self {
+            format: Self::FORMAT,
+            blade,
+            lpars: BTreeMap::new(),
+        }
+    }
+
+    /// The LPAR with `number`.
+    pub fn lpar(&self, number: LparNumber) -> Result<&Lpar, EmgError> {
+        self.lpars.get(&number).ok_or_else(|| {
+            EmgError::new(
+                Emg::LparNotFound,
+                format!("no LPAR {number} on HVM {}", self.blade.name),
+            )
+        })
+    }
+
+    fn lpar_mut(&mut self, number: LparNumber) -> Result<&mut Lpar, EmgError> {
+        let name = self.blade.name.clone();
+        self.lpars.get_mut(&number).ok_or_else(|| {
+            EmgError::new(Emg::LparNotFound, format!("no LPAR {number} on HVM {name}"))
+        })
+    }
+
+    /// LPARs that hold processors and memory: running, or taking part in a migration.
+    fn holds_resources(status: LparStatus) -> bool {
+        matches!(status, LparStatus::Activated | LparStatus::Migrating)
+    }
+
+    /// What is used and free.
+    pub fn resources(&self) -> Resources {
+        let (mut processors, mut memory) = (0u32, 0u64);
+        for lpar in self
+            .lpars
+            .values()
+            .filter(|l| Self::holds_resources(l.status))
+        {
+            processors = processors.saturating_add(lpar.processors.count);
+            memory = memory.saturating_add(lpar.memory_mib);
+        }
+        let used_vfc: BTreeSet<VfcId> = self.used_vfc_ids();
+        let range = self.blade.hvm.vfc_ids;
+        Resources {
+            processors_total: self.blade.processors,
+            processors_free: self.blade.processors.saturating_sub(processors),
+            memory_total_mib: self.blade.memory_mib,
+            memory_free_mib: self.blade.memory_mib.saturating_sub(memory),
+            vfc_ids_free: u32::try_from(range.iter().filter(|id| !used_vfc.contains(id)).count())
+                .unwrap_or(u32::MAX),
+            lpar_numbers_free: u32::from(LparNumber::MAX)
+                - u32::try_from(self.lpars.len()).unwrap_or(0),
+        }
+    }
+
+    fn used_vfc_ids(&self) -> BTreeSet<VfcId> {
+        self.lpars
+            .values()
+            .flat_map(|l| l.vfcs.iter().map(|v| v.vfc_id))
+            .collect()
+    }
+
+    /// Defines an LPAR from a request: checks names, devices and identities, assigns the number
+    /// (youngest free for Auto), MACs and vfcIDs / WWNs. Does not activate.
+    pub fn define(&mut self, request: &LparRequest) -> Result<Lpar, EmgError> {
+        let hvm = &self.blade.name;
+        request
+            .workload
+            .validate()
+            .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?;
+        if request.processors.count == 0 {
+            return Err(EmgError::new(
+                Emg::InvalidRequest,
+                "an LPAR needs at least one processor",
+            ));
+        }
+        if request.processors.mode == ProcessorMode::Shared
+            && !(1..=999).contains(&request.processors.service_ratio)
+        {
+            return Err(EmgError::new(
+                Emg::InvalidRequest,
+                format!(
+                    "service ratio {} is outside 1–999",
+                    request.processors.service_ratio
+                ),
+            ));
+        }
+        if request.memory_mib < 2 || request.memory_mib % 2 != 0 {
+            return Err(EmgError::new(
+                Emg::InvalidRequest,
+                format!(
+                    "memory {} MiB must be a positive multiple of 2 MiB",
+                    request.memory_mib
+                ),
+            ));
+        }
+        if let Some(other) = self.lpars.values().find(|l| l.name == request.name) {
+            return Err(EmgError::new(
+                Emg::DuplicateLparName,
+                format!(
+                    "LPAR {} on HVM {hvm} is already named {}",
+                    other.number, other.name
+                ),
+            ));
+        }
+        let number = match request.number {
+            Some(n) if self.lpars.contains_key(&n) => {
+                return Err(EmgError::new(
+                    Emg::LparNumberInUse,
+                    format!(
+                        "LPAR number {n} on HVM {hvm} is taken by {}",
+                        self.lpars[&n].name
+                    ),
+                ));
+            }
+            Some(n) => n,
+            None => self.youngest_free_number().ok_or_else(|| {
+                EmgError::new(
+                    Emg::NoFreeLparNumber,
+                    format!("all {} numbers used on {hvm}", LparNumber::MAX),
+                )
+            })?,
+        };
+        let vnics = request
+            .vnics
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.make_vnic(number, i, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut taken_ids = self.used_vfc_ids();
+        let mut vfcs = Vec::with_capacity(request.vfcs.len());
+        for v in &request.vfcs {
+            let vfc = self.make_vfc(v, &taken_ids)?;
+            taken_ids.insert(vfc.vfc_id);
+            vfcs.push(vfc);
+        }
+        self.check_identities_free(&vnics, &vfcs)?;
+        let lpar = Lpar {
+            number,
+            name: request.name.clone(),
+            status: LparStatus::Deactivated,
+            processors: request.processors,
+            memory_mib: request.memory_mib,
+            vnics,
+            vfcs,
+            usb: request.usb,
+            options: request.options.clone(),
+            workload: request.workload.clone(),
+        };
+        self.lpars.insert(number, lpar.clone());
+        Ok(lpar)
+    }
+
+    /// The youngest (lowest) free LPAR number: the seed's "Auto".
+    pub fn youngest_free_number(&self) -> Option<LparNumber> {
+        LparNumber::all().find(|n| !self.lpars.contains_key(n))
+    }
+
+    fn make_vnic(
+        &self,
+        number: LparNumber,
+        index: usize,
+        request: &VnicRequest,
+    ) -> Result<Vnic, EmgError> {
+        let port = self.blade.nic_port(request.segment).ok_or_else(|| {
+            EmgError::new(
+                Emg::DeviceNotAvailable,
+                format!(
+                    "blade {} has no NIC port for segment {}",
+                    self.blade.name, request.segment
+                ),
+            )
+        })?;
+        if port.mode != PortMode::Shared && port.mode != PortMode::Vf {
+            return Err(EmgError::new(
+                Emg::DeviceNotAvailable,
+                format!(
+                    "NIC segment {} is in {:?} mode, not shared",
+                    request.segment, port.mode
+                ),
+            ));
+        }
+        let index = u8::try_from(index)
+            .ok()
+            .filter(|i| *i < 16)
+            .ok_or_else(|| EmgError::new(Emg::InvalidRequest, "an LPAR has at most 16 vNICs"))?;
+        let mac = request
+            .mac
+            .unwrap_or_else(|| MacAddr::logical(self.blade.hvm.vnic_system_no, number, index));
+        Ok(Vnic {
+            segment: request.segment,
+            vlan: request.vlan.clone(),
+            mac,
+        })
+    }
+
+    fn make_vfc(&self, request: &VfcRequest, taken: &BTreeSet<VfcId>) -> Result<Vfc, EmgError> {
+        let port = self.blade.fc_port(request.port).ok_or_else(|| {
+            EmgError::new(
+                Emg::DeviceNotAvailable,
+                format!(
+                    "blade {} has no FC HBA port {} (no card in slot {}?)",
+                    self.blade.name, request.port, request.port.slot
+                ),
+            )
+        })?;
+        if port.mode != PortMode::Shared {
+            return Err(EmgError::new(
+                Emg::DeviceNotAvailable,
+                format!(
+                    "FC port {} is in {:?} mode, not shared",
+                    request.port, port.mode
+                ),
+            ));
+        }
+        let range = self.blade.hvm.vfc_ids;
+        let id = match request.vfc_id {
+            Some(id) if taken.contains(&id) => {
+                return Err(EmgError::new(
+                    Emg::NotEnoughVfcIds,
+                    format!(
+                        "vfcID {} is already assigned on HVM {}",
+                        id.get(),
+                        self.blade.name
+                    ),
+                ));
+            }
+            Some(id) if !range.contains(id) => {
+                return Err(EmgError::new(
+                    Emg::NotEnoughVfcIds,
+                    format!(
+                        "vfcID {} is outside this HVM's range {}–{}",
+                        id.get(),
+                        range.first.get(),
+                        range.last.get()
+                    ),
+                ));
+            }
+            Some(id) => id,
+            None => range.iter().find(|id| !taken.contains(id)).ok_or_else(|| {
+                EmgError::new(
+                    Emg::NotEnoughVfcIds,
+                    format!("all vfcIDs of HVM {} are assigned", self.blade.name),
+                )
+            })?,
+        };
+        let (wwpn, wwnn, migration_wwpn) = match request.names {
+            Some(names) => names,
+            None => vfc_names(self.blade.hvm.wwn_pool, id)
+                .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?,
+        };
+        Ok(Vfc {
+            port: request.port,
+            vfc_id: id,
+            wwpn,
+            wwnn,
+            migration_wwpn,
+        })
+    }
+
+    fn check_identities_free(&self, vnics: &[Vnic], vfcs: &[Vfc]) -> Result<(), EmgError> {
+        let macs: BTreeSet<MacAddr> = self
+            .lpars
+            .values()
+            .flat_map(|l| l.vnics.iter().map(|v| v.mac))
+            .collect();
+        let wwpns: BTreeSet<Wwpn> = self
+            .lpars
+            .values()
+            .flat_map(|l| l.vfcs.iter().flat_map(|v| [v.wwpn, v.migration_wwpn]))
+            .collect();
+        let mut new_macs = BTreeSet::new();
+        for v in vnics {
+            if macs.contains(&v.mac) || !new_macs.insert(v.mac) {
+                return Err(EmgError::new(
+                    Emg::IdentityInUse,
+                    format!("MAC {} is already in use", v.mac),
+                ));
+            }
+        }
+        let mut new_wwpns = BTreeSet::new();
+        for v in vfcs {
+            for w in [v.wwpn, v.migration_wwpn] {
+                if wwpns.contains(&w) || !new_wwpns.insert(w) {
+                    return Err(EmgError::new(
+                        Emg::IdentityInUse,
+                        format!("WWPN {w} is already in use"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks an LPAR may be activated now and marks it Activated.
+    pub fn activate(&mut self, number: LparNumber) -> Result<Lpar, EmgError> {
+        let resources = self.resources();
+        let hvm = self.blade.name.clone();
+        let lpar = self.lpar_mut(number)?;
+        match lpar.status {
+            LparStatus::Deactivated => {}
+            LparStatus::RequiresRecovery => {
+                return Err(EmgError::new(
+                    Emg::LparCorrupted,
+                    format!(
+                        "LPAR {} ({}) on {hvm} requires recovery",
+                        lpar.number, lpar.name
+                    ),
+                ));
+            }
+            other => {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "LPAR {} ({}) is {}; only a deactivated LPAR can be activated",
+                        lpar.number,
+                        lpar.name,
+                        other.label()
+                    ),
+                ));
+            }
+        }
+        if lpar.memory_mib > resources.memory_free_mib {
+            return Err(EmgError::new(
+                Emg::NotEnoughMemory,
+                format!(
+                    "LPAR {} needs {} MiB, HVM {hvm} has {} MiB free",
+                    lpar.name, lpar.memory_mib, resources.memory_free_mib
+                ),
+            ));
+        }
+        if lpar.processors.count > resources.processors_free {
+            return Err(EmgError::new(
+                Emg::NotEnoughProcessors,
+                format!(
+                    "LPAR {} needs {} processors, HVM {hvm} has {} free",
+                    lpar.name, lpar.processors.count, resources.processors_free
+                ),
+            ));
+        }
+        lpar.status = LparStatus::Activated;
+        Ok(lpar.clone())
+    }
+
+    /// Sets an LPAR's status (deactivation, migration stages).
+    pub fn set_status(&mut self, number: LparNumber, status: LparStatus) -> Result<Lpar, EmgError> {
+        let lpar = self.lpar_mut(number)?;
+        lpar.status = status;
+        Ok(lpar.clone())
+    }
+
+    /// Deletes a deactivated LPAR.
+    pub fn delete(&mut self, number: LparNumber) -> Result<Lpar, EmgError> {
+        let lpar = self.lpar(number)?;
+        if lpar.status != LparStatus::Deactivated {
+            return Err(EmgError::new(
+                Emg::InvalidLparState,
+                format!(
+                    "LPAR {} ({}) is {}; deactivate it before deleting",
+                    lpar.number,
+                    lpar.name,
+                    lpar.status.label()
+                ),
+            ));
+        }
+        self.lpars
+            .remove(&number)
+            .ok_or_else(|| EmgError::new(Emg::LparNotFound, format!("no LPAR {number}")))
+    }
+
+    /// The configuration document for save / backup.
+    pub fn config_doc(&self) -> HvmConfigDoc {
+        HvmConfigDoc {
+            format: HvmConfigDoc::FORMAT,
+            blade_name: self.blade.name.clone(),
+            taken_at: Utc::now(),
+            blade: self.blade.clone(),
+            lpars: self.lpars.values().cloned().collect(),
+        }
+    }
+
+    /// Replaces the configuration with a backup of this same blade. Every LPAR must be deactivated
+    /// first (a restore must never leave a guest running under a configuration that no longer
+    /// has it), and the document must be consistent.
+    pub fn restore(&mut self, doc: &HvmConfigDoc) -> Result<(), EmgError> {
+        if doc.format != HvmConfigDoc::FORMAT {
+            return Err(EmgError::new(
+                Emg::RestoreRejected,
+                format!(
+                    "document format {} is not {}",
+                    doc.format,
+                    HvmConfigDoc::FORMAT
+                ),
+            ));
+        }
+        if doc.blade_name != self.blade.name || doc.blade.name != self.blade.name {
+            return Err(EmgError::new(
+                Emg::RestoreRejected,
+                format!(
+                    "the backup is of blade {:?}, this is {:?}",
+                    doc.blade_name, self.blade.name
+                ),
+            ));
+        }
+        if let Some(active) = self
+            .lpars
+            .values()
+            .find(|l| l.status != LparStatus::Deactivated)
+        {
+            return Err(EmgError::new(
+                Emg::InvalidLparState,
+                format!(
+                    "LPAR {} ({}) is {}; deactivate every LPAR before a restore",
+                    active.number,
+                    active.name,
+                    active.status.label()
+                ),
+            ));
+        }
+        let mut fresh = HvmState::new(doc.blade.clone());
+        for lpar in &doc.lpars {
+            if fresh
+                .lpars
+                .insert(
+                    lpar.number,
+                    Lpar {
+                        status: LparStatus::Deactivated,
+                        ..lpar.clone()
+                    },
+                )
+                .is_some()
+            {
+                return Err(EmgError::new(
+                    Emg::RestoreRejected,
+                    format!("LPAR number {} appears twice", lpar.number),
+                ));
+            }
+        }
+        *self = fresh;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lparmover::model::{Fleet, FleetBlade, fleet::DEMO_FLEET_TOML};
+
+    fn demo_blade(name: &str) -> FleetBlade {
+        let fleet = Fleet::parse(DEMO_FLEET_TOML, "demo").unwrap();
+        fleet.blade(name).unwrap().clone()
+    }
+
+    fn defined(name: &str) -> HvmState {
+        let fb = demo_blade(name);
+        let mut hvm = HvmState::new(fb.blade.clone());
+        for req in &fb.lpars {
+            hvm.define(req).unwrap();
+        }
+        hvm
+    }
+
+    #[test]
+    fn define_assigns_distinct_identities() {
+        let hvm = defined("ch1-b1");
+        let macs: BTreeSet<_> = hvm
+            .lpars
+            .values()
+            .flat_map(|l| l.vnics.iter().map(|v| v.mac))
+            .collect();
+        let n_vnics: usize = hvm.lpars.values().map(|l| l.vnics.len()).sum();
+        assert_eq!(macs.len(), n_vnics);
+        let ids: BTreeSet<_> = hvm
+            .lpars
+            .values()
+            .flat_map(|l| l.vfcs.iter().map(|v| v.vfc_id))
+            .collect();
+        let n_vfcs: usize = hvm.lpars.values().map(|l| l.vfcs.len()).sum();
+        assert_eq!(ids.len(), n_vfcs);
+    }
+
+    #[test]
+    fn duplicate_name_changes_nothing() {
+        let mut hvm = defined("ch1-b1");
+        let before = hvm.clone();
+        let req = demo_blade("ch1-b1").lpars[0].clone();
+        let err = hvm
+            .define(&LparRequest {
+                number: None,
+                ..req
+            })
+            .unwrap_err();
+        assert_eq!(err.kind, Emg::DuplicateLparName);
+        assert_eq!(hvm, before);
+    }
+
+    #[test]
+    fn missing_fc_card_is_refused() {
+        let mut hvm = defined("ch2-b2");
+        let mut req = demo_blade("ch1-b1").lpars[0].clone();
+        req.number = None;
+        let err = hvm.define(&req).unwrap_err();
+        assert_eq!(err.kind, Emg::DeviceNotAvailable);
+        assert!(err.detail.contains("slot 3"), "{}", err.detail);
+    }
+
+    #[test]
+    fn auto_number_is_the_youngest_free() {
+        let mut hvm = defined("ch1-b2");
+        let mut req = demo_blade("ch1-b2").lpars[0].clone();
+        req.number = None;
+        req.name = "app-02".parse().unwrap();
+        assert_eq!(hvm.define(&req).unwrap().number.get(), 2);
+    }
+
+    #[test]
+    fn activation_checks_memory() {
+        let mut hvm = defined("ch1-b1");
+        hvm.blade.memory_mib = 600;
+        let err = {
+            let n = LparNumber::new(2).unwrap();
+            hvm.activate(n).unwrap_err()
+        };
+        assert_eq!(err.kind, Emg::NotEnoughMemory);
+        assert!(
+            hvm.lpars
+                .values()
+                .all(|l| l.status == LparStatus::Deactivated)
+        );
+    }
+
+    #[test]
+    fn restore_requires_deactivated_lpars_and_same_blade() {
+        let mut hvm = defined("ch1-b1");
+        let doc = hvm.config_doc();
+        hvm.activate(LparNumber::new(1).unwrap()).unwrap();
+        assert_eq!(hvm.restore(&doc).unwrap_err().kind, Emg::InvalidLparState);
+        let other = defined("ch1-b2").config_doc();
+        hvm.set_status(LparNumber::new(1).unwrap(), LparStatus::Deactivated)
+            .unwrap();
+        assert_eq!(hvm.restore(&other).unwrap_err().kind, Emg::RestoreRejected);
+        hvm.restore(&doc).unwrap();
+        assert_eq!(hvm.lpars.len(), 3);
+    }
+}

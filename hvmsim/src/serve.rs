@@ -1,0 +1,135 @@
+//! `hvmsim serve`: one blade as a process, its management API on its management address.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use lparmover::model::{Fleet, GuestBackend};
+
+use crate::blade::BladeService;
+use crate::store::{Endpoint, StateDir};
+
+/// What `serve` needs.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Fleet file that defines the blade.
+    #[arg(long)]
+    pub fleet: PathBuf,
+    /// Name of the blade in the fleet file.
+    #[arg(long)]
+    pub blade: String,
+    /// State directory of this blade (created on first start, reused afterwards).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Guest implementation for activated LPARs.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub guest: GuestChoice,
+}
+
+/// Guest implementation on the command line.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GuestChoice {
+    /// KVM when /dev/kvm opens, else software.
+    Auto,
+    /// KVM only.
+    Kvm,
+    /// Software only.
+    Soft,
+}
+
+impl From<GuestChoice> for GuestBackend {
+    fn from(c: GuestChoice) -> Self {
+        match c {
+            GuestChoice::Auto => GuestBackend::Auto,
+            GuestChoice::Kvm => GuestBackend::Kvm,
+            GuestChoice::Soft => GuestBackend::Soft,
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    // A restarted blade takes back the port it had, even with connections of its previous life
+    // still in TIME_WAIT.
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)?.into_std()
+}
+
+/// Runs one blade until SIGTERM or Ctrl-C.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let fleet = Fleet::load(&args.fleet)?;
+    let Some(definition) = fleet.blade(&args.blade) else {
+        bail!(
+            "fleet file {} has no blade named {:?}; blades: {}",
+            args.fleet.display(),
+            args.blade,
+            fleet
+                .blades
+                .iter()
+                .map(|b| b.blade.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let store = StateDir::open(&args.state_dir)?;
+    let span = tracing::info_span!("blade", name = %definition.blade.name);
+    let _entered = span.enter();
+    let (service, fresh) = BladeService::open(store.clone(), definition, args.guest.into())?;
+    let ip = {
+        let inv = service.inventory();
+        inv.blade.hvm.management.ip
+    };
+    let (identity, token) = store.identity(service.name(), &[IpAddr::V4(ip)])?;
+    let wanted_port = match store.endpoint()? {
+        Some(previous) if previous.addr.ip() == IpAddr::V4(ip) => previous.addr.port(),
+        _ => definition.blade.hvm.management.port,
+    };
+    let listener = bind(SocketAddr::new(IpAddr::V4(ip), wanted_port))
+        .or_else(|e| {
+            if wanted_port != 0 && wanted_port != definition.blade.hvm.management.port {
+                tracing::warn!(port = wanted_port, error = %e, "previous port is taken; binding the configured one");
+                bind(SocketAddr::new(IpAddr::V4(ip), definition.blade.hvm.management.port))
+            } else {
+                Err(e)
+            }
+        })
+        .with_context(|| format!("cannot listen on {ip}:{wanted_port}"))?;
+    let addr = listener.local_addr()?;
+    let tls =
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(identity.server_config()?));
+    let handle = axum_server::Handle::new();
+    let app = crate::api::router(service.clone(), token);
+    let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
+    let serving = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+
+    service
+        .boot(definition, fresh)
+        .await
+        .map_err(|e| anyhow::anyhow!("blade {} did not come up: {e}", service.name()))?;
+    // Written last: whoever waits for the endpoint file finds a blade ready to answer.
+    store.save_endpoint(&Endpoint {
+        name: service.name().to_owned(),
+        chassis: definition.blade.chassis.clone(),
+        url: format!("https://{addr}"),
+        addr,
+        pid: std::process::id(),
+    })?;
+    tracing::info!(%addr, fresh, "management API listening");
+
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        result = serving => {
+            result??;
+            bail!("management API stopped unexpectedly");
+        }
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    let svc = service.clone();
+    tokio::task::spawn_blocking(move || svc.shutdown()).await?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! Command-line parsing and dispatch.
+
+mod demo;
+mod render;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use lparmover::api::HvmClient;
+use lparmover::fleetview::{FleetSnapshot, LparRef};
+use lparmover::profile::Profile;
+use tracing_subscriber::EnvFilter;
+
+/// Moves logical partitions between server blades, live or cold.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Cli {
+    /// Profile of registered HVMs (default: $LPARMOVER_PROFILE or ~/.local/state/lparmover/profile.toml,
+    /// which `hvmsim fleet` writes).
+    #[arg(long, global = true)]
+    profile: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Show every chassis, blade and LPAR of the fleet.
+    Fleet {
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+    /// LPAR commands.
+    Lpar {
+        #[command(subcommand)]
+        command: LparCommand,
+    },
+    /// Start the embedded demo fleet, show it, and stop it again.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Subcommand, Debug)]
+enum LparCommand {
+    /// Show one LPAR in detail.
+    Show {
+        /// HVM/LPAR, by number or name (e.g. ch1-b1/web-01).
+        lpar: LparRef,
+        /// Print JSON for scripts.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("LPARMOVER_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_profile(path: Option<PathBuf>) -> anyhow::Result<Profile> {
+    let path = path.unwrap_or_else(Profile::default_path);
+    Ok(Profile::load(&path)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Fleet { json } => {
+            let profile = load_profile(cli.profile)?;
+            let snapshot = FleetSnapshot::gather(&profile).await;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                print!("{}", render::fleet(&snapshot));
+            }
+            let unreachable = snapshot.hvms.iter().any(|h| h.error.is_some());
+            Ok(if unreachable {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Command::Lpar {
+            command: LparCommand::Show { lpar, json },
+        } => {
+            let profile = load_profile(cli.profile)?;
+            let hvm = profile.hvm(&lpar.hvm)?;
+            let client = HvmClient::new(hvm)?;
+            let inventory = client.inventory().await?;
+            let view = lpar.lpar.find(&inventory).with_context(|| {
+                format!(
+                    "no LPAR {:?} on HVM {}; its LPARs: {}",
+                    lpar.lpar,
+                    lpar.hvm,
+                    inventory
+                        .lpars
+                        .iter()
+                        .map(|l| format!("{} {}", l.lpar.number, l.lpar.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            })?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(view)?);
+            } else {
+                print!("{}", render::lpar(&lpar.hvm, view));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+    }
+}

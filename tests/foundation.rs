@@ -1,1 +1,397 @@
-fn main() {}
+//! The foundation end to end: real hvmsim processes on loopback, driven through the lparmover
+//! client and CLI.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use lparmover::api::{LockRequest, LockTarget};
+use lparmover::emg::Emg;
+use lparmover::model::lpar::{VfcRequest, Vlan, VnicRequest};
+use lparmover::model::{LparNumber, LparRequest, LparStatus, ProcessorMode, Processors, Workload};
+use lpm_tests::{TestBlade, TestFleet, demo_fleet, run_binary};
+
+fn new_lpar(name: &str) -> LparRequest {
+    LparRequest {
+        number: None,
+        name: name.parse().unwrap(),
+        processors: Processors {
+            mode: ProcessorMode::Shared,
+            count: 1,
+            service_ratio: 100,
+            group: 0,
+        },
+        memory_mib: 128,
+        vnics: vec![VnicRequest {
+            segment: "1a".parse().unwrap(),
+            vlan: Vlan::Untag { id: 10 },
+            mac: None,
+        }],
+        vfcs: vec![VfcRequest {
+            port: "3/0".parse().unwrap(),
+            vfc_id: None,
+            names: None,
+        }],
+        usb: Default::default(),
+        options: Default::default(),
+        workload: Workload {
+            dirty_rate_mbps: 1.0,
+            working_set_mib: 16,
+            ..Workload::default()
+        },
+        activate: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn defined_lpar_survives_kill_9_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let mut blade = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let client = blade.client();
+    let defined = client.define(&new_lpar("new-01"), None).await.unwrap();
+    let number = defined.lpar.number;
+    let active = client.activate(number, None).await.unwrap();
+    assert_eq!(active.lpar.status, LparStatus::Activated);
+    let url_before = blade.profile.url.clone();
+    let before = client.inventory().await.unwrap();
+
+    blade.kill9();
+    assert!(
+        client.inventory().await.is_err(),
+        "a killed blade must not answer"
+    );
+    blade.restart().unwrap();
+
+    assert_eq!(
+        blade.profile.url, url_before,
+        "a restarted blade keeps its address"
+    );
+    let after = blade.client().inventory().await.unwrap();
+    assert_eq!(after.blade, before.blade);
+    let strip = |inv: &lparmover::api::Inventory| {
+        inv.lpars.iter().map(|l| l.lpar.clone()).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        strip(&after),
+        strip(&before),
+        "LPARs, statuses and identities survive kill -9"
+    );
+    let again = after
+        .lpars
+        .iter()
+        .find(|l| l.lpar.number == number)
+        .unwrap();
+    assert_eq!(again.lpar.status, LparStatus::Activated);
+    assert!(
+        again.runtime.is_some(),
+        "the LPAR's guest runs again after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_get_clear_errors_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let client = blade.client();
+    let before = client.backup_config().await.unwrap();
+
+    let unknown = client.lpar(LparNumber::new(42).unwrap()).await.unwrap_err();
+    assert_eq!(unknown.kind(), Emg::LparNotFound);
+
+    let duplicate = client.define(&new_lpar("web-01"), None).await.unwrap_err();
+    assert_eq!(duplicate.kind(), Emg::DuplicateLparName);
+    assert!(duplicate.to_string().contains("web-01"), "{duplicate}");
+
+    let no_name = serde_json::json!({
+        "name": "NO_NAME", "processors": {"mode": "shared", "count": 1}, "memory_mib": 128
+    });
+    let raw = blade.raw_client();
+    let url = format!("{}/v1/lpars", blade.profile.url);
+    let bearer = format!("Bearer {}", blade.profile.token);
+    let response = raw
+        .post(&url)
+        .header("authorization", &bearer)
+        .json(&no_name)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["kind"], "invalid-request");
+    assert!(
+        body["detail"].as_str().unwrap().contains("NO_NAME"),
+        "{body}"
+    );
+
+    let mut bad_wwpn = serde_json::to_value(new_lpar("fc-01")).unwrap();
+    bad_wwpn["vfcs"][0]["names"] = serde_json::json!([
+        "50:06:0e:80:zz:2a:3c:00",
+        "50:06:0e:80:10:2a:3c:01",
+        "50:06:0e:80:10:2a:3c:02"
+    ]);
+    let response = raw
+        .post(&url)
+        .header("authorization", &bearer)
+        .json(&bad_wwpn)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("WWPN"), "{body}");
+
+    let response = raw
+        .post(&url)
+        .header("authorization", &bearer)
+        .header("content-type", "application/json")
+        .body("{\"name\": \"x\", ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["kind"], "invalid-request");
+
+    let response = raw
+        .get(format!("{}/v1/inventory", blade.profile.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 401, "no token, no answer");
+
+    let missing_card = {
+        let mut r = new_lpar("fc-02");
+        r.vfcs[0].port = "5/0".parse().unwrap();
+        client.define(&r, None).await.unwrap_err()
+    };
+    assert_eq!(missing_card.kind(), Emg::DeviceNotAvailable);
+
+    let after = client.backup_config().await.unwrap();
+    assert_eq!(
+        after.lpars, before.lpars,
+        "rejected requests changed nothing"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_lock_holders_race_and_exactly_one_wins() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let target = LockTarget::Lpar(LparNumber::new(1).unwrap());
+    for round in 0..5 {
+        let racers = (0..8).map(|i| {
+            let client = blade.client();
+            async move {
+                client
+                    .lock(&LockRequest {
+                        target,
+                        owner: format!("manager-{i}"),
+                        purpose: format!("round {round}"),
+                        ttl_secs: 30,
+                    })
+                    .await
+            }
+        });
+        let results = futures::future::join_all(racers).await;
+        let winners: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: exactly one holder");
+        for loser in results.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(loser.kind(), Emg::LparBusy);
+            assert!(
+                loser.to_string().contains("The specified LPAR is busy"),
+                "{loser}"
+            );
+        }
+        // The holder may work on the LPAR; nobody else may.
+        let client = blade.client();
+        let lease = winners[0].id.clone();
+        assert_eq!(
+            client
+                .deactivate(LparNumber::new(1).unwrap(), None)
+                .await
+                .unwrap_err()
+                .kind(),
+            Emg::LparBusy
+        );
+        client.unlock(&lease).await.unwrap();
+    }
+    // A blade lock blocks defining LPARs by others.
+    let client = blade.client();
+    let lease = client
+        .lock(&LockRequest {
+            target: LockTarget::Blade,
+            owner: "a".into(),
+            purpose: "maintenance".into(),
+            ttl_secs: 30,
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        client
+            .define(&new_lpar("late-01"), None)
+            .await
+            .unwrap_err()
+            .kind(),
+        Emg::BladeBusyOperation
+    );
+    client
+        .define(&new_lpar("late-01"), Some(&lease.id))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_and_restore_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&fleet_file, "ch2-b1", &dir.path().join("b")).unwrap();
+    let client = blade.client();
+    let one = LparNumber::new(1).unwrap();
+    client.deactivate(one, None).await.unwrap();
+    let backup = client.backup_config().await.unwrap();
+    client
+        .delete(LparNumber::new(2).unwrap(), None)
+        .await
+        .unwrap();
+    assert_eq!(client.lpars().await.unwrap().len(), 1);
+    client.activate(one, None).await.unwrap();
+    let refused = client.restore_config(&backup, None).await.unwrap_err();
+    assert_eq!(
+        refused.kind(),
+        Emg::InvalidLparState,
+        "no restore under a running guest"
+    );
+    client.deactivate(one, None).await.unwrap();
+    client.restore_config(&backup, None).await.unwrap();
+    let names: HashSet<String> = client
+        .lpars()
+        .await
+        .unwrap()
+        .iter()
+        .map(|l| l.lpar.name.to_string())
+        .collect();
+    assert_eq!(
+        names,
+        HashSet::from(["mail-01".to_owned(), "test-01".to_owned()])
+    );
+    let saved = client.save_config().await.unwrap();
+    assert_eq!(saved.lpars.len(), 2);
+}
+
+#[test]
+fn fleet_json_lists_every_blade_and_lpar_of_the_fleet_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fleet, fleet_file) = demo_fleet(dir.path());
+    let running = TestFleet::start(&fleet_file, dir.path()).unwrap();
+    let profile = running.profile_path.to_str().unwrap();
+    let out = run_binary(
+        "lparmover",
+        &["fleet", "--json", "--profile", profile],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hvms = json["hvms"].as_array().unwrap();
+    assert_eq!(hvms.len(), fleet.blades.len());
+    for fb in &fleet.blades {
+        let hvm = hvms
+            .iter()
+            .find(|h| h["name"] == fb.blade.name.as_str())
+            .unwrap();
+        let lpars: HashSet<&str> = hvm["inventory"]["lpars"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["name"].as_str().unwrap())
+            .collect();
+        let want: HashSet<&str> = fb.lpars.iter().map(|l| l.name.as_str()).collect();
+        assert_eq!(lpars, want, "blade {}", fb.blade.name);
+    }
+    assert_eq!(json["lpars_requiring_recovery"], 0);
+
+    let text = run_binary(
+        "lparmover",
+        &["fleet", "--profile", profile],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("Chassis CH2") && text.contains("legacy-01"),
+        "{text}"
+    );
+    assert!(text.contains("LPARs requiring recovery: 0 LPARs"), "{text}");
+
+    let show = run_binary(
+        "lparmover",
+        &["lpar", "show", "ch1-b1/db-01", "--profile", profile],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let show = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        show.contains("migration WWPN") && show.contains("MAC 00:00:87"),
+        "{show}"
+    );
+}
+
+#[test]
+fn fleet_view_stays_quick_when_a_blade_is_down() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let running = TestFleet::start(&fleet_file, dir.path()).unwrap();
+    let mut profile = lparmover::profile::Profile::load(&running.profile_path).unwrap();
+    // A registered HVM nobody answers for (a port on loopback with no listener).
+    let mut dead = profile.hvms[0].clone();
+    dead.name = "ghost".into();
+    dead.url = "https://127.0.1.99:9".into();
+    profile.hvms.push(dead);
+    let path = dir.path().join("with-ghost.toml");
+    profile.save(&path).unwrap();
+    let started = std::time::Instant::now();
+    let out = run_binary(
+        "lparmover",
+        &["fleet", "--profile", path.to_str().unwrap()],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        text.contains("ghost")
+            && text.contains("UNREACHABLE")
+            && text.contains("Connection refused (MMC-MMS)"),
+        "{text}"
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an unreachable blade is reported in the exit code"
+    );
+}
+
+#[test]
+fn demo_command_shows_the_demo_fleet() {
+    let out = run_binary("lparmover", &["demo"], Duration::from_secs(120)).unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for blade in ["ch1-b1", "ch1-b2", "ch2-b1", "ch2-b2"] {
+        assert!(text.contains(blade), "{blade} missing:\n{text}");
+    }
+    assert!(!text.contains("UNREACHABLE"), "{text}");
+}

@@ -1,1 +1,227 @@
-//! Placeholder
+//! Shared helpers of the end-to-end tests: find the binaries, start blades and fleets as real
+//! processes on loopback, kill and restart them, and talk to them through the real client.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hvmsim::launcher::BladeProcess;
+use hvmsim::serve::GuestChoice;
+use lparmover::api::HvmClient;
+use lparmover::model::Fleet;
+use lparmover::model::fleet::DEMO_FLEET_TOML;
+use lparmover::profile::ProfileHvm;
+
+/// The directory holding the workspace's binaries for this test build (`target/debug`).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/debug/deps/foundation-HASH → target/debug
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target dir")
+        .to_owned()
+}
+
+/// Path to a workspace binary, built once per test process if cargo did not build it already.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let profile = match bin_dir().file_name().and_then(|n| n.to_str()) {
+            Some("debug") | None => "dev".to_owned(),
+            Some(other) => other.to_owned(),
+        };
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "hvmsim",
+                "-p",
+                "lparmover",
+                "--bins",
+                "--profile",
+                &profile,
+            ])
+            .status()
+            .expect("run cargo build for the binaries");
+        assert!(status.success(), "building hvmsim and lparmover failed");
+    });
+    bin_dir().join(name)
+}
+
+/// The demo fleet written to `dir`, returned with its path.
+pub fn demo_fleet(dir: &Path) -> (Fleet, PathBuf) {
+    let path = dir.join("demo.toml");
+    std::fs::write(&path, DEMO_FLEET_TOML).expect("write fleet file");
+    (Fleet::load(&path).expect("demo fleet parses"), path)
+}
+
+/// One blade running as its own `hvmsim serve` process.
+#[derive(Debug)]
+pub struct TestBlade {
+    name: String,
+    fleet: Fleet,
+    fleet_file: PathBuf,
+    state_dir: PathBuf,
+    process: BladeProcess,
+    /// Profile entry (address, pinned certificate, token).
+    pub profile: ProfileHvm,
+}
+
+impl TestBlade {
+    /// Starts blade `name` of the fleet file with its state in `state_dir`.
+    pub fn start(fleet_file: &Path, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        let fleet = Fleet::load(fleet_file)?;
+        let mut process = BladeProcess::spawn(
+            &binary("hvmsim"),
+            fleet_file,
+            name,
+            state_dir,
+            GuestChoice::Auto,
+        )?;
+        let endpoint = process.wait_ready(Duration::from_secs(60))?;
+        let profile = process.profile_entry(&endpoint, &fleet)?;
+        Ok(Self {
+            name: name.to_owned(),
+            fleet,
+            fleet_file: fleet_file.to_owned(),
+            state_dir: state_dir.to_owned(),
+            process,
+            profile,
+        })
+    }
+
+    /// A client pinned to this blade's certificate.
+    pub fn client(&self) -> HvmClient {
+        HvmClient::new(&self.profile).expect("client for test blade")
+    }
+
+    /// A raw HTTPS client trusting this blade, for requests the typed client cannot send.
+    pub fn raw_client(&self) -> reqwest::Client {
+        let tls = lparmover::tls::pinned_client_config(&self.profile.cert_pem).expect("pinned tls");
+        reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
+            .no_proxy()
+            .build()
+            .expect("raw client")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
+    /// Starts the blade again on the same state directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let mut process = BladeProcess::spawn(
+            &binary("hvmsim"),
+            &self.fleet_file,
+            &self.name,
+            &self.state_dir,
+            GuestChoice::Auto,
+        )?;
+        let endpoint = process.wait_ready(Duration::from_secs(60))?;
+        self.profile = process.profile_entry(&endpoint, &self.fleet)?;
+        self.process = process;
+        Ok(())
+    }
+}
+
+impl Drop for TestBlade {
+    fn drop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// Runs a workspace binary to completion with a time limit.
+pub fn run_binary(name: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+    let mut child = Command::new(binary(name))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {name}"))?;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output()?;
+            bail!(
+                "{name} {args:?} did not finish within {timeout:?}; stderr:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A whole fleet started with `hvmsim fleet`, stopped when dropped.
+#[derive(Debug)]
+pub struct TestFleet {
+    child: std::process::Child,
+    /// The profile the launcher wrote.
+    pub profile_path: PathBuf,
+}
+
+impl TestFleet {
+    /// Starts `hvmsim fleet FILE` with state and profile under `dir`.
+    pub fn start(fleet_file: &Path, dir: &Path) -> anyhow::Result<Self> {
+        use std::io::{BufRead, BufReader};
+        let profile_path = dir.join("profile.toml");
+        let mut child = Command::new(binary("hvmsim"))
+            .arg("fleet")
+            .arg(fleet_file)
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--profile")
+            .arg(&profile_path)
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("fleet stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("READY") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        let mut fleet = Self {
+            child,
+            profile_path,
+        };
+        if rx.recv_timeout(Duration::from_secs(90)).is_err() {
+            fleet.stop();
+            bail!("hvmsim fleet did not print READY");
+        }
+        Ok(fleet)
+    }
+
+    fn stop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill() on our own child's pid with a valid signal has no memory effects.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        for _ in 0..500 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for TestFleet {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

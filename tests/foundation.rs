@@ -1,6 +1,8 @@
 //! The foundation end to end: real hvmsim processes on loopback, driven through the lparmover
 //! client and CLI.
 
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
 use std::collections::HashSet;
 use std::time::Duration;
 

@@ -92,7 +92,10 @@ impl BladeService {
         fresh: bool,
     ) -> Result<(), EmgError> {
         if fresh {
-            self.mutate(|s| Ok(s.blade = definition.blade.clone()))?;
+            self.mutate(|s| {
+                s.blade = definition.blade.clone();
+                Ok(())
+            })?;
             self.log.record(
                 LogLevel::Info,
                 "hvm",

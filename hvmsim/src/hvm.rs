@@ -119,7 +119,7 @@ impl HvmState {
                 ),
             ));
         }
-        if request.memory_mib < 2 || request.memory_mib % 2 != 0 {
+        if request.memory_mib < 2 || !request.memory_mib.is_multiple_of(2) {
             return Err(EmgError::new(
                 Emg::InvalidRequest,
                 format!(

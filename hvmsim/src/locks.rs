@@ -127,7 +127,7 @@ impl LockTable {
     pub fn list(&mut self, now: DateTime<Utc>) -> Vec<Lease> {
         self.expire(now);
         let mut all: Vec<Lease> = self.leases.values().map(|(l, _)| l.clone()).collect();
-        all.sort_by(|a, b| a.expires_at.cmp(&b.expires_at));
+        all.sort_by_key(|l| l.expires_at);
         all
     }
 }

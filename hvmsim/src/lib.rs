@@ -1,1 +1,3 @@
-//! placeholder
+//! hvmsim: simulated blades and HVMs whose LPARs run real (KVM or software) guests.
+
+pub mod guest;

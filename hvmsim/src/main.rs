@@ -17,6 +17,8 @@ enum Command {
     Serve(hvmsim::serve::ServeArgs),
     /// Start every blade of a fleet file and write the manager's profile.
     Fleet(hvmsim::launcher::FleetArgs),
+    /// Measure a guest: activation time, dirty rate, dirty log, pause latency.
+    BenchGuest(hvmsim::guest::bench::BenchGuestArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,5 +33,6 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
+        Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
     }
 }

@@ -1,0 +1,311 @@
+//! Guest memory: one anonymous mapping, plus an atomic page bitmap.
+//!
+//! The mapping is `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE`: untouched pages cost nothing
+//! and read as zero, so a large guest activates in the time it takes to write its non-zero pages.
+//!
+//! Guest memory is shared with agents Rust cannot see (a KVM vCPU, or the software guest's worker
+//! threads storing through atomics), so every access goes through raw pointers and copies, as in
+//! rust-vmm's `vm-memory`: a reader racing a writer may see a torn page, which the dirty log then
+//! reports again.
+
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use lparmover::partition::{DirtyBitmap, PAGE_SIZE, PartitionError};
+
+use super::layout::PAGE;
+
+/// An anonymous mapping holding the guest image.
+pub struct GuestMemory {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value until drop; all access goes through
+// raw-pointer copies and atomics (see the module docs), never through `&`/`&mut` references
+// that could alias.
+unsafe impl Send for GuestMemory {}
+// SAFETY: as above; shared access never creates Rust references into the mapping.
+unsafe impl Sync for GuestMemory {}
+
+impl GuestMemory {
+    /// Maps `len` bytes of zeroed, lazily allocated memory.
+    pub fn new(len: u64) -> Result<Self, PartitionError> {
+        let len = usize::try_from(len).map_err(|_| PartitionError::Backend {
+            what: "sizing guest memory",
+            source: std::io::Error::other("guest memory does not fit the address space"),
+        })?;
+        // SAFETY: an anonymous private mapping with no address hint touches no existing memory;
+        // the result is checked against MAP_FAILED before use.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(PartitionError::Backend {
+                what: "mmap of guest memory",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| PartitionError::Backend {
+            what: "mmap of guest memory",
+            source: std::io::Error::other("mmap returned a null mapping"),
+        })?;
+        Ok(Self { base, len })
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> u64 {
+        self.len as u64
+    }
+
+    /// Whether the mapping is empty (never: guests have at least 4 MiB).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Host address of the first byte (for KVM memory slots).
+    pub fn host_addr(&self) -> u64 {
+        self.base.as_ptr() as u64
+    }
+
+    /// Number of pages.
+    pub fn pages(&self) -> u64 {
+        self.len() / PAGE
+    }
+
+    fn check(&self, first_page: u64, bytes: usize) -> Result<usize, PartitionError> {
+        if !bytes.is_multiple_of(PAGE_SIZE) {
+            return Err(PartitionError::NotPageAligned { len: bytes });
+        }
+        let count = (bytes / PAGE_SIZE) as u64;
+        let end = first_page.saturating_add(count);
+        if end > self.pages() {
+            return Err(PartitionError::OutOfRange {
+                first: first_page,
+                end,
+                pages: self.pages(),
+            });
+        }
+        // Fits in usize: it is below `self.len`.
+        Ok((first_page * PAGE) as usize)
+    }
+
+    /// Copies whole pages out.
+    pub fn read(&self, first_page: u64, out: &mut [u8]) -> Result<(), PartitionError> {
+        let offset = self.check(first_page, out.len())?;
+        // SAFETY: `check` proved `offset + out.len() <= self.len`, so the source lies inside the
+        // live mapping; `out` is a distinct Rust buffer, so the ranges cannot overlap.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.base.as_ptr().add(offset),
+                out.as_mut_ptr(),
+                out.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Copies whole pages in.
+    pub fn write(&self, first_page: u64, data: &[u8]) -> Result<(), PartitionError> {
+        let offset = self.check(first_page, data.len())?;
+        // SAFETY: `check` proved the destination lies inside the live mapping; `data` is a
+        // distinct Rust buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                data.as_ptr(),
+                self.base.as_ptr().add(offset),
+                data.len(),
+            );
+        }
+        Ok(())
+    }
+
+    /// Zeroes one page unless it already is zero (reading an untouched page does not allocate
+    /// it). Returns whether the page was written.
+    pub fn zero_page(&self, page: u64) -> Result<bool, PartitionError> {
+        let offset = self.check(page, PAGE_SIZE)?;
+        let mut buf = [0u64; PAGE_SIZE / 8];
+        // SAFETY: `buf` is exactly one page of plain `u64`s; see `read`.
+        let bytes =
+            unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u8>(), PAGE_SIZE) };
+        self.read(page, bytes)?;
+        if buf.iter().all(|w| *w == 0) {
+            return Ok(false);
+        }
+        // SAFETY: `check` proved the page lies inside the live mapping.
+        unsafe { std::ptr::write_bytes(self.base.as_ptr().add(offset), 0, PAGE_SIZE) };
+        Ok(true)
+    }
+
+    /// Reads a little-endian `u64` at byte `offset` (8-byte aligned).
+    pub fn read_u64(&self, offset: u64) -> u64 {
+        self.atomic_u64(offset)
+            .map_or(0, |a| a.load(Ordering::Acquire))
+    }
+
+    /// The `u64` at byte `offset` as an atomic, if it is aligned and inside memory.
+    pub fn atomic_u64(&self, offset: u64) -> Option<&AtomicU64> {
+        if !offset.is_multiple_of(8) || offset.checked_add(8)? > self.len() {
+            return None;
+        }
+        // SAFETY: the offset is 8-byte aligned (and the mapping page-aligned) and inside the live
+        // mapping, which outlives the returned reference (it borrows `self`). Every Rust access to
+        // guest words uses atomics, so no non-atomic Rust reference aliases it.
+        Some(unsafe { AtomicU64::from_ptr(self.base.as_ptr().add(offset as usize).cast::<u64>()) })
+    }
+
+    /// Writes a little-endian `u64` at byte `offset` (8-byte aligned).
+    pub fn write_u64(&self, offset: u64, value: u64) {
+        if let Some(a) = self.atomic_u64(offset) {
+            a.store(value, Ordering::Release);
+        }
+    }
+
+    /// Runs `f` on each page of `first..end` as a mutable byte slice, splitting the range over
+    /// `threads` scoped threads. Only for setup, before any vCPU or worker runs.
+    pub fn fill_pages_parallel<F>(&self, first: u64, end: u64, threads: usize, f: F)
+    where
+        F: Fn(u64, &mut [u8]) + Sync,
+    {
+        let end = end.min(self.pages());
+        if first >= end {
+            return;
+        }
+        let threads = threads.max(1) as u64;
+        let per = (end - first).div_ceil(threads);
+        let base = self.base.as_ptr() as usize;
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let lo = first + t * per;
+                let hi = (lo + per).min(end);
+                if lo >= hi {
+                    continue;
+                }
+                let f = &f;
+                s.spawn(move || {
+                    for page in lo..hi {
+                        // SAFETY: each thread owns the disjoint page range `lo..hi`, inside the
+                        // mapping (`end <= pages`); no vCPU or worker runs during setup, so this
+                        // is the only reference to these bytes while it lives.
+                        let bytes = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (base + (page * PAGE) as usize) as *mut u8,
+                                PAGE_SIZE,
+                            )
+                        };
+                        f(page, bytes);
+                    }
+                });
+            }
+        });
+    }
+
+    /// Faults every page in (destination guests: so the copy does not pay for page faults).
+    pub fn prefault(&self) -> Result<(), PartitionError> {
+        // SAFETY: the range is exactly the live mapping; MADV_POPULATE_WRITE only allocates.
+        let rc = unsafe {
+            libc::madvise(
+                self.base.as_ptr().cast(),
+                self.len,
+                libc::MADV_POPULATE_WRITE,
+            )
+        };
+        if rc != 0 {
+            return Err(PartitionError::Backend {
+                what: "madvise(MADV_POPULATE_WRITE) of guest memory",
+                source: std::io::Error::last_os_error(),
+            });
+        }
+        Ok(())
+    }
+
+    /// BLAKE3 of the whole image.
+    pub fn digest(&self) -> lparmover::partition::MemoryDigest {
+        let mut hasher = blake3::Hasher::new();
+        let mut buf = vec![0u8; 1 << 20];
+        let mut page = 0;
+        while page < self.pages() {
+            let n = ((self.pages() - page) as usize).min(buf.len() / PAGE_SIZE);
+            let chunk = &mut buf[..n * PAGE_SIZE];
+            if self.read(page, chunk).is_err() {
+                break;
+            }
+            hasher.update(chunk);
+            page += n as u64;
+        }
+        lparmover::partition::MemoryDigest(*hasher.finalize().as_bytes())
+    }
+}
+
+impl Drop for GuestMemory {
+    fn drop(&mut self) {
+        // SAFETY: `base`/`len` are exactly the mapping created in `new`, unmapped once here; every
+        // user (vCPU threads, KVM slots) is gone before the owning guest drops its memory.
+        unsafe {
+            libc::munmap(self.base.as_ptr().cast(), self.len);
+        }
+    }
+}
+
+/// One bit per page, set and taken atomically by any thread.
+pub struct AtomicBitmap {
+    pages: u64,
+    words: Vec<AtomicU64>,
+}
+
+impl AtomicBitmap {
+    /// An empty bitmap of `pages` pages.
+    pub fn new(pages: u64) -> Self {
+        Self {
+            pages,
+            words: (0..pages.div_ceil(64)).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+
+    /// Marks `page`.
+    pub fn set(&self, page: u64) {
+        if let Some(w) = self.words.get((page / 64) as usize) {
+            w.fetch_or(1 << (page % 64), Ordering::Relaxed);
+        }
+    }
+
+    /// Marks `count` pages from `first`.
+    pub fn set_range(&self, first: u64, count: u64) {
+        for page in first..first.saturating_add(count).min(self.pages) {
+            self.set(page);
+        }
+    }
+
+    /// Marks every page of `bitmap`.
+    pub fn merge(&self, bitmap: &DirtyBitmap) {
+        for (mine, theirs) in self.words.iter().zip(bitmap.words()) {
+            if *theirs != 0 {
+                mine.fetch_or(*theirs, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Takes (and clears) every mark.
+    pub fn take(&self) -> DirtyBitmap {
+        let words = self
+            .words
+            .iter()
+            .map(|w| w.swap(0, Ordering::AcqRel))
+            .collect();
+        DirtyBitmap::from_words(self.pages, words)
+    }
+
+    /// Clears every mark.
+    pub fn clear(&self) {
+        self.words
+            .iter()
+            .for_each(|w| w.store(0, Ordering::Relaxed));
+    }
+}

@@ -4,5 +4,6 @@
 //! pre-copy protocol (generic over [`partition::Partition`]), migration jobs, and history.
 //! It never depends on hvmsim, the navigator or the policy runner.
 
-pub mod partition;
 pub mod model;
+pub mod mover;
+pub mod partition;

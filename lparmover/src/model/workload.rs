@@ -30,7 +30,11 @@ impl ContentMix {
                 "content mix {zero}/{text}/{pointer} adds up to {sum} %, not 100 %; adjust the three shares"
             )));
         }
-        Ok(Self { zero, text, pointer })
+        Ok(Self {
+            zero,
+            text,
+            pointer,
+        })
     }
     /// Percent of zero pages.
     pub fn zero(&self) -> u8 {
@@ -49,7 +53,11 @@ impl ContentMix {
 impl Default for ContentMix {
     /// About what a running server's memory holds: 40 % zero, 30 % text, 30 % pointers.
     fn default() -> Self {
-        Self { zero: 40, text: 30, pointer: 30 }
+        Self {
+            zero: 40,
+            text: 30,
+            pointer: 30,
+        }
     }
 }
 
@@ -62,7 +70,11 @@ impl TryFrom<ContentMixRepr> for ContentMix {
 
 impl From<ContentMix> for ContentMixRepr {
     fn from(m: ContentMix) -> Self {
-        Self { zero: m.zero, text: m.text, pointer: m.pointer }
+        Self {
+            zero: m.zero,
+            text: m.text,
+            pointer: m.pointer,
+        }
     }
 }
 
@@ -176,7 +188,10 @@ mod tests {
 
     #[test]
     fn workload_rejects_negative_rate() {
-        let w = Workload { dirty_rate_mbps: -1.0, ..Workload::default() };
+        let w = Workload {
+            dirty_rate_mbps: -1.0,
+            ..Workload::default()
+        };
         assert!(w.validate().is_err());
     }
 

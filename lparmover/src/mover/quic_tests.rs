@@ -474,3 +474,47 @@ async fn out_of_order_message_on_the_wire_is_refused_and_scrubbed() {
     );
     assert!(r.dst.is_all_zero(), "partial memory must be scrubbed");
 }
+
+/// `LPM_BENCH_MIB=1024 LPM_BENCH_DIRTY=10000000 cargo test --release -p lparmover --lib
+/// bench_loopback -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run in release mode"]
+async fn bench_loopback() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut b = super::bench::LoopbackBench {
+        memory_size: env("LPM_BENCH_MIB", 1024) << 20,
+        dirty_rate: env("LPM_BENCH_DIRTY", 10_000_000),
+        ..Default::default()
+    };
+    if let Ok(c) = std::env::var("LPM_BENCH_COMPRESSION") {
+        b.compression = match c.as_str() {
+            "always" => CompressionMode::Always,
+            "never" => CompressionMode::Never,
+            _ => CompressionMode::Auto,
+        };
+    }
+    if let Some(bw) = std::env::var("LPM_BENCH_BW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        b.bandwidth_limit = Some(bw);
+    }
+    let s = super::bench::loopback(&b).await.expect("bench");
+    println!("{}", serde_json::to_string_pretty(&s).expect("json"));
+    println!(
+        "total {:.2} s, downtime {:.1} ms, rounds {}, wire/memory {:.3} ({:.1} MB wire for {:.1} MB memory sent, {} MiB guest), memory throughput {:.0} MB/s",
+        s.total_time.as_secs_f64(),
+        s.downtime.as_secs_f64() * 1e3,
+        s.rounds,
+        s.wire_bytes as f64 / s.memory_bytes_sent as f64,
+        s.wire_bytes as f64 / 1e6,
+        s.memory_bytes_sent as f64 / 1e6,
+        s.memory_size >> 20,
+        s.memory_throughput_mbps,
+    );
+}

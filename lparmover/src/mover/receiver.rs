@@ -1025,7 +1025,7 @@ mod tests {
             RecvState::AwaitHello,
             Input::Control(Message::round_end(0, 1)),
         )
-        .unwrap_err();
+        .expect_err("must fail");
         assert_eq!(err.state, "AwaitHello");
         assert!(
             err.to_string()

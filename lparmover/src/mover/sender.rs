@@ -748,7 +748,7 @@ impl<P: Partition + 'static> Sender<P> {
                     0.5 * totals.wire_rate + 0.5 * rate
                 };
             }
-            if r.stats.memory_bytes >= 1 << 20 && r.stats.memory_bytes > 0 {
+            if r.stats.memory_bytes >= 1 << 20 {
                 totals.wire_per_memory = r.stats.wire_bytes as f64 / r.stats.memory_bytes as f64;
             }
             bitmap = self

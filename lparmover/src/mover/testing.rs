@@ -169,7 +169,7 @@ impl MemPartition {
     }
 
     fn check(&self, first: u64, len: usize) -> Result<u64, PartitionError> {
-        if len % PAGE_SIZE != 0 {
+        if !len.is_multiple_of(PAGE_SIZE) {
             return Err(PartitionError::NotPageAligned { len });
         }
         let n = (len / PAGE_SIZE) as u64;

@@ -876,7 +876,7 @@ mod tests {
         let mut header = [0u8; HEADER_LEN];
         header[0..2].copy_from_slice(&K_BATCH.to_le_bytes());
         header[4..8].copy_from_slice(&u32::MAX.to_le_bytes());
-        let err = Message::read_from(&mut Cursor::new(header.to_vec())).unwrap_err();
+        let err = Message::read_from(&mut Cursor::new(header.to_vec())).expect_err("must fail");
         assert!(matches!(err, WireError::Oversize { .. }), "{err}");
         assert!(err.to_string().contains("larger than"));
     }
@@ -885,11 +885,11 @@ mod tests {
     fn unknown_kind_and_flags_are_refused() {
         let mut header = [0u8; HEADER_LEN];
         header[0..2].copy_from_slice(&0x7777u16.to_le_bytes());
-        let err = Message::read_from(&mut Cursor::new(header.to_vec())).unwrap_err();
+        let err = Message::read_from(&mut Cursor::new(header.to_vec())).expect_err("must fail");
         assert!(matches!(err, WireError::UnknownKind(0x7777)), "{err}");
         header[0..2].copy_from_slice(&K_COMMIT.to_le_bytes());
         header[2] = 1;
-        let err = Message::read_from(&mut Cursor::new(header.to_vec())).unwrap_err();
+        let err = Message::read_from(&mut Cursor::new(header.to_vec())).expect_err("must fail");
         assert!(matches!(err, WireError::BadFlags(1)), "{err}");
     }
 
@@ -902,7 +902,7 @@ mod tests {
         let mut long = Message::commit().encode().expect("encode").to_vec();
         long[4] = 1;
         long.push(0);
-        let err = Message::read_from(&mut Cursor::new(long)).unwrap_err();
+        let err = Message::read_from(&mut Cursor::new(long)).expect_err("must fail");
         assert!(err.to_string().contains("trailing"), "{err}");
     }
 

@@ -9,6 +9,7 @@ pub mod emg;
 pub mod fleetview;
 pub mod fsutil;
 pub mod model;
+pub mod mover;
 pub mod partition;
 pub mod profile;
 pub mod tls;

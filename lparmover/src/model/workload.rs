@@ -182,7 +182,7 @@ mod tests {
     #[test]
     fn mix_must_add_to_100() {
         assert!(ContentMix::new(40, 30, 30).is_ok());
-        let err = ContentMix::new(50, 30, 30).unwrap_err();
+        let err = ContentMix::new(50, 30, 30).expect_err("must fail");
         assert!(err.0.contains("110"), "{err}");
     }
 
@@ -198,8 +198,8 @@ mod tests {
     #[test]
     fn workload_toml_round_trip() {
         let w = Workload::default();
-        let text = toml::to_string(&w).unwrap();
-        let back: Workload = toml::from_str(&text).unwrap();
+        let text = toml::to_string(&w).expect("serialize");
+        let back: Workload = toml::from_str(&text).expect("parse");
         assert_eq!(w, back);
     }
 }

@@ -1,0 +1,134 @@
+//! The LPAR Mover: live pre-copy of a partition's memory and vCPU state over the migration path.
+//!
+//! * [`wire`]: the versioned wire format (sequence diagram and receiver state machine there).
+//! * [`tls`]: mutual TLS with pinned certificates, QUIC endpoints with 4 MiB UDP buffers.
+//! * [`pages`]: page batches — zero pages as a bitmap, the rest zstd or raw.
+//! * [`sender`]: the source side, generic over [`crate::partition::Partition`].
+//! * [`receiver`]: the destination side — a listener that accepts a partition only for a job
+//!   ticket it was told to expect, and a pure state machine.
+//! * [`progress`]: serde progress events and the final [`progress::MoveSummary`].
+//! * [`testing`]: an in-memory partition with a dirtying writer thread (tests and benchmarks).
+//! * [`bench`]: a loopback benchmark returning a [`progress::MoveSummary`].
+//!
+//! Who does what: hvmsim owns partitions and endpoints and runs a [`sender::Sender`] (source) or
+//! a [`receiver::MigrationListener`] (destination); the manager issues the ticket, pins the
+//! certificates, watches [`progress::Progress`], journals the commit point and then calls
+//! [`sender::SwitchoverReady::commit`] (or [`sender::SwitchoverReady::abort`]).
+
+pub mod bench;
+pub mod pages;
+pub mod progress;
+pub mod receiver;
+pub mod sender;
+pub mod testing;
+pub mod tls;
+pub mod wire;
+
+#[cfg(test)]
+mod quic_tests;
+
+pub use progress::{MoveSummary, Progress, Stage};
+pub use receiver::{IncomingMove, MigrationListener, ReceiveOutcome};
+pub use sender::{CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle};
+pub use tls::Identity;
+pub use wire::JobTicket;
+
+use crate::partition::{MemoryDigest, PartitionError};
+
+/// The seed's message when a move times out without converging.
+pub const MEMORY_WRITE_INTENSIVE: &str =
+    "LPAR Migration process was canceled. Memory write is intensive.";
+
+/// QUIC application close codes of the migration path.
+pub mod close_code {
+    /// The move finished (committed).
+    pub const DONE: u32 = 0;
+    /// The sender aborted: the receiver scrubs what it received.
+    pub const ABORT: u32 = 1;
+    /// A protocol error.
+    pub const PROTOCOL: u32 = 2;
+    /// The receiver refused the move.
+    pub const REFUSED: u32 = 3;
+}
+
+/// Why a move failed. Before the switch-over commit, every error leaves the source running
+/// (resumed, un-throttled, dirty bits restored) and the destination scrubbed.
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// TLS or endpoint setup failed.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The QUIC connection could not be opened.
+    #[error(
+        "connecting to the destination's migration path at {addr} failed: {reason}; check the migration path addresses, and that the pinned certificates are the HVMs' current ones"
+    )]
+    Connect {
+        addr: std::net::SocketAddr,
+        reason: String,
+    },
+    /// The connection was lost mid-move.
+    #[error(
+        "the migration path connection was lost: {0}; the source keeps running, retry the move"
+    )]
+    ConnectionLost(String),
+    /// A frame could not be read or decoded.
+    #[error("bad frame on the migration path: {0}")]
+    Wire(#[from] wire::WireError),
+    /// A message arrived that the current state does not allow.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// The receiver refused the move.
+    #[error("the destination refused the move ({code:?}): {message}")]
+    Refused {
+        code: wire::RefuseCode,
+        message: String,
+    },
+    /// A partition operation failed.
+    #[error("{what} failed: {source}")]
+    Partition {
+        what: &'static str,
+        #[source]
+        source: PartitionError,
+    },
+    /// Encoding pages failed.
+    #[error(transparent)]
+    Encode(#[from] pages::EncodeError),
+    /// Applying pages failed on the receiver.
+    #[error(transparent)]
+    Apply(#[from] pages::ApplyError),
+    /// The move was cancelled.
+    #[error("the move was cancelled; the source keeps running and the destination was scrubbed")]
+    Cancelled,
+    /// The move did not converge before the timeout (the seed's message).
+    #[error("LPAR Migration process was canceled. Memory write is intensive.")]
+    TimedOut {
+        /// Rounds done.
+        rounds: u32,
+        /// Dirty bytes left at the timeout.
+        dirty_bytes: u64,
+    },
+    /// The destination's memory did not match the source's.
+    #[error(
+        "memory digest mismatch: source {source_digest}, destination {destination}; the move was aborted and the source resumed"
+    )]
+    DigestMismatch {
+        source_digest: MemoryDigest,
+        destination: MemoryDigest,
+    },
+    /// The peer took too long for a step.
+    #[error("the peer did not answer within {0:?} while {1}; check the migration path")]
+    PeerTimeout(std::time::Duration, &'static str),
+    /// An internal task failed.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl MoveError {
+    pub(crate) fn partition(what: &'static str) -> impl FnOnce(PartitionError) -> Self {
+        move |source| Self::Partition { what, source }
+    }
+}
+
+fn conn_lost(e: impl std::fmt::Display) -> MoveError {
+    MoveError::ConnectionLost(e.to_string())
+}

@@ -1,0 +1,520 @@
+//! End-to-end tests of the LPAR Mover over real QUIC on 127.0.0.1 (ephemeral ports).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::receiver::{IncomingMove, MigrationListener, ReceiveOutcome};
+use super::sender::{CompressionMode, Sender, SenderConfig};
+use super::testing::{MemGuestConfig, MemPartition, vcpu_bytes};
+use super::tls::Identity;
+use super::wire::{JobTicket, Message, RefuseCode};
+use super::{MEMORY_WRITE_INTENSIVE, MoveError, Progress, Stage};
+use crate::partition::Partition;
+
+const LOCAL: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+fn test_mib() -> u64 {
+    std::env::var("LPM_TEST_MIB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64)
+}
+
+struct Rig {
+    src: Arc<MemPartition>,
+    dst: Arc<MemPartition>,
+    listener: MigrationListener<MemPartition>,
+    incoming: IncomingMove<MemPartition>,
+    cfg: SenderConfig,
+    progress: watch::Receiver<Progress>,
+    ptx: watch::Sender<Progress>,
+    cancel: CancellationToken,
+    src_id: Identity,
+    dst_id: Identity,
+}
+
+fn rig(guest: MemGuestConfig) -> Rig {
+    let src_id = Identity::generate("src").expect("cert");
+    let dst_id = Identity::generate("dst").expect("cert");
+    let src = Arc::new(MemPartition::running(&guest));
+    let dst = Arc::new(MemPartition::blank(src.memory_size()));
+    let listener = MigrationListener::bind(LOCAL, &dst_id).expect("bind");
+    let ticket = JobTicket::generate();
+    let incoming = listener.expect(ticket, src_id.cert.clone(), Arc::clone(&dst));
+    let cfg = SenderConfig::new(
+        LOCAL,
+        listener.local_addr().expect("addr"),
+        src_id.clone(),
+        dst_id.cert.clone(),
+        ticket,
+    );
+    let (ptx, progress) = watch::channel(Progress::default());
+    Rig {
+        src,
+        dst,
+        listener,
+        incoming,
+        cfg,
+        progress,
+        ptx,
+        cancel: CancellationToken::new(),
+        src_id,
+        dst_id,
+    }
+}
+
+impl Rig {
+    fn sender(&self) -> Sender<MemPartition> {
+        Sender::new(
+            Arc::clone(&self.src),
+            self.cfg.clone(),
+            self.ptx.clone(),
+            self.cancel.clone(),
+        )
+    }
+}
+
+fn assert_source_running(src: &MemPartition) {
+    assert!(!src.is_paused(), "the source must be running");
+    assert_eq!(src.throttle(), 0, "the source must be un-throttled");
+}
+
+async fn assert_heartbeat_moves(src: &MemPartition) {
+    let a = src.heartbeat().expect("hb").counter;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(
+        src.heartbeat().expect("hb").counter > a,
+        "the guest must keep running"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn move_with_dirtying_writer_matches_source_byte_for_byte() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: test_mib() << 20,
+        dirty_rate: 20_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.verify = true;
+    let ready = r.sender().run().await.expect("move converges");
+    // Source paused at suspension: its memory is the reference.
+    assert!(r.src.is_paused());
+    let src_mem = r.src.snapshot();
+    assert!(
+        r.dst.snapshot() == src_mem,
+        "destination differs from source"
+    );
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    let vcpu = r.src.save_vcpu_state().expect("vcpu");
+    assert_eq!(vcpu_bytes(&r.dst), vcpu.bytes, "vCPU state must arrive");
+    let s = ready.summary().clone();
+    assert!(s.verified);
+    assert!(s.pages_zero > 0, "zero pages travel as bits");
+    assert!(s.wire_bytes < s.memory_bytes_sent, "{s:?}");
+    assert!(r.progress.borrow().expected_suspension_ms.is_some());
+    let summary = ready.commit().await.expect("commit");
+    assert_eq!(summary.rounds, s.rounds);
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Committed { .. }
+    ));
+    assert!(
+        r.src.is_paused(),
+        "a committed source stays paused for release"
+    );
+    assert_eq!(r.progress.borrow().stage, Stage::Committed);
+    // Serializable for the manager's HTTP API.
+    assert!(
+        serde_json::to_string(&summary)
+            .expect("json")
+            .contains("downtime")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn zstd_move_matches_and_compresses() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 8 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.compression = CompressionMode::Always;
+    let ready = r.sender().run().await.expect("move");
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    let s = ready.commit().await.expect("commit");
+    assert!(s.pages_compressed > 0, "{s:?}");
+    assert!(
+        s.memory_bytes_sent as f64 / s.wire_bytes as f64 > 2.0,
+        "{s:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_mid_transfer_keeps_source_running_and_scrubs_destination() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 32 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.bandwidth_limit = Some(10_000_000);
+    let cancel = r.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    });
+    let err = r.sender().run().await.expect_err("cancelled");
+    assert!(matches!(err, MoveError::Cancelled), "{err}");
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    // Round 0 was never acknowledged: every page is dirty again.
+    let bits = r.src.take_dirty_bitmap().expect("bits");
+    assert_eq!(bits.count(), r.src.page_count(), "dirty bits lost");
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Aborted { .. }
+    ));
+    assert!(r.dst.is_all_zero(), "destination not scrubbed");
+    assert_eq!(r.progress.borrow().stage, Stage::Cancelled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dropped_connection_fails_cleanly_with_source_resumed_and_bits_restored() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 32 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.bandwidth_limit = Some(10_000_000);
+    let sender = r.sender();
+    let run = tokio::spawn(sender.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    r.listener.close();
+    let err = run.await.expect("join").expect_err("connection dropped");
+    assert!(matches!(err, MoveError::ConnectionLost(_)), "{err}");
+    assert!(err.to_string().contains("source keeps running"), "{err}");
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    assert_eq!(
+        r.src.take_dirty_bitmap().expect("bits").count(),
+        r.src.page_count()
+    );
+    assert!(r.incoming.finished().await.is_err());
+    assert!(r.dst.is_all_zero(), "destination not scrubbed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_ticket_is_refused_and_a_ticket_works_only_once() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let good = r.cfg.ticket;
+    r.cfg.ticket = JobTicket::generate();
+    let err = r.sender().run().await.expect_err("wrong ticket");
+    assert!(
+        matches!(
+            err,
+            MoveError::Refused {
+                code: RefuseCode::Ticket,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_source_running(&r.src);
+    r.cfg.ticket = good;
+    r.sender()
+        .run()
+        .await
+        .expect("right ticket")
+        .commit()
+        .await
+        .expect("commit");
+    let Rig {
+        src,
+        incoming,
+        cfg,
+        ptx,
+        listener: _listener,
+        ..
+    } = r;
+    incoming.finished().await.expect("receiver");
+    // Same ticket again (the destination no longer expects it, nor this source's certificate).
+    let err = Sender::new(src, cfg, ptx, CancellationToken::new())
+        .run()
+        .await
+        .expect_err("reused ticket");
+    assert!(
+        matches!(err, MoveError::Connect { .. } | MoveError::Refused { .. }),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unpinned_certificates_are_refused_both_ways() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    // The sender pins a certificate the receiver does not hold.
+    r.cfg.pinned_peer_cert = Identity::generate("impostor").expect("cert").cert;
+    let err = r.sender().run().await.expect_err("server not pinned");
+    assert!(matches!(err, MoveError::Connect { .. }), "{err}");
+    // The sender presents a certificate the receiver was not told to expect.
+    r.cfg.pinned_peer_cert = r.dst_id.cert.clone();
+    r.cfg.identity = Identity::generate("other-source").expect("cert");
+    let err = r.sender().run().await.expect_err("client not pinned");
+    assert!(
+        matches!(
+            err,
+            MoveError::Connect { .. } | MoveError::ConnectionLost(_)
+        ),
+        "{err}"
+    );
+    assert_source_running(&r.src);
+    // The expected source still gets in afterwards.
+    r.cfg.identity = r.src_id.clone();
+    r.sender()
+        .run()
+        .await
+        .expect("pinned source")
+        .commit()
+        .await
+        .expect("commit");
+}
+
+fn hot_guest() -> MemGuestConfig {
+    MemGuestConfig {
+        memory_size: 16 << 20,
+        dirty_rate: 40_000_000,
+        hot_fraction: 1.0,
+        ..MemGuestConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn guest_dirtying_faster_than_the_path_converges_by_auto_converge() {
+    let mut r = rig(hot_guest());
+    r.cfg.bandwidth_limit = Some(20_000_000);
+    r.cfg.timeout = Duration::from_secs(60);
+    let ready = r
+        .sender()
+        .run()
+        .await
+        .expect("auto-converge makes it converge");
+    let s = ready.summary().clone();
+    assert!(s.max_throttle_percent >= 20, "{s:?}");
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    ready.commit().await.expect("commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_auto_converge_times_out_with_the_seed_message() {
+    let mut r = rig(hot_guest());
+    r.cfg.bandwidth_limit = Some(20_000_000);
+    r.cfg.auto_converge = false;
+    r.cfg.timeout = Duration::from_secs(2);
+    let sender = r.sender();
+    let handle = sender.timeout_handle();
+    assert!(
+        handle.extend(Duration::from_secs(1)),
+        "extendable while memory moves"
+    );
+    let started = std::time::Instant::now();
+    let err = sender.run().await.expect_err("times out");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "extension ignored"
+    );
+    assert_eq!(err.to_string(), MEMORY_WRITE_INTENSIVE);
+    assert!(
+        !handle.extend(Duration::from_secs(1)),
+        "not extendable after the end"
+    );
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    assert_eq!(r.progress.borrow().stage, Stage::TimedOut);
+    assert!(r.dst.is_all_zero());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_after_suspend_resumes_the_source_and_scrubs_the_destination() {
+    let r = rig(MemGuestConfig {
+        memory_size: 4 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    let ready = r.sender().run().await.expect("move");
+    assert!(r.src.is_paused());
+    let final_pages = ready.summary().final_round_pages;
+    ready
+        .abort("the manager chose not to commit")
+        .await
+        .expect("abort");
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    // The final round's pages are dirty again for a later attempt.
+    assert!(r.src.take_dirty_bitmap().expect("bits").count() >= final_pages);
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Aborted { .. }
+    ));
+    assert!(r.dst.is_all_zero());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn geometry_mismatch_is_refused() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let other = Arc::new(MemPartition::blank(2 << 20));
+    let ticket = JobTicket::generate();
+    let incoming = r.listener.expect(ticket, r.src_id.cert.clone(), other);
+    let mut cfg = r.cfg.clone();
+    cfg.ticket = ticket;
+    let err = Sender::new(
+        Arc::clone(&r.src),
+        cfg,
+        r.ptx.clone(),
+        CancellationToken::new(),
+    )
+    .run()
+    .await
+    .expect_err("size mismatch");
+    assert!(
+        matches!(
+            err,
+            MoveError::Refused {
+                code: RefuseCode::Geometry,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(incoming.finished().await.is_err());
+}
+
+/// A peer that passes TLS and the ticket, then sends garbage, is cut off and the partial memory
+/// scrubbed.
+async fn raw_session(r: &Rig) -> (quinn::Connection, quinn::SendStream, quinn::RecvStream) {
+    let client = super::tls::client_config(&r.src_id, &r.dst_id.cert).expect("client");
+    let ep = super::tls::endpoint(LOCAL, None).expect("endpoint");
+    let conn = ep
+        .connect_with(client, r.cfg.peer_addr, super::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut send, mut recv) = conn.open_bi().await.expect("bi");
+    let hello = Message::hello(r.cfg.ticket, r.src.memory_size(), 1);
+    send.write_all(&hello.encode().expect("enc"))
+        .await
+        .expect("hello");
+    let welcome = Message::read_async(&mut recv)
+        .await
+        .expect("read")
+        .expect("msg");
+    assert!(matches!(welcome, Message::Welcome { .. }));
+    (conn, send, recv)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn oversize_frame_on_the_wire_is_refused() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let (_conn, mut send, mut recv) = raw_session(&r).await;
+    let mut header = [0u8; 8];
+    header[0] = 3; // Batch
+    header[4..8].copy_from_slice(&(64u32 << 20).to_le_bytes());
+    send.write_all(&header).await.expect("write");
+    let err = r.incoming.finished().await.expect_err("refused");
+    assert!(err.to_string().contains("larger than"), "{err}");
+    // The sender side learns it too.
+    let reply = Message::read_async(&mut recv).await;
+    assert!(
+        matches!(reply, Ok(Some(Message::Refused { .. })) | Err(_)),
+        "{reply:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn out_of_order_message_on_the_wire_is_refused_and_scrubbed() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let (conn, mut send, _recv) = raw_session(&r).await;
+    // Write one page on a data stream, then commit before any switch-over.
+    let mut data = conn.open_uni().await.expect("uni");
+    let page = super::wire::PageBatch {
+        round: 0,
+        runs: vec![(3, 1)],
+        zero_mask: 0,
+        encoding: super::wire::Encoding::Raw,
+        payload: bytes::Bytes::from(vec![0xab; crate::partition::PAGE_SIZE]),
+    };
+    data.write_all(&Message::batch(page).expect("b").encode().expect("e"))
+        .await
+        .expect("data");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send.write_all(&Message::commit().encode().expect("e"))
+        .await
+        .expect("commit");
+    let err = r.incoming.finished().await.expect_err("refused");
+    assert!(
+        err.to_string()
+            .contains("Commit is not allowed in receiver state Receiving"),
+        "{err}"
+    );
+    assert!(r.dst.is_all_zero(), "partial memory must be scrubbed");
+}
+
+/// `LPM_BENCH_MIB=1024 LPM_BENCH_DIRTY=10000000 cargo test --release -p lparmover --lib
+/// bench_loopback -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run in release mode"]
+async fn bench_loopback() {
+    let env = |k: &str, d: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(d)
+    };
+    let mut b = super::bench::LoopbackBench {
+        memory_size: env("LPM_BENCH_MIB", 1024) << 20,
+        dirty_rate: env("LPM_BENCH_DIRTY", 10_000_000),
+        ..Default::default()
+    };
+    if let Ok(c) = std::env::var("LPM_BENCH_COMPRESSION") {
+        b.compression = match c.as_str() {
+            "always" => CompressionMode::Always,
+            "never" => CompressionMode::Never,
+            _ => CompressionMode::Auto,
+        };
+    }
+    if let Some(bw) = std::env::var("LPM_BENCH_BW")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        b.bandwidth_limit = Some(bw);
+    }
+    let s = super::bench::loopback(&b).await.expect("bench");
+    println!("{}", serde_json::to_string_pretty(&s).expect("json"));
+    println!(
+        "total {:.2} s, downtime {:.1} ms, rounds {}, wire/memory {:.3} ({:.1} MB wire for {:.1} MB memory sent, {} MiB guest), memory throughput {:.0} MB/s",
+        s.total_time.as_secs_f64(),
+        s.downtime.as_secs_f64() * 1e3,
+        s.rounds,
+        s.wire_bytes as f64 / s.memory_bytes_sent as f64,
+        s.wire_bytes as f64 / 1e6,
+        s.memory_bytes_sent as f64 / 1e6,
+        s.memory_size >> 20,
+        s.memory_throughput_mbps,
+    );
+}

@@ -1,0 +1,1072 @@
+//! The destination side: a [`MigrationListener`] on the migration path that accepts a partition
+//! only for a job ticket the manager told it to expect ([`MigrationListener::expect`]), once, from
+//! the source HVM whose certificate was pinned for that ticket; and the receiver's explicit state
+//! machine ([`RecvState`], [`step`]), pure, so it is tested without a network.
+//!
+//! Until the sender's `Commit`, the destination's memory is provisional: an `Abort`, a cancel, a
+//! protocol error or a lost connection scrubs (zeroes) everything received.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use rustls::pki_types::CertificateDer;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::pages::apply_batch;
+use super::tls::{self, Identity, PinnedClients};
+use super::wire::{Hello, JobTicket, Message, PROTOCOL_VERSION, RefuseCode, WireError};
+use super::{MoveError, close_code, conn_lost};
+use crate::partition::{MemoryDigest, PAGE_SIZE, Partition, VcpuState};
+
+/// How long a connected sender may take to send its Hello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The receiver's protocol state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RecvState {
+    /// Connected; the first control message must be `Hello`.
+    AwaitHello,
+    /// Pre-copy round `round`; `applied` batches of it written so far.
+    Receiving { round: u32, applied: u64 },
+    /// `RoundEnd` seen; waiting until `expected` batches of `round` are written.
+    Draining {
+        round: u32,
+        applied: u64,
+        expected: u64,
+    },
+    /// `Switchover` seen; waiting for the last batches of the final round.
+    Finishing {
+        round: u32,
+        applied: u64,
+        expected: u64,
+        vcpu: VcpuState,
+        digest: Option<MemoryDigest>,
+    },
+    /// Everything is in; the destination is paused, waiting for the commit decision.
+    Ready,
+    /// Committed: the destination is authoritative.
+    Committed,
+    /// Aborted: the received memory is scrubbed.
+    Aborted,
+}
+
+impl RecvState {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::AwaitHello => "AwaitHello",
+            Self::Receiving { .. } => "Receiving",
+            Self::Draining { .. } => "Draining",
+            Self::Finishing { .. } => "Finishing",
+            Self::Ready => "Ready",
+            Self::Committed => "Committed",
+            Self::Aborted => "Aborted",
+        }
+    }
+
+    /// The round whose batches are accepted now, if any.
+    pub fn data_round(&self) -> Option<u32> {
+        match self {
+            Self::Receiving { round, .. }
+            | Self::Draining { round, .. }
+            | Self::Finishing { round, .. } => Some(*round),
+            _ => None,
+        }
+    }
+}
+
+/// What drives the state machine.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// A control-stream message.
+    Control(Message),
+    /// A data stream finished writing one batch of `round`.
+    BatchApplied { round: u32 },
+}
+
+/// What the session must do after a step.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Accept the move (send `Welcome`).
+    Welcome,
+    /// Acknowledge a round.
+    Ack { round: u32, batches: u64 },
+    /// Load the vCPU state, check the digest, send `Ready`.
+    Finish {
+        vcpu: VcpuState,
+        digest: Option<MemoryDigest>,
+    },
+    /// Note the commit (send `Committed`).
+    Commit,
+    /// Scrub and send `Aborted`.
+    Abort { reason: String },
+}
+
+/// A message or event the current state does not allow.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{what} is not allowed in receiver state {state}")]
+pub struct OutOfOrder {
+    /// What arrived.
+    pub what: String,
+    /// The state it arrived in.
+    pub state: &'static str,
+}
+
+/// The receiver's transition function: pure, no I/O.
+pub fn step(state: RecvState, input: Input) -> Result<(RecvState, Action), OutOfOrder> {
+    use RecvState as S;
+    let bad = |what: String, state: &RecvState| OutOfOrder {
+        what,
+        state: state.name(),
+    };
+    match (state, input) {
+        (S::AwaitHello, Input::Control(Message::Hello(_))) => Ok((
+            S::Receiving {
+                round: 0,
+                applied: 0,
+            },
+            Action::Welcome,
+        )),
+        (s @ (S::Committed | S::Aborted), Input::Control(m)) => Err(bad(m.name().to_string(), &s)),
+        (_, Input::Control(Message::Abort { reason })) => {
+            Ok((S::Aborted, Action::Abort { reason }))
+        }
+        (S::Receiving { round, applied }, Input::BatchApplied { round: r }) if r == round => Ok((
+            S::Receiving {
+                round,
+                applied: applied + 1,
+            },
+            Action::None,
+        )),
+        (
+            S::Draining {
+                round,
+                applied,
+                expected,
+            },
+            Input::BatchApplied { round: r },
+        ) if r == round => {
+            let applied = applied + 1;
+            if applied == expected {
+                Ok((
+                    S::Receiving {
+                        round: round + 1,
+                        applied: 0,
+                    },
+                    Action::Ack {
+                        round,
+                        batches: expected,
+                    },
+                ))
+            } else {
+                Ok((
+                    S::Draining {
+                        round,
+                        applied,
+                        expected,
+                    },
+                    Action::None,
+                ))
+            }
+        }
+        (
+            S::Finishing {
+                round,
+                applied,
+                expected,
+                vcpu,
+                digest,
+            },
+            Input::BatchApplied { round: r },
+        ) if r == round => {
+            let applied = applied + 1;
+            if applied == expected {
+                Ok((S::Ready, Action::Finish { vcpu, digest }))
+            } else {
+                Ok((
+                    S::Finishing {
+                        round,
+                        applied,
+                        expected,
+                        vcpu,
+                        digest,
+                    },
+                    Action::None,
+                ))
+            }
+        }
+        (
+            s @ S::Receiving { round, applied },
+            Input::Control(Message::RoundEnd { round: r, batches }),
+        ) if r == round => {
+            if applied > batches {
+                Err(bad(
+                    format!("RoundEnd announcing {batches} batches after {applied} arrived"),
+                    &s,
+                ))
+            } else if applied == batches {
+                Ok((
+                    S::Receiving {
+                        round: round + 1,
+                        applied: 0,
+                    },
+                    Action::Ack { round, batches },
+                ))
+            } else {
+                Ok((
+                    S::Draining {
+                        round,
+                        applied,
+                        expected: batches,
+                    },
+                    Action::None,
+                ))
+            }
+        }
+        (s @ S::Receiving { round, applied }, Input::Control(Message::Switchover(sw)))
+            if sw.round == round =>
+        {
+            if applied > sw.batches {
+                Err(bad(
+                    format!(
+                        "Switchover announcing {} batches after {applied} arrived",
+                        sw.batches
+                    ),
+                    &s,
+                ))
+            } else if applied == sw.batches {
+                Ok((
+                    S::Ready,
+                    Action::Finish {
+                        vcpu: sw.vcpu,
+                        digest: sw.digest,
+                    },
+                ))
+            } else {
+                Ok((
+                    S::Finishing {
+                        round,
+                        applied,
+                        expected: sw.batches,
+                        vcpu: sw.vcpu,
+                        digest: sw.digest,
+                    },
+                    Action::None,
+                ))
+            }
+        }
+        (S::Ready, Input::Control(Message::Commit)) => Ok((S::Committed, Action::Commit)),
+        (s, Input::Control(m)) => {
+            let what = match &m {
+                Message::RoundEnd { round, .. } => format!("RoundEnd for round {round}"),
+                Message::Switchover(sw) => format!("Switchover for round {}", sw.round),
+                other => other.name().to_string(),
+            };
+            Err(bad(what, &s))
+        }
+        (s, Input::BatchApplied { round }) => Err(bad(format!("a batch of round {round}"), &s)),
+    }
+}
+
+/// What the destination reports while receiving.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecvStage {
+    /// Waiting for the source to connect.
+    #[default]
+    Expecting,
+    /// Receiving memory.
+    Receiving,
+    /// Holding all memory and vCPU state, paused; waiting for the commit.
+    Ready,
+    /// Committed.
+    Committed,
+    /// Aborted or failed; memory scrubbed.
+    Scrubbed,
+}
+
+/// Receiver progress.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecvStatus {
+    /// Stage.
+    pub stage: RecvStage,
+    /// Current round.
+    pub round: u32,
+    /// Batches written.
+    pub batches: u64,
+}
+
+/// How an incoming move ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReceiveOutcome {
+    /// The sender committed: the destination holds the partition, paused; the caller resumes it.
+    Committed { rounds: u32, batches: u64 },
+    /// The sender aborted; memory was scrubbed.
+    Aborted { reason: String },
+    /// The connection ended after `Ready` without a decision: memory kept, partition paused. The
+    /// manager resolves it from its journal (resume here, or scrub).
+    Undecided,
+}
+
+struct Job<P> {
+    peer_cert: Vec<u8>,
+    partition: Arc<P>,
+    status: watch::Sender<RecvStatus>,
+    done: oneshot::Sender<Result<ReceiveOutcome, MoveError>>,
+    cancel: CancellationToken,
+}
+
+type Jobs<P> = Arc<Mutex<HashMap<[u8; 32], Job<P>>>>;
+
+/// A destination's migration endpoint.
+pub struct MigrationListener<P: Partition + 'static> {
+    endpoint: quinn::Endpoint,
+    jobs: Jobs<P>,
+    pinned: PinnedClients,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl<P: Partition + 'static> std::fmt::Debug for MigrationListener<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "MigrationListener({:?})",
+            self.endpoint.local_addr().ok()
+        )
+    }
+}
+
+/// A move the destination expects (returned by [`MigrationListener::expect`]).
+pub struct IncomingMove<P: Partition + 'static> {
+    ticket: [u8; 32],
+    jobs: Jobs<P>,
+    pinned: PinnedClients,
+    peer_cert: Vec<u8>,
+    /// Progress of the move.
+    pub status: watch::Receiver<RecvStatus>,
+    done: oneshot::Receiver<Result<ReceiveOutcome, MoveError>>,
+    cancel: CancellationToken,
+}
+
+impl<P: Partition + 'static> std::fmt::Debug for IncomingMove<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IncomingMove({:?})", *self.status.borrow())
+    }
+}
+
+impl<P: Partition + 'static> IncomingMove<P> {
+    /// Cancels: withdraws the ticket if the source has not connected, else aborts the transfer
+    /// (memory scrubbed).
+    pub fn cancel(&self) {
+        let withdrawn = self
+            .jobs
+            .lock()
+            .map(|mut j| j.remove(&self.ticket).is_some())
+            .unwrap_or(false);
+        if withdrawn {
+            self.pinned.remove(&self.peer_cert);
+        }
+        self.cancel.cancel();
+    }
+
+    /// Waits until the move ends.
+    pub async fn finished(self) -> Result<ReceiveOutcome, MoveError> {
+        match self.done.await {
+            Ok(r) => r,
+            Err(_) => Err(MoveError::Cancelled),
+        }
+    }
+}
+
+impl<P: Partition + 'static> MigrationListener<P> {
+    /// Binds the migration endpoint on `addr` (port 0 for an ephemeral port) with the HVM's
+    /// certificate. Must run inside a tokio runtime.
+    pub fn bind(addr: SocketAddr, identity: &Identity) -> Result<Self, MoveError> {
+        let pinned = PinnedClients::default();
+        let server = tls::server_config(identity, pinned.clone())?;
+        let endpoint = tls::endpoint(addr, Some(server))?;
+        let jobs: Jobs<P> = Arc::default();
+        let accept = tokio::spawn(accept_loop(
+            endpoint.clone(),
+            Arc::clone(&jobs),
+            pinned.clone(),
+        ));
+        info!(addr = ?endpoint.local_addr().ok(), "migration listener bound");
+        Ok(Self {
+            endpoint,
+            jobs,
+            pinned,
+            accept,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> Result<SocketAddr, MoveError> {
+        self.endpoint
+            .local_addr()
+            .map_err(|e| MoveError::Internal(format!("endpoint address: {e}")))
+    }
+
+    /// Expects one incoming move for `ticket` from the source HVM whose certificate is
+    /// `peer_cert`, written into `partition` (prepared blank and paused, of the source's size).
+    pub fn expect(
+        &self,
+        ticket: JobTicket,
+        peer_cert: CertificateDer<'static>,
+        partition: Arc<P>,
+    ) -> IncomingMove<P> {
+        let (status_tx, status) = watch::channel(RecvStatus::default());
+        let (done_tx, done) = oneshot::channel();
+        let cancel = CancellationToken::new();
+        self.pinned.add(peer_cert.as_ref());
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.insert(
+                ticket.0,
+                Job {
+                    peer_cert: peer_cert.to_vec(),
+                    partition,
+                    status: status_tx,
+                    done: done_tx,
+                    cancel: cancel.clone(),
+                },
+            );
+        }
+        IncomingMove {
+            ticket: ticket.0,
+            jobs: Arc::clone(&self.jobs),
+            pinned: self.pinned.clone(),
+            peer_cert: peer_cert.to_vec(),
+            status,
+            done,
+            cancel,
+        }
+    }
+
+    /// Closes the endpoint: every connection on it is dropped.
+    pub fn close(&self) {
+        self.endpoint
+            .close(close_code::ABORT.into(), b"listener closed");
+        self.accept.abort();
+    }
+}
+
+impl<P: Partition + 'static> Drop for MigrationListener<P> {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+async fn accept_loop<P: Partition + 'static>(
+    endpoint: quinn::Endpoint,
+    jobs: Jobs<P>,
+    pinned: PinnedClients,
+) {
+    while let Some(incoming) = endpoint.accept().await {
+        let jobs = Arc::clone(&jobs);
+        let pinned = pinned.clone();
+        let remote = incoming.remote_address();
+        tokio::spawn(
+            serve_connection(incoming, jobs, pinned)
+                .instrument(info_span!("incoming_move", %remote)),
+        );
+    }
+}
+
+fn peer_cert(conn: &quinn::Connection) -> Option<Vec<u8>> {
+    let id = conn.peer_identity()?;
+    let certs = id.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    certs.first().map(|c| c.to_vec())
+}
+
+enum Event {
+    Control(Result<Option<Message>, WireError>),
+    Applied { round: u32 },
+    DataError(MoveError),
+}
+
+async fn send_msg(send: &mut quinn::SendStream, msg: &Message) -> Result<(), MoveError> {
+    let bytes = msg.encode()?;
+    send.write_all(&bytes).await.map_err(conn_lost)
+}
+
+async fn serve_connection<P: Partition + 'static>(
+    incoming: quinn::Incoming,
+    jobs: Jobs<P>,
+    pinned: PinnedClients,
+) {
+    let conn = match incoming.await {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "migration handshake failed (certificate not pinned for any job?)");
+            return;
+        }
+    };
+    let Some(cert) = peer_cert(&conn) else {
+        conn.close(close_code::REFUSED.into(), b"no client certificate");
+        return;
+    };
+    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
+        Ok(Ok(s)) => s,
+        _ => {
+            conn.close(close_code::PROTOCOL.into(), b"no control stream");
+            return;
+        }
+    };
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, Message::read_async(&mut recv)).await {
+        Ok(Ok(Some(Message::Hello(h)))) => h,
+        other => {
+            let why = match other {
+                Ok(Ok(Some(m))) => format!("expected Hello first, got {}", m.name()),
+                Ok(Ok(None)) => "control stream closed before Hello".into(),
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => "no Hello within 10 s".into(),
+            };
+            refuse(&conn, &mut send, RefuseCode::Protocol, &why).await;
+            return;
+        }
+    };
+    let job = match take_job(&jobs, &hello, &cert) {
+        Ok(job) => job,
+        Err((code, why)) => {
+            warn!(%why, "refusing incoming move");
+            refuse(&conn, &mut send, code, &why).await;
+            return;
+        }
+    };
+    pinned.remove(&job.peer_cert);
+    if let Err(why) = check_geometry(&hello, job.partition.as_ref()) {
+        refuse(&conn, &mut send, RefuseCode::Geometry, &why).await;
+        let _ = job.done.send(Err(MoveError::Refused {
+            code: RefuseCode::Geometry,
+            message: why,
+        }));
+        return;
+    }
+    let Job {
+        partition,
+        status,
+        done,
+        cancel,
+        ..
+    } = job;
+    let result = Session {
+        conn: conn.clone(),
+        partition,
+        status,
+        cancel,
+        gate: Arc::new(Gate::default()),
+    }
+    .run(hello, send, recv)
+    .await;
+    match &result {
+        Ok(o) => info!(outcome = ?o, "incoming move ended"),
+        Err(e) => warn!(error = %e, "incoming move failed; received memory scrubbed"),
+    }
+    let _ = done.send(result);
+}
+
+fn take_job<P>(jobs: &Jobs<P>, hello: &Hello, cert: &[u8]) -> Result<Job<P>, (RefuseCode, String)> {
+    if hello.version != PROTOCOL_VERSION {
+        return Err((
+            RefuseCode::Version,
+            format!(
+                "protocol version {} is not spoken here (this HVM speaks {PROTOCOL_VERSION}); update the older HVM",
+                hello.version
+            ),
+        ));
+    }
+    let mut jobs = jobs
+        .lock()
+        .map_err(|_| (RefuseCode::Ticket, "job table unavailable".to_string()))?;
+    let key = jobs
+        .keys()
+        .find(|k| JobTicket(**k).matches(&hello.ticket))
+        .copied()
+        .ok_or((
+            RefuseCode::Ticket,
+            "job ticket unknown or already used; ask the manager to open the job again".to_string(),
+        ))?;
+    let matches_cert = jobs.get(&key).is_some_and(|j| j.peer_cert == cert);
+    if !matches_cert {
+        return Err((
+            RefuseCode::Ticket,
+            "job ticket was issued for another source HVM certificate".to_string(),
+        ));
+    }
+    jobs.remove(&key)
+        .ok_or((RefuseCode::Ticket, "job ticket already used".to_string()))
+}
+
+fn check_geometry<P: Partition + ?Sized>(hello: &Hello, p: &P) -> Result<(), String> {
+    if hello.page_size as usize != PAGE_SIZE || p.page_size() != PAGE_SIZE {
+        return Err(format!(
+            "page size {} is not the {PAGE_SIZE} bytes this HVM uses",
+            hello.page_size
+        ));
+    }
+    if hello.memory_size != p.memory_size() {
+        return Err(format!(
+            "the source partition has {} bytes of memory but the destination was prepared with {}; prepare it with the source's size",
+            hello.memory_size,
+            p.memory_size()
+        ));
+    }
+    if hello.data_streams == 0 || hello.data_streams > 32 {
+        return Err(format!(
+            "{} data streams is outside 1..=32",
+            hello.data_streams
+        ));
+    }
+    Ok(())
+}
+
+async fn refuse(
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    code: RefuseCode,
+    why: &str,
+) {
+    if send_msg(send, &Message::refused(code, why)).await.is_ok() {
+        let _ = send.finish();
+        // Give the refusal a moment to leave before closing.
+        let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
+    }
+    conn.close(close_code::REFUSED.into(), b"refused");
+}
+
+/// Shared between the control loop and the data streams: which round is accepted, and a lock
+/// that lets a scrub wait out batches being written.
+#[derive(Default)]
+struct Gate {
+    round: AtomicU32,
+    open: AtomicBool,
+    writing: RwLock<()>,
+}
+
+struct Session<P: Partition + 'static> {
+    conn: quinn::Connection,
+    partition: Arc<P>,
+    status: watch::Sender<RecvStatus>,
+    cancel: CancellationToken,
+    gate: Arc<Gate>,
+}
+
+impl<P: Partition + 'static> Session<P> {
+    async fn run(
+        self,
+        hello: Hello,
+        mut send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+    ) -> Result<ReceiveOutcome, MoveError> {
+        let started = Instant::now();
+        let (tx, mut rx) = mpsc::channel::<Event>(1024);
+        // The control stream is read by its own task so the loop below stays cancel-safe.
+        let ctl_tx = tx.clone();
+        let control = tokio::spawn(async move {
+            loop {
+                let m = Message::read_async(&mut recv).await;
+                let end = !matches!(m, Ok(Some(_)));
+                if ctl_tx.send(Event::Control(m)).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        let data = tokio::spawn(accept_data(
+            self.conn.clone(),
+            Arc::clone(&self.partition),
+            tx.clone(),
+            Arc::clone(&self.gate),
+        ));
+        drop(tx);
+        let result = self.drive(hello, &mut send, &mut rx).await;
+        control.abort();
+        data.abort();
+        match result {
+            Ok(outcome) => {
+                let stage = match outcome {
+                    ReceiveOutcome::Committed { .. } => RecvStage::Committed,
+                    ReceiveOutcome::Aborted { .. } => RecvStage::Scrubbed,
+                    ReceiveOutcome::Undecided => RecvStage::Ready,
+                };
+                self.status.send_modify(|s| s.stage = stage);
+                debug!(elapsed = ?started.elapsed(), "session done");
+                Ok(outcome)
+            }
+            Err(e) => {
+                if let Err(se) = self.scrub().await {
+                    warn!(error = %se, "scrubbing the destination after a failure failed");
+                }
+                let code = match &e {
+                    MoveError::Refused { .. } => close_code::REFUSED,
+                    _ => close_code::PROTOCOL,
+                };
+                if let MoveError::Refused { code: rc, message } = &e {
+                    let _ = send_msg(&mut send, &Message::refused(*rc, message.clone())).await;
+                }
+                self.conn.close(code.into(), b"receiver failed");
+                Err(e)
+            }
+        }
+    }
+
+    async fn drive(
+        &self,
+        hello: Hello,
+        send: &mut quinn::SendStream,
+        rx: &mut mpsc::Receiver<Event>,
+    ) -> Result<ReceiveOutcome, MoveError> {
+        let mut state = RecvState::AwaitHello;
+        let mut batches = 0u64;
+        let mut input = Input::Control(Message::Hello(hello));
+        loop {
+            let (next, action) =
+                step(state, input).map_err(|e| MoveError::Protocol(e.to_string()))?;
+            state = next;
+            if let Some(r) = state.data_round() {
+                self.gate.round.store(r, Ordering::Release);
+                self.gate.open.store(true, Ordering::Release);
+            } else {
+                self.gate.open.store(false, Ordering::Release);
+            }
+            match action {
+                Action::None => {}
+                Action::Welcome => {
+                    send_msg(send, &Message::welcome()).await?;
+                    self.status.send_modify(|s| s.stage = RecvStage::Receiving);
+                }
+                Action::Ack { round, batches: n } => {
+                    send_msg(send, &Message::round_ack(round, n)).await?;
+                    self.status.send_modify(|s| s.round = round + 1);
+                }
+                Action::Finish { vcpu, digest } => {
+                    let ours = self.finish(vcpu, digest).await?;
+                    send_msg(send, &Message::ready(ours)).await?;
+                    self.status.send_modify(|s| s.stage = RecvStage::Ready);
+                    info!("destination ready: all memory and vCPU state in, paused");
+                }
+                Action::Commit => {
+                    send_msg(send, &Message::committed()).await?;
+                    let _ = send.finish();
+                    let round = self.status.borrow().round;
+                    // Let the sender close the connection.
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.closed()).await;
+                    return Ok(ReceiveOutcome::Committed {
+                        rounds: round + 1,
+                        batches,
+                    });
+                }
+                Action::Abort { reason } => {
+                    info!(%reason, "sender aborted the move; scrubbing");
+                    self.scrub().await?;
+                    send_msg(send, &Message::aborted()).await?;
+                    let _ = send.finish();
+                    let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.closed()).await;
+                    return Ok(ReceiveOutcome::Aborted { reason });
+                }
+            }
+            let event = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = self.cancel.cancelled() => {
+                    self.conn.close(close_code::ABORT.into(), b"cancelled at the destination");
+                    return Err(MoveError::Cancelled);
+                }
+            };
+            input = match event {
+                Some(Event::Control(Ok(Some(m)))) => Input::Control(m),
+                Some(Event::Applied { round }) => {
+                    batches += 1;
+                    self.status.send_modify(|s| s.batches = batches);
+                    Input::BatchApplied { round }
+                }
+                Some(Event::Control(Ok(None))) => {
+                    return self
+                        .lost(&state, "the sender closed the control stream".into())
+                        .await;
+                }
+                Some(Event::Control(Err(e))) => {
+                    if self.conn.close_reason().is_some() {
+                        return self.lost(&state, e.to_string()).await;
+                    }
+                    return Err(e.into());
+                }
+                Some(Event::DataError(e)) => {
+                    if self.conn.close_reason().is_some() {
+                        return self.lost(&state, e.to_string()).await;
+                    }
+                    return Err(e);
+                }
+                None => return self.lost(&state, "all streams ended".into()).await,
+            };
+        }
+    }
+
+    /// The connection ended without Commit or Abort.
+    async fn lost(&self, state: &RecvState, why: String) -> Result<ReceiveOutcome, MoveError> {
+        let reason = self.conn.close_reason();
+        let aborted = matches!(
+            &reason,
+            Some(quinn::ConnectionError::ApplicationClosed(c)) if c.error_code == close_code::ABORT.into()
+        );
+        if *state == RecvState::Ready && !aborted {
+            warn!(%why, "connection lost after Ready: keeping memory, the manager decides");
+            return Ok(ReceiveOutcome::Undecided);
+        }
+        if aborted {
+            self.scrub().await?;
+            return Ok(ReceiveOutcome::Aborted {
+                reason: "the sender closed the connection with ABORT".into(),
+            });
+        }
+        Err(MoveError::ConnectionLost(match reason {
+            Some(r) => r.to_string(),
+            None => why,
+        }))
+    }
+
+    async fn finish(
+        &self,
+        vcpu: VcpuState,
+        digest: Option<MemoryDigest>,
+    ) -> Result<Option<MemoryDigest>, MoveError> {
+        let p = Arc::clone(&self.partition);
+        tokio::task::spawn_blocking(move || {
+            p.restore_vcpu_state(&vcpu)
+                .map_err(MoveError::partition("loading the vCPU state on the destination"))?;
+            let Some(theirs) = digest else {
+                return Ok(None);
+            };
+            let ours = p
+                .digest()
+                .map_err(MoveError::partition("computing the destination's memory digest"))?;
+            if ours != theirs {
+                return Err(MoveError::Refused {
+                    code: RefuseCode::Digest,
+                    message: format!(
+                        "memory digest mismatch: source {theirs}, destination {ours}; the move is aborted"
+                    ),
+                });
+            }
+            Ok(Some(ours))
+        })
+        .await
+        .map_err(|e| MoveError::Internal(format!("vCPU/digest task: {e}")))?
+    }
+
+    async fn scrub(&self) -> Result<(), MoveError> {
+        self.gate.open.store(false, Ordering::Release);
+        let p = Arc::clone(&self.partition);
+        let gate = Arc::clone(&self.gate);
+        tokio::task::spawn_blocking(move || {
+            // Wait out batches being written; none starts after `open` is false.
+            let _w = gate
+                .writing
+                .write()
+                .map_err(|_| MoveError::Internal("write gate poisoned".into()))?;
+            p.zero_pages(0, p.page_count())
+                .map_err(MoveError::partition("scrubbing the destination's memory"))
+        })
+        .await
+        .map_err(|e| MoveError::Internal(format!("scrub task: {e}")))??;
+        self.status.send_modify(|s| s.stage = RecvStage::Scrubbed);
+        info!("destination memory scrubbed");
+        Ok(())
+    }
+}
+
+async fn accept_data<P: Partition + 'static>(
+    conn: quinn::Connection,
+    partition: Arc<P>,
+    tx: mpsc::Sender<Event>,
+    gate: Arc<Gate>,
+) {
+    while let Ok(stream) = conn.accept_uni().await {
+        tokio::spawn(data_stream(
+            stream,
+            Arc::clone(&partition),
+            tx.clone(),
+            Arc::clone(&gate),
+        ));
+    }
+}
+
+async fn data_stream<P: Partition + 'static>(
+    mut recv: quinn::RecvStream,
+    partition: Arc<P>,
+    tx: mpsc::Sender<Event>,
+    gate: Arc<Gate>,
+) {
+    let mut scratch = Vec::new();
+    loop {
+        let batch = match Message::read_async(&mut recv).await {
+            Ok(None) => return,
+            Ok(Some(Message::Batch(b))) => b,
+            Ok(Some(other)) => {
+                let _ = tx
+                    .send(Event::DataError(MoveError::Protocol(format!(
+                        "{} on a data stream; only Batch is allowed there",
+                        other.name()
+                    ))))
+                    .await;
+                return;
+            }
+            Err(e) => {
+                let _ = tx.send(Event::DataError(e.into())).await;
+                return;
+            }
+        };
+        let round = batch.round;
+        let p = Arc::clone(&partition);
+        let g = Arc::clone(&gate);
+        let mut scratch_buf = std::mem::take(&mut scratch);
+        let job = tokio::task::spawn_blocking(move || {
+            let r = (|| {
+                let _w = g
+                    .writing
+                    .read()
+                    .map_err(|_| MoveError::Internal("write gate poisoned".into()))?;
+                let current = g.round.load(Ordering::Acquire);
+                if !g.open.load(Ordering::Acquire) || current != round {
+                    return Err(MoveError::Protocol(format!(
+                        "a batch of round {round} arrived while the receiver accepts {}",
+                        if g.open.load(Ordering::Acquire) {
+                            format!("round {current}")
+                        } else {
+                            "no batches".to_string()
+                        }
+                    )));
+                }
+                apply_batch(p.as_ref(), &batch, &mut scratch_buf).map_err(MoveError::from)
+            })();
+            (r, scratch_buf)
+        })
+        .await;
+        let ev = match job {
+            Ok((Ok(()), s)) => {
+                scratch = s;
+                Event::Applied { round }
+            }
+            Ok((Err(e), _)) => Event::DataError(e),
+            Err(e) => Event::DataError(MoveError::Internal(format!("batch writer task: {e}"))),
+        };
+        let stop = matches!(ev, Event::DataError(_));
+        if tx.send(ev).await.is_err() || stop {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mover::wire::JobTicket;
+
+    fn hello() -> Message {
+        Message::hello(JobTicket([1; 32]), 1 << 20, 4)
+    }
+
+    fn vcpu() -> VcpuState {
+        VcpuState {
+            backend: "soft".into(),
+            bytes: vec![1],
+        }
+    }
+
+    #[test]
+    fn full_happy_path() {
+        let (s, a) = step(RecvState::AwaitHello, Input::Control(hello())).expect("hello");
+        assert_eq!(a, Action::Welcome);
+        // Two batches arrive before the RoundEnd, one after.
+        let (s, _) = step(s, Input::BatchApplied { round: 0 }).expect("b");
+        let (s, _) = step(s, Input::BatchApplied { round: 0 }).expect("b");
+        let (s, a) = step(s, Input::Control(Message::round_end(0, 3))).expect("end");
+        assert_eq!(a, Action::None);
+        let (s, a) = step(s, Input::BatchApplied { round: 0 }).expect("b");
+        assert_eq!(
+            a,
+            Action::Ack {
+                round: 0,
+                batches: 3
+            }
+        );
+        assert_eq!(
+            s,
+            RecvState::Receiving {
+                round: 1,
+                applied: 0
+            }
+        );
+        // An empty round acks at once.
+        let (s, a) = step(s, Input::Control(Message::round_end(1, 0))).expect("end");
+        assert_eq!(
+            a,
+            Action::Ack {
+                round: 1,
+                batches: 0
+            }
+        );
+        let (s, a) = step(s, Input::Control(Message::switchover(2, 1, vcpu(), None))).expect("sw");
+        assert_eq!(a, Action::None);
+        let (s, a) = step(s, Input::BatchApplied { round: 2 }).expect("b");
+        assert!(matches!(a, Action::Finish { .. }));
+        assert_eq!(s, RecvState::Ready);
+        let (s, a) = step(s, Input::Control(Message::commit())).expect("commit");
+        assert_eq!((s, a), (RecvState::Committed, Action::Commit));
+    }
+
+    #[test]
+    fn out_of_order_messages_are_refused() {
+        let err = step(
+            RecvState::AwaitHello,
+            Input::Control(Message::round_end(0, 1)),
+        )
+        .expect_err("must fail");
+        assert_eq!(err.state, "AwaitHello");
+        assert!(
+            err.to_string()
+                .contains("RoundEnd for round 0 is not allowed"),
+            "{err}"
+        );
+        let recv = RecvState::Receiving {
+            round: 2,
+            applied: 0,
+        };
+        assert!(step(recv.clone(), Input::Control(Message::round_end(3, 1))).is_err());
+        assert!(step(recv.clone(), Input::BatchApplied { round: 1 }).is_err());
+        assert!(step(recv.clone(), Input::Control(Message::commit())).is_err());
+        assert!(step(recv.clone(), Input::Control(hello())).is_err());
+        assert!(step(recv.clone(), Input::Control(Message::welcome())).is_err());
+        let many = RecvState::Receiving {
+            round: 2,
+            applied: 5,
+        };
+        assert!(step(many, Input::Control(Message::round_end(2, 4))).is_err());
+        assert!(step(RecvState::Ready, Input::BatchApplied { round: 0 }).is_err());
+        assert!(step(RecvState::Committed, Input::Control(Message::abort("late"))).is_err());
+    }
+
+    #[test]
+    fn abort_is_accepted_until_commit() {
+        for s in [
+            RecvState::Receiving {
+                round: 0,
+                applied: 0,
+            },
+            RecvState::Draining {
+                round: 0,
+                applied: 0,
+                expected: 2,
+            },
+            RecvState::Ready,
+        ] {
+            let (n, a) = step(s, Input::Control(Message::abort("x"))).expect("abort");
+            assert_eq!(n, RecvState::Aborted);
+            assert_eq!(a, Action::Abort { reason: "x".into() });
+        }
+    }
+}

@@ -1,0 +1,311 @@
+//! Mutual TLS on the migration path with certificates pinned by the manager, and QUIC endpoints.
+//!
+//! Each HVM holds a self-signed certificate ([`Identity`]). The manager gives the sender the
+//! receiver's certificate and the receiver the sender's; the verifiers below accept exactly the
+//! pinned DER (byte for byte) and check the handshake signature with its key. Names, dates and
+//! chains play no part: the pin is the trust.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
+
+use super::wire::ALPN;
+
+/// The server name the sender asks for (ignored by the pinned verifier, but TLS needs one).
+pub const SERVER_NAME: &str = "lparmover-hvm";
+
+/// UDP socket buffer size for migration endpoints (the kernel's `rmem_max` on our hosts).
+pub const UDP_BUFFER: usize = 4 << 20;
+
+/// Errors setting up TLS or an endpoint.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// Generating a certificate failed.
+    #[error("generating the HVM's migration certificate failed: {0}")]
+    Generate(#[from] rcgen::Error),
+    /// rustls refused the configuration (bad key, unsupported algorithm).
+    #[error("TLS configuration refused: {0}; check the HVM's migration certificate and key")]
+    Config(#[from] rustls::Error),
+    /// quinn refused the TLS configuration.
+    #[error("QUIC TLS configuration refused: {0}")]
+    Quic(String),
+    /// Binding the UDP socket failed.
+    #[error(
+        "binding the migration endpoint to {addr} failed: {source}; check the migration path address"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An HVM's certificate and private key for the migration path.
+pub struct Identity {
+    /// The certificate (DER), to be pinned by the peer.
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Identity({} byte cert, key hidden)", self.cert.len())
+    }
+}
+
+impl Identity {
+    /// A fresh self-signed certificate (ECDSA P-256) for `name`.
+    pub fn generate(name: &str) -> Result<Self, TlsError> {
+        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()])?;
+        Ok(Self {
+            cert: ck.cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
+        })
+    }
+
+    /// From DER certificate and PKCS#8 DER key (as stored in the HVM's state directory).
+    pub fn from_der(cert: Vec<u8>, pkcs8_key: Vec<u8>) -> Self {
+        Self {
+            cert: CertificateDer::from(cert),
+            key: PrivatePkcs8KeyDer::from(pkcs8_key),
+        }
+    }
+
+    /// The PKCS#8 DER key (to persist it).
+    pub fn key_der(&self) -> &[u8] {
+        self.key.secret_pkcs8_der()
+    }
+
+    fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Accepts exactly one pinned server certificate.
+#[derive(Debug)]
+struct PinnedServer {
+    pinned: CertificateDer<'static>,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for PinnedServer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.pinned.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+/// The set of client certificates a listener currently expects (one per open job).
+#[derive(Debug, Default, Clone)]
+pub struct PinnedClients(Arc<RwLock<HashSet<Vec<u8>>>>);
+
+impl PinnedClients {
+    /// Trusts `cert` until [`PinnedClients::remove`].
+    pub fn add(&self, cert: &[u8]) {
+        if let Ok(mut set) = self.0.write() {
+            set.insert(cert.to_vec());
+        }
+    }
+    /// Stops trusting `cert`.
+    pub fn remove(&self, cert: &[u8]) {
+        if let Ok(mut set) = self.0.write() {
+            set.remove(cert);
+        }
+    }
+    fn contains(&self, cert: &[u8]) -> bool {
+        self.0.read().map(|s| s.contains(cert)).unwrap_or(false)
+    }
+}
+
+#[derive(Debug)]
+struct PinnedClientVerifier {
+    pinned: PinnedClients,
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ClientCertVerifier for PinnedClientVerifier {
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        if self.pinned.contains(end_entity.as_ref()) {
+            Ok(ClientCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
+
+fn transport() -> Arc<quinn::TransportConfig> {
+    let mut t = quinn::TransportConfig::default();
+    // Default windows: a short path does not need more (MEASURED.md). Room for many data streams.
+    t.max_concurrent_uni_streams(64u32.into());
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.keep_alive_interval(Some(Duration::from_secs(2)));
+    if let Ok(idle) = quinn::IdleTimeout::try_from(Duration::from_secs(15)) {
+        t.max_idle_timeout(Some(idle));
+    }
+    Arc::new(t)
+}
+
+/// QUIC client configuration for a sender: trusts only `pinned_peer`, presents `own`.
+pub fn client_config(
+    own: &Identity,
+    pinned_peer: &CertificateDer<'static>,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedServer {
+        pinned: pinned_peer.clone(),
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(vec![own.cert.clone()], own.key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ClientConfig::new(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// QUIC server configuration for a receiver: presents `own`, accepts only clients in `pinned`.
+pub fn server_config(
+    own: &Identity,
+    pinned: PinnedClients,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = Arc::new(PinnedClientVerifier {
+        pinned,
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![own.cert.clone()], own.key())?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .map_err(|e| TlsError::Quic(e.to_string()))?;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    cfg.transport_config(transport());
+    Ok(cfg)
+}
+
+/// A UDP socket with 4 MiB buffers bound to `addr`, ready for quinn.
+pub fn udp_socket(addr: SocketAddr) -> Result<std::net::UdpSocket, TlsError> {
+    let bind = |e| TlsError::Bind { addr, source: e };
+    let domain = socket2::Domain::for_address(addr);
+    let sock = socket2::Socket::new(domain, socket2::Type::DGRAM, Some(socket2::Protocol::UDP))
+        .map_err(bind)?;
+    // Best effort: the kernel caps these at rmem_max / wmem_max.
+    if let Err(e) = sock.set_recv_buffer_size(UDP_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP receive buffer");
+    }
+    if let Err(e) = sock.set_send_buffer_size(UDP_BUFFER) {
+        tracing::warn!(error = %e, "could not enlarge the UDP send buffer");
+    }
+    sock.bind(&addr.into()).map_err(bind)?;
+    sock.set_nonblocking(true).map_err(bind)?;
+    Ok(sock.into())
+}
+
+/// A quinn endpoint on `addr`, as server when `server` is given. Must run inside a tokio runtime.
+pub fn endpoint(
+    addr: SocketAddr,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint, TlsError> {
+    let sock = udp_socket(addr)?;
+    quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        sock,
+        Arc::new(quinn::TokioRuntime),
+    )
+    .map_err(|e| TlsError::Bind { addr, source: e })
+}

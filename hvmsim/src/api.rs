@@ -205,6 +205,75 @@ async fn release_lock(State(s): Svc, Path(id): Path<String>) -> Result<StatusCod
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn prepare_incoming(
+    State(s): Svc,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<lparmover::api::PrepareIncoming>,
+) -> ApiResult<lparmover::api::IncomingPrepared> {
+    Ok(Json(
+        s.prepare_incoming(&req, lease(&headers).as_deref()).await?,
+    ))
+}
+
+async fn start_send(
+    State(s): Svc,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<lparmover::api::StartSend>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.start_send(&req, lease(&headers).as_deref()).await?))
+}
+
+async fn migration_status(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.migration_status(&job)?))
+}
+
+async fn cancel_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.cancel_migration(&job)?))
+}
+
+async fn extend_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+    ApiJson(body): ApiJson<lparmover::api::ExtendTimeout>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.extend_migration(&job, &body)?))
+}
+
+async fn commit_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.commit_migration(&job).await?))
+}
+
+async fn resume_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.resume_migration(&job).await?))
+}
+
+async fn release_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+    ApiJson(body): ApiJson<lparmover::api::Release>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.release_migration(&job, &body).await?))
+}
+
+async fn abort_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.abort_migration(&job).await?))
+}
+
 async fn not_found() -> ApiError {
     ApiError(EmgError::new(
         Emg::VersionMismatch,
@@ -229,6 +298,15 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/locks", get(list_locks).post(take_lock))
         .route("/locks/{id}", axum::routing::delete(release_lock))
         .route("/locks/{id}/renew", post(renew_lock))
+        .route("/migrations/incoming", post(prepare_incoming))
+        .route("/migrations/{job}", get(migration_status))
+        .route("/migrations/{job}/send", post(start_send))
+        .route("/migrations/{job}/cancel", post(cancel_migration))
+        .route("/migrations/{job}/extend", post(extend_migration))
+        .route("/migrations/{job}/commit", post(commit_migration))
+        .route("/migrations/{job}/resume", post(resume_migration))
+        .route("/migrations/{job}/release", post(release_migration))
+        .route("/migrations/{job}/abort", post(abort_migration))
         .with_state(service);
     Router::new()
         .nest(&format!("/{API_VERSION}"), v1)

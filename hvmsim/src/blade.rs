@@ -11,7 +11,7 @@ use lparmover::api::{
 };
 use lparmover::emg::{Emg, EmgError};
 use lparmover::model::{
-    FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload,
+    FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload, Wwpn,
 };
 
 use crate::guests::{self, GuestHandle};
@@ -24,20 +24,23 @@ use crate::syslog::SystemLog;
 /// A blade and its HVM, shared by every request handler.
 #[derive(Debug)]
 pub struct BladeService {
-    name: String,
-    state: Mutex<HvmState>,
-    store: StateDir,
-    locks: Mutex<LockTable>,
-    log: SystemLog,
-    guests: Mutex<HashMap<LparNumber, GuestHandle>>,
+    pub(crate) name: String,
+    pub(crate) state: Mutex<HvmState>,
+    pub(crate) store: StateDir,
+    pub(crate) locks: Mutex<LockTable>,
+    pub(crate) log: SystemLog,
+    pub(crate) guests: Mutex<HashMap<LparNumber, GuestHandle>>,
+    /// WWPNs each LPAR's vFCs are logged in to the fabric with.
+    pub(crate) fc_logins: Mutex<HashMap<LparNumber, Vec<Wwpn>>>,
     /// LPARs with an activation or deactivation under way (guests take time to start).
-    in_transition: Mutex<HashSet<LparNumber>>,
-    started_at: DateTime<Utc>,
-    backend: GuestBackend,
-    load: LoadMeter,
+    pub(crate) in_transition: Mutex<HashSet<LparNumber>>,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) backend: GuestBackend,
+    pub(crate) load: LoadMeter,
+    pub(crate) migrations: crate::migration::Migrations,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks is a bug already reported by the panic itself;
     // the data stays consistent because every change is applied to a copy first.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -75,6 +78,8 @@ impl BladeService {
             locks: Mutex::new(LockTable::default()),
             log,
             guests: Mutex::new(HashMap::new()),
+            fc_logins: Mutex::new(HashMap::new()),
+            migrations: crate::migration::Migrations::default(),
             in_transition: Mutex::new(HashSet::new()),
             started_at: Utc::now(),
             backend,
@@ -166,7 +171,7 @@ impl BladeService {
 
     /// Applies `change` to a copy of the state, persists the copy, then makes it current. On any
     /// error nothing changes.
-    fn mutate<T>(
+    pub(crate) fn mutate<T>(
         &self,
         change: impl FnOnce(&mut HvmState) -> Result<T, EmgError>,
     ) -> Result<T, EmgError> {
@@ -184,15 +189,37 @@ impl BladeService {
         Ok(out)
     }
 
-    fn check_lock(&self, target: LockTarget, lease: Option<&str>) -> Result<(), EmgError> {
+    pub(crate) fn check_lock(
+        &self,
+        target: LockTarget,
+        lease: Option<&str>,
+    ) -> Result<(), EmgError> {
         lock(&self.locks).check(target, lease, Utc::now())
     }
 
-    fn view(&self, lpar: Lpar) -> LparView {
+    pub(crate) fn view(&self, lpar: Lpar) -> LparView {
         let runtime = lock(&self.guests)
             .get(&lpar.number)
             .map(GuestHandle::runtime);
-        LparView { lpar, runtime }
+        let fc_logins = lock(&self.fc_logins)
+            .get(&lpar.number)
+            .cloned()
+            .unwrap_or_default();
+        LparView {
+            lpar,
+            runtime,
+            fc_logins,
+        }
+    }
+
+    /// Logs the LPAR's vFCs in to the fabric with `wwpns` (empty: logs them out).
+    pub(crate) fn set_fc_logins(&self, number: LparNumber, wwpns: Vec<Wwpn>) {
+        let mut logins = lock(&self.fc_logins);
+        if wwpns.is_empty() {
+            logins.remove(&number);
+        } else {
+            logins.insert(number, wwpns);
+        }
     }
 
     fn begin_transition(&self, number: LparNumber) -> Result<TransitionGuard<'_>, EmgError> {
@@ -285,6 +312,7 @@ impl BladeService {
         match self.mutate(|s| s.activate(number)) {
             Ok(lpar) => {
                 lock(&self.guests).insert(number, guest);
+                self.set_fc_logins(number, lpar.vfcs.iter().map(|v| v.wwpn).collect());
                 self.log.record(
                     LogLevel::Info,
                     "lpar",
@@ -322,6 +350,7 @@ impl BladeService {
             }
             s.set_status(number, LparStatus::Deactivated)
         })?;
+        self.set_fc_logins(number, Vec::new());
         let guest = lock(&self.guests).remove(&number);
         if let Some(guest) = guest {
             tokio::task::spawn_blocking(move || guest.stop()).await.ok();

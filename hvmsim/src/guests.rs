@@ -1,33 +1,68 @@
-//! Running guests of activated LPARs (bridge between the HVM and `crate::guest`).
-//!
-//! TEMPORARY: until the guest backends land, a started guest only records its spec.
+//! Running guests of activated LPARs: the bridge between the HVM's LPAR records and
+//! [`crate::guest`].
+
+use std::sync::Arc;
 
 use lparmover::api::GuestRuntime;
 use lparmover::model::{GuestBackend, GuestSpec};
-use lparmover::partition::Heartbeat;
 
-/// A running guest.
-#[derive(Debug)]
+use crate::guest::{BackendKind, Guest, GuestError};
+
+/// The guest of one activated LPAR.
+#[derive(Clone)]
 pub struct GuestHandle {
-    spec: GuestSpec,
+    guest: Arc<Guest>,
+}
+
+impl std::fmt::Debug for GuestHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GuestHandle({:?}, {} bytes)",
+            self.guest.backend(),
+            self.guest.spec().memory_bytes
+        )
+    }
 }
 
 impl GuestHandle {
+    /// Wraps a started guest.
+    pub fn new(guest: Arc<Guest>) -> Self {
+        Self { guest }
+    }
+
+    /// The guest itself (a [`lparmover::partition::Partition`]).
+    pub fn guest(&self) -> &Arc<Guest> {
+        &self.guest
+    }
+
     /// What it is doing.
     pub fn runtime(&self) -> GuestRuntime {
+        let stats = self.guest.stats();
         GuestRuntime {
-            backend: GuestBackend::Soft,
-            heartbeat: Heartbeat::default(),
-            achieved_dirty_mbps: self.spec.workload.dirty_rate_mbps,
+            backend: match self.guest.backend() {
+                BackendKind::Kvm => GuestBackend::Kvm,
+                BackendKind::Soft => GuestBackend::Soft,
+            },
+            heartbeat: stats.heartbeat,
+            achieved_dirty_mbps: stats.achieved_dirty_mbps,
         }
     }
+
     /// Changes the dirty rate at once.
-    pub fn set_dirty_rate(&self, _mbps: f64) {}
-    /// Stops the guest.
-    pub fn stop(self) {}
+    pub fn set_dirty_rate(&self, mbps: f64) {
+        if let Err(e) = self.guest.set_dirty_rate(mbps) {
+            tracing::warn!(error = %e, "dirty rate not applied");
+        }
+    }
+
+    /// Stops the guest and joins its threads.
+    pub fn stop(self) {
+        self.guest.stop();
+    }
 }
 
-/// Starts a guest.
-pub fn start(spec: &GuestSpec) -> Result<GuestHandle, String> {
-    Ok(GuestHandle { spec: spec.clone() })
+/// Starts the guest of an LPAR being activated.
+pub fn start(spec: &GuestSpec) -> Result<GuestHandle, GuestError> {
+    crate::guest::start(spec).map(GuestHandle::new)
 }

@@ -12,7 +12,7 @@ use lparmover::emg::{Emg, EmgError};
 use lparmover::model::lpar::{VfcRequest, VnicRequest, vfc_names};
 use lparmover::model::{
     Blade, Lpar, LparNumber, LparRequest, LparStatus, MacAddr, PortMode, ProcessorMode, Vfc, VfcId,
-    Vnic, Wwpn,
+    Vnic, Wwnn, Wwpn,
 };
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +25,18 @@ pub struct HvmState {
     pub blade: Blade,
     /// Defined LPARs.
     pub lpars: BTreeMap<LparNumber, Lpar>,
+    /// Names this HVM's vfcID slots carry instead of the pool's, after WWN exchanges with other
+    /// HVMs during live moves (the names of a slot are never generated twice fleet-wide).
+    #[serde(default)]
+    pub vfc_overrides: BTreeMap<VfcId, (Wwpn, Wwnn, Wwpn)>,
+    /// MACs of (LPAR number, vNIC index) slots replacing the derived ones after MAC exchanges;
+    /// keys are `"LPAR/INDEX"`.
+    #[serde(default)]
+    pub mac_overrides: BTreeMap<String, MacAddr>,
+}
+
+fn mac_slot(number: LparNumber, index: u8) -> String {
+    format!("{number}/{index}")
 }
 
 impl HvmState {
@@ -37,6 +49,49 @@ impl HvmState {
             format: Self::FORMAT,
             blade,
             lpars: BTreeMap::new(),
+            vfc_overrides: BTreeMap::new(),
+            mac_overrides: BTreeMap::new(),
+        }
+    }
+
+    /// The names vfcID `id` of this HVM generates (pool names, or those it took in an exchange).
+    pub fn slot_vfc_names(&self, id: VfcId) -> Result<(Wwpn, Wwnn, Wwpn), EmgError> {
+        match self.vfc_overrides.get(&id) {
+            Some(names) => Ok(*names),
+            None => vfc_names(self.blade.hvm.wwn_pool, id)
+                .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string())),
+        }
+    }
+
+    /// The MAC this HVM derives for vNIC `index` of LPAR `number`.
+    pub fn slot_mac(&self, number: LparNumber, index: u8) -> MacAddr {
+        self.mac_overrides
+            .get(&mac_slot(number, index))
+            .copied()
+            .unwrap_or_else(|| MacAddr::logical(self.blade.hvm.vnic_system_no, number, index))
+    }
+
+    /// Records that the slots of `lpar` carry its current names from now on (destination of a
+    /// committed move).
+    pub fn adopt_lpar_names(&mut self, lpar: &Lpar) {
+        for v in &lpar.vfcs {
+            self.vfc_overrides
+                .insert(v.vfc_id, (v.wwpn, v.wwnn, v.migration_wwpn));
+        }
+        for (i, v) in lpar.vnics.iter().enumerate() {
+            if let Ok(i) = u8::try_from(i) {
+                self.mac_overrides.insert(mac_slot(lpar.number, i), v.mac);
+            }
+        }
+    }
+
+    /// Records names received in an exchange for slots of this HVM (source of a committed move).
+    pub fn adopt_exchange(&mut self, exchange: &lparmover::api::NameExchange) {
+        for (id, names) in &exchange.vfcs {
+            self.vfc_overrides.insert(*id, *names);
+        }
+        for ((number, index), mac) in &exchange.macs {
+            self.mac_overrides.insert(mac_slot(*number, *index), *mac);
         }
     }
 
@@ -218,9 +273,7 @@ impl HvmState {
             .ok()
             .filter(|i| *i < 16)
             .ok_or_else(|| EmgError::new(Emg::InvalidRequest, "an LPAR has at most 16 vNICs"))?;
-        let mac = request
-            .mac
-            .unwrap_or_else(|| MacAddr::logical(self.blade.hvm.vnic_system_no, number, index));
+        let mac = request.mac.unwrap_or_else(|| self.slot_mac(number, index));
         Ok(Vnic {
             segment: request.segment,
             vlan: request.vlan.clone(),
@@ -280,8 +333,7 @@ impl HvmState {
         };
         let (wwpn, wwnn, migration_wwpn) = match request.names {
             Some(names) => names,
-            None => vfc_names(self.blade.hvm.wwn_pool, id)
-                .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?,
+            None => self.slot_vfc_names(id)?,
         };
         Ok(Vfc {
             port: request.port,
@@ -326,34 +378,10 @@ impl HvmState {
         Ok(())
     }
 
-    /// Checks an LPAR may be activated now and marks it Activated.
-    pub fn activate(&mut self, number: LparNumber) -> Result<Lpar, EmgError> {
+    /// Checks the HVM has processors and memory for `lpar` on top of what is in use.
+    fn check_resources(&self, lpar: &Lpar) -> Result<(), EmgError> {
         let resources = self.resources();
-        let hvm = self.blade.name.clone();
-        let lpar = self.lpar_mut(number)?;
-        match lpar.status {
-            LparStatus::Deactivated => {}
-            LparStatus::RequiresRecovery => {
-                return Err(EmgError::new(
-                    Emg::LparCorrupted,
-                    format!(
-                        "LPAR {} ({}) on {hvm} requires recovery",
-                        lpar.number, lpar.name
-                    ),
-                ));
-            }
-            other => {
-                return Err(EmgError::new(
-                    Emg::InvalidLparState,
-                    format!(
-                        "LPAR {} ({}) is {}; only a deactivated LPAR can be activated",
-                        lpar.number,
-                        lpar.name,
-                        other.label()
-                    ),
-                ));
-            }
-        }
+        let hvm = &self.blade.name;
         if lpar.memory_mib > resources.memory_free_mib {
             return Err(EmgError::new(
                 Emg::NotEnoughMemory,
@@ -372,8 +400,97 @@ impl HvmState {
                 ),
             ));
         }
-        lpar.status = LparStatus::Activated;
-        Ok(lpar.clone())
+        Ok(())
+    }
+
+    /// Defines an incoming LPAR of a live move, keeping its names and identities, reserving its
+    /// processors and memory (status Migrating). Returns it with the names the destination's
+    /// slots would have generated (they go to the source in the exchange).
+    pub fn define_incoming(
+        &mut self,
+        lpar: &Lpar,
+        number: Option<LparNumber>,
+    ) -> Result<(Lpar, lparmover::api::NameExchange), EmgError> {
+        let request = LparRequest {
+            number,
+            name: lpar.name.clone(),
+            processors: lpar.processors,
+            memory_mib: lpar.memory_mib,
+            vnics: lpar
+                .vnics
+                .iter()
+                .map(|v| VnicRequest {
+                    segment: v.segment,
+                    vlan: v.vlan.clone(),
+                    mac: Some(v.mac),
+                })
+                .collect(),
+            vfcs: lpar
+                .vfcs
+                .iter()
+                .map(|v| VfcRequest {
+                    port: v.port,
+                    vfc_id: None,
+                    names: Some((v.wwpn, v.wwnn, v.migration_wwpn)),
+                })
+                .collect(),
+            usb: lpar.usb,
+            options: lpar.options.clone(),
+            workload: lpar.workload.clone(),
+            activate: false,
+        };
+        let before = self.clone();
+        let mut defined = self.define(&request)?;
+        if let Err(e) = self.check_resources(&defined) {
+            *self = before;
+            return Err(e);
+        }
+        defined.status = LparStatus::Migrating;
+        self.lpars.insert(defined.number, defined.clone());
+        let mut exchange = lparmover::api::NameExchange::default();
+        for (src, dst) in lpar.vfcs.iter().zip(&defined.vfcs) {
+            exchange
+                .vfcs
+                .push((src.vfc_id, self.slot_vfc_names(dst.vfc_id)?));
+        }
+        for i in 0..defined.vnics.len() {
+            let i = u8::try_from(i).unwrap_or(u8::MAX);
+            exchange
+                .macs
+                .push(((lpar.number, i), self.slot_mac(defined.number, i)));
+        }
+        Ok((defined, exchange))
+    }
+
+    /// Checks an LPAR may be activated now and marks it Activated.
+    pub fn activate(&mut self, number: LparNumber) -> Result<Lpar, EmgError> {
+        let hvm = self.blade.name.clone();
+        let candidate = self.lpar(number)?.clone();
+        match candidate.status {
+            LparStatus::Deactivated => {}
+            LparStatus::RequiresRecovery => {
+                return Err(EmgError::new(
+                    Emg::LparCorrupted,
+                    format!(
+                        "LPAR {} ({}) on {hvm} requires recovery",
+                        candidate.number, candidate.name
+                    ),
+                ));
+            }
+            other => {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "LPAR {} ({}) is {}; only a deactivated LPAR can be activated",
+                        candidate.number,
+                        candidate.name,
+                        other.label()
+                    ),
+                ));
+            }
+        }
+        self.check_resources(&candidate)?;
+        self.set_status(number, LparStatus::Activated)
     }
 
     /// Sets an LPAR's status (deactivation, migration stages).
@@ -452,6 +569,8 @@ impl HvmState {
             ));
         }
         let mut fresh = HvmState::new(doc.blade.clone());
+        fresh.vfc_overrides = std::mem::take(&mut self.vfc_overrides);
+        fresh.mac_overrides = std::mem::take(&mut self.mac_overrides);
         for lpar in &doc.lpars {
             if fresh
                 .lpars

@@ -13,6 +13,7 @@ pub mod hvm;
 pub mod launcher;
 pub mod load;
 pub mod locks;
+pub mod migration;
 pub mod serve;
 pub mod store;
 pub mod syslog;

@@ -81,7 +81,17 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         let inv = service.inventory();
         inv.blade.hvm.management.ip
     };
-    let (identity, token) = store.identity(service.name(), &[IpAddr::V4(ip)])?;
+    let mut addresses = vec![IpAddr::V4(ip)];
+    addresses.extend(
+        definition
+            .blade
+            .hvm
+            .migration_paths
+            .iter()
+            .map(|p| IpAddr::V4(p.ip)),
+    );
+    let (identity, token) = store.identity(service.name(), &addresses)?;
+    service.migrations.set_identity(&identity)?;
     let wanted_port = match store.endpoint()? {
         Some(previous) if previous.addr.ip() == IpAddr::V4(ip) => previous.addr.port(),
         _ => definition.blade.hvm.management.port,

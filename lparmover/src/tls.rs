@@ -63,6 +63,29 @@ impl Identity {
         })
     }
 
+    /// The same certificate and key for the migration path (QUIC with pinned certificates).
+    pub fn mover_identity(&self) -> Result<crate::mover::Identity, TlsError> {
+        use rustls::pki_types::PrivatePkcs8KeyDer;
+        let cert = self
+            .cert_chain()?
+            .into_iter()
+            .next()
+            .ok_or_else(|| TlsError::Pem {
+                what: "certificate",
+                detail: "empty chain".into(),
+            })?;
+        let key = PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| {
+            TlsError::Pem {
+                what: "PKCS#8 private key",
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(crate::mover::Identity::from_der(
+            cert.to_vec(),
+            key.secret_pkcs8_der().to_vec(),
+        ))
+    }
+
     /// A rustls server configuration presenting this identity.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())

@@ -25,7 +25,9 @@
 //! blade carry the lease id in the `x-lparmover-lease` header.
 
 mod client;
+mod migration;
 mod types;
 
 pub use client::{CONNECT_TIMEOUT, ClientError, HvmClient, REQUEST_TIMEOUT};
+pub use migration::*;
 pub use types::*;

@@ -50,6 +50,10 @@ pub struct LparView {
     pub lpar: Lpar,
     /// Present while the guest runs.
     pub runtime: Option<GuestRuntime>,
+    /// WWPNs its vFCs have logged in to the fabric with right now (the migration WWPNs while it
+    /// is an incoming destination of a live move).
+    #[serde(default)]
+    pub fc_logins: Vec<crate::model::Wwpn>,
 }
 
 /// Everything about one blade and its HVM.

@@ -1,0 +1,206 @@
+//! Migration control calls between the manager and the HVMs (`/v1/migrations/…`).
+//!
+//! The manager drives a live move with these calls; the memory itself goes HVM to HVM over the
+//! migration path (see [`crate::mover`]).
+//!
+//! ```text
+//! manager                      destination HVM                     source HVM
+//!   │ POST /migrations/incoming ──▶ reserve, define LPAR (Migrating),
+//!   │                               guest paused with blank memory,
+//!   │ ◀── IncomingPrepared ───────  expect(ticket, source cert)
+//!   │ POST /migrations/{job}/send ─────────────────────────────────▶ Sender::run (background)
+//!   │ GET  /migrations/{job} (poll progress) ──────────────────────▶
+//!   │                               ◀════ QUIC: rounds, suspend, vCPU state ════
+//!   │ … source reports SwitchoverReady (source paused, destination Ready)
+//!   │ journal "commit"
+//!   │ POST /migrations/{job}/commit ───────────────────────────────▶ Commit → destination
+//!   │ POST /migrations/{job}/resume ─▶ resume guest, LPAR Activated,
+//!   │                                  vFCs swap migration WWPN → WWPN
+//!   │ POST /migrations/{job}/release ──────────────────────────────▶ stop guest, delete LPAR,
+//!   │                                                                 adopt exchanged names
+//! ```
+//!
+//! Before the commit any failure or `cancel` leaves the source running (the sender restores it)
+//! and the destination drops its definition (`POST /migrations/{job}/abort`).
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::emg::EmgError;
+use crate::model::{Lpar, LparNumber, MacAddr, VfcId, Wwnn, Wwpn};
+use crate::mover::{MoveSummary, Progress};
+
+/// Tunables of one live move, as the operator sets them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MoveOptions {
+    /// Longest acceptable suspension, ms (default 50).
+    pub downtime_limit_ms: u64,
+    /// Give up after this long without converging, s (default 900).
+    pub timeout_s: u64,
+    /// Throttle the guest when rounds stop shrinking.
+    pub auto_converge: bool,
+    /// Compression policy: `auto`, `always` or `never`.
+    pub compression: String,
+    /// Compare memory digests before the switch.
+    pub verify: bool,
+    /// Parallel data streams.
+    pub streams: usize,
+    /// Cap on migration-path bytes per second (None = none).
+    pub bandwidth_limit: Option<u64>,
+}
+
+impl Default for MoveOptions {
+    fn default() -> Self {
+        Self {
+            downtime_limit_ms: 50,
+            timeout_s: 900,
+            auto_converge: true,
+            compression: "auto".into(),
+            verify: false,
+            streams: 4,
+            bandwidth_limit: None,
+        }
+    }
+}
+
+/// Names the destination HVM would have generated for the slots the moved LPAR takes; they go
+/// to the source HVM (the seed's WWN/MAC exchange) so no name is ever generated twice.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameExchange {
+    /// Per vFC of the moved LPAR, in order: the vfcID it had on the source, and the names the
+    /// destination's vfcID would have carried.
+    pub vfcs: Vec<(VfcId, (Wwpn, Wwnn, Wwpn))>,
+    /// Per vNIC of the moved LPAR, in order: (source LPAR number, vNIC index) and the MAC the
+    /// destination slot would have carried.
+    pub macs: Vec<((LparNumber, u8), MacAddr)>,
+}
+
+/// Asks the destination to get ready for an incoming LPAR.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareIncoming {
+    /// Job id.
+    pub job: String,
+    /// The LPAR as the source holds it (names, identities, workload).
+    pub lpar: Lpar,
+    /// LPAR number on the destination (None = youngest free).
+    pub number: Option<LparNumber>,
+    /// One-time ticket (hex) the source will present.
+    pub ticket: String,
+    /// The source HVM's certificate (PEM) to pin on the migration path.
+    pub source_cert_pem: String,
+}
+
+/// The destination is ready.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncomingPrepared {
+    /// LPAR number on the destination.
+    pub number: LparNumber,
+    /// Migration path endpoint to send to.
+    pub migration_addr: SocketAddr,
+    /// The destination HVM's certificate (PEM) to pin.
+    pub cert_pem: String,
+    /// Names the destination gives up to the source.
+    pub exchange: NameExchange,
+}
+
+/// Asks the source to start sending.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StartSend {
+    /// Job id.
+    pub job: String,
+    /// LPAR on the source.
+    pub lpar: LparNumber,
+    /// One-time ticket (hex).
+    pub ticket: String,
+    /// Destination migration endpoint.
+    pub dest_addr: SocketAddr,
+    /// Destination certificate (PEM) to pin.
+    pub dest_cert_pem: String,
+    /// Tunables.
+    pub options: MoveOptions,
+}
+
+/// Which side of a move an HVM plays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    /// Sends the LPAR.
+    Source,
+    /// Receives it.
+    Destination,
+}
+
+/// Where a move is, as one HVM sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Destination prepared, nothing received yet.
+    Prepared,
+    /// Memory moving.
+    Transferring,
+    /// Source paused, destination holds everything paused: the manager decides.
+    SwitchoverReady,
+    /// Commit sent (source) / received (destination).
+    Committed,
+    /// Destination runs the LPAR.
+    Resumed,
+    /// Source let go of the LPAR.
+    Released,
+    /// Cancelled by the operator before the commit; the source runs on.
+    Cancelled,
+    /// Failed before the commit; the source runs on.
+    Failed,
+    /// Not committed after the switch-over; the source resumed, the destination scrubbed.
+    Aborted,
+}
+
+impl Phase {
+    /// Whether the move is over on this HVM.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            Self::Released | Self::Resumed | Self::Cancelled | Self::Failed | Self::Aborted
+        )
+    }
+}
+
+/// A move as one HVM sees it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MigrationStatus {
+    /// Job id.
+    pub job: String,
+    /// This HVM's role.
+    pub role: Role,
+    /// LPAR number on this HVM.
+    pub lpar: LparNumber,
+    /// Phase.
+    pub phase: Phase,
+    /// Latest progress (source).
+    pub progress: Option<Progress>,
+    /// Final figures (source, once switch-over is ready).
+    pub summary: Option<MoveSummary>,
+    /// Why it failed.
+    pub error: Option<EmgError>,
+    /// Host monotonic time (ns) of the last heartbeat change the source saw before the pause.
+    pub last_heartbeat_before_pause_ns: Option<u64>,
+    /// Host monotonic time (ns) of the first heartbeat change the destination saw after resume.
+    pub first_heartbeat_after_resume_ns: Option<u64>,
+    /// Heartbeat counter at that moment.
+    pub heartbeat_counter: Option<u64>,
+}
+
+/// Extends a running move's timeout.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtendTimeout {
+    /// Seconds to add.
+    pub seconds: u64,
+}
+
+/// Tells the source what names it adopts when it releases the LPAR.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Release {
+    /// Names from the destination.
+    pub exchange: NameExchange,
+}

@@ -4,8 +4,8 @@
 //! A vCPU thread asks [`Control::next`] before every batch of writes (the KVM guest does so on
 //! its quota port-I/O exit). `next` sleeps as long as the pacing needs, but never longer than
 //! [`HEARTBEAT_QUANTUM`], so the guest heartbeats at least every millisecond and a pause request
-//! is seen within one batch. Batches are capped at [`MAX_BATCH_TIME`] worth of writes at the
-//! configured rate, at [`MAX_BATCH`] writes, and at about [`BATCH_GUEST_TIME`] of guest time as
+//! is seen within one batch. Banked credit is capped at [`MAX_BATCH_TIME`] worth of writes at
+//! the configured rate, batches at [`MAX_BATCH`] writes and at about [`BATCH_GUEST_TIME`] of guest time as
 //! measured from the previous batches. That bounds pause latency to about a millisecond without
 //! kicking vCPUs out of `KVM_RUN` with a signal.
 //!
@@ -19,8 +19,10 @@ use super::workload::BYTES_PER_WRITE;
 
 /// Longest time a vCPU goes without a heartbeat when it is not paused.
 pub const HEARTBEAT_QUANTUM: Duration = Duration::from_millis(1);
-/// A batch holds at most this much time's worth of writes at the configured rate.
-pub const MAX_BATCH_TIME: Duration = Duration::from_millis(20);
+/// Credit a vCPU may bank, as time's worth of writes at the configured rate: a vCPU thread the
+/// host scheduler delayed catches up (in batches still capped by [`BATCH_GUEST_TIME`]) instead
+/// of losing the writes.
+pub const MAX_BATCH_TIME: Duration = Duration::from_millis(250);
 /// Hard cap on writes in one batch.
 pub const MAX_BATCH: u32 = 4096;
 /// Batches are also sized to take about this much guest time, from the measured time per write

@@ -89,31 +89,45 @@ pub fn run(args: BenchGuestArgs) -> anyhow::Result<()> {
         activation.as_secs_f64() * 1e3
     );
 
-    guest.start_dirty_tracking()?;
-    println!("configured MB/s | achieved MB/s | ratio | dirty-log pages/s | writes/s");
+    println!(
+        "dirty log | configured MB/s | achieved MB/s | ratio | dirty-log pages/s (250 ms rounds)"
+    );
     for &rate in &args.dirty_rate {
-        guest.set_dirty_rate(rate)?;
-        std::thread::sleep(Duration::from_millis(300));
-        let _ = guest.take_dirty_bitmap()?;
-        guest.set_dirty_rate(rate)?;
-        let t0 = Instant::now();
-        let w0 = guest.guest_writes();
-        let mut logged = 0u64;
-        while t0.elapsed().as_secs_f64() < args.seconds {
-            std::thread::sleep(Duration::from_millis(250));
-            logged += guest.take_dirty_bitmap()?.count();
+        for tracking in [false, true] {
+            if tracking {
+                guest.start_dirty_tracking()?;
+            }
+            guest.set_dirty_rate(rate)?;
+            std::thread::sleep(Duration::from_millis(300));
+            if tracking {
+                let _ = guest.take_dirty_bitmap()?;
+            }
+            let t0 = Instant::now();
+            let w0 = guest.guest_writes();
+            let mut logged = 0u64;
+            while t0.elapsed().as_secs_f64() < args.seconds {
+                std::thread::sleep(Duration::from_millis(250));
+                if tracking {
+                    logged += guest.take_dirty_bitmap()?.count();
+                }
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            let achieved = (guest.guest_writes() - w0) as f64 * PAGE as f64 / secs / 1e6;
+            let log_rate = if tracking {
+                format!("{:.0}", logged as f64 / secs)
+            } else {
+                "-".into()
+            };
+            println!(
+                "{:>9} | {rate:>15.1} | {achieved:>13.2} | {:>5.3} | {log_rate:>17}",
+                if tracking { "on" } else { "off" },
+                achieved / rate.max(f64::MIN_POSITIVE),
+            );
+            if tracking {
+                guest.stop_dirty_tracking()?;
+            }
         }
-        let secs = t0.elapsed().as_secs_f64();
-        let writes = guest.guest_writes() - w0;
-        let achieved = writes as f64 * PAGE as f64 / secs / 1e6;
-        println!(
-            "{rate:>15.1} | {achieved:>13.2} | {:>5.3} | {:>17.0} | {:>8.0}",
-            achieved / rate.max(f64::MIN_POSITIVE),
-            logged as f64 / secs,
-            writes as f64 / secs
-        );
     }
-    guest.stop_dirty_tracking()?;
 
     let mut latencies = Vec::new();
     for _ in 0..args.pauses {

@@ -4,13 +4,18 @@
 //! three kinds chosen from `(seed, page index)` by the [`ContentMix`]:
 //!
 //! - **zero**: left untouched in the fresh mapping (costs nothing to "fill");
-//! - **text-like**: a page header naming the page, then words from a small vocabulary with
-//!   punctuation and line breaks (compresses like log buffers and page cache);
-//! - **pointer-like**: 512 machine words, mostly user and kernel pointers near a per-page base,
-//!   small integers and zeros, with some random words (compresses like heap and slab pages).
+//! - **text-like**: a page header naming the page, then a slice (at an offset drawn from the
+//!   seed and page) of a 4 MiB corpus of words from a small vocabulary with punctuation and line
+//!   breaks (compresses like log buffers and page cache);
+//! - **pointer-like**: 512 machine words, mostly user and kernel pointers near a common base,
+//!   small integers and zeros, with some random words (compresses like heap and slab pages), cut
+//!   at an offset drawn from the seed and page from a 4 MiB corpus of such pages.
 //!
 //! [`fill_page`] recomputes any page from `(seed, mix, page)`, so tests can check a page without a
-//! copy of the whole image. The generator is splitmix64 + xorshift64, a few nanoseconds per word.
+//! copy of the whole image. Both corpora are generated once per process (splitmix64 +
+//! xorshift64), so filling a page is one `memcpy`; the page faults of a fresh mapping dominate.
+
+use std::sync::OnceLock;
 
 use lparmover::model::workload::ContentMix;
 use lparmover::partition::PAGE_SIZE;
@@ -148,11 +153,58 @@ pub fn fill_page(seed: u64, mix: ContentMix, page: u64, out: &mut [u8]) {
     }
 }
 
+/// Bytes of the shared text corpus text pages are cut from.
+const CORPUS_LEN: usize = 4 << 20;
+
+/// The text corpus: words from [`WORDS`], generated once from a fixed seed. A text page is a
+/// page header plus a slice of it at an offset drawn from `(seed, page)`, so filling a text page
+/// costs one `memcpy`.
+fn corpus() -> &'static [u8] {
+    static CORPUS: OnceLock<Vec<u8>> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let mut text = vec![0; CORPUS_LEN];
+        write_words(0xC0A9_0500, &mut text);
+        text
+    })
+}
+
+/// The pointer corpus: pointer-like pages, each around its own heap and kernel base, generated
+/// once. A pointer page is an 8-byte-aligned slice of it at an offset drawn from `(seed, page)`.
+fn pointer_corpus() -> &'static [u8] {
+    static CORPUS: OnceLock<Vec<u8>> = OnceLock::new();
+    CORPUS.get_or_init(|| {
+        let mut words = vec![0; CORPUS_LEN];
+        for (i, page) in words.chunks_exact_mut(PAGE_SIZE).enumerate() {
+            write_pointers(splitmix64(0xB0B0_0000 + i as u64), page);
+        }
+        words
+    })
+}
+
+fn fill_pointers(hash: u64, out: &mut [u8]) {
+    let corpus = pointer_corpus();
+    let offset = ((hash >> 8) as usize % (corpus.len() - out.len())) & !7;
+    out.copy_from_slice(&corpus[offset..offset + out.len()]);
+}
+
 fn fill_text(hash: u64, page: u64, out: &mut [u8]) {
-    let header = format!("page {page:#014x}\n");
-    let mut pos = header.len().min(out.len());
-    out[..pos].copy_from_slice(&header.as_bytes()[..pos]);
-    let mut rng = XorShift::new(hash);
+    // Header "page 0x0000000abcde\n": names the page, so no two text pages are equal.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut header = *b"page 0x000000000000\n";
+    for (i, byte) in header[7..19].iter_mut().enumerate() {
+        *byte = HEX[((page >> (4 * (11 - i))) & 0xF) as usize];
+    }
+    let pos = header.len().min(out.len());
+    out[..pos].copy_from_slice(&header[..pos]);
+    let rest = &mut out[pos..];
+    let corpus = corpus();
+    let offset = (hash >> 8) as usize % (corpus.len() - rest.len());
+    rest.copy_from_slice(&corpus[offset..offset + rest.len()]);
+}
+
+fn write_words(seed: u64, out: &mut [u8]) {
+    let mut pos = 0;
+    let mut rng = XorShift::new(seed);
     let mut bits = 0u64;
     let mut left = 0;
     while pos < out.len() {
@@ -178,7 +230,7 @@ fn fill_text(hash: u64, page: u64, out: &mut [u8]) {
     }
 }
 
-fn fill_pointers(hash: u64, out: &mut [u8]) {
+fn write_pointers(hash: u64, out: &mut [u8]) {
     let mut rng = XorShift::new(hash);
     let heap = 0x0000_5500_0000_0000 | ((hash >> 20) & 0x00FF_FFFF_0000);
     let kernel = 0xFFFF_8880_0000_0000 | ((hash >> 8) & 0x3FFF_0000);

@@ -4,7 +4,13 @@
 //! A vCPU thread asks [`Control::next`] before every batch of writes (the KVM guest does so on
 //! its quota port-I/O exit). `next` sleeps as long as the pacing needs, but never longer than
 //! [`HEARTBEAT_QUANTUM`], so the guest heartbeats at least every millisecond and a pause request
-//! is seen within one batch. Batches are capped at [`MAX_BATCH_TIME`] worth of writes.
+//! is seen within one batch. Banked credit is capped at [`MAX_BATCH_TIME`] worth of writes at
+//! the configured rate, batches at [`MAX_BATCH`] writes and at about [`BATCH_GUEST_TIME`] of guest time as
+//! measured from the previous batches. That bounds pause latency to about a millisecond without
+//! kicking vCPUs out of `KVM_RUN` with a signal.
+//!
+//! Throttling (auto-converge) scales the pace: at `p` % the vCPU writes `(100 - p)` % of the
+//! configured rate and spends the rest of its time asleep in the VMM.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -13,10 +19,17 @@ use super::workload::BYTES_PER_WRITE;
 
 /// Longest time a vCPU goes without a heartbeat when it is not paused.
 pub const HEARTBEAT_QUANTUM: Duration = Duration::from_millis(1);
-/// A batch holds at most this much time's worth of writes at the configured rate.
-pub const MAX_BATCH_TIME: Duration = Duration::from_millis(20);
+/// Credit a vCPU may bank, as time's worth of writes at the configured rate: a vCPU thread the
+/// host scheduler delayed catches up (in batches still capped by [`BATCH_GUEST_TIME`]) instead
+/// of losing the writes.
+pub const MAX_BATCH_TIME: Duration = Duration::from_millis(250);
 /// Hard cap on writes in one batch.
-pub const MAX_BATCH: u32 = 16_384;
+pub const MAX_BATCH: u32 = 4096;
+/// Batches are also sized to take about this much guest time, from the measured time per write
+/// (which varies a lot: first writes after a dirty-log round fault into the hypervisor).
+pub const BATCH_GUEST_TIME: Duration = Duration::from_millis(1);
+/// Batch cap until the time per write has been measured.
+const FIRST_BATCH_CAP: f64 = 256.0;
 /// How long [`Control::pause`] waits for the vCPUs to park.
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -50,6 +63,10 @@ pub struct Pacer {
     tokens: f64,
     last: Instant,
     last_batch: Instant,
+    /// The batch handed out last and when, to measure the time per write.
+    handed: Option<(Instant, u32)>,
+    /// Smoothed guest time per write, in seconds (0 = not measured yet).
+    per_write: f64,
 }
 
 impl Default for Pacer {
@@ -66,12 +83,41 @@ impl Pacer {
             tokens: 0.0,
             last: now,
             last_batch: now,
+            handed: None,
+            per_write: 0.0,
         }
     }
 
     /// Forgets credit (after a pause) so a resumed guest does not burst.
     pub fn reset(&mut self) {
-        *self = Self::new();
+        *self = Self {
+            per_write: self.per_write,
+            ..Self::new()
+        };
+    }
+
+    /// Called when the vCPU asks for its next batch: learns how long the last one took.
+    fn batch_done(&mut self) {
+        if let Some((at, n)) = self.handed.take()
+            && n >= 16
+        {
+            let per = at.elapsed().as_secs_f64() / f64::from(n);
+            self.per_write = if self.per_write == 0.0 {
+                per
+            } else {
+                0.7 * self.per_write + 0.3 * per
+            };
+        }
+    }
+
+    /// Largest batch that fits [`BATCH_GUEST_TIME`] at the measured speed.
+    fn batch_cap(&self) -> f64 {
+        let cap = if self.per_write > 0.0 {
+            BATCH_GUEST_TIME.as_secs_f64() / self.per_write
+        } else {
+            FIRST_BATCH_CAP
+        };
+        cap.clamp(16.0, f64::from(MAX_BATCH))
     }
 }
 
@@ -131,6 +177,7 @@ impl Control {
 
     /// Decides the next batch of a vCPU, sleeping for pacing as needed.
     pub fn next(&self, pacer: &mut Pacer) -> Next {
+        pacer.batch_done();
         let mut s = self.lock();
         loop {
             if s.stop.is_some() {
@@ -150,11 +197,13 @@ impl Control {
             pacer.last = now;
             let deadline = pacer.last_batch + HEARTBEAT_QUANTUM;
             if pacer.tokens >= 1.0 || now >= deadline {
-                let batch = pacer.tokens.floor().min(f64::from(MAX_BATCH));
+                let batch = pacer.tokens.floor().min(pacer.batch_cap());
                 pacer.tokens -= batch;
                 pacer.last_batch = now;
                 // `batch` is a whole number in 0..=MAX_BATCH.
-                return Next::Batch(batch as u32);
+                let batch = batch as u32;
+                pacer.handed = Some((now, batch));
+                return Next::Batch(batch);
             }
             let mut wait = deadline - now;
             if rate > 0.0 {

@@ -415,8 +415,13 @@ impl Partition for Guest {
     }
 
     fn start_dirty_tracking(&self) -> Result<(), PartitionError> {
+        if self.tracking.load(Ordering::Acquire) {
+            // Already on: start over, as the trait promises.
+            let _ = self.engine.take_dirty_log()?;
+        } else {
+            self.engine.start_dirty_log()?;
+        }
         self.vmm_dirty.clear();
-        self.engine.start_dirty_log()?;
         self.tracking.store(true, Ordering::Release);
         *lock(&self.last_take) = Some(Instant::now());
         Ok(())

@@ -175,7 +175,8 @@ fn migration_resumes_the_workload(backend: GuestBackend) {
     let first = dst_watch.first_change().unwrap();
     let gap = PauseGap::between(&last, &first).unwrap();
     eprintln!("{backend:?}: guest-visible gap {gap:?}");
-    assert_eq!(gap.counter_delta, 1);
+    // The samplers may miss a heartbeat on either side; the counter only moves forward.
+    assert!(gap.counter_delta >= 1, "{gap:?}");
     assert!(gap.host_gap < Duration::from_secs(5));
     assert!(gap.tsc_delta < 1 << 40, "guest clock jumped: {gap:?}");
 }
@@ -304,6 +305,25 @@ both_backends!(
     foreign_state_is_refused,
     vmm_writes_and_restored_bits_are_tracked,
 );
+
+/// A guest that faults (here: its program overwritten with `int3`, no IDT, so it triple-faults)
+/// stops with an error naming the exit instead of hanging.
+#[test]
+fn kvm_unexpected_exit_stops_the_guest_with_an_error() {
+    if !kvm_usable() {
+        return;
+    }
+    let g = start(&spec(GuestBackend::Kvm, 16, 1.0, 1, 1)).unwrap();
+    g.pause().unwrap();
+    g.write_pages(super::layout::CODE_GPA / PAGE, &[0xCC; PAGE_SIZE])
+        .unwrap();
+    g.resume().unwrap();
+    assert!(wait_until(Duration::from_secs(2), || g.failure().is_some()));
+    let err = g.heartbeat().unwrap_err().to_string();
+    assert!(err.contains("Shutdown"), "{err}");
+    assert!(g.stats().error.is_some());
+    assert!(g.pause().is_err());
+}
 
 #[test]
 fn auto_backend_picks_kvm_when_it_opens() {

@@ -3,7 +3,7 @@
 //! 64-bit code, hand-assembled (checked with GNU `as` + `objdump -d -M intel`). Registers set by
 //! the VMM before the first run: `r8` = guest-physical base of the working set, `r9` = working-set
 //! pages, `r10` = xorshift64 state, `r11` = this vCPU's heartbeat slot. It uses no stack, no
-//! interrupts (RFLAGS.IF = 0) and no memory besides the working set and its heartbeat slot.
+//! interrupts (RFLAGS.IF = 0; CPL 3 with IOPL 3, see [`layout`](super::layout)) and no memory besides the working set and its heartbeat slot.
 //!
 //! Port I/O protocol with the VMM:
 //! - `in eax, dx` on [`QUOTA_PORT`]: the VMM answers the number of writes of the next batch,

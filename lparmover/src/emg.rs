@@ -507,7 +507,7 @@ impl Emg {
             ),
             Self::LparNameNoName => e2!(
                 0x1000_0000_0030_0002,
-                0x0000_0000_000A_ffff,
+                0x0000_0000_000a_ffff,
                 1,
                 Mms,
                 409,

@@ -320,6 +320,9 @@ fn nic_device_status(i: &CheckInput) -> Vec<CheckRow> {
     device_status(i, Group::Nic, CardKind::Nic, &wanted, segment_name)
 }
 
+/// The last FC port change of one blade: when, which port and state, which HVM.
+type LastChange = (chrono::DateTime<chrono::Utc>, String, String);
+
 /// When the last FC port change on a blade happened (`None`: no FC ports).
 fn last_fc_change(ports: &PortStates) -> Option<(chrono::DateTime<chrono::Utc>, String)> {
     ports
@@ -348,8 +351,7 @@ fn fc_port_stability(i: &CheckInput) -> Vec<CheckRow> {
     };
     let s = side(&i.source, &i.source.inventory.blade);
     let d = side(&i.destination, &i.destination.inventory.blade);
-    let show = |r: &Result<Option<(chrono::DateTime<chrono::Utc>, String, String)>, String>| match r
-    {
+    let show = |r: &Result<Option<LastChange>, String>| match r {
         Ok(Some((t, _, _))) => format!("last change {}", t.format("%Y-%m-%d %H:%M:%S UTC")),
         Ok(None) => "no FC ports".to_owned(),
         Err(_) => "unknown".to_owned(),

@@ -110,7 +110,9 @@ fn migration_path(i: &CheckInput) -> Vec<CheckRow> {
 
     let speed = |b: &Blade, p: &MigrationPath| {
         b.nic_port(p.segment).map_or("none".to_owned(), |port| {
-            format!("{} Mbit/s {:?}", port.speed_mbps, port.mode).to_lowercase()
+            format!("{:?} {} Mbit/s", port.mode, port.speed_mbps)
+                .to_lowercase()
+                .replace("mbit", "Mbit")
         })
     };
     let (s_invalid, s_collision) = path_problems(s, sp);

@@ -106,7 +106,7 @@ pub fn render(report: &CheckReport) -> String {
         let _ = writeln!(out);
         let _ = writeln!(
             out,
-            "{:<7}  {:<wi$}  {:<ws$}  {:<wd$}",
+            "{:<9}  {:<wi$}  {:<ws$}  {:<wd$}",
             format!("[{}]", group.label()),
             "Item",
             format!("Source {}", report.source_hvm),
@@ -115,7 +115,7 @@ pub fn render(report: &CheckReport) -> String {
         for row in rows {
             let _ = writeln!(
                 out,
-                "{:<7}  {:<wi$}  {:<ws$}  {:<wd$}",
+                "{:<9}  {:<wi$}  {:<ws$}  {:<wd$}",
                 row.verdict.label(),
                 row.item,
                 row.source,
@@ -123,18 +123,18 @@ pub fn render(report: &CheckReport) -> String {
             );
             if row.verdict == Verdict::Ok {
                 if !row.detail.is_empty() {
-                    let _ = writeln!(out, "{:<7}    note: {}", "", row.detail);
+                    let _ = writeln!(out, "{:<9}    note: {}", "", row.detail);
                 }
                 continue;
             }
             if !row.detail.is_empty() {
-                let _ = writeln!(out, "{:<7}    {}", "", row.detail);
+                let _ = writeln!(out, "{:<9}    {}", "", row.detail);
             }
             if let Some(emg) = &row.emg {
-                let _ = writeln!(out, "{:<7}    {emg}", "");
+                let _ = writeln!(out, "{:<9}    {emg}", "");
             }
             if let Some(action) = &row.action {
-                let _ = writeln!(out, "{:<7}    Action: {action}", "");
+                let _ = writeln!(out, "{:<9}    Action: {action}", "");
             }
         }
     }

@@ -295,6 +295,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/config/restore", post(restore_config))
         .route("/logs", get(logs))
         .route("/load", get(load))
+        .route("/ports", get(crate::fcports::ports))
         .route("/locks", get(list_locks).post(take_lock))
         .route("/locks/{id}", axum::routing::delete(release_lock))
         .route("/locks/{id}/renew", post(renew_lock))

@@ -6,14 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
 use lparmover::api::{
-    API_VERSION, HvmConfigDoc, Inventory, Lease, LoadFigures, LockRequest, LockTarget, LogEntry,
-    LogLevel, LparView,
+    API_VERSION, HvmConfigDoc, Inventory, Lease, LinkState, LoadFigures, LockRequest, LockTarget,
+    LogEntry, LogLevel, LparView, PortStates, PortStatus,
 };
 use lparmover::emg::{Emg, EmgError};
 use lparmover::model::{
     FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload, Wwpn,
 };
 
+use crate::fcports::PortTracker;
 use crate::guests::{self, GuestHandle};
 use crate::hvm::HvmState;
 use crate::load::LoadMeter;
@@ -38,6 +39,7 @@ pub struct BladeService {
     pub(crate) backend: GuestBackend,
     pub(crate) load: LoadMeter,
     pub(crate) migrations: crate::migration::Migrations,
+    pub(crate) ports: PortTracker,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -71,6 +73,8 @@ impl BladeService {
             None => (HvmState::new(definition.blade.clone()), true),
         };
         let log = SystemLog::open(&store.log_path());
+        let started_at = Utc::now();
+        let ports = PortTracker::new(&state.blade, started_at);
         let service = Arc::new(Self {
             name: state.blade.name.clone(),
             state: Mutex::new(state),
@@ -81,9 +85,10 @@ impl BladeService {
             fc_logins: Mutex::new(HashMap::new()),
             migrations: crate::migration::Migrations::default(),
             in_transition: Mutex::new(HashSet::new()),
-            started_at: Utc::now(),
+            started_at,
             backend,
             load: LoadMeter::new(),
+            ports,
         });
         Ok((service, fresh))
     }
@@ -452,6 +457,21 @@ impl BladeService {
     pub fn load(&self) -> LoadFigures {
         let state = lock(&self.state);
         self.load.figures(&state.blade)
+    }
+
+    /// Link states of every NIC and FC HBA port.
+    pub fn port_states(&self) -> PortStates {
+        self.ports.snapshot(Utc::now())
+    }
+
+    /// Changes a port's link state (fault injection and tests); logged like table 5-5.
+    pub fn set_port_state(
+        &self,
+        slot: u8,
+        port: u8,
+        state: LinkState,
+    ) -> Result<PortStatus, EmgError> {
+        self.ports.set(slot, port, state, Utc::now(), &self.log)
     }
 
     /// Takes a lease.

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod blade;
+pub mod fcports;
 pub mod guest;
 pub mod guests;
 pub mod hvm;

@@ -122,6 +122,71 @@ pub enum Emg {
     RestoreRejected,
     /// Anything else inside an HVM.
     Internal,
+    // ---- Compatibility checks (the Migration Config Viewer, `crate::checks`). ----
+    /// The LPAR is named `NO_NAME`.
+    LparNameNoName,
+    /// An LPAR of the same name exists on the destination HVM.
+    DstSameLparName,
+    /// The destination has fewer free processors than the LPAR has.
+    DstNoFreeProcessors,
+    /// The destination has less free memory than the LPAR has.
+    DstNotEnoughMemory,
+    /// The destination has no shared NIC segment matching one of the LPAR's vNICs.
+    DstNoVnicDevice,
+    /// The destination has no shared FC port matching one of the LPAR's vFCs.
+    DstNoSharedFc,
+    /// The destination has fewer free vfcIDs than the LPAR has vFCs.
+    DstNoFreeVfcId,
+    /// Source and destination blade models differ.
+    BladeTypeMismatch,
+    /// The LPAR uses dedicated NIC or FC ports.
+    DedicatedDevices,
+    /// The destination has no FC card in a slot the LPAR's vFCs use.
+    FcCardMissing,
+    /// Source and destination processors report different CPUIDs.
+    CpuIdMismatch,
+    /// The LPAR is blocked or corrupted (requires recovery, WWN rollback pending).
+    LparCorruptedNotAccepted,
+    /// The source migration path is unusable (speed, mode, address).
+    InvalidMigrationPathSrc,
+    /// The destination migration path is unusable (speed, mode, address).
+    InvalidMigrationPathDst,
+    /// Source and destination are the same blade.
+    SameBlade,
+    /// The blades have different numbers of physical processors.
+    PhysicalProcessorsDiffer,
+    /// EFI/BIOS versions incompatible for the mode.
+    EfiBiosVersionMismatch,
+    /// EFI/BIOS settings differ.
+    EfiBiosSettingsMismatch,
+    /// HVM firmware versions incompatible.
+    HvmFirmwareMismatch,
+    /// An HVM edition that cannot take part in a live move.
+    HvmModelNotLive,
+    /// HVM system time zones differ.
+    TimeZoneMismatch,
+    /// NTP servers differ.
+    NtpServersMismatch,
+    /// 8 or more FC ports for a live move.
+    TooManyFcPorts,
+    /// VF NICs in a live move.
+    VfNicNotLive,
+    /// A NIC or FC port the LPAR uses is not linked.
+    PortNotLinked,
+    /// An FC port changed state within the last 5 minutes.
+    FcPortsUnstable,
+    /// CPU over 80 % or a NIC port over 50 %.
+    HighLoad,
+    /// A requirement the manager could not check (data missing).
+    NotChecked,
+    /// Storage not checked: no storage array registered.
+    StorageNotChecked,
+    /// A migration WWPN is not in the host group of its WWPN.
+    MigrationWwpnNotRegistered,
+    /// A WWPN is in no host group of the registered arrays.
+    WwpnNotInHostGroup,
+    /// The cards in a slot differ between the blades.
+    CardMismatch,
 }
 
 /// One row of the catalogue.
@@ -152,6 +217,20 @@ impl Emg {
                 const ENTRY: Entry = Entry {
                     op1: $op1,
                     op2: 0,
+                    op3: $op3,
+                    module: $module,
+                    message: $msg,
+                    action: $action,
+                    http_status: $status,
+                };
+                &ENTRY
+            }};
+        }
+        macro_rules! e2 {
+            ($op1:expr, $op2:expr, $op3:expr, $module:expr, $status:expr, $msg:expr, $action:expr) => {{
+                const ENTRY: Entry = Entry {
+                    op1: $op1,
+                    op2: $op2,
                     op3: $op3,
                     module: $module,
                     message: $msg,
@@ -425,6 +504,267 @@ impl Emg {
                 500,
                 "Internal error in the HVM.",
                 "See the HVM's system logs; retry, and report the detail if it persists."
+            ),
+            Self::LparNameNoName => e2!(
+                0x1000_0000_0030_0002,
+                0x0000_0000_000a_ffff,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because the name of the specified LPAR is 'NO_NAME'",
+                "Rename the specified LPAR to a unique name in the system and then retry migration."
+            ),
+            Self::DstSameLparName => e2!(
+                0x1000_0000_0030_0002,
+                0x0000_0000_0001_ffff,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because the specified LPAR is the same LPAR name in the destination blade.",
+                "Rename the source LPAR to a unique name in the system and then retry migration."
+            ),
+            Self::DstNoFreeProcessors => e2!(
+                0x1000_0000_0030_0002,
+                0x0000_0000_0002_ffff,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because there are not free processors in the destination blade.",
+                "Reserve enough amount of free processors in the destination HVM and then retry migration."
+            ),
+            Self::DstNotEnoughMemory => e2!(
+                0x1000_0000_0030_0002,
+                0x0000_0000_0004_ffff,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because there is not enough memory in the destination blade.",
+                "Reserve enough amount of free memory in the destination HVM and then retry migration."
+            ),
+            Self::DstNoVnicDevice => e2!(
+                0x3000_0000_0030_0002,
+                0x0000_0000_0001_0000,
+                1,
+                Mms,
+                409,
+                "There is not enough VNIC device to define an LPAR.",
+                "Inspect the physical configuration of NIC (LAN adapter) at the destination, reconfigure it to meet that of the source, and then retry migration."
+            ),
+            Self::DstNoSharedFc => e!(
+                0x4000_0000_0030_0002,
+                1,
+                Mms,
+                409,
+                "The destination blade does not have an installed shared FC device to define an LPAR.",
+                "Check if the destination HVM has a physically installed FC that corresponds to the FC port allocated to the source LPAR."
+            ),
+            Self::DstNoFreeVfcId => e!(
+                0x4000_0000_0030_0002,
+                1,
+                Mms,
+                409,
+                "There is not enough vfcID on the shared FC device to define an LPAR.",
+                "Check if the FC port at the destination has a free vfcID."
+            ),
+            Self::BladeTypeMismatch => e!(
+                0x0000_1003_0080_0002,
+                1,
+                Mms,
+                409,
+                "The type of blade mismatch between the source and the destination.",
+                "Make the blade type consistent between the source and the destination."
+            ),
+            Self::DedicatedDevices => e!(
+                0x0000_1004_0080_0002,
+                1,
+                Mms,
+                409,
+                "The source LPAR has some dedicated devices.",
+                "Change the device scheduling mode to shared mode and retry migration. If necessary, restore the device scheduling mode to dedicated mode after migration."
+            ),
+            Self::FcCardMissing => e!(
+                0x0000_1007_0080_0002,
+                1,
+                Mms,
+                409,
+                "The MMS could not attach the shared FC in the destination blade because there is not FC Card on the slot, which is on the same location in the source blade, in the destination blade.",
+                "Make the device configuration consistent between the source and the destination."
+            ),
+            Self::CpuIdMismatch => e!(
+                0x0000_100E_0080_0002,
+                1,
+                Mms,
+                409,
+                "CPUIDs are different.",
+                "Check the server blade model and retry."
+            ),
+            Self::LparCorruptedNotAccepted => e!(
+                0x0000_2002_0080_0002,
+                1,
+                Mms,
+                409,
+                "The MMS could not accept a migration with a corrupted LPAR.",
+                "Inspect the status of the LPAR and, if blocked, take recovery actions on the server blade (HVM)."
+            ),
+            Self::InvalidMigrationPathSrc => e!(
+                0x0000_0001_00A0_0002,
+                1,
+                Mms,
+                400,
+                "Invalid Migration Path was Specified (Src-Blade)",
+                "Check the setting of a migration path for the source HVM: a shared NIC segment of at least 1 Gbit/s with a unicast IPv4 address."
+            ),
+            Self::InvalidMigrationPathDst => e!(
+                0x0000_0001_00A5_0002,
+                1,
+                Mms,
+                400,
+                "Invalid Migration Path was Specified (Dst-Blade)",
+                "Check the setting of a migration path for the destination HVM: a shared NIC segment of at least 1 Gbit/s with a unicast IPv4 address."
+            ),
+            Self::SameBlade => e!(
+                0x0000_0000_0F40_0001,
+                1,
+                Mmc,
+                409,
+                "The source and destination server blades are the same.",
+                "Choose a destination HVM on another server blade; an LPAR cannot migrate within one blade."
+            ),
+            Self::PhysicalProcessorsDiffer => e!(
+                0x0000_0000_0F41_0001,
+                1,
+                Mmc,
+                409,
+                "The number of physical processors differs between the source and destination server blades.",
+                "Choose a destination server blade with the same number of physical processors."
+            ),
+            Self::EfiBiosVersionMismatch => e!(
+                0x0000_0000_0F42_0001,
+                1,
+                Mmc,
+                409,
+                "The EFI/BIOS versions of the source and destination server blades are not compatible for this migration mode.",
+                "Update the EFI/BIOS so both blades run the same version (Concurrent Maintenance) or a compatible major version (Shutdown), or migrate in Shutdown mode, then retry."
+            ),
+            Self::EfiBiosSettingsMismatch => e!(
+                0x0000_0000_0F43_0001,
+                1,
+                Mmc,
+                409,
+                "The EFI/BIOS settings differ between the source and destination server blades.",
+                "Make the EFI/BIOS settings of both server blades the same, then retry."
+            ),
+            Self::HvmFirmwareMismatch => e!(
+                0x0000_0000_0F44_0001,
+                1,
+                Mmc,
+                409,
+                "The HVM firmware versions of the source and destination HVMs are not compatible.",
+                "Update the HVM firmware so both HVMs run the same version, then retry."
+            ),
+            Self::HvmModelNotLive => e!(
+                0x0000_0000_0F45_0001,
+                1,
+                Mmc,
+                409,
+                "The HVM model does not support LPAR migration in Concurrent Maintenance mode.",
+                "Use HVMs of model Advanced or Enterprise on both blades, or migrate in Shutdown mode."
+            ),
+            Self::TimeZoneMismatch => e!(
+                0x0000_0000_0F46_0001,
+                1,
+                Mmc,
+                409,
+                "The HVM system time zones of the source and destination HVMs differ.",
+                "Set the same HVM system time zone on both HVMs, then retry."
+            ),
+            Self::NtpServersMismatch => e!(
+                0x0000_0000_0F47_0001,
+                1,
+                Mmc,
+                409,
+                "The source and destination HVMs do not synchronize with the same NTP servers.",
+                "Set the same NTP servers on both HVMs (the management module is recommended), then retry."
+            ),
+            Self::TooManyFcPorts => e!(
+                0x0000_0000_0F48_0001,
+                1,
+                Mmc,
+                409,
+                "8 or more FC HBA ports are assigned to the LPAR; Concurrent Maintenance mode needs fewer than 8.",
+                "Assign fewer than 8 FC ports to the LPAR, or migrate in Shutdown mode."
+            ),
+            Self::VfNicNotLive => e!(
+                0x0000_0000_0F49_0001,
+                1,
+                Mmc,
+                409,
+                "VF NICs are assigned to the LPAR; Concurrent Maintenance mode moves only NIC ports in shared mode.",
+                "Remove the VF NICs from the LPAR, or migrate in Shutdown mode."
+            ),
+            Self::PortNotLinked => e!(
+                0x0000_0000_0F4A_0001,
+                1,
+                Mmc,
+                409,
+                "A NIC or FC HBA port used by the LPAR is not linked.",
+                "Check the network and FC cabling of the blade, link the NIC and FC HBA ports, then retry."
+            ),
+            Self::FcPortsUnstable => e!(
+                0x0000_0000_0F4B_0001,
+                1,
+                Mmc,
+                409,
+                "The state of an FC HBA port changed within the last 5 minutes.",
+                "Wait until no FC HBA port has changed state for 5 minutes (see the HVM system log), then retry."
+            ),
+            Self::HighLoad => e!(
+                0x0000_0000_0F4C_0001,
+                1,
+                Mmc,
+                409,
+                "The CPU or NIC load on an HVM is high; a migration in Concurrent Maintenance mode may time out.",
+                "Migrate at a quieter time or reduce the load (CPU over 80 %, NIC ports over 50 % of their bandwidth)."
+            ),
+            Self::NotChecked => e!(
+                0x0000_0000_0F4D_0001,
+                1,
+                Mmc,
+                409,
+                "This requirement could not be checked.",
+                "Confirm the requirement by hand, or make the missing information available, then run the check again."
+            ),
+            Self::StorageNotChecked => e!(
+                0x0000_0000_0F4E_0001,
+                1,
+                Mmc,
+                409,
+                "Not checked: no storage array registered.",
+                "Register the storage array with the manager, or confirm by hand that both blades reach the boot LU through the same ports of the same array and that each migration WWPN is in the host group of its WWPN."
+            ),
+            Self::MigrationWwpnNotRegistered => e!(
+                0x0000_0000_0F4F_0001,
+                1,
+                Mmc,
+                409,
+                "A migration WWPN is not registered to the same host group as its WWPN.",
+                "Register the migration WWPN (created with the same vfcID) to the host group of the WWPN, then retry."
+            ),
+            Self::WwpnNotInHostGroup => e!(
+                0x0000_0000_0F50_0001,
+                1,
+                Mmc,
+                409,
+                "A WWPN of the LPAR is not registered to any host group of the storage array.",
+                "Register the WWPN to the host group of the LPAR's boot LU, then retry."
+            ),
+            Self::CardMismatch => e!(
+                0x0000_0000_0F51_0001,
+                1,
+                Mmc,
+                409,
+                "The NIC or FC HBA cards in a slot differ between the source and destination server blades.",
+                "Install the same card (model and number of ports) in the same slot of both server blades."
             ),
         }
     }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::{
     API_VERSION, HvmConfigDoc, Inventory, LEASE_HEADER, Lease, LoadFigures, LockRequest, LogEntry,
-    LparView, WorkloadUpdate,
+    LparView, PortStates, WorkloadUpdate,
 };
 use crate::emg::{Emg, EmgError};
 use crate::model::{LparNumber, LparRequest, Workload};
@@ -267,6 +267,11 @@ impl HvmClient {
     /// CPU and NIC load.
     pub async fn load(&self) -> Result<LoadFigures, ClientError> {
         self.get("/load").await
+    }
+
+    /// Link states of every NIC and FC HBA port, with the time of their last change.
+    pub async fn ports(&self) -> Result<PortStates, ClientError> {
+        self.get("/ports").await
     }
 
     /// Takes a lock lease; a held target answers "busy".

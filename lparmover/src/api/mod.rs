@@ -17,6 +17,7 @@
 //! | POST | `/v1/config/restore` | [`HvmConfigDoc`] → [`HvmConfigDoc`] |
 //! | GET | `/v1/logs?after=N` | → `[LogEntry]` |
 //! | GET | `/v1/load` | → [`LoadFigures`] |
+//! | GET | `/v1/ports` | → [`PortStates`] |
 //! | GET, POST | `/v1/locks` | [`LockRequest`] → [`Lease`] |
 //! | POST | `/v1/locks/{id}/renew` | → [`Lease`] |
 //! | DELETE | `/v1/locks/{id}` | → 204 |

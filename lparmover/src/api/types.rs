@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Blade, GuestBackend, Lpar, LparNumber, Workload};
+use crate::model::{Blade, CardKind, GuestBackend, Lpar, LparNumber, Workload};
 use crate::partition::Heartbeat;
 
 /// Version of the management API this library speaks; every route starts with `/{API_VERSION}/`.
@@ -172,4 +172,69 @@ pub struct LoadFigures {
 pub struct WorkloadUpdate {
     /// New workload (applied to a running guest's dirty rate at once; the rest at next activation).
     pub workload: Workload,
+}
+
+/// Link state of a physical NIC or FC HBA port, as the HVM's system log names them (table 5-5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinkState {
+    /// Link up and usable.
+    Linked,
+    /// Link down.
+    Down,
+    /// Isolated after a PCI Express error.
+    Isolated,
+    /// Machine-check interrupt on the port.
+    Error,
+    /// Hardware error on the card.
+    FatalError,
+}
+
+impl LinkState {
+    /// Text shown to operators.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Linked => "Linked",
+            Self::Down => "Down",
+            Self::Isolated => "Isolated",
+            Self::Error => "Error",
+            Self::FatalError => "Fatal error",
+        }
+    }
+}
+
+/// The state of one physical port and when it last changed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatus {
+    /// NIC or FC HBA.
+    pub kind: CardKind,
+    /// PCI slot of the card.
+    pub slot: u8,
+    /// Port number on the card.
+    pub port: u8,
+    /// Current state.
+    pub state: LinkState,
+    /// When the port entered this state (the HVM's start for a link that came up at boot).
+    pub since: DateTime<Utc>,
+    /// State before the last change; `None` when the last change was the link-up at HVM start.
+    #[serde(default)]
+    pub previous: Option<LinkState>,
+}
+
+/// Link states of every physical port of a blade (`GET /v1/ports`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStates {
+    /// When the HVM answered (its clock).
+    pub taken_at: DateTime<Utc>,
+    /// Every NIC and FC HBA port.
+    pub ports: Vec<PortStatus>,
+}
+
+impl PortStates {
+    /// The state of port `port` of the card in `slot`, if the blade has it.
+    pub fn port(&self, kind: CardKind, slot: u8, port: u8) -> Option<&PortStatus> {
+        self.ports
+            .iter()
+            .find(|p| p.kind == kind && p.slot == slot && p.port == port)
+    }
 }

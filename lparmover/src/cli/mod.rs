@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod check;
 mod demo;
 mod render;
 
@@ -38,6 +39,8 @@ enum Command {
         #[command(subcommand)]
         command: LparCommand,
     },
+    /// Check whether an LPAR can migrate to an HVM (the Migration Config Viewer).
+    Check(check::CheckArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
 }
@@ -126,6 +129,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 print!("{}", render::lpar(&lpar.hvm, view));
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Check(args) => {
+            let profile = load_profile(cli.profile)?;
+            check::run(&profile, args).await
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
     }

@@ -104,6 +104,10 @@ pub struct ManagementPath {
     /// TCP port of the HTTPS API; 0 lets the HVM pick a free one (it then reports it).
     #[serde(default)]
     pub port: u16,
+    /// Shared NIC segment the management path uses, when known; a migration path on it needs its
+    /// own VLAN.
+    #[serde(default)]
+    pub segment: Option<NicSegment>,
 }
 
 /// A migration path: an address on a shared NIC segment dedicated to migration traffic.

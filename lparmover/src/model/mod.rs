@@ -4,6 +4,7 @@ pub mod blade;
 pub mod fleet;
 pub mod ids;
 pub mod lpar;
+pub mod mode;
 pub mod workload;
 
 pub use blade::{
@@ -15,4 +16,5 @@ pub use ids::{
     VnicSystemNo, Wwnn, Wwpn,
 };
 pub use lpar::{Lpar, LparRequest, LparStatus, ProcessorMode, Processors, Vfc, Vnic};
+pub use mode::Mode;
 pub use workload::{GuestBackend, GuestSpec, Workload};

@@ -1,0 +1,118 @@
+//! Collects what the rules need from both HVMs, concurrently, and runs them.
+
+use chrono::Utc;
+
+use super::{CheckInput, CheckReport, HvmFacts, StorageFacts, run};
+use crate::api::{ClientError, HvmClient};
+use crate::fleetview::LparRef;
+use crate::model::{LparNumber, Mode};
+use crate::profile::{Profile, ProfileError};
+
+/// Why the checks could not run at all (as opposed to a report with Error rows).
+#[derive(Debug, thiserror::Error)]
+pub enum GatherError {
+    /// An HVM is not in the profile.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// An HVM's inventory could not be read.
+    #[error("cannot read the inventory of {hvm}: {source}")]
+    Inventory {
+        /// HVM.
+        hvm: String,
+        /// Why.
+        #[source]
+        source: ClientError,
+    },
+    /// A client could not be built for an HVM.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// The source LPAR does not exist.
+    #[error("no LPAR {lpar} on HVM {hvm}; its LPARs: {known}")]
+    LparNotFound {
+        /// HVM.
+        hvm: String,
+        /// What was asked for.
+        lpar: String,
+        /// What exists.
+        known: String,
+    },
+}
+
+/// Reads inventory, load and port states of one HVM; only the inventory is required.
+async fn facts(client: &HvmClient) -> Result<HvmFacts, GatherError> {
+    let (inventory, load, ports) = tokio::join!(client.inventory(), client.load(), client.ports());
+    let inventory = inventory.map_err(|source| GatherError::Inventory {
+        hvm: client.name().to_owned(),
+        source,
+    })?;
+    Ok(HvmFacts {
+        inventory,
+        load: load.map_err(|e| e.emg().to_string()),
+        ports: ports.map_err(|e| e.emg().to_string()),
+    })
+}
+
+/// What the profile's arrays can tell. There is no array client yet: with no array registered
+/// the storage row says so; with arrays registered it says they could not be asked.
+fn storage_facts(profile: &Profile) -> StorageFacts {
+    if profile.arrays.is_empty() {
+        StorageFacts::NoArrayRegistered
+    } else {
+        StorageFacts::Unavailable {
+            reason: format!(
+                "array client not available yet for {}",
+                profile
+                    .arrays
+                    .iter()
+                    .map(|a| a.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+/// Checks moving `lpar` to `destination` (LPAR number `dest_number`, `None` = Auto) in `mode`:
+/// asks both HVMs at once, then runs every rule. A migration calls this first and refuses to
+/// start while [`CheckReport::ensure_no_errors`] fails.
+pub async fn gather(
+    profile: &Profile,
+    lpar: &LparRef,
+    destination: &str,
+    mode: Mode,
+    dest_number: Option<LparNumber>,
+) -> Result<CheckReport, GatherError> {
+    let source_client = HvmClient::new(profile.hvm(&lpar.hvm)?)?;
+    let dest_client = HvmClient::new(profile.hvm(destination)?)?;
+    let (source, destination) = tokio::join!(facts(&source_client), facts(&dest_client));
+    let (source, destination) = (source?, destination?);
+    let found = lpar
+        .lpar
+        .find(&source.inventory)
+        .ok_or_else(|| GatherError::LparNotFound {
+            hvm: lpar.hvm.clone(),
+            lpar: match &lpar.lpar {
+                crate::fleetview::LparSelector::Number(n) => n.to_string(),
+                crate::fleetview::LparSelector::Name(n) => n.clone(),
+            },
+            known: source
+                .inventory
+                .lpars
+                .iter()
+                .map(|l| format!("{} {}", l.lpar.number, l.lpar.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+        })?
+        .lpar
+        .clone();
+    let input = CheckInput {
+        source,
+        lpar: found,
+        destination,
+        mode,
+        dest_number,
+        storage: storage_facts(profile),
+        now: Utc::now(),
+    };
+    Ok(run(&input))
+}

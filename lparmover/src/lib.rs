@@ -9,6 +9,7 @@ pub mod checks;
 pub mod emg;
 pub mod fleetview;
 pub mod fsutil;
+pub mod jobs;
 pub mod model;
 pub mod mover;
 pub mod partition;

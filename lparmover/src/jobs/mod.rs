@@ -1,0 +1,6 @@
+//! Migration jobs run by the manager: the live move (Concurrent Maintenance) today; Shutdown
+//! mode, rehearsal and recovery build on the same steps.
+
+pub mod live;
+
+pub use live::{JobError, JobProgress, LiveMoveReport, LiveMoveRequest, live_move};

@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::wire::{Encoding, MAX_BATCH_PAGES, Message, PageBatch, WireError};
+use super::wire::{Encoding, MAX_BATCH_PAGES, PageBatch, WireError, encode_batch_frame};
 use crate::partition::{DirtyBitmap, PAGE_SIZE, Partition, PartitionError};
 
 /// zstd level for page data: level 1 gives the ratio of level 3 on page-sized data, faster.
@@ -170,7 +170,8 @@ impl BatchEncoder {
             ..BatchStats::default()
         };
         let nonzero_pages = (self.nonzero.len() / PAGE_SIZE) as u64;
-        let (encoding, payload) = if encoding == Encoding::Zstd && !self.nonzero.is_empty() {
+        let mut compressed: Option<Vec<u8>> = None;
+        if encoding == Encoding::Zstd && !self.nonzero.is_empty() {
             let start = Instant::now();
             let comp = match &mut self.compressor {
                 Some(c) => c,
@@ -185,24 +186,19 @@ impl BatchEncoder {
             stats.compress_input = self.nonzero.len() as u64;
             // Not worth it when it saves less than 1/16: send raw, cheaper to decode.
             if out.len() < self.nonzero.len() - self.nonzero.len() / 16 {
-                stats.pages_compressed = nonzero_pages;
-                (Encoding::Zstd, Bytes::from(out))
-            } else {
-                stats.pages_raw = nonzero_pages;
-                (Encoding::Raw, Bytes::copy_from_slice(&self.nonzero))
+                compressed = Some(out);
             }
-        } else {
-            stats.pages_raw = nonzero_pages;
-            (Encoding::Raw, Bytes::copy_from_slice(&self.nonzero))
+        }
+        let frame = match &compressed {
+            Some(c) => {
+                stats.pages_compressed = nonzero_pages;
+                encode_batch_frame(round, &plan.runs, zero_mask, Encoding::Zstd, c)?
+            }
+            None => {
+                stats.pages_raw = nonzero_pages;
+                encode_batch_frame(round, &plan.runs, zero_mask, Encoding::Raw, &self.nonzero)?
+            }
         };
-        let frame = Message::batch(PageBatch {
-            round,
-            runs: plan.runs.clone(),
-            zero_mask,
-            encoding,
-            payload,
-        })?
-        .encode()?;
         stats.wire_bytes = frame.len() as u64;
         Ok((frame, stats))
     }
@@ -263,6 +259,7 @@ pub fn apply_batch<P: Partition + ?Sized>(
 mod tests {
     use super::*;
     use crate::mover::testing::MemPartition;
+    use crate::mover::wire::Message;
 
     #[test]
     fn plans_keep_runs_and_cap_pages() {

@@ -902,8 +902,9 @@ async fn data_stream<P: Partition + 'static>(
     gate: Arc<Gate>,
 ) {
     let mut scratch = Vec::new();
+    let mut buf = bytes::BytesMut::new();
     loop {
-        let batch = match Message::read_async(&mut recv).await {
+        let batch = match Message::read_async_buf(&mut recv, &mut buf).await {
             Ok(None) => return,
             Ok(Some(Message::Batch(b))) => b,
             Ok(Some(other)) => {

@@ -285,7 +285,9 @@ impl Compressor {
         let choice = match mode {
             CompressionMode::Auto => CompressionChoice {
                 encoding: Encoding::Raw,
-                reason: "auto: not measured yet".into(),
+                reason:
+                    "auto: raw until a round is large enough (96 MiB) to measure raw against zstd"
+                        .into(),
             },
             CompressionMode::Always => CompressionChoice {
                 encoding: Encoding::Zstd,
@@ -542,9 +544,25 @@ impl<P: Partition + 'static> Sender<P> {
                 ..Progress::default()
             }
         });
-        let mut link = tokio::select! {
-            r = self.connect() => r?,
-            _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
+        let connected = tokio::select! {
+            r = self.connect().instrument(info_span!("connect")) => r,
+            _ = self.cancel.cancelled() => Err(MoveError::Cancelled),
+        };
+        let mut link = match connected {
+            Ok(link) => link,
+            Err(e) => {
+                // Nothing on the source was touched yet.
+                warn!(error = %e, "could not open the move");
+                self.publish(|p| {
+                    p.stage = if matches!(e, MoveError::Cancelled) {
+                        Stage::Cancelled
+                    } else {
+                        Stage::Failed
+                    };
+                    p.note = Some(e.to_string());
+                });
+                return Err(e);
+            }
         };
         let pages = self.partition.page_count();
         let mut outstanding = DirtyBitmap::new(pages);
@@ -729,7 +747,8 @@ impl<P: Partition + 'static> Sender<P> {
         loop {
             outstanding.merge(&bitmap);
             let r = tokio::select! {
-                r = self.send_round(link, &mut comp, &mut totals, round, &bitmap, None) => r?,
+                r = self.send_round(link, &mut comp, &mut totals, round, &bitmap, None)
+                    .instrument(info_span!("precopy_round", round, pages = bitmap.count())) => r?,
                 _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
                 _ = self.timeout.expired() => return Err(MoveError::TimedOut {
                     rounds: round,
@@ -890,7 +909,8 @@ impl<P: Partition + 'static> Sender<P> {
         };
         let sw = (vcpu, digest);
         let r = tokio::select! {
-            r = self.send_round(link, comp, totals, round, &bitmap, Some(sw)) => r?,
+            r = self.send_round(link, comp, totals, round, &bitmap, Some(sw))
+                .instrument(info_span!("final_round", round, pages = final_pages)) => r?,
             _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
             _ = tokio::time::sleep(Duration::from_secs(60)) => {
                 return Err(MoveError::PeerTimeout(Duration::from_secs(60), "finishing the switch-over"));

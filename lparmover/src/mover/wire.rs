@@ -463,20 +463,7 @@ impl Message {
             }
             Self::Welcome { version } => p.put_u16_le(*version),
             Self::Batch(b) => {
-                b.validate()?;
-                p.reserve(16 + b.runs.len() * 9 + b.payload.len());
-                p.put_u32_le(b.round);
-                p.put_u8(b.encoding as u8);
-                p.put_u8(
-                    u8::try_from(b.runs.len())
-                        .map_err(|_| WireError::Malformed("a page batch has more than 64 runs"))?,
-                );
-                for (first, n) in &b.runs {
-                    p.put_u64_le(*first);
-                    p.put_u8(*n);
-                }
-                p.put_u64_le(b.zero_mask);
-                p.put_slice(&b.payload);
+                return encode_batch_frame(b.round, &b.runs, b.zero_mask, b.encoding, &b.payload);
             }
             Self::RoundEnd { round, batches } | Self::RoundAck { round, batches } => {
                 p.put_u32_le(*round);
@@ -671,6 +658,15 @@ impl Message {
 
     /// Reads one frame from an async reader (a quinn `RecvStream`). `Ok(None)` at a clean end.
     pub async fn read_async<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Self>, WireError> {
+        Self::read_async_buf(r, &mut BytesMut::new()).await
+    }
+
+    /// Like [`Message::read_async`], reading the payload into `buf`, whose memory is reused
+    /// once the previous message's payload is dropped (no fresh allocation per page batch).
+    pub async fn read_async_buf<R: AsyncRead + Unpin>(
+        r: &mut R,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Self>, WireError> {
         let mut header = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -685,15 +681,70 @@ impl Message {
             got += n;
         }
         let (kind, len) = Self::parse_header(&header)?;
-        let mut payload = BytesMut::zeroed(len);
-        r.read_exact(&mut payload)
+        buf.clear();
+        // Bounded by MAX_PAYLOAD above; reclaims the old allocation once it is free again.
+        buf.reserve(len.max(MAX_BATCH_PAGES * PAGE_SIZE + 1024));
+        buf.resize(len, 0);
+        r.read_exact(&mut buf[..])
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
                 _ => WireError::Io(e),
             })?;
-        Self::decode(kind, payload.freeze()).map(Some)
+        let payload = buf.split_to(len).freeze();
+        Self::decode(kind, payload).map(Some)
     }
+}
+
+/// Encodes a [`Message::Batch`] frame straight from borrowed page data (one copy), validated
+/// like [`Message::batch`].
+pub fn encode_batch_frame(
+    round: u32,
+    runs: &[(u64, u8)],
+    zero_mask: u64,
+    encoding: Encoding,
+    payload: &[u8],
+) -> Result<Bytes, WireError> {
+    let count: usize = runs.iter().map(|(_, n)| usize::from(*n)).sum();
+    if count == 0 || count > MAX_BATCH_PAGES {
+        return Err(WireError::Malformed("a page batch must name 1 to 64 pages"));
+    }
+    if runs
+        .iter()
+        .any(|(first, n)| *n == 0 || first.checked_add(u64::from(*n)).is_none())
+    {
+        return Err(WireError::Malformed(
+            "a page batch has an empty or overflowing run",
+        ));
+    }
+    if count < 64 && zero_mask >> count != 0 {
+        return Err(WireError::Malformed("zero mask marks pages past the batch"));
+    }
+    let nonzero = count - zero_mask.count_ones() as usize;
+    if encoding == Encoding::Raw && payload.len() != nonzero * PAGE_SIZE {
+        return Err(WireError::Malformed(
+            "raw page batch payload is not one page per non-zero page",
+        ));
+    }
+    let len = 4 + 1 + 1 + runs.len() * 9 + 8 + payload.len();
+    if len > MAX_PAYLOAD {
+        return Err(WireError::Oversize { len: len as u64 });
+    }
+    let mut out = BytesMut::with_capacity(HEADER_LEN + len);
+    out.put_u16_le(K_BATCH);
+    out.put_u16_le(0);
+    out.put_u32_le(len as u32);
+    out.put_u32_le(round);
+    out.put_u8(encoding as u8);
+    // runs.len() ≤ count ≤ 64.
+    out.put_u8(runs.len() as u8);
+    for (first, n) in runs {
+        out.put_u64_le(*first);
+        out.put_u8(*n);
+    }
+    out.put_u64_le(zero_mask);
+    out.put_slice(payload);
+    Ok(out.freeze())
 }
 
 fn truncate(mut s: String) -> String {

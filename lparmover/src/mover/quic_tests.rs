@@ -154,6 +154,51 @@ async fn zstd_move_matches_and_compresses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extra_data_connections_join_the_move() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 16 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.connections = 3;
+    r.cfg.streams = 6;
+    let ready = r.sender().run().await.expect("move over 3 connections");
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    ready.commit().await.expect("commit");
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Committed { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_connection_with_a_wrong_join_secret_is_closed() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let (_conn, _send, _recv) = raw_session(&r).await;
+    let client = super::tls::client_config(&r.src_id, &r.dst_id.cert).expect("client");
+    let ep = super::tls::endpoint(LOCAL, None).expect("endpoint");
+    let extra = ep
+        .connect_with(client, r.cfg.peer_addr, super::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let mut s = extra.open_uni().await.expect("uni");
+    s.write_all(&Message::join([0; 32]).encode().expect("e"))
+        .await
+        .expect("join");
+    let closed = tokio::time::timeout(Duration::from_secs(5), extra.closed())
+        .await
+        .expect("closed by the receiver");
+    assert!(
+        closed.to_string().contains("unknown join secret"),
+        "{closed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_mid_transfer_keeps_source_running_and_scrubs_destination() {
     let mut r = rig(MemGuestConfig {
         memory_size: 32 << 20,
@@ -498,6 +543,7 @@ async fn bench_loopback() {
             _ => CompressionMode::Auto,
         };
     }
+    b.connections = env("LPM_BENCH_CONNS", 1) as usize;
     if let Some(bw) = std::env::var("LPM_BENCH_BW")
         .ok()
         .and_then(|s| s.parse().ok())

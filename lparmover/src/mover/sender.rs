@@ -60,8 +60,11 @@ pub struct SenderConfig {
     pub auto_converge: bool,
     /// Compression policy.
     pub compression: CompressionMode,
-    /// Unidirectional data streams (default 4).
+    /// Unidirectional data streams (default 4), spread over the data connections.
     pub streams: usize,
+    /// QUIC connections carrying data, each from its own endpoint (default 1; quinn drives an
+    /// endpoint from one task, so a fast path needs about one connection per core).
+    pub connections: usize,
     /// Ask the destination to compare a memory digest before Ready (adds two digests to the
     /// suspension time).
     pub verify: bool,
@@ -91,6 +94,7 @@ impl SenderConfig {
             auto_converge: true,
             compression: CompressionMode::Auto,
             streams: 4,
+            connections: 1,
             verify: false,
             batch_pages: MAX_BATCH_PAGES,
             bandwidth_limit: None,
@@ -216,6 +220,8 @@ struct Link {
     control: quinn::SendStream,
     events: mpsc::Receiver<Result<Option<Message>, WireError>>,
     writers: Vec<mpsc::Sender<WriterItem>>,
+    /// Extra data connections, each on its own endpoint (its own driver task).
+    extra: Vec<(quinn::Endpoint, quinn::Connection)>,
 }
 
 impl Link {
@@ -228,7 +234,11 @@ impl Link {
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> MoveError {
-        match self.conn.close_reason() {
+        let reason = self
+            .conn
+            .close_reason()
+            .or_else(|| self.extra.iter().find_map(|(_, c)| c.close_reason()));
+        match reason {
             Some(r) => conn_lost(r),
             None => conn_lost(e),
         }
@@ -267,6 +277,10 @@ impl Link {
     fn close(&self, code: u32, why: &[u8]) {
         self.conn.close(code.into(), why);
         self.endpoint.close(code.into(), why);
+        for (ep, c) in &self.extra {
+            c.close(code.into(), why);
+            ep.close(code.into(), why);
+        }
     }
 }
 
@@ -659,16 +673,18 @@ impl<P: Partition + 'static> Sender<P> {
             control,
             events,
             writers: Vec::new(),
+            extra: Vec::new(),
         };
-        let streams = self.cfg.streams.clamp(1, 32);
+        let connections = self.cfg.connections.clamp(1, 8);
+        let streams = self.cfg.streams.clamp(connections, 32);
         link.send(&Message::hello(
             self.cfg.ticket,
             self.partition.memory_size(),
             streams as u16,
         ))
         .await?;
-        match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
-            Ok(Ok(Message::Welcome { .. })) => {}
+        let join = match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
+            Ok(Ok(Message::Welcome { join, .. })) => join,
             Ok(Ok(other)) => {
                 return Err(MoveError::Protocol(format!(
                     "expected Welcome, got {}",
@@ -682,7 +698,18 @@ impl<P: Partition + 'static> Sender<P> {
                     "accepting the move",
                 ));
             }
+        };
+        for _ in 1..connections {
+            let ep = tls::endpoint(self.cfg.bind_addr, None)?;
+            let client = tls::client_config(&self.cfg.identity, &self.cfg.pinned_peer_cert)?;
+            let c = ep
+                .connect_with(client, self.cfg.peer_addr, SERVER_NAME)
+                .map_err(conn_lost)?
+                .await
+                .map_err(conn_lost)?;
+            link.extra.push((ep, c));
         }
+        let join_frame = Message::join(join).encode()?;
         let pacer = self.cfg.bandwidth_limit.map(|bps| {
             Arc::new(Pacer {
                 bytes_per_sec: bps.max(1) as f64,
@@ -690,7 +717,14 @@ impl<P: Partition + 'static> Sender<P> {
             })
         });
         for i in 0..streams {
-            let mut s = link.conn.open_uni().await.map_err(conn_lost)?;
+            let mut s = match i % connections {
+                0 => link.conn.open_uni().await.map_err(conn_lost)?,
+                c => {
+                    let mut s = link.extra[c - 1].1.open_uni().await.map_err(conn_lost)?;
+                    s.write_all(&join_frame).await.map_err(conn_lost)?;
+                    s
+                }
+            };
             let (tx, mut rx) = mpsc::channel::<WriterItem>(8);
             let pacer = pacer.clone();
             tokio::spawn(
@@ -718,7 +752,7 @@ impl<P: Partition + 'static> Sender<P> {
             );
             link.writers.push(tx);
         }
-        info!(streams, "migration path open, move accepted");
+        info!(streams, connections, "migration path open, move accepted");
         Ok(link)
     }
 

@@ -284,6 +284,8 @@ impl Link {
     }
 }
 
+type DigestTask = tokio::task::JoinHandle<Result<MemoryDigest, crate::partition::PartitionError>>;
+
 /// Adaptive compression state.
 struct Compressor {
     mode: CompressionMode,
@@ -933,15 +935,9 @@ impl<P: Partition + 'static> Sender<P> {
             .partition
             .save_vcpu_state()
             .map_err(MoveError::partition("saving the source's vCPU state"))?;
-        let digest: Option<MemoryDigest> = match digest_task {
-            Some(t) => Some(
-                t.await
-                    .map_err(|e| MoveError::Internal(format!("digest task: {e}")))?
-                    .map_err(MoveError::partition("computing the source's memory digest"))?,
-            ),
-            None => None,
-        };
-        let sw = (vcpu, digest);
+        // The digest runs while the final pages travel (memory no longer changes).
+        let verify = digest_task.is_some();
+        let sw = (vcpu, digest_task);
         let r = tokio::select! {
             r = self.send_round(link, comp, totals, round, &bitmap, Some(sw))
                 .instrument(info_span!("final_round", round, pages = final_pages)) => r?,
@@ -970,7 +966,7 @@ impl<P: Partition + 'static> Sender<P> {
             memory_throughput_mbps: totals.stats.memory_bytes as f64
                 / total_time.as_secs_f64().max(1e-9)
                 / 1e6,
-            verified: digest.is_some(),
+            verified: verify,
         };
         self.publish(|p| {
             p.round = round;
@@ -995,7 +991,7 @@ impl<P: Partition + 'static> Sender<P> {
         totals: &mut Totals,
         round: u32,
         bitmap: &DirtyBitmap,
-        switchover: Option<(crate::partition::VcpuState, Option<MemoryDigest>)>,
+        switchover: Option<(crate::partition::VcpuState, Option<DigestTask>)>,
     ) -> Result<RoundResult, MoveError> {
         let start = Instant::now();
         let plans = plan_batches(bitmap, self.cfg.batch_pages);
@@ -1041,7 +1037,17 @@ impl<P: Partition + 'static> Sender<P> {
                 link.send(&Message::round_end(round, total_batches)).await?;
                 link.expect_ack(round, total_batches).await?;
             }
-            Some((vcpu, digest)) => {
+            Some((vcpu, digest_task)) => {
+                let digest: Option<MemoryDigest> = match digest_task {
+                    Some(t) => Some(
+                        t.await
+                            .map_err(|e| MoveError::Internal(format!("digest task: {e}")))?
+                            .map_err(MoveError::partition(
+                                "computing the source's memory digest",
+                            ))?,
+                    ),
+                    None => None,
+                };
                 link.send(&Message::switchover(round, total_batches, vcpu, digest))
                     .await?;
                 match link.recv().await? {

@@ -778,6 +778,7 @@ impl<P: Partition + 'static> Sender<P> {
         let mut round = 0u32;
         let mut stalled = 0u32;
         let mut prev_dirty = u64::MAX;
+        let mut last_sent = pages;
         let mut throttle = 0u8;
         self.publish(|p| p.stage = Stage::PreCopy);
         loop {
@@ -834,7 +835,12 @@ impl<P: Partition + 'static> Sender<P> {
                 p.elapsed_ms = started.elapsed().as_millis() as u64;
                 p.timeout_in_s = self.timeout.remaining().as_secs();
             });
-            if expected <= limit {
+            // Suspend when well under the budget, or under it and another round would not
+            // shrink the set much (estimates on a busy host are optimistic: keep a margin while
+            // rounds still halve the dirty set).
+            let halving = dirty * 2 < last_sent;
+            last_sent = bitmap_sent_pages(&r.stats).max(1);
+            if expected <= limit.mul_f64(0.5) || (expected <= limit && !halving) {
                 info!(round, dirty, ?expected, "converged; suspending");
                 break;
             }
@@ -1156,6 +1162,10 @@ impl<P: Partition + 'static> Sender<P> {
             elapsed: start.elapsed(),
         })
     }
+}
+
+fn bitmap_sent_pages(s: &BatchStats) -> u64 {
+    s.memory_bytes / PAGE_SIZE as u64
 }
 
 fn ratio(s: &BatchStats) -> f64 {

@@ -8,8 +8,9 @@ use bytes::Bytes;
 use super::wire::{Encoding, MAX_BATCH_PAGES, PageBatch, WireError, encode_batch_frame};
 use crate::partition::{DirtyBitmap, PAGE_SIZE, Partition, PartitionError};
 
-/// zstd level for page data: level 1 gives the ratio of level 3 on page-sized data, faster.
-pub const ZSTD_LEVEL: i32 = 1;
+/// zstd level for page data: on page batches level -1 matched level 1's ratio (3.5 on the
+/// realistic mix) and compressed faster; level 3 only costs speed.
+pub const ZSTD_LEVEL: i32 = -1;
 
 /// The pages of one batch, as runs `(first_page, count)`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +118,7 @@ pub enum EncodeError {
 
 /// Reusable buffers and compressor of one encoding worker.
 pub struct BatchEncoder {
+    level: i32,
     read: Vec<u8>,
     nonzero: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
@@ -131,7 +133,13 @@ impl Default for BatchEncoder {
 impl BatchEncoder {
     /// Empty buffers; the compressor is created on first use.
     pub fn new() -> Self {
+        Self::with_level(ZSTD_LEVEL)
+    }
+
+    /// With a zstd level (negative levels trade ratio for speed).
+    pub fn with_level(level: i32) -> Self {
         Self {
+            level,
             read: Vec::with_capacity(MAX_BATCH_PAGES * PAGE_SIZE),
             nonzero: Vec::with_capacity(MAX_BATCH_PAGES * PAGE_SIZE),
             compressor: None,
@@ -176,7 +184,7 @@ impl BatchEncoder {
             let comp = match &mut self.compressor {
                 Some(c) => c,
                 None => self.compressor.insert(
-                    zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(EncodeError::Compress)?,
+                    zstd::bulk::Compressor::new(self.level).map_err(EncodeError::Compress)?,
                 ),
             };
             let out = comp

@@ -564,3 +564,36 @@ async fn bench_loopback() {
         s.memory_throughput_mbps,
     );
 }
+
+/// Single-thread encoder figures: `cargo test --release -p lparmover --lib bench_encoder -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run in release mode"]
+fn bench_encoder() {
+    use super::pages::{BatchEncoder, BatchStats, plan_batches};
+    use super::wire::Encoding;
+    let p = MemPartition::running(&MemGuestConfig {
+        memory_size: 256 << 20,
+        ..MemGuestConfig::default()
+    });
+    let plans = plan_batches(&crate::partition::DirtyBitmap::full(p.page_count()), 64);
+    for (enc, level) in [
+        (Encoding::Raw, 1),
+        (Encoding::Zstd, 1),
+        (Encoding::Zstd, -1),
+        (Encoding::Zstd, -3),
+    ] {
+        let mut e = BatchEncoder::with_level(level);
+        let mut st = BatchStats::default();
+        let t = std::time::Instant::now();
+        for plan in &plans {
+            st.add(&e.encode(&p, plan, 0, enc).expect("encode").1);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{enc:?} level {level}: {:.0} MB/s of memory, ratio {:.2}, compress {:.0} MB/s of non-zero input",
+            st.memory_bytes as f64 / secs / 1e6,
+            st.memory_bytes as f64 / st.wire_bytes as f64,
+            st.compress_input as f64 / (st.compress_ns.max(1) as f64 / 1e9) / 1e6
+        );
+    }
+}

@@ -291,7 +291,13 @@ struct Compressor {
     mode: CompressionMode,
     choice: CompressionChoice,
     decided: bool,
+    /// Smoothed memory MB/s measured raw and with zstd.
+    raw_rate: f64,
+    zstd_rate: f64,
 }
+
+/// Probe both encodings again after this many probe-sized stretches (32 MiB × 8 = 256 MiB).
+const REPROBE_EVERY: usize = 8;
 
 /// Memory bytes per probe segment of the adaptive compression.
 const PROBE_BYTES: u64 = 32 << 20;
@@ -318,19 +324,32 @@ impl Compressor {
             mode,
             choice,
             decided: mode != CompressionMode::Auto,
+            raw_rate: 0.0,
+            zstd_rate: 0.0,
         }
     }
 
     /// Whether this many batches are worth probing both encodings on.
-    fn should_probe(&self, batches: usize, batch_pages: usize) -> bool {
-        let probe_batches = (PROBE_BYTES / (batch_pages * PAGE_SIZE) as u64) as usize;
+    /// Whether to probe both encodings now: `left` batches remain in the round, `since` batches
+    /// were sent since the last probe.
+    fn should_probe(&self, left: usize, since: usize, probe_batches: usize) -> bool {
         self.mode == CompressionMode::Auto
-            && batches >= probe_batches * if self.decided { 8 } else { 3 }
+            && left >= probe_batches * 3
+            && (!self.decided || since >= probe_batches * REPROBE_EVERY)
     }
 
     fn decide(&mut self, raw: &SegmentResult, zstd: &SegmentResult) {
-        let raw_rate = raw.memory_rate();
-        let zstd_rate = zstd.memory_rate();
+        // Smoothed over probes: one 32 MiB probe on a busy host is noisy.
+        let smooth = |old: f64, new: f64| {
+            if old > 0.0 {
+                0.5 * old + 0.5 * new
+            } else {
+                new
+            }
+        };
+        self.raw_rate = smooth(self.raw_rate, raw.memory_rate());
+        self.zstd_rate = smooth(self.zstd_rate, zstd.memory_rate());
+        let (raw_rate, zstd_rate) = (self.raw_rate, self.zstd_rate);
         let compress_rate = if zstd.stats.compress_ns > 0 {
             zstd.stats.compress_input as f64 / (zstd.stats.compress_ns as f64 / 1e9) / 1e6
         } else {
@@ -341,8 +360,8 @@ impl Compressor {
         } else {
             1.0
         };
-        // Compressing must win clearly: it costs CPU the guest and the other side also want.
-        let (encoding, why) = if zstd_rate > raw_rate * 1.1 {
+        // On a tie compress: it frees a path other moves may share.
+        let (encoding, why) = if zstd_rate >= raw_rate {
             (Encoding::Zstd, "the path is the bottleneck, compressing")
         } else {
             (
@@ -1004,25 +1023,29 @@ impl<P: Partition + 'static> Sender<P> {
         let total_batches = plans.len() as u64;
         let mut stats = BatchStats::default();
         let mut rest: &[BatchPlan] = &plans;
-        if comp.should_probe(plans.len(), self.cfg.batch_pages) {
-            let probe = (PROBE_BYTES / (self.cfg.batch_pages * PAGE_SIZE) as u64) as usize;
-            let raw = self
-                .send_segment(link, round, &rest[..probe], Encoding::Raw)
-                .await?;
-            rest = &rest[probe..];
-            let zstd = self
-                .send_segment(link, round, &rest[..probe], Encoding::Zstd)
-                .await?;
-            rest = &rest[probe..];
-            stats.add(&raw.stats);
-            stats.add(&zstd.stats);
-            comp.decide(&raw, &zstd);
-            self.publish(|p| p.compression = comp.choice.clone());
-        }
-        // Send the rest in segments so progress stays live.
+        let probe = ((PROBE_BYTES / (self.cfg.batch_pages * PAGE_SIZE) as u64) as usize).max(1);
+        let mut since_probe = 0usize;
+        // Segments keep progress live and let the encoding change within a long round.
         let seg = 256usize;
         while !rest.is_empty() {
+            if comp.should_probe(rest.len(), since_probe, probe) {
+                let raw = self
+                    .send_segment(link, round, &rest[..probe], Encoding::Raw)
+                    .await?;
+                rest = &rest[probe..];
+                let zstd = self
+                    .send_segment(link, round, &rest[..probe], Encoding::Zstd)
+                    .await?;
+                rest = &rest[probe..];
+                stats.add(&raw.stats);
+                stats.add(&zstd.stats);
+                comp.decide(&raw, &zstd);
+                since_probe = 0;
+                self.publish(|p| p.compression = comp.choice.clone());
+                continue;
+            }
             let n = rest.len().min(seg);
+            since_probe += n;
             let r = self
                 .send_segment(link, round, &rest[..n], comp.choice.encoding)
                 .await?;

@@ -147,6 +147,26 @@ pub enum MoveError {
 }
 
 impl MoveError {
+    /// What the operator should do about it (the seed pairs every message with an action).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::TimedOut { .. } => {
+                "Reduce the memory load of the guest and migrate again, or migrate again and extend \
+                 the timeout while memory data is being transferred."
+            }
+            Self::Cancelled => "Nothing to do: the LPAR keeps running on the source.",
+            Self::Connect { .. } | Self::ConnectionLost(_) | Self::PeerTimeout(..) => {
+                "Check the migration path (addresses, link, certificates registered in the manager) \
+                 and migrate again; the LPAR keeps running on the source."
+            }
+            Self::Refused { .. } => {
+                "Open the migration job again from the manager (a ticket is valid once) and check \
+                 that the destination was prepared for this LPAR."
+            }
+            _ => "Migrate again; if it fails the same way, collect the HVM system logs.",
+        }
+    }
+
     pub(crate) fn partition(what: &'static str) -> impl FnOnce(PartitionError) -> Self {
         move |source| Self::Partition { what, source }
     }

@@ -377,6 +377,11 @@ async fn without_auto_converge_times_out_with_the_seed_message() {
     );
     assert_eq!(err.to_string(), MEMORY_WRITE_INTENSIVE);
     assert!(
+        err.action().contains("extend the timeout"),
+        "{}",
+        err.action()
+    );
+    assert!(
         !handle.extend(Duration::from_secs(1)),
         "not extendable after the end"
     );

@@ -1198,3 +1198,63 @@ fn ratio(s: &BatchStats) -> f64 {
         s.memory_bytes as f64 / s.wire_bytes as f64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(memory: u64, wire: u64, ms: u64) -> SegmentResult {
+        SegmentResult {
+            stats: BatchStats {
+                memory_bytes: memory,
+                wire_bytes: wire,
+                compress_input: memory / 2,
+                compress_ns: 1_000_000,
+                ..BatchStats::default()
+            },
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn auto_compression_follows_the_bottleneck() {
+        // CPU-bound (loopback): raw moves memory faster.
+        let mut c = Compressor::new(CompressionMode::Auto);
+        c.decide(&seg(32 << 20, 20 << 20, 30), &seg(32 << 20, 9 << 20, 90));
+        assert_eq!(c.choice.encoding, Encoding::Raw);
+        assert!(c.choice.reason.contains("CPU-bound"), "{}", c.choice.reason);
+        // Path-bound (1 Gbit/s): zstd moves memory faster.
+        let mut c = Compressor::new(CompressionMode::Auto);
+        c.decide(&seg(32 << 20, 20 << 20, 170), &seg(32 << 20, 9 << 20, 90));
+        assert_eq!(c.choice.encoding, Encoding::Zstd);
+        assert!(c.choice.reason.contains("path is the bottleneck"));
+        // Forced modes never probe.
+        let c = Compressor::new(CompressionMode::Never);
+        assert!(!c.should_probe(10_000, 0, 128));
+        let c = Compressor::new(CompressionMode::Auto);
+        assert!(c.should_probe(3 * 128, 0, 128));
+        assert!(!c.should_probe(3 * 128 - 1, 0, 128));
+    }
+
+    #[tokio::test]
+    async fn timeout_extends_only_while_memory_moves() {
+        let t = TimeoutHandle::new(Duration::from_secs(10));
+        assert!(t.extend(Duration::from_secs(100)));
+        assert!(t.remaining() > Duration::from_secs(100));
+        t.inner.extendable.store(false, Ordering::Release);
+        assert!(!t.extend(Duration::from_secs(100)));
+        assert!(t.remaining() < Duration::from_secs(111));
+    }
+
+    #[tokio::test]
+    async fn timeout_fires_at_the_extended_deadline() {
+        let t = TimeoutHandle::new(Duration::from_millis(200));
+        let t2 = t.clone();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { t2.expired().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.extend(Duration::from_millis(300));
+        waiter.await.expect("join");
+        assert!(start.elapsed() >= Duration::from_millis(500));
+    }
+}

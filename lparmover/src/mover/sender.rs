@@ -296,7 +296,8 @@ struct Compressor {
     zstd_rate: f64,
 }
 
-/// Probe both encodings again after this many probe-sized stretches (32 MiB × 8 = 256 MiB).
+/// Probe both encodings again after this many probe-sized stretches (32 MiB × 8 = 256 MiB;
+/// four times as far apart when the last verdict was clear-cut).
 const REPROBE_EVERY: usize = 8;
 
 /// Memory bytes per probe segment of the adaptive compression.
@@ -335,7 +336,20 @@ impl Compressor {
     fn should_probe(&self, left: usize, since: usize, probe_batches: usize) -> bool {
         self.mode == CompressionMode::Auto
             && left >= probe_batches * 3
-            && (!self.decided || since >= probe_batches * REPROBE_EVERY)
+            && (!self.decided || since >= probe_batches * self.reprobe_every())
+    }
+
+    /// Probe-sized stretches between probes: rarely when the last verdict was clear-cut.
+    fn reprobe_every(&self) -> usize {
+        let (hi, lo) = (
+            self.raw_rate.max(self.zstd_rate),
+            self.raw_rate.min(self.zstd_rate),
+        );
+        if lo > 0.0 && hi / lo > 1.5 {
+            REPROBE_EVERY * 4
+        } else {
+            REPROBE_EVERY
+        }
     }
 
     fn decide(&mut self, raw: &SegmentResult, zstd: &SegmentResult) {

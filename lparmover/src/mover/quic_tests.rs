@@ -549,6 +549,7 @@ async fn bench_loopback() {
         };
     }
     b.connections = env("LPM_BENCH_CONNS", 1) as usize;
+    b.verify = env("LPM_BENCH_VERIFY", 0) == 1;
     if let Some(bw) = std::env::var("LPM_BENCH_BW")
         .ok()
         .and_then(|s| s.parse().ok())

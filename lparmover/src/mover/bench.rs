@@ -30,6 +30,8 @@ pub struct LoopbackBench {
     pub compression: CompressionMode,
     /// Data streams.
     pub streams: usize,
+    /// Data connections (one endpoint each).
+    pub connections: usize,
     /// Suspension budget.
     pub downtime_limit: Duration,
     /// Wire bandwidth cap (bytes/s), to imitate a slower path.
@@ -46,6 +48,7 @@ impl Default for LoopbackBench {
             mix: ContentMix::default(),
             compression: CompressionMode::Auto,
             streams: 4,
+            connections: 1,
             downtime_limit: Duration::from_millis(50),
             bandwidth_limit: None,
             verify: false,
@@ -78,6 +81,7 @@ pub async fn loopback(b: &LoopbackBench) -> Result<MoveSummary, MoveError> {
     );
     cfg.compression = b.compression;
     cfg.streams = b.streams;
+    cfg.connections = b.connections;
     cfg.downtime_limit = b.downtime_limit;
     cfg.bandwidth_limit = b.bandwidth_limit;
     cfg.verify = b.verify;

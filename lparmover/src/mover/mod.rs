@@ -14,6 +14,29 @@
 //! a [`receiver::MigrationListener`] (destination); the manager issues the ticket, pins the
 //! certificates, watches [`progress::Progress`], journals the commit point and then calls
 //! [`sender::SwitchoverReady::commit`] (or [`sender::SwitchoverReady::abort`]).
+//!
+//! ```ignore
+//! // Destination HVM, once per blade: bind the migration path.
+//! let listener = MigrationListener::<MyPartition>::bind(dst_migration_addr, &dst_identity)?;
+//! // When the manager opens the job: blank, paused partition of the source's size.
+//! let incoming = listener.expect(ticket, src_identity_cert, Arc::new(blank_partition));
+//! // … `incoming.status` is a watch of the receiver's progress …
+//! match incoming.finished().await? {
+//!     ReceiveOutcome::Committed { .. } => { /* wait for the manager's "resume" */ }
+//!     ReceiveOutcome::Aborted { .. } => { /* memory already scrubbed */ }
+//!     ReceiveOutcome::Undecided => { /* paused, memory kept: the manager decides */ }
+//! }
+//!
+//! // Source HVM, per job.
+//! let cfg = SenderConfig::new(src_migration_addr, dst_listener_addr, src_identity, dst_cert, ticket);
+//! let (progress_tx, progress_rx) = tokio::sync::watch::channel(Progress::default());
+//! let cancel = CancellationToken::new();
+//! let sender = Sender::new(Arc::clone(&partition), cfg, progress_tx, cancel.clone());
+//! let timeout = sender.timeout_handle(); // `timeout.extend(d)` from the "Extend timeout" button
+//! let ready = sender.run().await?;       // source paused, destination holds everything
+//! // Manager journals the commit point, then:
+//! let summary = ready.commit().await?;   // or `ready.abort("reason").await?` → source resumes
+//! ```
 
 pub mod bench;
 pub mod pages;
@@ -124,6 +147,26 @@ pub enum MoveError {
 }
 
 impl MoveError {
+    /// What the operator should do about it (the seed pairs every message with an action).
+    pub fn action(&self) -> &'static str {
+        match self {
+            Self::TimedOut { .. } => {
+                "Reduce the memory load of the guest and migrate again, or migrate again and extend \
+                 the timeout while memory data is being transferred."
+            }
+            Self::Cancelled => "Nothing to do: the LPAR keeps running on the source.",
+            Self::Connect { .. } | Self::ConnectionLost(_) | Self::PeerTimeout(..) => {
+                "Check the migration path (addresses, link, certificates registered in the manager) \
+                 and migrate again; the LPAR keeps running on the source."
+            }
+            Self::Refused { .. } => {
+                "Open the migration job again from the manager (a ticket is valid once) and check \
+                 that the destination was prepared for this LPAR."
+            }
+            _ => "Migrate again; if it fails the same way, collect the HVM system logs.",
+        }
+    }
+
     pub(crate) fn partition(what: &'static str) -> impl FnOnce(PartitionError) -> Self {
         move |source| Self::Partition { what, source }
     }

@@ -33,6 +33,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// The seed's stage number where it has one (`0x4050: (SRC) Transferring Memory Data`, the
+    /// only stage in which Extend timeout and Cancel Migration are offered).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::PreCopy => Some(0x4050),
+            _ => None,
+        }
+    }
+
     /// The operator-facing label.
     pub fn label(&self) -> &'static str {
         match self {

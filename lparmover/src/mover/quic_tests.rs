@@ -154,6 +154,51 @@ async fn zstd_move_matches_and_compresses() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn extra_data_connections_join_the_move() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 16 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.connections = 3;
+    r.cfg.streams = 6;
+    let ready = r.sender().run().await.expect("move over 3 connections");
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    ready.commit().await.expect("commit");
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Committed { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn data_connection_with_a_wrong_join_secret_is_closed() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let (_conn, _send, _recv) = raw_session(&r).await;
+    let client = super::tls::client_config(&r.src_id, &r.dst_id.cert).expect("client");
+    let ep = super::tls::endpoint(LOCAL, None).expect("endpoint");
+    let extra = ep
+        .connect_with(client, r.cfg.peer_addr, super::tls::SERVER_NAME)
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let mut s = extra.open_uni().await.expect("uni");
+    s.write_all(&Message::join([0; 32]).encode().expect("e"))
+        .await
+        .expect("join");
+    let closed = tokio::time::timeout(Duration::from_secs(5), extra.closed())
+        .await
+        .expect("closed by the receiver");
+    assert!(
+        closed.to_string().contains("unknown join secret"),
+        "{closed}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancel_mid_transfer_keeps_source_running_and_scrubs_destination() {
     let mut r = rig(MemGuestConfig {
         memory_size: 32 << 20,
@@ -332,6 +377,11 @@ async fn without_auto_converge_times_out_with_the_seed_message() {
     );
     assert_eq!(err.to_string(), MEMORY_WRITE_INTENSIVE);
     assert!(
+        err.action().contains("extend the timeout"),
+        "{}",
+        err.action()
+    );
+    assert!(
         !handle.extend(Duration::from_secs(1)),
         "not extendable after the end"
     );
@@ -498,6 +548,8 @@ async fn bench_loopback() {
             _ => CompressionMode::Auto,
         };
     }
+    b.connections = env("LPM_BENCH_CONNS", 1) as usize;
+    b.verify = env("LPM_BENCH_VERIFY", 0) == 1;
     if let Some(bw) = std::env::var("LPM_BENCH_BW")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -517,4 +569,37 @@ async fn bench_loopback() {
         s.memory_size >> 20,
         s.memory_throughput_mbps,
     );
+}
+
+/// Single-thread encoder figures: `cargo test --release -p lparmover --lib bench_encoder -- --ignored --nocapture`
+#[test]
+#[ignore = "benchmark: run in release mode"]
+fn bench_encoder() {
+    use super::pages::{BatchEncoder, BatchStats, plan_batches};
+    use super::wire::Encoding;
+    let p = MemPartition::running(&MemGuestConfig {
+        memory_size: 256 << 20,
+        ..MemGuestConfig::default()
+    });
+    let plans = plan_batches(&crate::partition::DirtyBitmap::full(p.page_count()), 64);
+    for (enc, level) in [
+        (Encoding::Raw, 1),
+        (Encoding::Zstd, 1),
+        (Encoding::Zstd, -1),
+        (Encoding::Zstd, -3),
+    ] {
+        let mut e = BatchEncoder::with_level(level);
+        let mut st = BatchStats::default();
+        let t = std::time::Instant::now();
+        for plan in &plans {
+            st.add(&e.encode(&p, plan, 0, enc).expect("encode").1);
+        }
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "{enc:?} level {level}: {:.0} MB/s of memory, ratio {:.2}, compress {:.0} MB/s of non-zero input",
+            st.memory_bytes as f64 / secs / 1e6,
+            st.memory_bytes as f64 / st.wire_bytes as f64,
+            st.compress_input as f64 / (st.compress_ns.max(1) as f64 / 1e9) / 1e6
+        );
+    }
 }

@@ -324,6 +324,33 @@ struct Job<P> {
 
 type Jobs<P> = Arc<Mutex<HashMap<[u8; 32], Job<P>>>>;
 
+/// A running move that extra data connections may join.
+struct Joinable<P> {
+    partition: Arc<P>,
+    peer_cert: Vec<u8>,
+    events: mpsc::Sender<Event>,
+    gate: Arc<Gate>,
+}
+
+type Sessions<P> = Arc<Mutex<HashMap<[u8; 32], Joinable<P>>>>;
+
+/// What every connection handler of a listener shares.
+struct Shared<P> {
+    jobs: Jobs<P>,
+    pinned: PinnedClients,
+    sessions: Sessions<P>,
+}
+
+impl<P> Clone for Shared<P> {
+    fn clone(&self) -> Self {
+        Self {
+            jobs: Arc::clone(&self.jobs),
+            pinned: self.pinned.clone(),
+            sessions: Arc::clone(&self.sessions),
+        }
+    }
+}
+
 /// A destination's migration endpoint.
 pub struct MigrationListener<P: Partition + 'static> {
     endpoint: quinn::Endpoint,
@@ -394,8 +421,11 @@ impl<P: Partition + 'static> MigrationListener<P> {
         let jobs: Jobs<P> = Arc::default();
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
-            Arc::clone(&jobs),
-            pinned.clone(),
+            Shared {
+                jobs: Arc::clone(&jobs),
+                pinned: pinned.clone(),
+                sessions: Arc::default(),
+            },
         ));
         info!(addr = ?endpoint.local_addr().ok(), "migration listener bound");
         Ok(Self {
@@ -462,18 +492,12 @@ impl<P: Partition + 'static> Drop for MigrationListener<P> {
     }
 }
 
-async fn accept_loop<P: Partition + 'static>(
-    endpoint: quinn::Endpoint,
-    jobs: Jobs<P>,
-    pinned: PinnedClients,
-) {
+async fn accept_loop<P: Partition + 'static>(endpoint: quinn::Endpoint, shared: Shared<P>) {
     while let Some(incoming) = endpoint.accept().await {
-        let jobs = Arc::clone(&jobs);
-        let pinned = pinned.clone();
+        let shared = shared.clone();
         let remote = incoming.remote_address();
         tokio::spawn(
-            serve_connection(incoming, jobs, pinned)
-                .instrument(info_span!("incoming_move", %remote)),
+            serve_connection(incoming, shared).instrument(info_span!("incoming_move", %remote)),
         );
     }
 }
@@ -495,11 +519,7 @@ async fn send_msg(send: &mut quinn::SendStream, msg: &Message) -> Result<(), Mov
     send.write_all(&bytes).await.map_err(conn_lost)
 }
 
-async fn serve_connection<P: Partition + 'static>(
-    incoming: quinn::Incoming,
-    jobs: Jobs<P>,
-    pinned: PinnedClients,
-) {
+async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, shared: Shared<P>) {
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
@@ -511,8 +531,20 @@ async fn serve_connection<P: Partition + 'static>(
         conn.close(close_code::REFUSED.into(), b"no client certificate");
         return;
     };
-    let (mut send, mut recv) = match tokio::time::timeout(HELLO_TIMEOUT, conn.accept_bi()).await {
-        Ok(Ok(s)) => s,
+    // A control stream (a new move) or a data stream (an extra data connection joining one).
+    let first = tokio::time::timeout(HELLO_TIMEOUT, async {
+        tokio::select! {
+            bi = conn.accept_bi() => bi.map(Ok),
+            uni = conn.accept_uni() => uni.map(Err),
+        }
+    })
+    .await;
+    let (mut send, mut recv) = match first {
+        Ok(Ok(Ok(bi))) => bi,
+        Ok(Ok(Err(uni))) => {
+            join_data_connection(conn, cert, uni, &shared.sessions).await;
+            return;
+        }
         _ => {
             conn.close(close_code::PROTOCOL.into(), b"no control stream");
             return;
@@ -531,7 +563,7 @@ async fn serve_connection<P: Partition + 'static>(
             return;
         }
     };
-    let job = match take_job(&jobs, &hello, &cert) {
+    let job = match take_job(&shared.jobs, &hello, &cert) {
         Ok(job) => job,
         Err((code, why)) => {
             warn!(%why, "refusing incoming move");
@@ -539,8 +571,8 @@ async fn serve_connection<P: Partition + 'static>(
             return;
         }
     };
-    pinned.remove(&job.peer_cert);
     if let Err(why) = check_geometry(&hello, job.partition.as_ref()) {
+        shared.pinned.remove(&job.peer_cert);
         refuse(&conn, &mut send, RefuseCode::Geometry, &why).await;
         let _ = job.done.send(Err(MoveError::Refused {
             code: RefuseCode::Geometry,
@@ -553,22 +585,74 @@ async fn serve_connection<P: Partition + 'static>(
         status,
         done,
         cancel,
-        ..
+        peer_cert,
     } = job;
+    let join: [u8; 32] = rand::random();
     let result = Session {
         conn: conn.clone(),
         partition,
         status,
         cancel,
         gate: Arc::new(Gate::default()),
+        join,
+        peer_cert: peer_cert.clone(),
+        sessions: Arc::clone(&shared.sessions),
     }
     .run(hello, send, recv)
     .await;
+    // The certificate stays pinned while the move runs, for extra data connections.
+    shared.pinned.remove(&peer_cert);
+    if let Ok(mut s) = shared.sessions.lock() {
+        s.remove(&join);
+    }
     match &result {
         Ok(o) => info!(outcome = ?o, "incoming move ended"),
         Err(e) => warn!(error = %e, "incoming move failed; received memory scrubbed"),
     }
     let _ = done.send(result);
+}
+
+/// An extra data connection: its first stream must open with the `Join` secret of a running
+/// move from the same source certificate; then all its streams feed that move.
+async fn join_data_connection<P: Partition + 'static>(
+    conn: quinn::Connection,
+    cert: Vec<u8>,
+    mut first: quinn::RecvStream,
+    sessions: &Sessions<P>,
+) {
+    let join = match tokio::time::timeout(HELLO_TIMEOUT, Message::read_async(&mut first)).await {
+        Ok(Ok(Some(Message::Join { join }))) => join,
+        _ => {
+            warn!("a data connection did not open with Join; closing it");
+            conn.close(close_code::PROTOCOL.into(), b"expected Join");
+            return;
+        }
+    };
+    let found = sessions.lock().ok().and_then(|s| {
+        s.iter()
+            .find(|(k, j)| JobTicket(**k).matches(&JobTicket(join)) && j.peer_cert == cert)
+            .map(|(_, j)| {
+                (
+                    Arc::clone(&j.partition),
+                    j.events.clone(),
+                    Arc::clone(&j.gate),
+                )
+            })
+    });
+    let Some((partition, events, gate)) = found else {
+        warn!("a data connection presented an unknown join secret; closing it");
+        conn.close(close_code::REFUSED.into(), b"unknown join secret");
+        return;
+    };
+    debug!("extra data connection joined");
+    tokio::spawn(data_stream(
+        first,
+        Arc::clone(&partition),
+        events.clone(),
+        Arc::clone(&gate),
+        None,
+    ));
+    accept_data(conn, partition, events, gate, Some(join)).await;
 }
 
 fn take_job<P>(jobs: &Jobs<P>, hello: &Hello, cert: &[u8]) -> Result<Job<P>, (RefuseCode, String)> {
@@ -655,6 +739,9 @@ struct Session<P: Partition + 'static> {
     status: watch::Sender<RecvStatus>,
     cancel: CancellationToken,
     gate: Arc<Gate>,
+    join: [u8; 32],
+    peer_cert: Vec<u8>,
+    sessions: Sessions<P>,
 }
 
 impl<P: Partition + 'static> Session<P> {
@@ -682,7 +769,19 @@ impl<P: Partition + 'static> Session<P> {
             Arc::clone(&self.partition),
             tx.clone(),
             Arc::clone(&self.gate),
+            None,
         ));
+        if let Ok(mut s) = self.sessions.lock() {
+            s.insert(
+                self.join,
+                Joinable {
+                    partition: Arc::clone(&self.partition),
+                    peer_cert: self.peer_cert.clone(),
+                    events: tx.clone(),
+                    gate: Arc::clone(&self.gate),
+                },
+            );
+        }
         drop(tx);
         let result = self.drive(hello, &mut send, &mut rx).await;
         control.abort();
@@ -737,7 +836,7 @@ impl<P: Partition + 'static> Session<P> {
             match action {
                 Action::None => {}
                 Action::Welcome => {
-                    send_msg(send, &Message::welcome()).await?;
+                    send_msg(send, &Message::welcome(self.join)).await?;
                     self.status.send_modify(|s| s.stage = RecvStage::Receiving);
                 }
                 Action::Ack { round, batches: n } => {
@@ -879,11 +978,14 @@ impl<P: Partition + 'static> Session<P> {
     }
 }
 
+/// Accepts the data streams of a connection; on an extra data connection (`join` set) each
+/// must open with that `Join`.
 async fn accept_data<P: Partition + 'static>(
     conn: quinn::Connection,
     partition: Arc<P>,
     tx: mpsc::Sender<Event>,
     gate: Arc<Gate>,
+    join: Option<[u8; 32]>,
 ) {
     while let Ok(stream) = conn.accept_uni().await {
         tokio::spawn(data_stream(
@@ -891,6 +993,7 @@ async fn accept_data<P: Partition + 'static>(
             Arc::clone(&partition),
             tx.clone(),
             Arc::clone(&gate),
+            join,
         ));
     }
 }
@@ -900,10 +1003,26 @@ async fn data_stream<P: Partition + 'static>(
     partition: Arc<P>,
     tx: mpsc::Sender<Event>,
     gate: Arc<Gate>,
+    join: Option<[u8; 32]>,
 ) {
     let mut scratch = Vec::new();
+    let mut buf = bytes::BytesMut::new();
+    if let Some(want) = join {
+        match Message::read_async(&mut recv).await {
+            Ok(Some(Message::Join { join })) if JobTicket(join).matches(&JobTicket(want)) => {}
+            _ => {
+                let _ = tx
+                    .send(Event::DataError(MoveError::Protocol(
+                        "a data stream of an extra connection did not open with the move's Join"
+                            .into(),
+                    )))
+                    .await;
+                return;
+            }
+        }
+    }
     loop {
-        let batch = match Message::read_async(&mut recv).await {
+        let batch = match Message::read_async_buf(&mut recv, &mut buf).await {
             Ok(None) => return,
             Ok(Some(Message::Batch(b))) => b,
             Ok(Some(other)) => {
@@ -1040,7 +1159,7 @@ mod tests {
         assert!(step(recv.clone(), Input::BatchApplied { round: 1 }).is_err());
         assert!(step(recv.clone(), Input::Control(Message::commit())).is_err());
         assert!(step(recv.clone(), Input::Control(hello())).is_err());
-        assert!(step(recv.clone(), Input::Control(Message::welcome())).is_err());
+        assert!(step(recv.clone(), Input::Control(Message::welcome([0; 32]))).is_err());
         let many = RecvState::Receiving {
             round: 2,
             applied: 5,

@@ -60,8 +60,11 @@ pub struct SenderConfig {
     pub auto_converge: bool,
     /// Compression policy.
     pub compression: CompressionMode,
-    /// Unidirectional data streams (default 4).
+    /// Unidirectional data streams (default 4), spread over the data connections.
     pub streams: usize,
+    /// QUIC connections carrying data, each from its own endpoint (default 1; quinn drives an
+    /// endpoint from one task, so a fast path needs about one connection per core).
+    pub connections: usize,
     /// Ask the destination to compare a memory digest before Ready (adds two digests to the
     /// suspension time).
     pub verify: bool,
@@ -91,6 +94,7 @@ impl SenderConfig {
             auto_converge: true,
             compression: CompressionMode::Auto,
             streams: 4,
+            connections: 1,
             verify: false,
             batch_pages: MAX_BATCH_PAGES,
             bandwidth_limit: None,
@@ -216,6 +220,8 @@ struct Link {
     control: quinn::SendStream,
     events: mpsc::Receiver<Result<Option<Message>, WireError>>,
     writers: Vec<mpsc::Sender<WriterItem>>,
+    /// Extra data connections, each on its own endpoint (its own driver task).
+    extra: Vec<(quinn::Endpoint, quinn::Connection)>,
 }
 
 impl Link {
@@ -228,7 +234,11 @@ impl Link {
     }
 
     fn lost(&self, e: impl std::fmt::Display) -> MoveError {
-        match self.conn.close_reason() {
+        let reason = self
+            .conn
+            .close_reason()
+            .or_else(|| self.extra.iter().find_map(|(_, c)| c.close_reason()));
+        match reason {
             Some(r) => conn_lost(r),
             None => conn_lost(e),
         }
@@ -267,15 +277,28 @@ impl Link {
     fn close(&self, code: u32, why: &[u8]) {
         self.conn.close(code.into(), why);
         self.endpoint.close(code.into(), why);
+        for (ep, c) in &self.extra {
+            c.close(code.into(), why);
+            ep.close(code.into(), why);
+        }
     }
 }
+
+type DigestTask = tokio::task::JoinHandle<Result<MemoryDigest, crate::partition::PartitionError>>;
 
 /// Adaptive compression state.
 struct Compressor {
     mode: CompressionMode,
     choice: CompressionChoice,
     decided: bool,
+    /// Smoothed memory MB/s measured raw and with zstd.
+    raw_rate: f64,
+    zstd_rate: f64,
 }
+
+/// Probe both encodings again after this many probe-sized stretches (32 MiB × 8 = 256 MiB;
+/// four times as far apart when the last verdict was clear-cut).
+const REPROBE_EVERY: usize = 8;
 
 /// Memory bytes per probe segment of the adaptive compression.
 const PROBE_BYTES: u64 = 32 << 20;
@@ -285,7 +308,9 @@ impl Compressor {
         let choice = match mode {
             CompressionMode::Auto => CompressionChoice {
                 encoding: Encoding::Raw,
-                reason: "auto: not measured yet".into(),
+                reason:
+                    "auto: raw until a round is large enough (96 MiB) to measure raw against zstd"
+                        .into(),
             },
             CompressionMode::Always => CompressionChoice {
                 encoding: Encoding::Zstd,
@@ -300,19 +325,45 @@ impl Compressor {
             mode,
             choice,
             decided: mode != CompressionMode::Auto,
+            raw_rate: 0.0,
+            zstd_rate: 0.0,
         }
     }
 
     /// Whether this many batches are worth probing both encodings on.
-    fn should_probe(&self, batches: usize, batch_pages: usize) -> bool {
-        let probe_batches = (PROBE_BYTES / (batch_pages * PAGE_SIZE) as u64) as usize;
+    /// Whether to probe both encodings now: `left` batches remain in the round, `since` batches
+    /// were sent since the last probe.
+    fn should_probe(&self, left: usize, since: usize, probe_batches: usize) -> bool {
         self.mode == CompressionMode::Auto
-            && batches >= probe_batches * if self.decided { 8 } else { 3 }
+            && left >= probe_batches * 3
+            && (!self.decided || since >= probe_batches * self.reprobe_every())
+    }
+
+    /// Probe-sized stretches between probes: rarely when the last verdict was clear-cut.
+    fn reprobe_every(&self) -> usize {
+        let (hi, lo) = (
+            self.raw_rate.max(self.zstd_rate),
+            self.raw_rate.min(self.zstd_rate),
+        );
+        if lo > 0.0 && hi / lo > 1.5 {
+            REPROBE_EVERY * 4
+        } else {
+            REPROBE_EVERY
+        }
     }
 
     fn decide(&mut self, raw: &SegmentResult, zstd: &SegmentResult) {
-        let raw_rate = raw.memory_rate();
-        let zstd_rate = zstd.memory_rate();
+        // Smoothed over probes: one 32 MiB probe on a busy host is noisy.
+        let smooth = |old: f64, new: f64| {
+            if old > 0.0 {
+                0.5 * old + 0.5 * new
+            } else {
+                new
+            }
+        };
+        self.raw_rate = smooth(self.raw_rate, raw.memory_rate());
+        self.zstd_rate = smooth(self.zstd_rate, zstd.memory_rate());
+        let (raw_rate, zstd_rate) = (self.raw_rate, self.zstd_rate);
         let compress_rate = if zstd.stats.compress_ns > 0 {
             zstd.stats.compress_input as f64 / (zstd.stats.compress_ns as f64 / 1e9) / 1e6
         } else {
@@ -323,8 +374,8 @@ impl Compressor {
         } else {
             1.0
         };
-        // Compressing must win clearly: it costs CPU the guest and the other side also want.
-        let (encoding, why) = if zstd_rate > raw_rate * 1.1 {
+        // On a tie compress: it frees a path other moves may share.
+        let (encoding, why) = if zstd_rate >= raw_rate {
             (Encoding::Zstd, "the path is the bottleneck, compressing")
         } else {
             (
@@ -542,9 +593,25 @@ impl<P: Partition + 'static> Sender<P> {
                 ..Progress::default()
             }
         });
-        let mut link = tokio::select! {
-            r = self.connect() => r?,
-            _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
+        let connected = tokio::select! {
+            r = self.connect().instrument(info_span!("connect")) => r,
+            _ = self.cancel.cancelled() => Err(MoveError::Cancelled),
+        };
+        let mut link = match connected {
+            Ok(link) => link,
+            Err(e) => {
+                // Nothing on the source was touched yet.
+                warn!(error = %e, "could not open the move");
+                self.publish(|p| {
+                    p.stage = if matches!(e, MoveError::Cancelled) {
+                        Stage::Cancelled
+                    } else {
+                        Stage::Failed
+                    };
+                    p.note = Some(e.to_string());
+                });
+                return Err(e);
+            }
         };
         let pages = self.partition.page_count();
         let mut outstanding = DirtyBitmap::new(pages);
@@ -641,16 +708,18 @@ impl<P: Partition + 'static> Sender<P> {
             control,
             events,
             writers: Vec::new(),
+            extra: Vec::new(),
         };
-        let streams = self.cfg.streams.clamp(1, 32);
+        let connections = self.cfg.connections.clamp(1, 8);
+        let streams = self.cfg.streams.clamp(connections, 32);
         link.send(&Message::hello(
             self.cfg.ticket,
             self.partition.memory_size(),
             streams as u16,
         ))
         .await?;
-        match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
-            Ok(Ok(Message::Welcome { .. })) => {}
+        let join = match tokio::time::timeout(Duration::from_secs(10), link.recv()).await {
+            Ok(Ok(Message::Welcome { join, .. })) => join,
             Ok(Ok(other)) => {
                 return Err(MoveError::Protocol(format!(
                     "expected Welcome, got {}",
@@ -664,7 +733,18 @@ impl<P: Partition + 'static> Sender<P> {
                     "accepting the move",
                 ));
             }
+        };
+        for _ in 1..connections {
+            let ep = tls::endpoint(self.cfg.bind_addr, None)?;
+            let client = tls::client_config(&self.cfg.identity, &self.cfg.pinned_peer_cert)?;
+            let c = ep
+                .connect_with(client, self.cfg.peer_addr, SERVER_NAME)
+                .map_err(conn_lost)?
+                .await
+                .map_err(conn_lost)?;
+            link.extra.push((ep, c));
         }
+        let join_frame = Message::join(join).encode()?;
         let pacer = self.cfg.bandwidth_limit.map(|bps| {
             Arc::new(Pacer {
                 bytes_per_sec: bps.max(1) as f64,
@@ -672,7 +752,14 @@ impl<P: Partition + 'static> Sender<P> {
             })
         });
         for i in 0..streams {
-            let mut s = link.conn.open_uni().await.map_err(conn_lost)?;
+            let mut s = match i % connections {
+                0 => link.conn.open_uni().await.map_err(conn_lost)?,
+                c => {
+                    let mut s = link.extra[c - 1].1.open_uni().await.map_err(conn_lost)?;
+                    s.write_all(&join_frame).await.map_err(conn_lost)?;
+                    s
+                }
+            };
             let (tx, mut rx) = mpsc::channel::<WriterItem>(8);
             let pacer = pacer.clone();
             tokio::spawn(
@@ -700,7 +787,7 @@ impl<P: Partition + 'static> Sender<P> {
             );
             link.writers.push(tx);
         }
-        info!(streams, "migration path open, move accepted");
+        info!(streams, connections, "migration path open, move accepted");
         Ok(link)
     }
 
@@ -724,12 +811,14 @@ impl<P: Partition + 'static> Sender<P> {
         let mut round = 0u32;
         let mut stalled = 0u32;
         let mut prev_dirty = u64::MAX;
+        let mut last_sent = pages;
         let mut throttle = 0u8;
         self.publish(|p| p.stage = Stage::PreCopy);
         loop {
             outstanding.merge(&bitmap);
             let r = tokio::select! {
-                r = self.send_round(link, &mut comp, &mut totals, round, &bitmap, None) => r?,
+                r = self.send_round(link, &mut comp, &mut totals, round, &bitmap, None)
+                    .instrument(info_span!("precopy_round", round, pages = bitmap.count())) => r?,
                 _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
                 _ = self.timeout.expired() => return Err(MoveError::TimedOut {
                     rounds: round,
@@ -779,7 +868,12 @@ impl<P: Partition + 'static> Sender<P> {
                 p.elapsed_ms = started.elapsed().as_millis() as u64;
                 p.timeout_in_s = self.timeout.remaining().as_secs();
             });
-            if expected <= limit {
+            // Suspend when well under the budget, or under it and another round would not
+            // shrink the set much (estimates on a busy host are optimistic: keep a margin while
+            // rounds still halve the dirty set).
+            let halving = dirty * 2 < last_sent;
+            last_sent = bitmap_sent_pages(&r.stats).max(1);
+            if expected <= limit.mul_f64(0.5) || (expected <= limit && !halving) {
                 info!(round, dirty, ?expected, "converged; suspending");
                 break;
             }
@@ -880,17 +974,12 @@ impl<P: Partition + 'static> Sender<P> {
             .partition
             .save_vcpu_state()
             .map_err(MoveError::partition("saving the source's vCPU state"))?;
-        let digest: Option<MemoryDigest> = match digest_task {
-            Some(t) => Some(
-                t.await
-                    .map_err(|e| MoveError::Internal(format!("digest task: {e}")))?
-                    .map_err(MoveError::partition("computing the source's memory digest"))?,
-            ),
-            None => None,
-        };
-        let sw = (vcpu, digest);
+        // The digest runs while the final pages travel (memory no longer changes).
+        let verify = digest_task.is_some();
+        let sw = (vcpu, digest_task);
         let r = tokio::select! {
-            r = self.send_round(link, comp, totals, round, &bitmap, Some(sw)) => r?,
+            r = self.send_round(link, comp, totals, round, &bitmap, Some(sw))
+                .instrument(info_span!("final_round", round, pages = final_pages)) => r?,
             _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
             _ = tokio::time::sleep(Duration::from_secs(60)) => {
                 return Err(MoveError::PeerTimeout(Duration::from_secs(60), "finishing the switch-over"));
@@ -916,7 +1005,7 @@ impl<P: Partition + 'static> Sender<P> {
             memory_throughput_mbps: totals.stats.memory_bytes as f64
                 / total_time.as_secs_f64().max(1e-9)
                 / 1e6,
-            verified: digest.is_some(),
+            verified: verify,
         };
         self.publish(|p| {
             p.round = round;
@@ -941,32 +1030,36 @@ impl<P: Partition + 'static> Sender<P> {
         totals: &mut Totals,
         round: u32,
         bitmap: &DirtyBitmap,
-        switchover: Option<(crate::partition::VcpuState, Option<MemoryDigest>)>,
+        switchover: Option<(crate::partition::VcpuState, Option<DigestTask>)>,
     ) -> Result<RoundResult, MoveError> {
         let start = Instant::now();
         let plans = plan_batches(bitmap, self.cfg.batch_pages);
         let total_batches = plans.len() as u64;
         let mut stats = BatchStats::default();
         let mut rest: &[BatchPlan] = &plans;
-        if comp.should_probe(plans.len(), self.cfg.batch_pages) {
-            let probe = (PROBE_BYTES / (self.cfg.batch_pages * PAGE_SIZE) as u64) as usize;
-            let raw = self
-                .send_segment(link, round, &rest[..probe], Encoding::Raw)
-                .await?;
-            rest = &rest[probe..];
-            let zstd = self
-                .send_segment(link, round, &rest[..probe], Encoding::Zstd)
-                .await?;
-            rest = &rest[probe..];
-            stats.add(&raw.stats);
-            stats.add(&zstd.stats);
-            comp.decide(&raw, &zstd);
-            self.publish(|p| p.compression = comp.choice.clone());
-        }
-        // Send the rest in segments so progress stays live.
+        let probe = ((PROBE_BYTES / (self.cfg.batch_pages * PAGE_SIZE) as u64) as usize).max(1);
+        let mut since_probe = 0usize;
+        // Segments keep progress live and let the encoding change within a long round.
         let seg = 256usize;
         while !rest.is_empty() {
+            if comp.should_probe(rest.len(), since_probe, probe) {
+                let raw = self
+                    .send_segment(link, round, &rest[..probe], Encoding::Raw)
+                    .await?;
+                rest = &rest[probe..];
+                let zstd = self
+                    .send_segment(link, round, &rest[..probe], Encoding::Zstd)
+                    .await?;
+                rest = &rest[probe..];
+                stats.add(&raw.stats);
+                stats.add(&zstd.stats);
+                comp.decide(&raw, &zstd);
+                since_probe = 0;
+                self.publish(|p| p.compression = comp.choice.clone());
+                continue;
+            }
             let n = rest.len().min(seg);
+            since_probe += n;
             let r = self
                 .send_segment(link, round, &rest[..n], comp.choice.encoding)
                 .await?;
@@ -987,7 +1080,17 @@ impl<P: Partition + 'static> Sender<P> {
                 link.send(&Message::round_end(round, total_batches)).await?;
                 link.expect_ack(round, total_batches).await?;
             }
-            Some((vcpu, digest)) => {
+            Some((vcpu, digest_task)) => {
+                let digest: Option<MemoryDigest> = match digest_task {
+                    Some(t) => Some(
+                        t.await
+                            .map_err(|e| MoveError::Internal(format!("digest task: {e}")))?
+                            .map_err(MoveError::partition(
+                                "computing the source's memory digest",
+                            ))?,
+                    ),
+                    None => None,
+                };
                 link.send(&Message::switchover(round, total_batches, vcpu, digest))
                     .await?;
                 match link.recv().await? {
@@ -1098,10 +1201,74 @@ impl<P: Partition + 'static> Sender<P> {
     }
 }
 
+fn bitmap_sent_pages(s: &BatchStats) -> u64 {
+    s.memory_bytes / PAGE_SIZE as u64
+}
+
 fn ratio(s: &BatchStats) -> f64 {
     if s.wire_bytes == 0 {
         1.0
     } else {
         s.memory_bytes as f64 / s.wire_bytes as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(memory: u64, wire: u64, ms: u64) -> SegmentResult {
+        SegmentResult {
+            stats: BatchStats {
+                memory_bytes: memory,
+                wire_bytes: wire,
+                compress_input: memory / 2,
+                compress_ns: 1_000_000,
+                ..BatchStats::default()
+            },
+            elapsed: Duration::from_millis(ms),
+        }
+    }
+
+    #[test]
+    fn auto_compression_follows_the_bottleneck() {
+        // CPU-bound (loopback): raw moves memory faster.
+        let mut c = Compressor::new(CompressionMode::Auto);
+        c.decide(&seg(32 << 20, 20 << 20, 30), &seg(32 << 20, 9 << 20, 90));
+        assert_eq!(c.choice.encoding, Encoding::Raw);
+        assert!(c.choice.reason.contains("CPU-bound"), "{}", c.choice.reason);
+        // Path-bound (1 Gbit/s): zstd moves memory faster.
+        let mut c = Compressor::new(CompressionMode::Auto);
+        c.decide(&seg(32 << 20, 20 << 20, 170), &seg(32 << 20, 9 << 20, 90));
+        assert_eq!(c.choice.encoding, Encoding::Zstd);
+        assert!(c.choice.reason.contains("path is the bottleneck"));
+        // Forced modes never probe.
+        let c = Compressor::new(CompressionMode::Never);
+        assert!(!c.should_probe(10_000, 0, 128));
+        let c = Compressor::new(CompressionMode::Auto);
+        assert!(c.should_probe(3 * 128, 0, 128));
+        assert!(!c.should_probe(3 * 128 - 1, 0, 128));
+    }
+
+    #[tokio::test]
+    async fn timeout_extends_only_while_memory_moves() {
+        let t = TimeoutHandle::new(Duration::from_secs(10));
+        assert!(t.extend(Duration::from_secs(100)));
+        assert!(t.remaining() > Duration::from_secs(100));
+        t.inner.extendable.store(false, Ordering::Release);
+        assert!(!t.extend(Duration::from_secs(100)));
+        assert!(t.remaining() < Duration::from_secs(111));
+    }
+
+    #[tokio::test]
+    async fn timeout_fires_at_the_extended_deadline() {
+        let t = TimeoutHandle::new(Duration::from_millis(200));
+        let t2 = t.clone();
+        let start = tokio::time::Instant::now();
+        let waiter = tokio::spawn(async move { t2.expired().await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        t.extend(Duration::from_millis(300));
+        waiter.await.expect("join");
+        assert!(start.elapsed() >= Duration::from_millis(500));
     }
 }

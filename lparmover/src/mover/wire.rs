@@ -6,12 +6,20 @@
 //! one bidirectional **control** stream, opened by the sender, and `data_streams` unidirectional
 //! **data** streams (sender → receiver) that carry only [`Message::Batch`] frames.
 //!
+//! quinn drives each endpoint from one task, so one connection tops out at about one core. The
+//! sender may open *extra data connections*, each from its own endpoint, with the same pinned
+//! certificates; each of their data streams opens with [`Message::Join`] carrying the secret of
+//! the move's [`Message::Welcome`] (the job ticket is single-use, the join secret lives as long
+//! as the move). Control stays on the first connection.
+//!
 //! ```text
 //!  sender (source HVM)                                      receiver (destination HVM)
 //!  ───────────────────                                      ──────────────────────────
 //!  QUIC handshake, mutual TLS, both certs pinned ───────────────▶
 //!  control: Hello{version, ticket, memory, page size, streams} ─▶ ticket expected? unused? size fits?
-//!          ◀────────────────────────────────────────────── Welcome{version}   (or Refused{code, why})
+//!          ◀────────────────────────────────────────────── Welcome{version, join}   (or Refused{code, why})
+//!  optional extra data connections (own endpoint each, same pinned certs), every uni stream
+//!  opening with Join{join} ──────────────────────────────────▶ attached to the move's session
 //!  data ×N: Batch{round 0, runs, zero mask, raw|zstd}… ─────────▶ write pages (any stream, any order)
 //!  control: RoundEnd{round 0, batches} ─────────────────────────▶ wait until that many batches applied
 //!          ◀────────────────────────────────────────────── RoundAck{round 0, batches}
@@ -303,8 +311,12 @@ impl RefuseCode {
 pub enum Message {
     /// Sender → receiver, control: opens the move.
     Hello(Hello),
-    /// Receiver → sender: the move is accepted.
-    Welcome { version: u16 },
+    /// Receiver → sender: the move is accepted. `join` is the secret that extra data
+    /// connections present in [`Message::Join`].
+    Welcome { version: u16, join: [u8; 32] },
+    /// Sender → receiver, first frame of every data stream on an *extra* data connection: joins
+    /// the move whose `Welcome` carried `join`.
+    Join { join: [u8; 32] },
     /// Sender → receiver, data streams only: pages.
     Batch(PageBatch),
     /// Sender → receiver: all `batches` of `round` are sent.
@@ -339,6 +351,7 @@ const K_COMMITTED: u16 = 0x0009;
 const K_ABORT: u16 = 0x000a;
 const K_ABORTED: u16 = 0x000b;
 const K_REFUSED: u16 = 0x000c;
+const K_JOIN: u16 = 0x000d;
 
 impl Message {
     /// The opening message of a move.
@@ -351,11 +364,16 @@ impl Message {
             data_streams,
         })
     }
-    /// The receiver's acceptance.
-    pub fn welcome() -> Self {
+    /// The receiver's acceptance, with the join secret for extra data connections.
+    pub fn welcome(join: [u8; 32]) -> Self {
         Self::Welcome {
             version: PROTOCOL_VERSION,
+            join,
         }
+    }
+    /// Opens a data stream on an extra data connection.
+    pub fn join(join: [u8; 32]) -> Self {
+        Self::Join { join }
     }
     /// A page batch (validated: 1–64 pages, payload consistent with the mask).
     pub fn batch(batch: PageBatch) -> Result<Self, WireError> {
@@ -419,6 +437,7 @@ impl Message {
         match self {
             Self::Hello(_) => "Hello",
             Self::Welcome { .. } => "Welcome",
+            Self::Join { .. } => "Join",
             Self::Batch(_) => "Batch",
             Self::RoundEnd { .. } => "RoundEnd",
             Self::RoundAck { .. } => "RoundAck",
@@ -436,6 +455,7 @@ impl Message {
         match self {
             Self::Hello(_) => K_HELLO,
             Self::Welcome { .. } => K_WELCOME,
+            Self::Join { .. } => K_JOIN,
             Self::Batch(_) => K_BATCH,
             Self::RoundEnd { .. } => K_ROUND_END,
             Self::RoundAck { .. } => K_ROUND_ACK,
@@ -461,22 +481,13 @@ impl Message {
                 p.put_u32_le(h.page_size);
                 p.put_u16_le(h.data_streams);
             }
-            Self::Welcome { version } => p.put_u16_le(*version),
+            Self::Welcome { version, join } => {
+                p.put_u16_le(*version);
+                p.put_slice(join);
+            }
+            Self::Join { join } => p.put_slice(join),
             Self::Batch(b) => {
-                b.validate()?;
-                p.reserve(16 + b.runs.len() * 9 + b.payload.len());
-                p.put_u32_le(b.round);
-                p.put_u8(b.encoding as u8);
-                p.put_u8(
-                    u8::try_from(b.runs.len())
-                        .map_err(|_| WireError::Malformed("a page batch has more than 64 runs"))?,
-                );
-                for (first, n) in &b.runs {
-                    p.put_u64_le(*first);
-                    p.put_u8(*n);
-                }
-                p.put_u64_le(b.zero_mask);
-                p.put_slice(&b.payload);
+                return encode_batch_frame(b.round, &b.runs, b.zero_mask, b.encoding, &b.payload);
             }
             Self::RoundEnd { round, batches } | Self::RoundAck { round, batches } => {
                 p.put_u32_le(*round);
@@ -521,7 +532,7 @@ impl Message {
         let kind = u16::from_le_bytes([header[0], header[1]]);
         let flags = u16::from_le_bytes([header[2], header[3]]);
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if !(K_HELLO..=K_REFUSED).contains(&kind) {
+        if !(K_HELLO..=K_JOIN).contains(&kind) {
             return Err(WireError::UnknownKind(kind));
         }
         if flags != 0 {
@@ -560,6 +571,10 @@ impl Message {
             }
             K_WELCOME => Self::Welcome {
                 version: get_u16(&mut r)?,
+                join: take::<32>(&mut r)?,
+            },
+            K_JOIN => Self::Join {
+                join: take::<32>(&mut r)?,
             },
             K_BATCH => {
                 let round = get_u32(&mut r)?;
@@ -671,6 +686,15 @@ impl Message {
 
     /// Reads one frame from an async reader (a quinn `RecvStream`). `Ok(None)` at a clean end.
     pub async fn read_async<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Self>, WireError> {
+        Self::read_async_buf(r, &mut BytesMut::new()).await
+    }
+
+    /// Like [`Message::read_async`], reading the payload into `buf`, whose memory is reused
+    /// once the previous message's payload is dropped (no fresh allocation per page batch).
+    pub async fn read_async_buf<R: AsyncRead + Unpin>(
+        r: &mut R,
+        buf: &mut BytesMut,
+    ) -> Result<Option<Self>, WireError> {
         let mut header = [0u8; HEADER_LEN];
         let mut got = 0;
         while got < HEADER_LEN {
@@ -685,15 +709,70 @@ impl Message {
             got += n;
         }
         let (kind, len) = Self::parse_header(&header)?;
-        let mut payload = BytesMut::zeroed(len);
-        r.read_exact(&mut payload)
+        buf.clear();
+        // Bounded by MAX_PAYLOAD above; reclaims the old allocation once it is free again.
+        buf.reserve(len.max(MAX_BATCH_PAGES * PAGE_SIZE + 1024));
+        buf.resize(len, 0);
+        r.read_exact(&mut buf[..])
             .await
             .map_err(|e| match e.kind() {
                 std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
                 _ => WireError::Io(e),
             })?;
-        Self::decode(kind, payload.freeze()).map(Some)
+        let payload = buf.split_to(len).freeze();
+        Self::decode(kind, payload).map(Some)
     }
+}
+
+/// Encodes a [`Message::Batch`] frame straight from borrowed page data (one copy), validated
+/// like [`Message::batch`].
+pub fn encode_batch_frame(
+    round: u32,
+    runs: &[(u64, u8)],
+    zero_mask: u64,
+    encoding: Encoding,
+    payload: &[u8],
+) -> Result<Bytes, WireError> {
+    let count: usize = runs.iter().map(|(_, n)| usize::from(*n)).sum();
+    if count == 0 || count > MAX_BATCH_PAGES {
+        return Err(WireError::Malformed("a page batch must name 1 to 64 pages"));
+    }
+    if runs
+        .iter()
+        .any(|(first, n)| *n == 0 || first.checked_add(u64::from(*n)).is_none())
+    {
+        return Err(WireError::Malformed(
+            "a page batch has an empty or overflowing run",
+        ));
+    }
+    if count < 64 && zero_mask >> count != 0 {
+        return Err(WireError::Malformed("zero mask marks pages past the batch"));
+    }
+    let nonzero = count - zero_mask.count_ones() as usize;
+    if encoding == Encoding::Raw && payload.len() != nonzero * PAGE_SIZE {
+        return Err(WireError::Malformed(
+            "raw page batch payload is not one page per non-zero page",
+        ));
+    }
+    let len = 4 + 1 + 1 + runs.len() * 9 + 8 + payload.len();
+    if len > MAX_PAYLOAD {
+        return Err(WireError::Oversize { len: len as u64 });
+    }
+    let mut out = BytesMut::with_capacity(HEADER_LEN + len);
+    out.put_u16_le(K_BATCH);
+    out.put_u16_le(0);
+    out.put_u32_le(len as u32);
+    out.put_u32_le(round);
+    out.put_u8(encoding as u8);
+    // runs.len() ≤ count ≤ 64.
+    out.put_u8(runs.len() as u8);
+    for (first, n) in runs {
+        out.put_u64_le(*first);
+        out.put_u8(*n);
+    }
+    out.put_u64_le(zero_mask);
+    out.put_slice(payload);
+    Ok(out.freeze())
 }
 
 fn truncate(mut s: String) -> String {
@@ -812,7 +891,8 @@ mod tests {
     fn every_message_round_trips_through_a_cursor() {
         let ticket = JobTicket::generate();
         roundtrip(Message::hello(ticket, 1 << 30, 4));
-        roundtrip(Message::welcome());
+        roundtrip(Message::welcome([5; 32]));
+        roundtrip(Message::join([6; 32]));
         roundtrip(
             Message::batch(PageBatch {
                 round: 0,
@@ -948,7 +1028,7 @@ mod tests {
         }
 
         #[test]
-        fn random_payloads_of_each_kind_never_panic(kind in 1u16..=12, data in proptest::collection::vec(any::<u8>(), 0..600)) {
+        fn random_payloads_of_each_kind_never_panic(kind in 1u16..=13, data in proptest::collection::vec(any::<u8>(), 0..600)) {
             if let Ok(Message::Batch(b)) = Message::decode(kind, Bytes::from(data)) {
                 let mut out = Vec::new();
                 let _ = b.decode_pages(&mut out);

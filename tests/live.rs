@@ -269,3 +269,116 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         "nothing of it runs or is logged in"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_mode_moves_a_running_lpar_after_a_remote_shutdown() {
+    use lparmover::jobs::{ColdMoveRequest, shutdown_move};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let profile = profile_of(&[&b1, &b2]);
+    let before = find(&src, "web-01").await.unwrap();
+    let mut request = ColdMoveRequest {
+        source: "ch1-b1/web-01".parse().unwrap(),
+        destination: "ch1-b2".into(),
+        dest_number: None,
+        remote_shutdown: false,
+        shutdown_wait: Duration::from_secs(30),
+        activate: true,
+    };
+    let refused = shutdown_move(&profile, &request, |_| {}).await.unwrap_err();
+    assert_eq!(
+        refused.emg().unwrap().kind,
+        Emg::LparActivatedForShutdownMode
+    );
+    assert_running(&src, "web-01").await;
+
+    request.remote_shutdown = true;
+    let report = shutdown_move(&profile, &request, |_| {}).await.unwrap();
+    assert!(report.shut_down && report.activated);
+    assert!(find(&src, "web-01").await.is_none());
+    let moved = find(&dst, "web-01").await.unwrap();
+    assert_eq!(moved.lpar.vnics, before.lpar.vnics, "MACs kept");
+    assert_eq!(
+        moved.lpar.vfcs.iter().map(|v| v.wwpn).collect::<Vec<_>>(),
+        before.lpar.vfcs.iter().map(|v| v.wwpn).collect::<Vec<_>>()
+    );
+    assert_running(&dst, "web-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_waiting_when_the_guest_refuses() {
+    use lparmover::jobs::{ColdMoveRequest, shutdown_move};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch2-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch2-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    // test-01 is the guest that refuses to shut down.
+    let n = find(&src, "test-01").await.unwrap().lpar.number;
+    src.activate(n, None).await.unwrap();
+    let request = ColdMoveRequest {
+        source: "ch2-b1/test-01".parse().unwrap(),
+        destination: "ch2-b2".into(),
+        dest_number: None,
+        remote_shutdown: true,
+        shutdown_wait: Duration::from_secs(2),
+        activate: false,
+    };
+    let err = shutdown_move(&profile_of(&[&b1, &b2]), &request, |_| {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.emg().unwrap().kind, Emg::ShutdownWaiting, "{err}");
+    assert!(
+        find(&dst, "test-01").await.is_none(),
+        "nothing defined on the destination"
+    );
+    assert_running(&src, "test-01").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rehearsal_releases_everything_and_predicts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let src_before = src.backup_config().await.unwrap().lpars;
+    let dst_before = dst.inventory().await.unwrap();
+    let report = lparmover::jobs::rehearse(
+        &profile_of(&[&b1, &b2]),
+        &"ch1-b1/web-01".parse().unwrap(),
+        "ch1-b2",
+        &MoveOptions::default(),
+        64 << 20,
+    )
+    .await
+    .unwrap();
+    assert!(
+        report.sampled_bytes >= 64 << 20,
+        "a real transfer happened: {report:?}"
+    );
+    assert!(
+        report.throughput_mbps > 1.0 && report.predicted_total_s > 0.0,
+        "{report:?}"
+    );
+    assert_eq!(
+        src.backup_config().await.unwrap().lpars,
+        src_before,
+        "source untouched"
+    );
+    assert_running(&src, "web-01").await;
+    let dst_after = dst.inventory().await.unwrap();
+    assert_eq!(
+        dst_after.resources, dst_before.resources,
+        "reservation released"
+    );
+    assert_eq!(
+        dst_after.lpars.len(),
+        dst_before.lpars.len(),
+        "no definition left"
+    );
+    assert!(src.locks().await.unwrap().is_empty() && dst.locks().await.unwrap().is_empty());
+}

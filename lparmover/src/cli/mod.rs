@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod check;
 mod demo;
 mod render;
@@ -43,6 +44,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
+    /// Benchmarks (live moves between real blades over loopback and shaped links).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,5 +141,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             check::run(&profile, args).await
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench { command } => bench::run(command).await,
     }
 }

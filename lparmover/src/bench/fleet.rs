@@ -127,8 +127,8 @@ mod tests {
         .unwrap();
         assert_eq!(fleet.blades.len(), 2);
         assert_eq!(fleet.blades[0].lpars[0].memory_mib, 256);
-        let a = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 0, 11));
-        let b = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 0, 12));
+        let a = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 1, 1));
+        let b = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 1, 2));
         let (_, fleet) = generate(&FleetParams {
             memory_mib: 4096,
             dirty_mbps: 10.0,

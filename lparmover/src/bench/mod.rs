@@ -8,7 +8,7 @@
 //! * **1gbit / 10gbit**: a [`netns::NetnsPair`] — two network namespaces joined by a veth pair,
 //!   `tc tbf` on both ends' egress. Each blade runs inside its own namespace
 //!   (`ip netns exec NS hvmsim fleet …`), with its management *and* migration-path addresses
-//!   on its veth end (198.18.0.1 + .11 and 198.18.0.2 + .12, RFC 2544's benchmarking range,
+//!   on its veth end (198.18.0.1 + 198.18.1.1 and 198.18.0.2 + 198.18.1.2, RFC 2544's benchmarking range,
 //!   allowed only by the fleet's explicit `network = "netns-bench"`). The manager must reach
 //!   both management APIs, so the bench re-executes itself inside namespace A
 //!   (`ip netns exec A lparmover bench worker SPEC`): blade A's API is local there, blade B's is

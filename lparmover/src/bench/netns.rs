@@ -4,11 +4,12 @@
 //!   netns lpm-bench-PID-N-a                      netns lpm-bench-PID-N-b
 //!   lo up                                        lo up
 //!   lpmbPIDNa  198.18.0.1/24  (management)  ══  lpmbPIDNb  198.18.0.2/24  (management)
-//!              198.18.0.11/24 (migration)   tbf            198.18.0.12/24 (migration)
+//!              198.18.1.1/24  (migration)   tbf            198.18.1.2/24  (migration)
 //!              egress: tbf RATE                            egress: tbf RATE
 //! ```
 //!
-//! Addresses come from the RFC 2544 benchmarking range 198.18.0.0/15 and exist only inside the
+//! Management and migration paths sit in different subnets (the checks refuse a migration path
+//! that shares the management network) but on the same veth. Addresses come from the RFC 2544 benchmarking range 198.18.0.0/15 and exist only inside the
 //! two namespaces this helper creates; nothing is added to the host's own network. Both ends are
 //! shaped on egress, so each direction of the link is limited to the rate. Dropping a
 //! [`NetnsPair`] deletes both namespaces (which deletes the veth and its qdiscs with them), also
@@ -232,11 +233,11 @@ impl NetnsPair {
         match side {
             Side::A => EndAddresses {
                 management: Ipv4Addr::new(198, 18, 0, 1),
-                migration: Ipv4Addr::new(198, 18, 0, 11),
+                migration: Ipv4Addr::new(198, 18, 1, 1),
             },
             Side::B => EndAddresses {
                 management: Ipv4Addr::new(198, 18, 0, 2),
-                migration: Ipv4Addr::new(198, 18, 0, 12),
+                migration: Ipv4Addr::new(198, 18, 1, 2),
             },
         }
     }

@@ -209,7 +209,7 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
         verdicts.push(Verdict {
             target: format!(
                 "{}: suspension worst of {} ≤ 100 ms",
-                case.label, case.moves
+                case.label, case.reps
             ),
             measured: susp.map_or_else(|| "n/a".into(), |s| format!("{:.1} ms", s.worst)),
             pass: case.error.is_none()

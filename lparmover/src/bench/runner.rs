@@ -25,8 +25,18 @@ struct BladeFleet {
     profile: PathBuf,
 }
 
+/// A blade process started but not yet ready.
+struct Starting {
+    blade: BladeFleet,
+    ready: std::sync::mpsc::Receiver<()>,
+    log: PathBuf,
+}
+
 impl BladeFleet {
-    fn start(env: &CaseEnv, spec: &CaseSpec, index: usize) -> Result<Self, BenchError> {
+    /// Starts the process. Call it from a thread that outlives the blade (a runtime worker, not
+    /// a `spawn_blocking` thread): the death signal fires when the *thread* that forked the
+    /// child exits, and tokio retires idle blocking threads after a few seconds.
+    fn spawn(env: &CaseEnv, spec: &CaseSpec, index: usize) -> Result<Starting, BenchError> {
         let name = [BLADE_A, BLADE_B][index].to_owned();
         let addresses = env.netns.as_ref().map(|ends| {
             [
@@ -82,8 +92,8 @@ impl BladeFleet {
             .spawn()
             .map_err(BenchError::io(format!("start {}", env.hvmsim.display())))?;
         let stdout = child.stdout.take();
-        let mut blade = Self {
-            name: name.clone(),
+        let blade = Self {
+            name,
             child,
             profile,
         };
@@ -97,16 +107,36 @@ impl BladeFleet {
                 }
             });
         }
+        Ok(Starting {
+            blade,
+            ready: rx,
+            log,
+        })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Starting {
+    /// Waits (blocking) until the launcher prints READY.
+    fn wait_ready(self) -> Result<BladeFleet, BenchError> {
+        let Self {
+            mut blade,
+            ready,
+            log,
+        } = self;
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            if rx.recv_timeout(Duration::from_millis(200)).is_ok() {
+            if ready.recv_timeout(Duration::from_millis(200)).is_ok() {
                 return Ok(blade);
             }
             let exited = blade.child.try_wait().ok().flatten();
             if exited.is_some() || Instant::now() > deadline {
                 let tail = tail(&log);
                 return Err(BenchError::Blade {
-                    blade: name,
+                    blade: blade.name.clone(),
                     message: match exited {
                         Some(status) => format!("exited during start-up ({status}); log:\n{tail}"),
                         None => format!("not up within {START_TIMEOUT:?}; log:\n{tail}"),
@@ -114,10 +144,6 @@ impl BladeFleet {
                 });
             }
         }
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
     }
 }
 
@@ -162,11 +188,13 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             .map(|e| format!(" in namespaces {} and {}", e[0].name, e[1].name))
             .unwrap_or_default()
     );
-    let (env2, spec2) = (env.clone(), spec.clone());
+    let starting = [
+        BladeFleet::spawn(env, spec, 0)?,
+        BladeFleet::spawn(env, spec, 1)?,
+    ];
     let blades = tokio::task::spawn_blocking(move || -> Result<_, BenchError> {
-        let a = BladeFleet::start(&env2, &spec2, 0)?;
-        let b = BladeFleet::start(&env2, &spec2, 1)?;
-        Ok([a, b])
+        let [a, b] = starting;
+        Ok([a.wait_ready()?, b.wait_ready()?])
     })
     .await
     .map_err(|e| BenchError::Other(format!("blade start-up task: {e}")))??;

@@ -68,7 +68,7 @@ pub enum BenchError {
         rep: u32,
         direction: String,
         #[source]
-        source: crate::jobs::JobError,
+        source: Box<crate::jobs::JobError>,
     },
     /// Anything else.
     #[error("{0}")]

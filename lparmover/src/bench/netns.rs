@@ -260,7 +260,14 @@ impl NetnsPair {
     pub fn qdisc(&self, side: Side) -> Result<String, NetnsError> {
         run(
             "tc",
-            &["-n", self.name(side), "qdisc", "show", "dev", self.dev(side)],
+            &[
+                "-n",
+                self.name(side),
+                "qdisc",
+                "show",
+                "dev",
+                self.dev(side),
+            ],
         )
         .map(|s| s.trim().to_owned())
     }
@@ -296,7 +303,8 @@ impl NetnsPair {
             .map_err(|_| NetnsError::Probe("receiver did not start".into()))?;
         let client = std::thread::spawn(move || -> Result<(u64, Duration), String> {
             enter_netns(&ns_a)?;
-            let mut stream = std::net::TcpStream::connect((dst, port)).map_err(|e| e.to_string())?;
+            let mut stream =
+                std::net::TcpStream::connect((dst, port)).map_err(|e| e.to_string())?;
             let buf = vec![0x5au8; 1 << 16];
             let start = Instant::now();
             let mut sent = 0u64;

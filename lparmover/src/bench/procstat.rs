@@ -30,7 +30,11 @@ fn tree(pid: u32) -> Vec<u32> {
         };
         for task in tasks.flatten() {
             if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
-                out.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+                out.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
             }
         }
     }
@@ -39,11 +43,7 @@ fn tree(pid: u32) -> Vec<u32> {
 
 /// CPU seconds (user + system) used so far by the trees under `roots`.
 pub fn cpu_seconds(roots: &[u32]) -> f64 {
-    let total: u64 = roots
-        .iter()
-        .flat_map(|&r| tree(r))
-        .filter_map(ticks)
-        .sum();
+    let total: u64 = roots.iter().flat_map(|&r| tree(r)).filter_map(ticks).sum();
     total as f64 / ticks_per_second()
 }
 

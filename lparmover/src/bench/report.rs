@@ -127,7 +127,11 @@ fn summarize_case(r: &CaseResult) -> CaseSummary {
         ),
         cpu_s: pick(&|x| Some(x.cpu_s), true),
         cpu_cores: pick(&|x| (x.total_s > 0.0).then(|| x.cpu_s / x.total_s), true),
-        max_throttle_percent: reps.iter().map(|x| x.max_throttle_percent).max().unwrap_or(0),
+        max_throttle_percent: reps
+            .iter()
+            .map(|x| x.max_throttle_percent)
+            .max()
+            .unwrap_or(0),
         probe_gbits: r.probe_gbits,
         idle_cpu_cores: r.idle_cpu_cores,
         error: r.error.clone(),
@@ -148,10 +152,7 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
             .find(|(_, r)| r.spec.link == link && !r.spec.convergence)
             .map(|(c, _)| c)
     };
-    let converge = cases
-        .iter()
-        .zip(&results)
-        .find(|(_, r)| r.spec.convergence);
+    let converge = cases.iter().zip(&results).find(|(_, r)| r.spec.convergence);
     let mut ratios = Vec::new();
     let mut verdicts = Vec::new();
     let fmt_s = |s: Option<Stats>| s.map_or_else(|| "n/a".into(), |s| format!("{:.2} s", s.median));
@@ -207,10 +208,7 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
             pass: case.error.is_none() && susp.is_some_and(|s| s.median <= 50.0),
         });
         verdicts.push(Verdict {
-            target: format!(
-                "{}: suspension worst of {} ≤ 100 ms",
-                case.label, case.reps
-            ),
+            target: format!("{}: suspension worst of {} ≤ 100 ms", case.label, case.reps),
             measured: susp.map_or_else(|| "n/a".into(), |s| format!("{:.1} ms", s.worst)),
             pass: case.error.is_none()
                 && case.moves == case.reps as usize
@@ -229,10 +227,7 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
     if let Some((c, r)) = converge {
         let base = main(r.spec.link).and_then(|b| b.total_s);
         verdicts.push(Verdict {
-            target: format!(
-                "{}: every move completes, by throttling",
-                c.label
-            ),
+            target: format!("{}: every move completes, by throttling", c.label),
             measured: format!(
                 "{}/{} moves, throttle ≤ {} %",
                 c.moves, c.reps, c.max_throttle_percent
@@ -242,7 +237,9 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
         if let (Some(b), Some(t)) = (base, c.total_s)
             && b.median > 0.0
         {
-            let base_label = main(r.spec.link).map(|m| m.label.clone()).unwrap_or_default();
+            let base_label = main(r.spec.link)
+                .map(|m| m.label.clone())
+                .unwrap_or_default();
             ratios.push(Ratio {
                 what: format!("{} ÷ {base_label}: total time (medians)", c.label),
                 value: t.median / b.median,
@@ -289,7 +286,15 @@ pub fn render(summary: &Summary) -> String {
     let _ = writeln!(
         out,
         "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9}",
-        "", "", "median / worst", "median / worst", "median / worst", "median / lowest", "median/lowest", "median/worst", "max %"
+        "",
+        "",
+        "median / worst",
+        "median / worst",
+        "median / worst",
+        "median / lowest",
+        "median/lowest",
+        "median/worst",
+        "max %"
     );
     for c in &summary.cases {
         let _ = writeln!(
@@ -393,9 +398,16 @@ mod tests {
         let s = summarize(vec![
             case(
                 Link::Loopback,
-                vec![rep(3.0, 20.0, 300), rep(4.0, 30.0, 300), rep(6.0, 120.0, 300)],
+                vec![
+                    rep(3.0, 20.0, 300),
+                    rep(4.0, 30.0, 300),
+                    rep(6.0, 120.0, 300),
+                ],
             ),
-            case(Link::Gbit1, vec![rep(10.0, 40.0, 400), rep(12.0, 45.0, 600)]),
+            case(
+                Link::Gbit1,
+                vec![rep(10.0, 40.0, 400), rep(12.0, 45.0, 600)],
+            ),
         ]);
         let lb = &s.cases[0];
         assert_eq!(lb.total_s.unwrap().median, 4.0);
@@ -407,8 +419,12 @@ mod tests {
         assert!(verdict("loopback: total median < 5 s"));
         assert!(!verdict("loopback: suspension worst of 3 ≤ 100 ms"));
         assert!(verdict("1gbit: wire bytes ≤ 0.5 × memory (median)"));
-        assert!(s.ratios.iter().any(|r| r.what.starts_with("1gbit ÷ loopback")
-            && (r.value - 11.0 / 4.0).abs() < 1e-9));
+        assert!(
+            s.ratios
+                .iter()
+                .any(|r| r.what.starts_with("1gbit ÷ loopback")
+                    && (r.value - 11.0 / 4.0).abs() < 1e-9)
+        );
         assert!(render(&s).contains("PASS"));
     }
 }

@@ -51,7 +51,8 @@ impl BladeFleet {
             only: Some(name.clone()),
         })?;
         let dir = env.workdir.join(&name);
-        std::fs::create_dir_all(&dir).map_err(BenchError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(BenchError::io(format!("create {}", dir.display())))?;
         let fleet_file = dir.join("fleet.toml");
         std::fs::write(&fleet_file, text)
             .map_err(BenchError::io(format!("write {}", fleet_file.display())))?;
@@ -60,7 +61,8 @@ impl BladeFleet {
         let mut command = match &env.netns {
             Some(ends) => {
                 let mut c = Command::new("ip");
-                c.args(["netns", "exec", &ends[index].name]).arg(&env.hvmsim);
+                c.args(["netns", "exec", &ends[index].name])
+                    .arg(&env.hvmsim);
                 c
             }
             None => Command::new(&env.hvmsim),
@@ -246,7 +248,7 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
                 let e = BenchError::Move {
                     rep: rep + 1,
                     direction,
-                    source,
+                    source: Box::new(source),
                 };
                 eprintln!("[{}] {e}", spec.label);
                 result.error = Some(e.to_string());

@@ -211,11 +211,7 @@ async fn shaped_case(
     eprintln!("[{}] {}", spec.label, pair.qdisc(Side::A)?);
     let probe_gbits = if probe {
         let bits = tokio::task::block_in_place(|| pair.probe_tcp(Duration::from_secs(2)))?;
-        eprintln!(
-            "[{}] TCP probe A → B: {:.2} Gbit/s",
-            spec.label,
-            bits / 1e9
-        );
+        eprintln!("[{}] TCP probe A → B: {:.2} Gbit/s", spec.label, bits / 1e9);
         Some(bits / 1e9)
     } else {
         None

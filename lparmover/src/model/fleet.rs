@@ -333,7 +333,11 @@ mod tests {
     #[test]
     fn netns_bench_opt_in_allows_only_the_benchmarking_range() {
         let bench = DEMO_FLEET_TOML
-            .replacen("name = \"demo\"", "name = \"demo\"\nnetwork = \"netns-bench\"", 1)
+            .replacen(
+                "name = \"demo\"",
+                "name = \"demo\"\nnetwork = \"netns-bench\"",
+                1,
+            )
             .replace("127.0.1.", "198.18.1.")
             .replace("127.0.2.", "198.19.2.")
             .replace("127.0.3.1", "198.18.3.1");

@@ -5,6 +5,7 @@
 //! It never depends on hvmsim, the navigator or the policy runner.
 
 pub mod api;
+pub mod bench;
 pub mod checks;
 pub mod emg;
 pub mod fleetview;

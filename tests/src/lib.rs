@@ -1,6 +1,8 @@
 //! Shared helpers of the end-to-end tests: find the binaries, start blades and fleets as real
 //! processes on loopback, kill and restart them, and talk to them through the real client.
 
+pub mod netns;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;

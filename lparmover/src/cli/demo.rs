@@ -55,7 +55,7 @@ impl Drop for FleetChild {
 
 /// Finds the hvmsim executable: `$LPARMOVER_HVMSIM`, next to this executable, or (when run through
 /// `cargo run`) built on the spot with the same profile.
-fn find_hvmsim() -> anyhow::Result<PathBuf> {
+pub(super) fn find_hvmsim() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("LPARMOVER_HVMSIM") {
         return Ok(PathBuf::from(path));
     }

@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod check;
 mod demo;
 mod migrate;
@@ -48,6 +49,11 @@ enum Command {
     Rehearse(RehearseArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
+    /// Benchmarks (live moves between real blades over loopback and shaped links).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -247,5 +253,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::Bench { command } => bench::run(command).await,
     }
 }

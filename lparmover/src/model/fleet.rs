@@ -2,6 +2,7 @@
 //!
 //! ```toml
 //! name = "demo"
+//! # network = "netns-bench"   # opt-in, see [`FleetNetwork`]
 //! [[chassis]]
 //! id = "CH1"
 //! [[blade]]
@@ -14,6 +15,7 @@
 //! ```
 
 use std::collections::HashSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use serde::Serialize;
@@ -49,11 +51,48 @@ pub struct FleetBlade {
     pub lpars: Vec<LparRequest>,
 }
 
+/// Which addresses a fleet's blades may use.
+///
+/// Simulated blades listen on loopback only. The one exception is the benchmark of shaped links
+/// (`lparmover bench live --link 1gbit`), which puts each blade in its own network namespace on
+/// one end of a veth pair: it opts in explicitly with `network = "netns-bench"` at the top of
+/// the fleet file, and then every address must be in the RFC 2544 benchmarking range
+/// 198.18.0.0/15, which is never routed on a real network.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FleetNetwork {
+    /// 127.0.0.0/8 only (the default).
+    #[default]
+    Loopback,
+    /// 198.18.0.0/15 only, inside network namespaces a benchmark creates.
+    NetnsBench,
+}
+
+impl FleetNetwork {
+    /// Whether `ip` is allowed on this network.
+    pub fn allows(self, ip: Ipv4Addr) -> bool {
+        match self {
+            Self::Loopback => ip.is_loopback(),
+            Self::NetnsBench => ip.octets()[0] == 198 && (ip.octets()[1] & 0xfe) == 18,
+        }
+    }
+
+    /// The allowed range, for messages.
+    pub fn range(self) -> &'static str {
+        match self {
+            Self::Loopback => "127.0.0.0/8",
+            Self::NetnsBench => "198.18.0.0/15",
+        }
+    }
+}
+
 /// A whole fleet.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Fleet {
     /// Fleet name.
     pub name: String,
+    /// Which addresses the blades may use.
+    pub network: FleetNetwork,
     /// Chassis.
     pub chassis: Vec<Chassis>,
     /// Blades.
@@ -83,6 +122,16 @@ impl Fleet {
             Some(_) => return Err(parse_err("`name` must be a string".into())),
             None => return Err(parse_err("missing `name = \"…\"` at the top".into())),
         };
+        let network = match doc.remove("network") {
+            None => FleetNetwork::Loopback,
+            Some(toml::Value::String(s)) if s == "loopback" => FleetNetwork::Loopback,
+            Some(toml::Value::String(s)) if s == "netns-bench" => FleetNetwork::NetnsBench,
+            Some(other) => {
+                return Err(parse_err(format!(
+                    "`network = {other}` is unknown; use \"loopback\" (the default) or \"netns-bench\" (198.18.0.0/15, benchmark namespaces only)"
+                )));
+            }
+        };
         let chassis: Vec<Chassis> = match doc.remove("chassis") {
             Some(v) => v
                 .try_into()
@@ -100,7 +149,7 @@ impl Fleet {
         };
         if let Some(key) = doc.keys().next() {
             return Err(parse_err(format!(
-                "unknown top-level key `{key}`; expected name, [[chassis]] and [[blade]]"
+                "unknown top-level key `{key}`; expected name, network, [[chassis]] and [[blade]]"
             )));
         }
         let mut blades = Vec::with_capacity(blade_values.len());
@@ -125,6 +174,7 @@ impl Fleet {
         }
         let fleet = Self {
             name,
+            network,
             chassis,
             blades,
         };
@@ -183,11 +233,17 @@ impl Fleet {
                 ));
             }
             let mgmt = blade.hvm.management.ip;
-            if !mgmt.is_loopback() {
-                return Err(format!(
-                    "blade {:?}: management address {mgmt} is not in 127.0.0.0/8; simulated blades only listen on loopback",
-                    blade.name
-                ));
+            if !self.network.allows(mgmt) {
+                return Err(match self.network {
+                    FleetNetwork::Loopback => format!(
+                        "blade {:?}: management address {mgmt} is not in 127.0.0.0/8; simulated blades only listen on loopback",
+                        blade.name
+                    ),
+                    FleetNetwork::NetnsBench => format!(
+                        "blade {:?}: management address {mgmt} is not in 198.18.0.0/15; a `network = \"netns-bench\"` fleet only uses the benchmarking range",
+                        blade.name
+                    ),
+                });
             }
             if !addresses.insert(mgmt) {
                 return Err(format!(
@@ -196,10 +252,12 @@ impl Fleet {
                 ));
             }
             for path in &blade.hvm.migration_paths {
-                if !path.ip.is_loopback() {
+                if !self.network.allows(path.ip) {
                     return Err(format!(
-                        "blade {:?}: migration path {} is not in 127.0.0.0/8",
-                        blade.name, path.ip
+                        "blade {:?}: migration path {} is not in {}",
+                        blade.name,
+                        path.ip,
+                        self.network.range()
                     ));
                 }
                 if !addresses.insert(path.ip) {
@@ -265,6 +323,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("not in 127.0.0.0/8"), "{err}");
+        // The benchmarking range needs the explicit opt-in …
+        let err = with_change("127.0.1.2", "198.18.0.2")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not in 127.0.0.0/8"), "{err}");
+    }
+
+    #[test]
+    fn netns_bench_opt_in_allows_only_the_benchmarking_range() {
+        let bench = DEMO_FLEET_TOML
+            .replacen(
+                "name = \"demo\"",
+                "name = \"demo\"\nnetwork = \"netns-bench\"",
+                1,
+            )
+            .replace("127.0.1.", "198.18.1.")
+            .replace("127.0.2.", "198.19.2.")
+            .replace("127.0.3.1", "198.18.3.1");
+        let fleet = Fleet::parse(&bench, "bench.toml").unwrap();
+        assert_eq!(fleet.network, FleetNetwork::NetnsBench);
+        // … and then loopback and every other range are refused.
+        for other in ["127.0.1.9", "10.0.0.2", "198.20.0.1", "198.17.255.1"] {
+            let err = Fleet::parse(&bench.replacen("198.18.1.1", other, 1), "b.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("not in 198.18.0.0/15"), "{other}: {err}");
+        }
+        let err = Fleet::parse(&bench.replacen("netns-bench", "anywhere", 1), "b.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("netns-bench"), "{err}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod workload;
 pub use blade::{
     Blade, CardKind, CardPort, Chassis, EfiBios, HvmConfig, HvmModel, PciCard, PortMode,
 };
-pub use fleet::{Fleet, FleetBlade, FleetError};
+pub use fleet::{Fleet, FleetBlade, FleetError, FleetNetwork};
 pub use ids::{
     FcPort, FirmwareVersion, InvalidId, LparName, LparNumber, MacAddr, NicSegment, VfcId,
     VnicSystemNo, Wwnn, Wwpn,

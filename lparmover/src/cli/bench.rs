@@ -1,0 +1,247 @@
+//! `lparmover bench live`: the live-move benchmark over loopback and shaped veth links.
+//!
+//! Shaped links need network namespaces (root). The parent creates a
+//! [`lparmover::bench::netns::NetnsPair`] per shaped case, probes it, and re-executes itself
+//! inside namespace A as the hidden `lparmover bench worker SPEC`, which starts the blades,
+//! drives the moves and prints its result as one JSON line. See `lparmover::bench`.
+
+use std::path::PathBuf;
+use std::process::{ExitCode, Stdio};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use lparmover::bench::netns::{NetnsPair, Side};
+use lparmover::bench::{CaseEnv, CaseResult, CaseSpec, Link, render, run_case, summarize};
+
+/// `bench` subcommands.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Move an LPAR back and forth between two real blades and report medians and targets.
+    Live(LiveArgs),
+    /// Internal: run one case in the current network namespace and print it as JSON.
+    #[command(hide = true)]
+    Worker {
+        /// The case and its environment, JSON.
+        spec: String,
+    },
+}
+
+/// Which links to measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinkChoice {
+    /// Host loopback.
+    Loopback,
+    /// veth with `tbf rate 1gbit`.
+    #[value(name = "1gbit")]
+    Gbit1,
+    /// veth with `tbf rate 10gbit`.
+    #[value(name = "10gbit")]
+    Gbit10,
+    /// All three, plus the convergence case.
+    All,
+}
+
+/// Options of `bench live`.
+#[derive(Debug, clap::Args)]
+pub struct LiveArgs {
+    /// LPAR memory (e.g. 4GiB, 512MiB).
+    #[arg(long, default_value = "4GiB", value_parser = parse_size_mib)]
+    pub size: u64,
+    /// Guest dirty rate, MB/s.
+    #[arg(long, default_value_t = 10.0)]
+    pub dirty: f64,
+    /// Moves per link (alternating directions).
+    #[arg(long, default_value_t = 10)]
+    pub reps: u32,
+    /// Link(s) to measure.
+    #[arg(long, value_enum, default_value = "all")]
+    pub link: LinkChoice,
+    /// Dirty rate of the convergence case on 1 Gbit/s (run with `--link 1gbit` or `all`), MB/s.
+    #[arg(long, default_value_t = 200.0)]
+    pub converge_dirty: f64,
+    /// Moves of the convergence case (default: min(reps, 3)).
+    #[arg(long)]
+    pub converge_reps: Option<u32>,
+    /// Skip the convergence case.
+    #[arg(long)]
+    pub no_converge: bool,
+    /// Skip the TCP probe of shaped links.
+    #[arg(long)]
+    pub no_probe: bool,
+    /// Keep blade state and logs here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 3 when a target is missed.
+    #[arg(long)]
+    pub strict: bool,
+}
+
+/// `4GiB`, `512MiB`, `1G`, `256M` or a plain number of MiB.
+fn parse_size_mib(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 4GiB or 512MiB"))?;
+    let factor = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "m" | "mib" | "mb" => 1.0,
+        "g" | "gib" | "gb" => 1024.0,
+        _ => return Err(format!("unknown unit in {s:?}; use MiB or GiB")),
+    };
+    let mib = (value * factor).round();
+    if !(16.0..=1024.0 * 1024.0).contains(&mib) {
+        return Err(format!("{s:?}: size must be between 16 MiB and 1 TiB"));
+    }
+    Ok(mib as u64)
+}
+
+fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
+    let links: &[Link] = match args.link {
+        LinkChoice::Loopback => &[Link::Loopback],
+        LinkChoice::Gbit1 => &[Link::Gbit1],
+        LinkChoice::Gbit10 => &[Link::Gbit10],
+        LinkChoice::All => &[Link::Loopback, Link::Gbit1, Link::Gbit10],
+    };
+    let mut out: Vec<CaseSpec> = links
+        .iter()
+        .map(|&link| CaseSpec {
+            label: link.name().into(),
+            link,
+            memory_mib: args.size,
+            dirty_mbps: args.dirty,
+            reps: args.reps,
+            convergence: false,
+        })
+        .collect();
+    if links.contains(&Link::Gbit1) && !args.no_converge && args.converge_dirty > args.dirty {
+        out.push(CaseSpec {
+            label: format!("1gbit dirty {}", args.converge_dirty),
+            link: Link::Gbit1,
+            memory_mib: args.size,
+            dirty_mbps: args.converge_dirty,
+            reps: args.converge_reps.unwrap_or(args.reps.min(3)),
+            convergence: true,
+        });
+    }
+    out
+}
+
+/// Runs `bench …`.
+pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        BenchCommand::Live(args) => live(args).await,
+        BenchCommand::Worker { spec } => {
+            let (spec, env): (CaseSpec, CaseEnv) =
+                serde_json::from_str(&spec).context("bench worker: bad spec")?;
+            let result = run_case(&spec, &env).await?;
+            println!("{}", serde_json::to_string(&result)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    let hvmsim = super::demo::find_hvmsim()?;
+    let (workdir, _temp) = match &args.workdir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix("lparmover-bench-")
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            (temp.path().to_owned(), Some(temp))
+        }
+    };
+    let cases = cases(&args);
+    if cases.iter().any(|c| c.link != Link::Loopback) {
+        lparmover::bench::netns::preflight()
+            .context("shaped links (--link 1gbit|10gbit|all) need network namespaces")?;
+    }
+    let mut results = Vec::new();
+    for (i, spec) in cases.iter().enumerate() {
+        let dir = workdir.join(format!("{i}-{}", spec.label.replace(' ', "-")));
+        let result = match spec.link.rate_bits() {
+            None => {
+                let env = CaseEnv {
+                    hvmsim: hvmsim.clone(),
+                    workdir: dir,
+                    netns: None,
+                };
+                run_case(spec, &env).await?
+            }
+            Some(rate) => shaped_case(spec, rate, &hvmsim, dir, !args.no_probe).await?,
+        };
+        results.push(result);
+    }
+    let summary = summarize(results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "lparmover bench live: {} MiB LPAR, {} MB/s dirty, {} moves per link",
+            args.size, args.dirty, args.reps
+        );
+        print!("{}", render(&summary));
+    }
+    let failed = summary.verdicts.iter().any(|v| !v.pass);
+    Ok(if failed && args.strict {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn shaped_case(
+    spec: &CaseSpec,
+    rate: u64,
+    hvmsim: &std::path::Path,
+    dir: PathBuf,
+    probe: bool,
+) -> anyhow::Result<CaseResult> {
+    let pair = NetnsPair::create(Some(rate)).context("cannot set up the shaped link")?;
+    eprintln!("[{}] {}", spec.label, pair.qdisc(Side::A)?);
+    let probe_gbits = if probe {
+        let bits = tokio::task::block_in_place(|| pair.probe_tcp(Duration::from_secs(2)))?;
+        eprintln!("[{}] TCP probe A → B: {:.2} Gbit/s", spec.label, bits / 1e9);
+        Some(bits / 1e9)
+    } else {
+        None
+    };
+    let env = CaseEnv::in_netns(hvmsim.to_owned(), dir, &pair);
+    let me = std::env::current_exe().context("cannot locate the lparmover executable")?;
+    let mut command = tokio::process::Command::from(pair.command(Side::A, &me));
+    command
+        .args(["bench", "worker"])
+        .arg(serde_json::to_string(&(spec, &env))?)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let out = command
+        .output()
+        .await
+        .context("cannot run the bench worker")?;
+    if !out.status.success() {
+        bail!("bench worker for {} failed ({})", spec.label, out.status);
+    }
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .context("bench worker printed no result")?;
+    let mut result: CaseResult =
+        serde_json::from_str(line).context("bench worker printed a bad result")?;
+    result.probe_gbits = probe_gbits;
+    drop(pair);
+    Ok(result)
+}

@@ -1,0 +1,85 @@
+#![allow(clippy::unwrap_used)]
+//! The shaped path of the benchmark: namespaces, veth, `tc tbf`, and one real live move of a
+//! small LPAR over a 1 Gbit/s link through `lparmover bench live`. Skipped with a `SKIP:` line
+//! when not root or without namespace support.
+
+use std::time::Duration;
+
+use lpm_tests::netns::{NetnsPair, Side, netns_available};
+use lpm_tests::run_binary;
+
+fn namespaces() -> Vec<String> {
+    std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+#[test]
+fn shaped_pair_limits_the_rate_and_cleans_up() {
+    if !netns_available("shaped_pair_limits_the_rate_and_cleans_up") {
+        return;
+    }
+    let pair = NetnsPair::create(Some(1_000_000_000)).unwrap();
+    let names = [pair.name(Side::A).to_owned(), pair.name(Side::B).to_owned()];
+    assert!(namespaces().contains(&names[0]));
+    assert!(pair.qdisc(Side::B).unwrap().contains("tbf"));
+    let bits = pair.probe_tcp(Duration::from_secs(1)).unwrap();
+    assert!(
+        (0.5e9..1.1e9).contains(&bits),
+        "1 Gbit/s link measured {:.2} Gbit/s",
+        bits / 1e9
+    );
+    drop(pair);
+    let left = namespaces();
+    assert!(!names.iter().any(|n| left.contains(n)), "{left:?}");
+
+    // Also on panic.
+    let name = std::sync::Mutex::new(String::new());
+    let caught = std::panic::catch_unwind(|| {
+        let pair = NetnsPair::create(None).unwrap();
+        *name.lock().unwrap() = pair.name(Side::A).to_owned();
+        panic!("boom");
+    });
+    assert!(caught.is_err());
+    let name = name.into_inner().unwrap();
+    assert!(!name.is_empty() && !namespaces().contains(&name));
+}
+
+#[test]
+fn one_live_move_over_a_shaped_1gbit_link() {
+    if !netns_available("one_live_move_over_a_shaped_1gbit_link") {
+        return;
+    }
+    let out = run_binary(
+        "lparmover",
+        &[
+            "bench",
+            "live",
+            "--link",
+            "1gbit",
+            "--size",
+            "256MiB",
+            "--reps",
+            "1",
+            "--no-converge",
+            "--json",
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "bench failed:\n{stderr}");
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let case = &summary["cases"][0];
+    assert_eq!(case["link"], "1gbit", "{summary:#}");
+    assert_eq!(case["moves"], 1, "{stderr}\n{summary:#}");
+    assert!(case["error"].is_null(), "{summary:#}");
+    assert!(case["probe_gbits"].as_f64().unwrap() > 0.3, "{summary:#}");
+    assert!(case["total_s"]["median"].as_f64().unwrap() > 0.0);
+    assert!(case["wire_ratio"]["median"].as_f64().unwrap() > 0.0);
+}

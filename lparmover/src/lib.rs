@@ -5,10 +5,14 @@
 //! It never depends on hvmsim, the navigator or the policy runner.
 
 pub mod api;
+pub mod backup;
 pub mod checks;
+pub mod connectivity;
+pub mod dirs;
 pub mod emg;
 pub mod fleetview;
 pub mod fsutil;
+pub mod history;
 pub mod jobs;
 pub mod model;
 pub mod mover;

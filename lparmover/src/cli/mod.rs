@@ -2,7 +2,9 @@
 
 mod check;
 mod demo;
+mod history;
 mod render;
+mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,6 +45,10 @@ enum Command {
     Check(check::CheckArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
+    /// Migration history: every migration, or one LPAR's Now / old1 / … oldN.
+    History(history::HistoryArgs),
+    /// Restore both HVM configurations backed up for a job, together (or list the backup sets).
+    RestoreConfig(restore::RestoreArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,5 +141,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             check::run(&profile, args).await
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
+        Command::History(args) => history::run(args),
+        Command::RestoreConfig(args) => {
+            let profile = restore::needs_profile(&args).then(|| load_profile(cli.profile)).transpose()?;
+            restore::run(profile.as_ref(), args).await
+        }
     }
 }

@@ -225,3 +225,12 @@ impl Drop for TestFleet {
         self.stop();
     }
 }
+
+/// A profile holding the given blades (what `hvmsim fleet` would write for them).
+pub fn profile_of(blades: &[&TestBlade]) -> lparmover::profile::Profile {
+    lparmover::profile::Profile {
+        fleet: "test".into(),
+        hvms: blades.iter().map(|b| b.profile.clone()).collect(),
+        arrays: Vec::new(),
+    }
+}

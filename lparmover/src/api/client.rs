@@ -296,6 +296,114 @@ impl HvmClient {
             .await
     }
 
+    /// Destination: prepare for an incoming LPAR.
+    pub async fn prepare_incoming(
+        &self,
+        request: &super::PrepareIncoming,
+        lease: Option<&str>,
+    ) -> Result<super::IncomingPrepared, ClientError> {
+        self.call(Method::POST, "/migrations/incoming", Some(request), lease)
+            .await
+    }
+
+    /// Source: start sending.
+    pub async fn start_send(
+        &self,
+        request: &super::StartSend,
+        lease: Option<&str>,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/migrations/{}/send", request.job),
+            Some(request),
+            lease,
+        )
+        .await
+    }
+
+    /// A move as this HVM sees it.
+    pub async fn migration_status(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
+        self.get(&format!("/migrations/{job}")).await
+    }
+
+    /// Source: cancel while memory moves.
+    pub async fn cancel_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/cancel"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Source: extend the timeout while memory moves.
+    pub async fn extend_migration(
+        &self,
+        job: &str,
+        seconds: u64,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        let body = super::ExtendTimeout { seconds };
+        self.call(
+            Method::POST,
+            &format!("/migrations/{job}/extend"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// Source: the commit point.
+    pub async fn commit_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/commit"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Destination: resume the committed LPAR.
+    pub async fn resume_migration(&self, job: &str) -> Result<LparView, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/resume"),
+            None,
+            None,
+        )
+        .await
+    }
+
+    /// Source: let go of the LPAR after the commit.
+    pub async fn release_migration(
+        &self,
+        job: &str,
+        exchange: &super::NameExchange,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        let body = super::Release {
+            exchange: exchange.clone(),
+        };
+        self.call(
+            Method::POST,
+            &format!("/migrations/{job}/release"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// Either side: do not commit; source resumes, destination scrubs.
+    pub async fn abort_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/abort"),
+            None,
+            None,
+        )
+        .await
+    }
+
     /// Every lease currently held.
     pub async fn locks(&self) -> Result<Vec<Lease>, ClientError> {
         self.get("/locks").await

@@ -113,6 +113,7 @@ pub fn inventory(name: &str) -> Inventory {
             .map(|lpar| crate::api::LparView {
                 lpar,
                 runtime: None,
+                fc_logins: Vec::new(),
             })
             .collect(),
         blade,

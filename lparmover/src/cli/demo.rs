@@ -10,9 +10,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use lparmover::api::MoveOptions;
 use lparmover::fleetview::FleetSnapshot;
+use lparmover::jobs::{LiveMoveRequest, live_move};
 use lparmover::model::fleet::DEMO_FLEET_TOML;
 use lparmover::profile::Profile;
+use tokio_util::sync::CancellationToken;
 
 use super::render;
 
@@ -25,6 +28,9 @@ pub struct DemoArgs {
     /// Print the inventory as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Only show the fleet; skip the live move.
+    #[arg(long)]
+    pub no_move: bool,
 }
 
 /// Stops the fleet when dropped, whatever happened.
@@ -165,6 +171,36 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
     if let Some(down) = snapshot.hvms.iter().find(|h| h.error.is_some()) {
         bail!("blade {} did not answer", down.name);
+    }
+    if !args.no_move {
+        println!();
+        println!(
+            "Live move (Concurrent Maintenance): ch1-b1/web-01 → ch1-b2, downtime limit 50 ms"
+        );
+        let request = LiveMoveRequest {
+            source: "ch1-b1/web-01".parse().map_err(anyhow::Error::msg)?,
+            destination: "ch1-b2".into(),
+            dest_number: None,
+            options: MoveOptions::default(),
+        };
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        let result = live_move(
+            &profile,
+            &request,
+            |p| bar.set_message(p.stage.display()),
+            CancellationToken::new(),
+        )
+        .await;
+        bar.finish_and_clear();
+        let report = result?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        } else {
+            super::migrate::print_report(&report);
+            println!();
+            print!("{}", render::fleet(&FleetSnapshot::gather(&profile).await));
+        }
     }
     tokio::task::spawn_blocking(move || drop(fleet)).await?;
     eprintln!("demo fleet stopped");

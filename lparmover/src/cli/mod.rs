@@ -3,6 +3,7 @@
 mod check;
 mod demo;
 mod history;
+mod migrate;
 mod render;
 mod restore;
 
@@ -43,6 +44,8 @@ enum Command {
     },
     /// Check whether an LPAR can migrate to an HVM (the Migration Config Viewer).
     Check(check::CheckArgs),
+    /// Move an LPAR to another blade (live: Concurrent Maintenance).
+    Migrate(migrate::MigrateArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
     /// Migration history: every migration, or one LPAR's Now / old1 / … oldN.
@@ -139,6 +142,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let profile = load_profile(cli.profile)?;
             check::run(&profile, args).await
+        }
+        Command::Migrate(args) => {
+            let json = args.json;
+            let report = migrate::run(cli.profile, args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                migrate::print_report(&report);
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args),

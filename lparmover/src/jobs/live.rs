@@ -1,16 +1,43 @@
-//! The live move, manager side (work in progress).
+//! The live move (Concurrent Maintenance), manager side.
+//!
+//! The manager orchestrates; the blades move the bytes:
+//!
+//! ```text
+//! 0x1010 checks (refuse on any Error row)
+//! 0x1020 lock: lease on the source LPAR, lease on the destination blade (renewed while running)
+//! 0x1030 back up both HVM configurations
+//! 0x2010 (DST) prepare: reserve CPU + memory, define the LPAR paused, vFCs log in with the
+//!        migration WWPNs, expect the one-time ticket from the source's pinned certificate
+//! 0x4050 (SRC) pre-copy rounds over the migration path (QUIC), suspension, final pages + vCPUs
+//! 0x4070 commit point: from here the destination is authoritative
+//! 0x4080 (DST) resume; vFCs swap to the WWPNs
+//! 0x4090 (SRC) release the source LPAR, adopt the exchanged names
+//! ```
+//!
+//! Before the commit point every failure (or the operator's cancel) aborts both sides: the source
+//! runs on untouched, the destination scrubs what it received and drops its definition.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
 
-use crate::api::MoveOptions;
-use crate::emg::EmgError;
+use crate::api::{
+    ClientError, HvmClient, LockRequest, LockTarget, MigrationStatus, MoveOptions, Phase,
+    PrepareIncoming, StartSend,
+};
+use crate::checks::{self, ChecksFailed, GatherError};
+use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
-use crate::model::LparNumber;
-use crate::mover::{MoveSummary, Progress};
-use crate::profile::Profile;
+use crate::model::{LparNumber, Mode};
+use crate::mover::{JobTicket, MoveSummary, Progress};
+use crate::profile::{Profile, ProfileError};
+
+/// How long a lease lasts unless renewed; renewed every third of it.
+const LEASE_TTL_SECS: u64 = 60;
+/// How often the manager asks the source for progress.
+const POLL: Duration = Duration::from_millis(100);
 
 /// What the operator asked for.
 #[derive(Clone, Debug)]
@@ -25,13 +52,81 @@ pub struct LiveMoveRequest {
     pub options: MoveOptions,
 }
 
+/// A stage of the job as the operator sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum JobStage {
+    /// Compatibility checks.
+    Checking,
+    /// Taking the leases.
+    Locking,
+    /// Backing up both HVM configurations.
+    BackingUp,
+    /// Preparing the destination LPAR.
+    Preparing,
+    /// Memory moving (the mover's own stage says more).
+    Transferring,
+    /// The guest is paused, the final pages travel.
+    Suspending,
+    /// The commit point.
+    Committing,
+    /// The destination resumes the LPAR.
+    Resuming,
+    /// The source lets go.
+    Releasing,
+    /// Cleaning up after a failure or cancel.
+    RollingBack,
+    /// Done.
+    Completed,
+}
+
+impl JobStage {
+    /// Stage code in the seed's style.
+    pub fn code(self) -> u16 {
+        match self {
+            Self::Checking => 0x1010,
+            Self::Locking => 0x1020,
+            Self::BackingUp => 0x1030,
+            Self::Preparing => 0x2010,
+            Self::Transferring => 0x4050,
+            Self::Suspending => 0x4060,
+            Self::Committing => 0x4070,
+            Self::Resuming => 0x4080,
+            Self::Releasing => 0x4090,
+            Self::RollingBack => 0x4F00,
+            Self::Completed => 0x5000,
+        }
+    }
+
+    /// Label in the seed's style.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Checking => "(MMS) Checking Configuration",
+            Self::Locking => "(MMS) Locking LPAR and Blade",
+            Self::BackingUp => "(MMS) Backing up HVM Configuration",
+            Self::Preparing => "(DST) Preparing Destination LPAR",
+            Self::Transferring => "(SRC) Transferring Memory Data",
+            Self::Suspending => "(SRC) Suspending LPAR",
+            Self::Committing => "(MMS) Committing Switch-over",
+            Self::Resuming => "(DST) Resuming LPAR",
+            Self::Releasing => "(SRC) Releasing Source LPAR",
+            Self::RollingBack => "(MMS) Rolling back",
+            Self::Completed => "(MMS) Migration completed!",
+        }
+    }
+
+    /// `0x4050 (SRC) Transferring Memory Data`.
+    pub fn display(self) -> String {
+        format!("0x{:04X} {}", self.code(), self.label())
+    }
+}
+
 /// What the operator sees while the job runs.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobProgress {
     /// Job id.
     pub job: String,
-    /// Stage code and label in the seed's style, e.g. `0x4050 (SRC) Transferring Memory Data`.
-    pub stage: String,
+    /// Stage.
+    pub stage: JobStage,
     /// Mover progress while memory moves.
     pub mover: Option<Progress>,
 }
@@ -50,12 +145,35 @@ pub struct LiveMoveReport {
     /// LPAR number on the destination.
     pub dest_number: LparNumber,
     /// Whole job, checks to release.
+    #[serde(with = "duration_ms")]
     pub total: Duration,
-    /// Guest-visible pause, from its heartbeat (last change on the source → first on the
-    /// destination).
+    /// Guest-visible pause, from its heartbeat: last change seen on the source before the pause
+    /// → first change seen on the destination after the resume.
+    #[serde(with = "opt_duration_ms")]
     pub suspension: Option<Duration>,
     /// Figures from the mover.
     pub summary: MoveSummary,
+    /// Warnings of the checks the operator should know about.
+    pub warnings: Vec<String>,
+}
+
+mod duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64() * 1000.0)
+    }
+}
+
+mod opt_duration_ms {
+    use serde::Serializer;
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_f64(d.as_secs_f64() * 1000.0),
+            None => s.serialize_none(),
+        }
+    }
 }
 
 /// Why a job failed.
@@ -64,14 +182,302 @@ pub enum JobError {
     /// An operator-facing catalogue error.
     #[error("{0}")]
     Emg(#[from] EmgError),
+    /// The checks found Error rows.
+    #[error(transparent)]
+    Checks(#[from] ChecksFailed),
+    /// The checks could not run.
+    #[error(transparent)]
+    Gather(#[from] GatherError),
+    /// A name is not in the profile.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// A call to an HVM failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
 }
 
-/// Runs a live move end to end.
+impl JobError {
+    /// The catalogue error behind it (for scripts and the navigator).
+    pub fn emg(&self) -> Option<EmgError> {
+        match self {
+            Self::Emg(e) => Some(e.clone()),
+            Self::Client(e) => Some(e.emg()),
+            Self::Checks(c) => c.errors.first().cloned(),
+            Self::Gather(_) | Self::Profile(_) => None,
+        }
+    }
+}
+
+/// A new job id: time plus randomness, sortable.
+pub fn new_job_id() -> String {
+    let suffix: u16 = rand::random();
+    format!(
+        "job-{}-{suffix:04x}",
+        chrono::Utc::now().format("%Y%m%d-%H%M%S")
+    )
+}
+
+fn owner() -> String {
+    format!("lparmover-{}@{}", std::process::id(), hostname())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Leases held for the job; renewed in the background, released on drop (best effort).
+struct Leases {
+    held: Vec<(HvmClient, String)>,
+    renew: tokio::task::JoinHandle<()>,
+}
+
+impl Leases {
+    fn start(held: Vec<(HvmClient, String)>) -> Self {
+        let renewing = held.clone();
+        let renew = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL_SECS / 3));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                for (client, id) in &renewing {
+                    if let Err(e) = client.renew(id).await {
+                        warn!(hvm = client.name(), error = %e, "lease renewal failed");
+                    }
+                }
+            }
+        });
+        Self { held, renew }
+    }
+
+    fn id(&self, i: usize) -> Option<&str> {
+        self.held.get(i).map(|(_, id)| id.as_str())
+    }
+
+    async fn release(self) {
+        self.renew.abort();
+        for (client, id) in &self.held {
+            if let Err(e) = client.unlock(id).await {
+                warn!(hvm = client.name(), error = %e, "lease release failed; it will expire");
+            }
+        }
+    }
+}
+
+/// Runs a live move end to end. `on_progress` is called at every stage and poll; `cancel`
+/// cancels while memory is being transferred (afterwards the move completes).
 pub async fn live_move(
-    _profile: &Profile,
-    _request: &LiveMoveRequest,
-    _on_progress: impl FnMut(&JobProgress) + Send,
-    _cancel: CancellationToken,
+    profile: &Profile,
+    request: &LiveMoveRequest,
+    mut on_progress: impl FnMut(&JobProgress) + Send,
+    cancel: CancellationToken,
 ) -> Result<LiveMoveReport, JobError> {
-    Err(JobError::Emg(EmgError::new(crate::emg::Emg::Internal, "live move not wired yet")))
+    let job = new_job_id();
+    let span = info_span!("job", id = %job, lpar = ?request.source.lpar, to = %request.destination);
+    async move {
+        let started = Instant::now();
+        let mut emit = |stage: JobStage, mover: Option<Progress>| {
+            on_progress(&JobProgress { job: job.clone(), stage, mover });
+        };
+
+        emit(JobStage::Checking, None);
+        let report = checks::gather(
+            profile,
+            &request.source,
+            &request.destination,
+            Mode::ConcurrentMaintenance,
+            request.dest_number,
+        )
+        .await?;
+        report.ensure_no_errors()?;
+        let warnings: Vec<String> = report.warnings().iter().map(|r| format!("{}: {}", r.item, r.detail)).collect();
+
+        let src_entry = profile.hvm(&request.source.hvm)?;
+        let dst_entry = profile.hvm(&request.destination)?;
+        let src = HvmClient::new(src_entry)?;
+        let dst = HvmClient::new(dst_entry)?;
+        let inventory = src.inventory().await?;
+        let lpar = request
+            .source
+            .lpar
+            .find(&inventory)
+            .ok_or_else(|| EmgError::new(Emg::LparNotFound, format!("{:?} on {}", request.source.lpar, src.name())))?
+            .lpar
+            .clone();
+
+        emit(JobStage::Locking, None);
+        let src_lease = src
+            .lock(&LockRequest { target: LockTarget::Lpar(lpar.number), owner: owner(), purpose: job.clone(), ttl_secs: LEASE_TTL_SECS })
+            .await?;
+        let dst_lease = match dst
+            .lock(&LockRequest { target: LockTarget::Blade, owner: owner(), purpose: job.clone(), ttl_secs: LEASE_TTL_SECS })
+            .await
+        {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = src.unlock(&src_lease.id).await;
+                return Err(e.into());
+            }
+        };
+        let leases = Leases::start(vec![(src.clone(), src_lease.id), (dst.clone(), dst_lease.id)]);
+        let result = run_locked(&job, &src, &dst, src_entry, &lpar, request, &leases, &mut emit, &cancel).await;
+        leases.release().await;
+        let (summary, dest_number, suspension) = result?;
+        emit(JobStage::Completed, None);
+        let report = LiveMoveReport {
+            job: job.clone(),
+            lpar: lpar.name.to_string(),
+            source: src.name().to_owned(),
+            destination: dst.name().to_owned(),
+            dest_number,
+            total: started.elapsed(),
+            suspension,
+            summary,
+            warnings,
+        };
+        info!(total_ms = report.total.as_millis() as u64, suspension_ms = ?report.suspension.map(|d| d.as_secs_f64() * 1e3), "live move completed");
+        Ok(report)
+    }
+    .instrument(span)
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_locked(
+    job: &str,
+    src: &HvmClient,
+    dst: &HvmClient,
+    src_entry: &crate::profile::ProfileHvm,
+    lpar: &crate::model::Lpar,
+    request: &LiveMoveRequest,
+    leases: &Leases,
+    emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
+    cancel: &CancellationToken,
+) -> Result<(MoveSummary, LparNumber, Option<Duration>), JobError> {
+    emit(JobStage::BackingUp, None);
+    let (src_backup, dst_backup) = tokio::join!(src.backup_config(), dst.backup_config());
+    let (_src_backup, _dst_backup) = (src_backup?, dst_backup?);
+
+    emit(JobStage::Preparing, None);
+    let ticket = JobTicket::generate();
+    let prepared = dst
+        .prepare_incoming(
+            &PrepareIncoming {
+                job: job.to_owned(),
+                lpar: lpar.clone(),
+                number: request.dest_number,
+                ticket: ticket.to_hex(),
+                source_cert_pem: src_entry.cert_pem.clone(),
+            },
+            leases.id(1),
+        )
+        .await?;
+
+    emit(JobStage::Transferring, None);
+    let send = StartSend {
+        job: job.to_owned(),
+        lpar: lpar.number,
+        ticket: ticket.to_hex(),
+        dest_addr: prepared.migration_addr,
+        dest_cert_pem: prepared.cert_pem.clone(),
+        options: request.options.clone(),
+    };
+    if let Err(e) = src.start_send(&send, leases.id(0)).await {
+        roll_back(job, src, dst, emit).await;
+        return Err(e.into());
+    }
+    let ready = match watch_transfer(job, src, emit, cancel).await {
+        Ok(status) => status,
+        Err(e) => {
+            roll_back(job, src, dst, emit).await;
+            return Err(e);
+        }
+    };
+    let summary_before_commit = ready.summary.clone().unwrap_or_default();
+
+    // The commit point. (The job journal of issue 6 records it durably before this call.)
+    emit(JobStage::Committing, None);
+    let committed = src.commit_migration(job).await?;
+    emit(JobStage::Resuming, None);
+    dst.resume_migration(job).await?;
+    emit(JobStage::Releasing, None);
+    src.release_migration(job, &prepared.exchange).await?;
+
+    let suspension = measure_suspension(job, dst, committed.last_heartbeat_before_pause_ns).await;
+    Ok((
+        committed.summary.unwrap_or(summary_before_commit),
+        prepared.number,
+        suspension,
+    ))
+}
+
+/// Polls the source until the switch-over is ready, reporting progress; cancels on request.
+async fn watch_transfer(
+    job: &str,
+    src: &HvmClient,
+    emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
+    cancel: &CancellationToken,
+) -> Result<MigrationStatus, JobError> {
+    let mut cancel_sent = false;
+    loop {
+        if cancel.is_cancelled() && !cancel_sent {
+            cancel_sent = true;
+            if let Err(e) = src.cancel_migration(job).await {
+                warn!(error = %e, "cancel refused");
+            }
+        }
+        let status = src.migration_status(job).await?;
+        let stage = match status.progress.as_ref().map(|p| p.stage) {
+            Some(crate::mover::Stage::Suspended) => JobStage::Suspending,
+            _ => JobStage::Transferring,
+        };
+        match status.phase {
+            Phase::SwitchoverReady => return Ok(status),
+            Phase::Failed | Phase::Cancelled | Phase::Aborted => {
+                let error = status.error.unwrap_or_else(|| {
+                    EmgError::new(Emg::MoverConnectionRefused, "the move stopped")
+                });
+                return Err(error.into());
+            }
+            _ => emit(stage, status.progress),
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Aborts both sides before the commit point: the source runs on, the destination scrubs.
+async fn roll_back(
+    job: &str,
+    src: &HvmClient,
+    dst: &HvmClient,
+    emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
+) {
+    emit(JobStage::RollingBack, None);
+    let (s, d) = tokio::join!(src.abort_migration(job), dst.abort_migration(job));
+    if let Err(e) = s {
+        warn!(error = %e, "source abort");
+    }
+    if let Err(e) = d {
+        warn!(error = %e, "destination abort");
+    }
+}
+
+/// The guest-visible pause: the destination reports its first heartbeat change shortly after the
+/// resume.
+async fn measure_suspension(
+    job: &str,
+    dst: &HvmClient,
+    last_before_ns: Option<u64>,
+) -> Option<Duration> {
+    let before = last_before_ns?;
+    for _ in 0..50 {
+        if let Ok(status) = dst.migration_status(job).await
+            && let Some(after) = status.first_heartbeat_after_resume_ns
+        {
+            return after.checked_sub(before).map(Duration::from_nanos);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
 }

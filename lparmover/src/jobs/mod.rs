@@ -3,4 +3,6 @@
 
 pub mod live;
 
-pub use live::{JobError, JobProgress, LiveMoveReport, LiveMoveRequest, live_move};
+pub use live::{
+    JobError, JobProgress, JobStage, LiveMoveReport, LiveMoveRequest, live_move, new_job_id,
+};

@@ -1,0 +1,215 @@
+//! `lparmover migrate`: a live move with a progress display, Ctrl-C to cancel.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use indicatif::{ProgressBar, ProgressStyle};
+use lparmover::api::MoveOptions;
+use lparmover::fleetview::LparRef;
+use lparmover::jobs::{JobProgress, LiveMoveReport, LiveMoveRequest, live_move};
+use lparmover::model::{LparNumber, Mode};
+use lparmover::profile::Profile;
+use tokio_util::sync::CancellationToken;
+
+/// Options of `migrate`.
+#[derive(Debug, clap::Args)]
+pub struct MigrateArgs {
+    /// Migration mode.
+    #[arg(long, value_parser = parse_mode, default_value = "concurrent")]
+    pub mode: Mode,
+    /// The LPAR to move: HVM/LPAR (by number or name).
+    #[arg(long)]
+    pub from: LparRef,
+    /// Destination: HVM, or HVM/NUMBER for a given LPAR number (default: the youngest free).
+    #[arg(long)]
+    pub to: String,
+    /// Longest acceptable suspension (e.g. 50ms).
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    pub downtime_limit: Duration,
+    /// Give up without convergence after this long (e.g. 900s, 15m); extendable.
+    #[arg(long, value_parser = parse_duration, default_value = "900s")]
+    pub timeout: Duration,
+    /// Do not throttle the guest when rounds stop shrinking.
+    #[arg(long)]
+    pub no_auto_converge: bool,
+    /// Compare memory digests at the destination before the switch.
+    #[arg(long)]
+    pub verify: bool,
+    /// Compression: auto, always or never.
+    #[arg(long, default_value = "auto")]
+    pub compression: String,
+    /// Print the final report as JSON (no progress display).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Parses `shutdown` / `concurrent`.
+pub fn parse_mode(text: &str) -> Result<Mode, String> {
+    text.parse::<Mode>().map_err(|e| e.to_string())
+}
+
+/// Parses `50ms`, `2s`, `15m`, `1h`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration like 50ms, 900s or 15m"))?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" | "" => value,
+        "m" | "min" => value * 60.0,
+        "h" => value * 3600.0,
+        other => {
+            return Err(format!(
+                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
+            ));
+        }
+    };
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(format!("{text:?} must be a positive duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn destination(to: &str) -> anyhow::Result<(String, Option<LparNumber>)> {
+    match to.split_once('/') {
+        Some((hvm, n)) if !hvm.is_empty() => Ok((hvm.to_owned(), Some(n.parse()?))),
+        Some(_) => bail!("--to {to:?} is not HVM or HVM/NUMBER"),
+        None => Ok((to.to_owned(), None)),
+    }
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / 1e6
+}
+
+/// The final summary for people.
+pub fn print_report(report: &LiveMoveReport) {
+    let s = &report.summary;
+    println!(
+        "LPAR {} moved {} → {} (LPAR {} there), job {}",
+        report.lpar, report.source, report.destination, report.dest_number, report.job
+    );
+    println!(
+        "  total time         {:.2} s (memory transfer {:.2} s)",
+        report.total.as_secs_f64(),
+        s.total_time.as_secs_f64()
+    );
+    match report.suspension {
+        Some(d) => println!(
+            "  suspension         {:.1} ms (guest heartbeat gap; mover downtime {:.1} ms)",
+            d.as_secs_f64() * 1e3,
+            s.downtime.as_secs_f64() * 1e3
+        ),
+        None => println!(
+            "  suspension         not measured (mover downtime {:.1} ms)",
+            s.downtime.as_secs_f64() * 1e3
+        ),
+    }
+    println!("  rounds             {}", s.rounds);
+    println!(
+        "  memory             {:.0} MB; sent {:.0} MB of memory as {:.0} MB on the wire ({:.2} × memory size)",
+        mb(s.memory_size),
+        mb(s.memory_bytes_sent),
+        mb(s.wire_bytes),
+        if s.memory_size > 0 {
+            s.wire_bytes as f64 / s.memory_size as f64
+        } else {
+            0.0
+        }
+    );
+    println!(
+        "  pages              {} zero, {} raw, {} compressed",
+        s.pages_zero, s.pages_raw, s.pages_compressed
+    );
+    println!(
+        "  throughput         {:.0} MB/s of memory; max throttle {} %",
+        s.memory_throughput_mbps, s.max_throttle_percent
+    );
+    println!(
+        "  compression        {:?}: {}",
+        s.compression.encoding, s.compression.reason
+    );
+    for w in &report.warnings {
+        println!("  warning            {w}");
+    }
+}
+
+fn progress_line(p: &JobProgress) -> String {
+    match &p.mover {
+        Some(m) => format!(
+            "{} round {} | sent {:.0}/{:.0} MB, {:.0} MB left | {:.0} MB/s | dirty {:.1} MB/s | ratio {:.2} | expect {} | throttle {} %",
+            p.stage.display(),
+            m.round,
+            mb(m.memory_bytes_sent),
+            mb(m.memory_size),
+            mb(m.bytes_remaining),
+            m.memory_throughput_mbps,
+            m.dirty_rate_mbps,
+            m.compression_ratio,
+            m.expected_suspension_ms
+                .map_or("—".to_owned(), |ms| format!("{ms:.0} ms")),
+            m.throttle_percent
+        ),
+        None => p.stage.display(),
+    }
+}
+
+/// Runs a live move from the command line.
+pub async fn run(
+    profile_path: Option<std::path::PathBuf>,
+    args: MigrateArgs,
+) -> anyhow::Result<LiveMoveReport> {
+    if args.mode != Mode::ConcurrentMaintenance {
+        bail!("--mode shutdown is not available yet; use --mode concurrent (live)");
+    }
+    let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
+    let (dest, dest_number) = destination(&args.to)?;
+    let request = LiveMoveRequest {
+        source: args.from.clone(),
+        destination: dest,
+        dest_number,
+        options: MoveOptions {
+            downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            timeout_s: args.timeout.as_secs().max(1),
+            auto_converge: !args.no_auto_converge,
+            compression: args.compression.clone(),
+            verify: args.verify,
+            ..MoveOptions::default()
+        },
+    };
+    let cancel = CancellationToken::new();
+    let on_ctrl_c = cancel.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("cancelling: the source keeps running…");
+            on_ctrl_c.cancel();
+        }
+    });
+    let bar = if args.json {
+        ProgressBar::hidden()
+    } else {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    };
+    let result = live_move(
+        &profile,
+        &request,
+        |p| bar.set_message(progress_line(p)),
+        cancel,
+    )
+    .await;
+    bar.finish_and_clear();
+    Ok(result?)
+}

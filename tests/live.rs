@@ -1,0 +1,271 @@
+//! Live moves end to end: two real hvmsim processes with real (KVM, else software) guests, the
+//! manager's live-move job, and what an operator would check afterwards.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use lparmover::api::{HvmClient, LparView, MoveOptions};
+use lparmover::emg::Emg;
+use lparmover::jobs::{JobError, LiveMoveRequest, live_move};
+use lparmover::model::{LparStatus, Wwpn};
+use lpm_tests::{TestBlade, demo_fleet, profile_of};
+use tokio_util::sync::CancellationToken;
+
+async fn find(client: &HvmClient, name: &str) -> Option<LparView> {
+    client
+        .lpars()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == name)
+}
+
+async fn heartbeat(client: &HvmClient, name: &str) -> u64 {
+    find(client, name)
+        .await
+        .and_then(|l| l.runtime)
+        .map(|r| r.heartbeat.counter)
+        .unwrap_or(0)
+}
+
+/// The guest's heartbeat keeps counting on `client`.
+async fn assert_running(client: &HvmClient, name: &str) {
+    let before = heartbeat(client, name).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after = heartbeat(client, name).await;
+    assert!(
+        after > before,
+        "{name} on {}: heartbeat {before} → {after}, not running",
+        client.name()
+    );
+}
+
+fn request(options: MoveOptions) -> LiveMoveRequest {
+    LiveMoveRequest {
+        source: "ch1-b1/web-01".parse().unwrap(),
+        destination: "ch1-b2".into(),
+        dest_number: None,
+        options,
+    }
+}
+
+async fn all_logins(clients: &[&HvmClient]) -> Vec<Wwpn> {
+    let mut all = Vec::new();
+    for c in clients {
+        for l in c.lpars().await.unwrap() {
+            all.extend(l.fc_logins);
+        }
+    }
+    all
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn live_move_keeps_the_guest_running_with_its_identity() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let before = find(&src, "web-01").await.unwrap();
+    let counter_before = heartbeat(&src, "web-01").await;
+    assert_running(&src, "web-01").await;
+
+    let mut stages = Vec::new();
+    let options = MoveOptions {
+        verify: true,
+        ..MoveOptions::default()
+    };
+    let report = live_move(
+        &profile_of(&[&b1, &b2]),
+        &request(options),
+        |p| stages.push(p.stage),
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+
+    assert!(
+        report.summary.verified,
+        "destination memory equals the source's at suspension, byte for byte"
+    );
+    assert!(
+        report.suspension.is_some(),
+        "suspension measured from the guest's heartbeat"
+    );
+    assert!(
+        stages.iter().any(|s| s.code() == 0x4050),
+        "operator saw 0x4050 (SRC) Transferring Memory Data"
+    );
+    assert!(
+        find(&src, "web-01").await.is_none(),
+        "the source no longer has the LPAR"
+    );
+    let moved = find(&dst, "web-01").await.unwrap();
+    assert_eq!(moved.lpar.status, LparStatus::Activated);
+    let macs = |v: &LparView| v.lpar.vnics.iter().map(|n| n.mac).collect::<Vec<_>>();
+    let wwpns = |v: &LparView| v.lpar.vfcs.iter().map(|f| f.wwpn).collect::<Vec<_>>();
+    assert_eq!(macs(&moved), macs(&before), "MACs move with the LPAR");
+    assert_eq!(wwpns(&moved), wwpns(&before), "WWPNs move with the LPAR");
+    assert_eq!(
+        moved.fc_logins,
+        wwpns(&before),
+        "destination vFCs swapped to the WWPNs"
+    );
+    assert!(
+        heartbeat(&dst, "web-01").await > counter_before,
+        "heartbeat continues from where it stopped"
+    );
+    assert_running(&dst, "web-01").await;
+
+    let logins = all_logins(&[&src, &dst]).await;
+    let unique: HashSet<_> = logins.iter().collect();
+    assert_eq!(
+        unique.len(),
+        logins.len(),
+        "no WWPN logged in twice: {logins:?}"
+    );
+
+    // The source HVM took the destination's unused names in exchange: a new LPAR in the freed
+    // slot gets fresh names, never the moved LPAR's.
+    let mut req = lparmover::model::Fleet::load(&fleet_file)
+        .unwrap()
+        .blade("ch1-b1")
+        .unwrap()
+        .lpars[0]
+        .clone();
+    req.number = None;
+    req.name = "web-02".parse().unwrap();
+    let fresh = src.define(&req, None).await.unwrap();
+    for (new, old) in fresh.lpar.vfcs.iter().zip(&before.lpar.vfcs) {
+        assert_ne!(
+            new.wwpn, old.wwpn,
+            "a moved WWPN is never generated again on the source"
+        );
+    }
+    let mut all_macs = HashSet::new();
+    for c in [&src, &dst] {
+        for l in c.lpars().await.unwrap() {
+            for n in &l.lpar.vnics {
+                assert!(
+                    all_macs.insert(n.mac),
+                    "MAC {} defined twice in the fleet",
+                    n.mac
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_during_transfer_leaves_the_source_running_and_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let before = find(&src, "web-01").await.unwrap();
+    let dst_free = dst.inventory().await.unwrap().resources;
+    let cancel = CancellationToken::new();
+    let trigger = cancel.clone();
+    // A slow path (20 MB/s) so there is time to cancel while memory moves.
+    let options = MoveOptions {
+        bandwidth_limit: Some(20_000_000),
+        ..MoveOptions::default()
+    };
+    let result = live_move(
+        &profile_of(&[&b1, &b2]),
+        &request(options),
+        move |p| {
+            if p.mover
+                .as_ref()
+                .is_some_and(|m| m.memory_bytes_sent > 32 << 20)
+            {
+                trigger.cancel();
+            }
+        },
+        cancel,
+    )
+    .await;
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, JobError::Emg(e) if e.kind == Emg::TerminatedByUser),
+        "{err}"
+    );
+
+    let after = find(&src, "web-01").await.unwrap();
+    assert_eq!(after.lpar, before.lpar, "the source LPAR is untouched");
+    assert_running(&src, "web-01").await;
+    assert!(
+        find(&dst, "web-01").await.is_none(),
+        "the destination dropped its definition"
+    );
+    assert_eq!(
+        dst.inventory().await.unwrap().resources,
+        dst_free,
+        "reservation released"
+    );
+    assert!(
+        src.locks().await.unwrap().is_empty() && dst.locks().await.unwrap().is_empty(),
+        "leases released"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn destination_killed_mid_copy_leaves_the_source_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let mut b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let src = b1.client();
+    let before = find(&src, "web-01").await.unwrap();
+    let profile = profile_of(&[&b1, &b2]);
+    let options = MoveOptions {
+        bandwidth_limit: Some(20_000_000),
+        ..MoveOptions::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let job = tokio::spawn(async move {
+        live_move(
+            &profile,
+            &request(options),
+            move |p| {
+                if p.mover
+                    .as_ref()
+                    .is_some_and(|m| m.memory_bytes_sent > 16 << 20)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            },
+            CancellationToken::new(),
+        )
+        .await
+    });
+    rx.await.unwrap();
+    b2.kill9();
+    let err = job.await.unwrap().unwrap_err();
+    assert!(
+        err.emg().is_some(),
+        "a catalogue error for the operator: {err}"
+    );
+
+    let after = find(&src, "web-01").await.unwrap();
+    assert_eq!(after.lpar, before.lpar, "the source LPAR is untouched");
+    assert_running(&src, "web-01").await;
+    assert_eq!(
+        after.fc_logins, before.fc_logins,
+        "the source keeps its fabric logins"
+    );
+
+    // The restarted destination knows it was caught mid-move.
+    b2.restart().unwrap();
+    let half = find(&b2.client(), "web-01").await.unwrap();
+    assert_eq!(half.lpar.status, LparStatus::RequiresRecovery);
+    assert!(
+        half.runtime.is_none() && half.fc_logins.is_empty(),
+        "nothing of it runs or is logged in"
+    );
+}

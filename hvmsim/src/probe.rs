@@ -57,10 +57,7 @@ impl BladeService {
             .first()
             .map(|p| IpAddr::V4(p.ip))
             .ok_or_else(|| {
-                EmgError::new(
-                    missing,
-                    format!("HVM {} has no migration path", self.name),
-                )
+                EmgError::new(missing, format!("HVM {} has no migration path", self.name))
             })
     }
 }

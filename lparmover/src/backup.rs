@@ -307,14 +307,16 @@ impl BackupSet {
 }
 
 /// Restores both HVMs of a backup set together, or neither (see the module docs).
-pub async fn restore_both(profile: &Profile, set: &BackupSet) -> Result<RestoreReport, BackupError> {
+pub async fn restore_both(
+    profile: &Profile,
+    set: &BackupSet,
+) -> Result<RestoreReport, BackupError> {
     let docs = set.documents()?;
-    let [(a_name, a_doc), (b_name, b_doc)] = <[_; 2]>::try_from(docs).map_err(|_| {
-        BackupError::Damaged {
+    let [(a_name, a_doc), (b_name, b_doc)] =
+        <[_; 2]>::try_from(docs).map_err(|_| BackupError::Damaged {
             path: set.dir.display().to_string(),
             detail: "a set holds exactly two HVMs".into(),
-        }
-    })?;
+        })?;
     let a = HvmClient::new(profile.hvm(&a_name)?)?;
     let b = HvmClient::new(profile.hvm(&b_name)?)?;
     let request = LockRequest {

@@ -282,7 +282,8 @@ async fn serve_one(
     })
     .await?;
     let conn = timed(CONNECT_TIMEOUT, "handshaking", async { incoming.await }).await?;
-    let (mut send, mut recv) = timed(left(), "opening the control stream", conn.accept_bi()).await?;
+    let (mut send, mut recv) =
+        timed(left(), "opening the control stream", conn.accept_bi()).await?;
     let mut presented = [0u8; 32];
     timed(
         CONNECT_TIMEOUT,
@@ -291,13 +292,15 @@ async fn serve_one(
     )
     .await?;
     if !ticket.matches(&JobTicket(presented)) {
-        conn.close(
-            crate::mover::close_code::REFUSED.into(),
-            b"unknown ticket",
-        );
+        conn.close(crate::mover::close_code::REFUSED.into(), b"unknown ticket");
         return Err(ProbeError::Refused("wrong ticket".into()));
     }
-    timed(CONNECT_TIMEOUT, "confirming the ticket", send.write_all(&[TICKET_OK])).await?;
+    timed(
+        CONNECT_TIMEOUT,
+        "confirming the ticket",
+        send.write_all(&[TICKET_OK]),
+    )
+    .await?;
     // Pings until the source opens the data stream: echo each one.
     let mut ping = [0u8; PING_LEN];
     let data = loop {
@@ -363,7 +366,11 @@ pub async fn run_probe(
     let conn = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(connect_err(e.to_string())),
-        Err(_) => return Err(connect_err(format!("no handshake within {CONNECT_TIMEOUT:?}"))),
+        Err(_) => {
+            return Err(connect_err(format!(
+                "no handshake within {CONNECT_TIMEOUT:?}"
+            )));
+        }
     };
     let handshake = started.elapsed();
     let result = measure(&conn, &ticket, max_bytes, max_duration, pings).await;
@@ -401,8 +408,18 @@ async fn measure(
     max_duration: Duration,
     pings: u32,
 ) -> Result<(RttStats, u64, Duration), ProbeError> {
-    let (mut send, mut recv) = timed(CONNECT_TIMEOUT, "opening the control stream", conn.open_bi()).await?;
-    timed(CONNECT_TIMEOUT, "sending the ticket", send.write_all(&ticket.0)).await?;
+    let (mut send, mut recv) = timed(
+        CONNECT_TIMEOUT,
+        "opening the control stream",
+        conn.open_bi(),
+    )
+    .await?;
+    timed(
+        CONNECT_TIMEOUT,
+        "sending the ticket",
+        send.write_all(&ticket.0),
+    )
+    .await?;
     let mut ok = [0u8; 1];
     match tokio::time::timeout(CONNECT_TIMEOUT, recv.read_exact(&mut ok)).await {
         Ok(Ok(())) if ok[0] == TICKET_OK => {}
@@ -602,7 +619,9 @@ mod tests {
         assert_eq!(served.await.unwrap().unwrap(), 8 << 20);
         assert_eq!(report.bytes, 8 << 20);
         assert!(report.throughput_mbps > 0.0);
-        assert!(report.rtt.min_ms <= report.rtt.median_ms && report.rtt.median_ms <= report.rtt.max_ms);
+        assert!(
+            report.rtt.min_ms <= report.rtt.median_ms && report.rtt.median_ms <= report.rtt.max_ms
+        );
         assert!(report.max_udp_payload >= 1200, "{report:?}");
         assert_eq!(report.path_mtu, report.max_udp_payload + 28);
     }
@@ -653,6 +672,12 @@ mod tests {
         )
         .await
         .unwrap_err();
-        assert!(matches!(err, ProbeError::Connect { .. } | ProbeError::Lost { .. } | ProbeError::Refused(_)), "{err}");
+        assert!(
+            matches!(
+                err,
+                ProbeError::Connect { .. } | ProbeError::Lost { .. } | ProbeError::Refused(_)
+            ),
+            "{err}"
+        );
     }
 }

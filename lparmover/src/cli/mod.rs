@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod check;
+mod connectivity;
 mod demo;
 mod history;
 mod migrate;
@@ -52,6 +53,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Restore both HVM configurations backed up for a job, together (or list the backup sets).
     RestoreConfig(restore::RestoreArgs),
+    /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
+    ConnectivityTest(connectivity::ConnectivityArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -155,8 +158,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::History(args) => history::run(args),
+        Command::ConnectivityTest(args) => {
+            connectivity::run(&load_profile(cli.profile)?, args).await
+        }
         Command::RestoreConfig(args) => {
-            let profile = restore::needs_profile(&args).then(|| load_profile(cli.profile)).transpose()?;
+            let profile = restore::needs_profile(&args)
+                .then(|| load_profile(cli.profile))
+                .transpose()?;
             restore::run(profile.as_ref(), args).await
         }
     }

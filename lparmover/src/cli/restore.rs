@@ -70,11 +70,7 @@ pub async fn run(profile: Option<&Profile>, args: RestoreArgs) -> anyhow::Result
 fn render_list(dirs: &ManagerDirs, sets: &[BackupSet]) -> String {
     let mut out = String::new();
     if sets.is_empty() {
-        let _ = writeln!(
-            out,
-            "No backup set under {}.",
-            dirs.backups().display()
-        );
+        let _ = writeln!(out, "No backup set under {}.", dirs.backups().display());
         return out;
     }
     let _ = writeln!(

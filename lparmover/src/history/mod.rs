@@ -280,7 +280,9 @@ impl History {
     /// An LPAR's history, newest first: `Now`, `old1`, … `oldN`.
     pub fn lpar_history(&self, lpar: &str) -> Result<Vec<HistoryRow>, HistoryError> {
         let records = self.query(
-            &format!("SELECT {COLUMNS} FROM moves WHERE lpar = ?1 ORDER BY started_at DESC, id DESC"),
+            &format!(
+                "SELECT {COLUMNS} FROM moves WHERE lpar = ?1 ORDER BY started_at DESC, id DESC"
+            ),
             rusqlite::params![lpar],
         )?;
         Ok(records
@@ -321,7 +323,13 @@ impl History {
                 "SELECT id, src_hvm, src_number FROM moves WHERE lpar = ?1 AND result = ?2
                  ORDER BY started_at DESC, id DESC LIMIT 1",
                 params![lpar, MoveResult::Completed.key()],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?)),
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
             )
             .optional()?;
         row.map(|(id, hvm, number)| {

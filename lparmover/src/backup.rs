@@ -273,7 +273,7 @@ impl BackupSet {
                 Err(e) => tracing::warn!(job, error = %e, "skipping backup set"),
             }
         }
-        sets.sort_by(|a, b| b.manifest.taken_at.cmp(&a.manifest.taken_at));
+        sets.sort_by_key(|s| std::cmp::Reverse(s.manifest.taken_at));
         Ok(sets)
     }
 

@@ -316,11 +316,8 @@ async fn serve_one(
     let mut data = data;
     let mut received = 0u64;
     let mut buf = vec![0u8; CHUNK];
-    loop {
-        match timed(left(), "receiving data", data.read(&mut buf)).await? {
-            Some(n) => received += n as u64,
-            None => break,
-        }
+    while let Some(n) = timed(left(), "receiving data", data.read(&mut buf)).await? {
+        received += n as u64;
     }
     timed(
         CONNECT_TIMEOUT,

@@ -274,6 +274,35 @@ async fn abort_migration(
     Ok(Json(s.abort_migration(&job).await?))
 }
 
+async fn shutdown_lpar(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.request_shutdown(
+        lpar_number(&n)?,
+        lease(&headers).as_deref(),
+    )?))
+}
+
+async fn cold_define(
+    State(s): Svc,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<lparmover::api::ColdDefine>,
+) -> ApiResult<lparmover::api::ColdDefined> {
+    Ok(Json(s.cold_define(&req, lease(&headers).as_deref())?))
+}
+
+async fn release_lpar(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(n): Path<String>,
+    ApiJson(body): ApiJson<lparmover::api::Release>,
+) -> Result<StatusCode, ApiError> {
+    s.release_lpar(lpar_number(&n)?, &body, lease(&headers).as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn not_found() -> ApiError {
     ApiError(EmgError::new(
         Emg::VersionMismatch,
@@ -289,6 +318,9 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/lpars/{n}", get(show_lpar).delete(delete))
         .route("/lpars/{n}/activate", post(activate))
         .route("/lpars/{n}/deactivate", post(deactivate))
+        .route("/lpars/{n}/shutdown", post(shutdown_lpar))
+        .route("/lpars/{n}/release", post(release_lpar))
+        .route("/migrations/cold", post(cold_define))
         .route("/lpars/{n}/workload", axum::routing::put(set_workload))
         .route("/config/save", post(save_config))
         .route("/config/backup", get(backup_config))

@@ -339,6 +339,12 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<LparView, EmgError> {
         self.check_lock(LockTarget::Lpar(number), lease)?;
+        self.power_off(number).await
+    }
+
+    /// Marks an LPAR deactivated and stops its guest, whoever holds its lease: used when the
+    /// guest OS shut itself down.
+    async fn power_off(&self, number: LparNumber) -> Result<LparView, EmgError> {
         let _transition = self.begin_transition(number)?;
         let lpar = self.mutate(|s| {
             let lpar = s.lpar(number)?;
@@ -366,6 +372,107 @@ impl BladeService {
             format!("LPAR {} ({}) deactivated", lpar.number, lpar.name),
         );
         Ok(self.view(lpar))
+    }
+
+    /// Asks the LPAR's guest OS to shut down; the LPAR deactivates when it does.
+    pub fn request_shutdown(
+        self: &Arc<Self>,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, EmgError> {
+        self.check_lock(LockTarget::Lpar(number), lease)?;
+        let lpar = lock(&self.state).lpar(number)?.clone();
+        let guest = lock(&self.guests).get(&number).cloned().ok_or_else(|| {
+            EmgError::new(
+                Emg::InvalidLparState,
+                format!(
+                    "LPAR {} ({}) is {}, not running",
+                    lpar.number,
+                    lpar.name,
+                    lpar.status.label()
+                ),
+            )
+        })?;
+        let complies = guest
+            .guest()
+            .request_shutdown()
+            .map_err(|e| EmgError::new(Emg::Internal, format!("shutdown request failed: {e}")))?;
+        self.log.record(
+            LogLevel::Info,
+            "lpar",
+            format!(
+                "LPAR {} ({}): guest OS shutdown requested",
+                lpar.number, lpar.name
+            ),
+        );
+        if complies {
+            let service = Arc::clone(self);
+            tokio::spawn(async move {
+                while !guest.guest().has_shut_down() {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                match service.power_off(number).await {
+                    Ok(_) => service.log.record(
+                        LogLevel::Info,
+                        "lpar",
+                        format!("LPAR {number}: guest OS shut down; deactivated"),
+                    ),
+                    Err(e) => service.log.record(
+                        LogLevel::Warning,
+                        "lpar",
+                        format!("LPAR {number}: guest shut down but deactivation failed: {e}"),
+                    ),
+                }
+            });
+        }
+        Ok(self.view(lpar))
+    }
+
+    /// Shutdown mode, destination: defines a moved LPAR (deactivated) keeping its names.
+    pub fn cold_define(
+        &self,
+        request: &lparmover::api::ColdDefine,
+        lease: Option<&str>,
+    ) -> Result<lparmover::api::ColdDefined, EmgError> {
+        self.check_lock(LockTarget::Blade, lease)?;
+        let (lpar, exchange) = self
+            .mutate(|s| s.define_moved(&request.lpar, request.number, LparStatus::Deactivated))?;
+        self.log.record(
+            LogLevel::Info,
+            "migration",
+            format!(
+                "job {}: LPAR {} ({}) defined from another HVM (Shutdown mode)",
+                request.job, lpar.number, lpar.name
+            ),
+        );
+        Ok(lparmover::api::ColdDefined {
+            number: lpar.number,
+            exchange,
+        })
+    }
+
+    /// Shutdown mode, source: deletes the moved (deactivated) LPAR and adopts the exchanged names.
+    pub fn release_lpar(
+        &self,
+        number: LparNumber,
+        body: &lparmover::api::Release,
+        lease: Option<&str>,
+    ) -> Result<(), EmgError> {
+        self.check_lock(LockTarget::Lpar(number), lease)?;
+        let lpar = self.mutate(|s| {
+            let lpar = s.delete(number)?;
+            s.adopt_exchange(&body.exchange);
+            Ok(lpar)
+        })?;
+        self.log.record(
+            LogLevel::Info,
+            "migration",
+            format!(
+                "LPAR {} ({}) released after its move",
+                lpar.number, lpar.name
+            ),
+        );
+        Ok(())
     }
 
     /// Deletes a deactivated LPAR.

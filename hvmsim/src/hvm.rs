@@ -411,6 +411,17 @@ impl HvmState {
         lpar: &Lpar,
         number: Option<LparNumber>,
     ) -> Result<(Lpar, lparmover::api::NameExchange), EmgError> {
+        self.define_moved(lpar, number, LparStatus::Migrating)
+    }
+
+    /// Defines a moved LPAR keeping its names: `Migrating` (live, resources reserved) or
+    /// `Deactivated` (Shutdown mode, its names adopted by the slots at once).
+    pub fn define_moved(
+        &mut self,
+        lpar: &Lpar,
+        number: Option<LparNumber>,
+        status: LparStatus,
+    ) -> Result<(Lpar, lparmover::api::NameExchange), EmgError> {
         let request = LparRequest {
             number,
             name: lpar.name.clone(),
@@ -441,11 +452,13 @@ impl HvmState {
         };
         let before = self.clone();
         let mut defined = self.define(&request)?;
-        if let Err(e) = self.check_resources(&defined) {
+        if status == LparStatus::Migrating
+            && let Err(e) = self.check_resources(&defined)
+        {
             *self = before;
             return Err(e);
         }
-        defined.status = LparStatus::Migrating;
+        defined.status = status;
         self.lpars.insert(defined.number, defined.clone());
         let mut exchange = lparmover::api::NameExchange::default();
         for (src, dst) in lpar.vfcs.iter().zip(&defined.vfcs) {
@@ -458,6 +471,9 @@ impl HvmState {
             exchange
                 .macs
                 .push(((lpar.number, i), self.slot_mac(defined.number, i)));
+        }
+        if status == LparStatus::Deactivated {
+            self.adopt_lpar_names(&defined);
         }
         Ok((defined, exchange))
     }

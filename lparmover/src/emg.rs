@@ -120,6 +120,8 @@ pub enum Emg {
     StateNotSaved,
     /// A configuration file could not be restored.
     RestoreRejected,
+    /// The guest OS did not shut down within the waiting time-out limit.
+    ShutdownWaiting,
     /// Anything else inside an HVM.
     Internal,
     // ---- Compatibility checks (the Migration Config Viewer, `crate::checks`). ----
@@ -496,6 +498,14 @@ impl Emg {
                 400,
                 "The configuration file cannot be restored.",
                 "Use a backup taken from this HVM by `lparmover` and check it is complete."
+            ),
+            Self::ShutdownWaiting => e!(
+                0x0000_0000_0F52_0003,
+                1,
+                MmsThread,
+                409,
+                "Remote shutdown of server has failed. (Process: Guest OS Shutdown, Shutdown waiting)",
+                "The guest OS did not shut down within the Waiting TimeOut Limit; check why the guest takes so long, shut it down by hand or raise the limit (--shutdown-wait), then retry."
             ),
             Self::Internal => e!(
                 0x0000_0000_0FFF_0002,

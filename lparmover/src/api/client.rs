@@ -404,6 +404,50 @@ impl HvmClient {
         .await
     }
 
+    /// Asks the guest OS of an LPAR to shut down (remote shutdown).
+    pub async fn request_shutdown(
+        &self,
+        number: LparNumber,
+        lease: Option<&str>,
+    ) -> Result<LparView, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/lpars/{number}/shutdown"),
+            None,
+            lease,
+        )
+        .await
+    }
+
+    /// Shutdown mode, destination: define the moved LPAR.
+    pub async fn cold_define(
+        &self,
+        request: &super::ColdDefine,
+        lease: Option<&str>,
+    ) -> Result<super::ColdDefined, ClientError> {
+        self.call(Method::POST, "/migrations/cold", Some(request), lease)
+            .await
+    }
+
+    /// Shutdown mode, source: delete the moved LPAR and adopt the exchanged names.
+    pub async fn release_lpar(
+        &self,
+        number: LparNumber,
+        exchange: &super::NameExchange,
+        lease: Option<&str>,
+    ) -> Result<(), ClientError> {
+        let body = super::Release {
+            exchange: exchange.clone(),
+        };
+        self.call::<_, ()>(
+            Method::POST,
+            &format!("/lpars/{number}/release"),
+            Some(&body),
+            lease,
+        )
+        .await
+    }
+
     /// Every lease currently held.
     pub async fn locks(&self) -> Result<Vec<Lease>, ClientError> {
         self.get("/locks").await

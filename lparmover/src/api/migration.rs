@@ -204,3 +204,23 @@ pub struct Release {
     /// Names from the destination.
     pub exchange: NameExchange,
 }
+
+/// Shutdown mode: defines the moved LPAR (deactivated) on the destination, keeping its names.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColdDefine {
+    /// Job id.
+    pub job: String,
+    /// The LPAR as the source holds it.
+    pub lpar: Lpar,
+    /// LPAR number on the destination (None = youngest free).
+    pub number: Option<LparNumber>,
+}
+
+/// The destination defined the LPAR.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ColdDefined {
+    /// LPAR number on the destination.
+    pub number: LparNumber,
+    /// Names the destination gives up to the source.
+    pub exchange: NameExchange,
+}

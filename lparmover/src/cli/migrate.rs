@@ -6,7 +6,10 @@ use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use lparmover::api::MoveOptions;
 use lparmover::fleetview::LparRef;
-use lparmover::jobs::{JobProgress, LiveMoveReport, LiveMoveRequest, live_move};
+use lparmover::jobs::{
+    ColdMoveReport, ColdMoveRequest, JobProgress, LiveMoveReport, LiveMoveRequest, live_move,
+    shutdown_move,
+};
 use lparmover::model::{LparNumber, Mode};
 use lparmover::profile::Profile;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,15 @@ pub struct MigrateArgs {
     /// Compression: auto, always or never.
     #[arg(long, default_value = "auto")]
     pub compression: String,
+    /// Shutdown mode: shut the guest OS down remotely if the LPAR is activated.
+    #[arg(long)]
+    pub shutdown: bool,
+    /// Shutdown mode: Waiting TimeOut Limit for the remote shutdown.
+    #[arg(long, value_parser = parse_duration, default_value = "5m")]
+    pub shutdown_wait: Duration,
+    /// Shutdown mode: activate the LPAR on the destination afterwards.
+    #[arg(long)]
+    pub activate: bool,
     /// Print the final report as JSON (no progress display).
     #[arg(long)]
     pub json: bool,
@@ -75,7 +87,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-fn destination(to: &str) -> anyhow::Result<(String, Option<LparNumber>)> {
+pub fn destination(to: &str) -> anyhow::Result<(String, Option<LparNumber>)> {
     match to.split_once('/') {
         Some((hvm, n)) if !hvm.is_empty() => Ok((hvm.to_owned(), Some(n.parse()?))),
         Some(_) => bail!("--to {to:?} is not HVM or HVM/NUMBER"),
@@ -165,7 +177,9 @@ pub async fn run(
     args: MigrateArgs,
 ) -> anyhow::Result<LiveMoveReport> {
     if args.mode != Mode::ConcurrentMaintenance {
-        bail!("--mode shutdown is not available yet; use --mode concurrent (live)");
+        bail!(
+            "internal: run() is for Concurrent Maintenance; Shutdown mode goes through run_cold()"
+        );
     }
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
     let (dest, dest_number) = destination(&args.to)?;
@@ -212,4 +226,29 @@ pub async fn run(
     .await;
     bar.finish_and_clear();
     Ok(result?)
+}
+
+/// Runs a Shutdown-mode move from the command line.
+pub async fn run_cold(
+    profile_path: Option<std::path::PathBuf>,
+    args: MigrateArgs,
+) -> anyhow::Result<ColdMoveReport> {
+    let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
+    let (destination, dest_number) = destination(&args.to)?;
+    let request = ColdMoveRequest {
+        source: args.from.clone(),
+        destination,
+        dest_number,
+        remote_shutdown: args.shutdown,
+        shutdown_wait: args.shutdown_wait,
+        activate: args.activate,
+    };
+    let json = args.json;
+    let report = shutdown_move(&profile, &request, |stage| {
+        if !json {
+            eprintln!("{stage}");
+        }
+    })
+    .await?;
+    Ok(report)
 }

@@ -47,6 +47,8 @@ enum Command {
     Check(check::CheckArgs),
     /// Move an LPAR to another blade (live: Concurrent Maintenance).
     Migrate(migrate::MigrateArgs),
+    /// Rehearse a live move: checks, reservations and a short real transfer, then release all.
+    Rehearse(RehearseArgs),
     /// Start the embedded demo fleet, show it, and stop it again.
     Demo(demo::DemoArgs),
     /// Migration history: every migration, or one LPAR's Now / old1 / … oldN.
@@ -55,6 +57,22 @@ enum Command {
     RestoreConfig(restore::RestoreArgs),
     /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
     ConnectivityTest(connectivity::ConnectivityArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RehearseArgs {
+    /// The LPAR: HVM/LPAR.
+    #[arg(long)]
+    from: LparRef,
+    /// Destination HVM.
+    #[arg(long)]
+    to: String,
+    /// Downtime limit the real move would use.
+    #[arg(long, value_parser = migrate::parse_duration, default_value = "50ms")]
+    downtime_limit: std::time::Duration,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -145,6 +163,87 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let profile = load_profile(cli.profile)?;
             check::run(&profile, args).await
+        }
+        Command::Migrate(args) if args.mode == lparmover::model::Mode::Shutdown => {
+            let json = args.json;
+            let report = migrate::run_cold(cli.profile, args).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "LPAR {} moved {} → {} (LPAR {} there) in Shutdown mode in {:.1} s{}{}",
+                    report.lpar,
+                    report.source,
+                    report.destination,
+                    report.dest_number,
+                    report.total_ms as f64 / 1000.0,
+                    if report.shut_down {
+                        "; guest OS shut down remotely"
+                    } else {
+                        ""
+                    },
+                    if report.activated {
+                        "; activated on the destination"
+                    } else {
+                        ""
+                    }
+                );
+                println!("Migration completed!");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Rehearse(args) => {
+            let profile = load_profile(cli.profile)?;
+            let options = lparmover::api::MoveOptions {
+                downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis())
+                    .unwrap_or(50)
+                    .max(1),
+                ..Default::default()
+            };
+            let report = lparmover::jobs::rehearse(
+                &profile,
+                &args.from,
+                &args.to,
+                &options,
+                lparmover::jobs::rehearsal::DEFAULT_SAMPLE,
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "Rehearsal of LPAR {} ({} MB) to {}: job {}",
+                    report.lpar,
+                    report.memory_size / 1_000_000,
+                    args.to,
+                    report.job
+                );
+                println!(
+                    "  sampled            {:.0} MB over the migration path",
+                    report.sampled_bytes as f64 / 1e6
+                );
+                println!(
+                    "  throughput         {:.0} MB/s of memory (wire/memory {:.2})",
+                    report.throughput_mbps, report.wire_ratio
+                );
+                println!("  guest dirty rate   {:.1} MB/s", report.dirty_rate_mbps);
+                println!("  predicted total    {:.1} s", report.predicted_total_s);
+                println!(
+                    "  predicted pause    {:.0} ms{}",
+                    report.predicted_suspension_ms,
+                    if report.converges_unthrottled {
+                        ""
+                    } else {
+                        " (needs auto-converge throttling)"
+                    }
+                );
+                for w in &report.warnings {
+                    println!("  warning            {w}");
+                }
+                println!("Everything was released; the LPAR never stopped.");
+                println!("Migration completed!");
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrate(args) => {
             let json = args.json;

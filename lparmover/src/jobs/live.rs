@@ -23,9 +23,9 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::leases::Leases;
 use crate::api::{
-    ClientError, HvmClient, LockRequest, LockTarget, MigrationStatus, MoveOptions, Phase,
-    PrepareIncoming, StartSend,
+    ClientError, HvmClient, MigrationStatus, MoveOptions, Phase, PrepareIncoming, StartSend,
 };
 use crate::checks::{self, ChecksFailed, GatherError};
 use crate::emg::{Emg, EmgError};
@@ -34,8 +34,6 @@ use crate::model::{LparNumber, Mode};
 use crate::mover::{JobTicket, MoveSummary, Progress};
 use crate::profile::{Profile, ProfileError};
 
-/// How long a lease lasts unless renewed; renewed every third of it.
-const LEASE_TTL_SECS: u64 = 60;
 /// How often the manager asks the source for progress.
 const POLL: Duration = Duration::from_millis(100);
 
@@ -180,7 +178,7 @@ mod opt_duration_ms {
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
     /// An operator-facing catalogue error.
-    #[error("{0}")]
+    #[error(transparent)]
     Emg(#[from] EmgError),
     /// The checks found Error rows.
     #[error(transparent)]
@@ -215,54 +213,6 @@ pub fn new_job_id() -> String {
         "job-{}-{suffix:04x}",
         chrono::Utc::now().format("%Y%m%d-%H%M%S")
     )
-}
-
-fn owner() -> String {
-    format!("lparmover-{}@{}", std::process::id(), hostname())
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".into())
-}
-
-/// Leases held for the job; renewed in the background, released on drop (best effort).
-struct Leases {
-    held: Vec<(HvmClient, String)>,
-    renew: tokio::task::JoinHandle<()>,
-}
-
-impl Leases {
-    fn start(held: Vec<(HvmClient, String)>) -> Self {
-        let renewing = held.clone();
-        let renew = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(LEASE_TTL_SECS / 3));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                for (client, id) in &renewing {
-                    if let Err(e) = client.renew(id).await {
-                        warn!(hvm = client.name(), error = %e, "lease renewal failed");
-                    }
-                }
-            }
-        });
-        Self { held, renew }
-    }
-
-    fn id(&self, i: usize) -> Option<&str> {
-        self.held.get(i).map(|(_, id)| id.as_str())
-    }
-
-    async fn release(self) {
-        self.renew.abort();
-        for (client, id) in &self.held {
-            if let Err(e) = client.unlock(id).await {
-                warn!(hvm = client.name(), error = %e, "lease release failed; it will expire");
-            }
-        }
-    }
 }
 
 /// Runs a live move end to end. `on_progress` is called at every stage and poll; `cancel`
@@ -307,20 +257,7 @@ pub async fn live_move(
             .clone();
 
         emit(JobStage::Locking, None);
-        let src_lease = src
-            .lock(&LockRequest { target: LockTarget::Lpar(lpar.number), owner: owner(), purpose: job.clone(), ttl_secs: LEASE_TTL_SECS })
-            .await?;
-        let dst_lease = match dst
-            .lock(&LockRequest { target: LockTarget::Blade, owner: owner(), purpose: job.clone(), ttl_secs: LEASE_TTL_SECS })
-            .await
-        {
-            Ok(l) => l,
-            Err(e) => {
-                let _ = src.unlock(&src_lease.id).await;
-                return Err(e.into());
-            }
-        };
-        let leases = Leases::start(vec![(src.clone(), src_lease.id), (dst.clone(), dst_lease.id)]);
+        let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
         let result = run_locked(&job, &src, &dst, src_entry, &lpar, request, &leases, &mut emit, &cancel).await;
         leases.release().await;
         let (summary, dest_number, suspension) = result?;

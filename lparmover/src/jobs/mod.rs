@@ -1,8 +1,13 @@
-//! Migration jobs run by the manager: the live move (Concurrent Maintenance) today; Shutdown
-//! mode, rehearsal and recovery build on the same steps.
+//! Migration jobs run by the manager: the live move (Concurrent Maintenance), the Shutdown-mode
+//! move and the rehearsal, sharing leases, checks and the blades' migration primitives.
 
+pub mod cold;
+pub mod leases;
 pub mod live;
+pub mod rehearsal;
 
+pub use cold::{ColdMoveReport, ColdMoveRequest, shutdown_move};
 pub use live::{
     JobError, JobProgress, JobStage, LiveMoveReport, LiveMoveRequest, live_move, new_job_id,
 };
+pub use rehearsal::{RehearsalReport, rehearse};

@@ -340,6 +340,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/migrations/{job}/resume", post(resume_migration))
         .route("/migrations/{job}/release", post(release_migration))
         .route("/migrations/{job}/abort", post(abort_migration))
+        .merge(crate::probe::routes())
         .with_state(service);
     Router::new()
         .nest(&format!("/{API_VERSION}"), v1)

@@ -15,6 +15,7 @@ pub mod launcher;
 pub mod load;
 pub mod locks;
 pub mod migration;
+pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod syslog;

@@ -6,10 +6,14 @@
 
 pub mod api;
 pub mod bench;
+pub mod backup;
 pub mod checks;
+pub mod connectivity;
+pub mod dirs;
 pub mod emg;
 pub mod fleetview;
 pub mod fsutil;
+pub mod history;
 pub mod jobs;
 pub mod model;
 pub mod mover;

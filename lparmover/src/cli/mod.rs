@@ -2,9 +2,12 @@
 
 mod bench;
 mod check;
+mod connectivity;
 mod demo;
+mod history;
 mod migrate;
 mod render;
+mod restore;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,6 +57,12 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// Migration history: every migration, or one LPAR's Now / old1 / … oldN.
+    History(history::HistoryArgs),
+    /// Restore both HVM configurations backed up for a job, together (or list the backup sets).
+    RestoreConfig(restore::RestoreArgs),
+    /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
+    ConnectivityTest(connectivity::ConnectivityArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -254,5 +263,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => bench::run(command).await,
+        Command::History(args) => history::run(args),
+        Command::ConnectivityTest(args) => {
+            connectivity::run(&load_profile(cli.profile)?, args).await
+        }
+        Command::RestoreConfig(args) => {
+            let profile = restore::needs_profile(&args)
+                .then(|| load_profile(cli.profile))
+                .transpose()?;
+            restore::run(profile.as_ref(), args).await
+        }
     }
 }

@@ -1,0 +1,562 @@
+//! Migration history (ch. 4 "Tracing back Migration History on LPARs"): every migration instance
+//! the manager ran, per LPAR "Now", "old1" … "oldN", with HVM, LPAR number, date and time, mode,
+//! result, suspension time and job id.
+//!
+//! Stored in an embedded SQLite database ([`crate::dirs::ManagerDirs::history_db`]) in WAL mode
+//! with `synchronous=FULL`: a [`History::record`] that returned is on disk and survives kill -9
+//! or power loss; one that did not return is either wholly there or wholly absent.
+//!
+//! A job may record itself twice (e.g. [`MoveResult::InProgress`] when it starts, its outcome
+//! when it ends): the row of a job id is replaced, never duplicated.
+
+mod schema;
+
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+pub use schema::SCHEMA_VERSION;
+
+use crate::model::{LparNumber, Mode};
+
+/// How long a writer waits for another process holding the database.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A history database problem.
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    /// SQLite failed (I/O, corruption, lock timeout).
+    #[error("migration history database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The directory of the database could not be created.
+    #[error("cannot create the history directory {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The database was written by a newer lparmover.
+    #[error(
+        "the history database has schema version {found}, this lparmover knows up to {known}; use a newer lparmover"
+    )]
+    SchemaTooNew { found: i64, known: i64 },
+    /// A stored row does not parse.
+    #[error("history row {id} is damaged: {detail}")]
+    Damaged { id: i64, detail: String },
+}
+
+/// How a migration instance ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MoveResult {
+    /// Still running (or the manager died during it; recovery will record the outcome).
+    InProgress,
+    /// The LPAR runs on the destination.
+    Completed,
+    /// The move failed; the LPAR stayed on (or was rolled back to) the source.
+    Failed,
+    /// The operator cancelled; the LPAR stayed on the source.
+    Cancelled,
+}
+
+impl MoveResult {
+    /// Stored and shown text.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::InProgress => "In progress",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+            Self::Cancelled => "Cancelled",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::InProgress => "in-progress",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        [
+            Self::InProgress,
+            Self::Completed,
+            Self::Failed,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|r| r.key() == key)
+    }
+}
+
+impl fmt::Display for MoveResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// An HVM and an LPAR number on it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Placement {
+    /// HVM (blade) name.
+    pub hvm: String,
+    /// LPAR number there.
+    pub number: LparNumber,
+}
+
+/// One migration instance, as the job records it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MoveRecord {
+    /// Job id (unique; recording the same job again replaces its row).
+    pub job: String,
+    /// LPAR name.
+    pub lpar: String,
+    /// Where it ran before.
+    pub source: Placement,
+    /// Destination HVM.
+    pub dest_hvm: String,
+    /// LPAR number on the destination, once known.
+    pub dest_number: Option<LparNumber>,
+    /// Shutdown or Concurrent Maintenance.
+    pub mode: Mode,
+    /// Outcome so far.
+    pub result: MoveResult,
+    /// When the job started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (`None` while in progress).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Guest-visible pause (live moves).
+    pub suspension: Option<Duration>,
+    /// Error text of a failed move.
+    pub detail: Option<String>,
+}
+
+impl MoveRecord {
+    /// Where the LPAR is after this instance: the destination when it completed, else the source.
+    pub fn location_after(&self) -> Placement {
+        match (self.result, self.dest_number) {
+            (MoveResult::Completed, Some(number)) => Placement {
+                hvm: self.dest_hvm.clone(),
+                number,
+            },
+            _ => self.source.clone(),
+        }
+    }
+}
+
+/// One line of an LPAR's history, newest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRow {
+    /// `Now`, `old1`, `old2`, …
+    pub label: String,
+    /// HVM the LPAR was on after this instance.
+    pub hvm: String,
+    /// Its LPAR number there.
+    pub number: LparNumber,
+    /// The migration instance.
+    pub record: MoveRecord,
+}
+
+/// The history database. Cheap to share behind an `Arc`; calls are short and synchronous (call
+/// them from `spawn_blocking` where a stall on a slow disk matters).
+pub struct History {
+    conn: Mutex<Connection>,
+}
+
+impl fmt::Debug for History {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("History")
+    }
+}
+
+/// Fixed-width UTC text, so that text order is time order.
+fn stamp(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn dur_us(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+impl History {
+    /// Opens (creating it and its directory) the database at `path` and brings its schema up to
+    /// date.
+    pub fn open(path: &Path) -> Result<Self, HistoryError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        Self::configure(conn)
+    }
+
+    /// An in-memory database (tests, previews).
+    pub fn in_memory() -> Result<Self, HistoryError> {
+        Self::configure(Connection::open_in_memory()?)
+    }
+
+    fn configure(mut conn: Connection) -> Result<Self, HistoryError> {
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        // WAL: readers never block the writer; FULL: a commit is fsynced before it returns.
+        let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
+            tracing::warn!(mode, "history database is not in WAL mode");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", true)?;
+        schema::migrate(&mut conn)?;
+        Ok(Self {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the connection leaves SQLite consistent (open transactions roll
+        // back when dropped), so the poisoned guard is safe to reuse.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a migration instance in one transaction, replacing an earlier row of the same job.
+    /// Returns the row id.
+    pub fn record(&self, record: &MoveRecord) -> Result<i64, HistoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO moves (job, lpar, src_hvm, src_number, dst_hvm, dst_number, mode, result,
+                                started_at, finished_at, suspension_us, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+             ON CONFLICT (job) DO UPDATE SET
+                 lpar = excluded.lpar, src_hvm = excluded.src_hvm,
+                 src_number = excluded.src_number, dst_hvm = excluded.dst_hvm,
+                 dst_number = excluded.dst_number, mode = excluded.mode,
+                 result = excluded.result, started_at = excluded.started_at,
+                 finished_at = excluded.finished_at, suspension_us = excluded.suspension_us,
+                 detail = excluded.detail
+             RETURNING id",
+            params![
+                record.job,
+                record.lpar,
+                record.source.hvm,
+                record.source.number.get(),
+                record.dest_hvm,
+                record.dest_number.map(LparNumber::get),
+                mode_key(record.mode),
+                record.result.key(),
+                stamp(record.started_at),
+                record.finished_at.map(stamp),
+                record.suspension.map(dur_us),
+                record.detail,
+            ],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        tracing::debug!(job = %record.job, lpar = %record.lpar, result = %record.result, "history recorded");
+        Ok(id)
+    }
+
+    /// The record of one job.
+    pub fn job(&self, job: &str) -> Result<Option<MoveRecord>, HistoryError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM moves WHERE job = ?1"),
+                [job],
+                raw_row,
+            )
+            .optional()?;
+        row.map(RawRow::parse).transpose()
+    }
+
+    /// An LPAR's history, newest first: `Now`, `old1`, … `oldN`.
+    pub fn lpar_history(&self, lpar: &str) -> Result<Vec<HistoryRow>, HistoryError> {
+        let records = self.query(
+            &format!(
+                "SELECT {COLUMNS} FROM moves WHERE lpar = ?1 ORDER BY started_at DESC, id DESC"
+            ),
+            rusqlite::params![lpar],
+        )?;
+        Ok(records
+            .into_iter()
+            .enumerate()
+            .map(|(i, record)| {
+                let at = record.location_after();
+                HistoryRow {
+                    label: if i == 0 {
+                        "Now".to_owned()
+                    } else {
+                        format!("old{i}")
+                    },
+                    hvm: at.hvm,
+                    number: at.number,
+                    record,
+                }
+            })
+            .collect())
+    }
+
+    /// The newest `limit` migration instances of every LPAR, newest first (the main window's
+    /// Migration History list).
+    pub fn all(&self, limit: usize) -> Result<Vec<MoveRecord>, HistoryError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.query(
+            &format!("SELECT {COLUMNS} FROM moves ORDER BY started_at DESC, id DESC LIMIT ?1"),
+            rusqlite::params![limit],
+        )
+    }
+
+    /// Where the LPAR came from in its latest completed move (HVM and LPAR number), for a return
+    /// migration; `None` when it never moved.
+    pub fn where_from(&self, lpar: &str) -> Result<Option<Placement>, HistoryError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, src_hvm, src_number FROM moves WHERE lpar = ?1 AND result = ?2
+                 ORDER BY started_at DESC, id DESC LIMIT 1",
+                params![lpar, MoveResult::Completed.key()],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(|(id, hvm, number)| {
+            Ok(Placement {
+                hvm,
+                number: lpar_number(id, number)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn query(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<MoveRecord>, HistoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let raws = stmt
+            .query_map(params, raw_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(RawRow::parse).collect()
+    }
+}
+
+const COLUMNS: &str = "id, job, lpar, src_hvm, src_number, dst_hvm, dst_number, mode, result, \
+                       started_at, finished_at, suspension_us, detail";
+
+fn mode_key(mode: Mode) -> &'static str {
+    match mode {
+        Mode::Shutdown => "shutdown",
+        Mode::ConcurrentMaintenance => "concurrent-maintenance",
+    }
+}
+
+struct RawRow {
+    id: i64,
+    job: String,
+    lpar: String,
+    src_hvm: String,
+    src_number: i64,
+    dst_hvm: String,
+    dst_number: Option<i64>,
+    mode: String,
+    result: String,
+    started_at: String,
+    finished_at: Option<String>,
+    suspension_us: Option<i64>,
+    detail: Option<String>,
+}
+
+fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
+    Ok(RawRow {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        lpar: r.get(2)?,
+        src_hvm: r.get(3)?,
+        src_number: r.get(4)?,
+        dst_hvm: r.get(5)?,
+        dst_number: r.get(6)?,
+        mode: r.get(7)?,
+        result: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        suspension_us: r.get(11)?,
+        detail: r.get(12)?,
+    })
+}
+
+fn lpar_number(id: i64, n: i64) -> Result<LparNumber, HistoryError> {
+    u8::try_from(n)
+        .ok()
+        .and_then(|n| LparNumber::new(n).ok())
+        .ok_or_else(|| HistoryError::Damaged {
+            id,
+            detail: format!("LPAR number {n}"),
+        })
+}
+
+fn time(id: i64, text: &str) -> Result<DateTime<Utc>, HistoryError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| HistoryError::Damaged {
+            id,
+            detail: format!("time {text:?}: {e}"),
+        })
+}
+
+impl RawRow {
+    fn parse(self) -> Result<MoveRecord, HistoryError> {
+        let id = self.id;
+        let damaged = |detail: String| HistoryError::Damaged { id, detail };
+        Ok(MoveRecord {
+            job: self.job,
+            lpar: self.lpar,
+            source: Placement {
+                hvm: self.src_hvm,
+                number: lpar_number(id, self.src_number)?,
+            },
+            dest_hvm: self.dst_hvm,
+            dest_number: self.dst_number.map(|n| lpar_number(id, n)).transpose()?,
+            mode: Mode::from_str(&self.mode).map_err(|e| damaged(e.to_string()))?,
+            result: MoveResult::from_key(&self.result)
+                .ok_or_else(|| damaged(format!("result {:?}", self.result)))?,
+            started_at: time(id, &self.started_at)?,
+            finished_at: self.finished_at.map(|t| time(id, &t)).transpose()?,
+            suspension: self
+                .suspension_us
+                .map(|us| u64::try_from(us).map(Duration::from_micros))
+                .transpose()
+                .map_err(|_| damaged("negative suspension time".into()))?,
+            detail: self.detail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(v: u8) -> LparNumber {
+        LparNumber::new(v).unwrap()
+    }
+
+    fn rec(job: &str, lpar: &str, from: (&str, u8), to: (&str, u8), minute: u32) -> MoveRecord {
+        let started_at = DateTime::parse_from_rfc3339(&format!("2026-01-02T03:{minute:02}:00Z"))
+            .unwrap()
+            .with_timezone(&Utc);
+        MoveRecord {
+            job: job.into(),
+            lpar: lpar.into(),
+            source: Placement {
+                hvm: from.0.into(),
+                number: n(from.1),
+            },
+            dest_hvm: to.0.into(),
+            dest_number: Some(n(to.1)),
+            mode: Mode::ConcurrentMaintenance,
+            result: MoveResult::Completed,
+            started_at,
+            finished_at: Some(started_at + chrono::Duration::seconds(5)),
+            suspension: Some(Duration::from_micros(31_250)),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn now_first_then_older_locations() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::open(&dir.path().join("sub/history.db")).unwrap();
+        h.record(&rec("j1", "web-01", ("b1", 1), ("b2", 3), 1))
+            .unwrap();
+        h.record(&rec("j2", "web-01", ("b2", 3), ("b3", 2), 2))
+            .unwrap();
+        h.record(&rec("j3", "db-01", ("b1", 2), ("b2", 4), 3))
+            .unwrap();
+        let mut failed = rec("j4", "web-01", ("b3", 2), ("b1", 1), 4);
+        failed.result = MoveResult::Failed;
+        failed.detail = Some("Connection refused (LPAR Mover-LPAR Mover)".into());
+        h.record(&failed).unwrap();
+
+        let rows = h.lpar_history("web-01").unwrap();
+        let shape: Vec<_> = rows
+            .iter()
+            .map(|r| (r.label.as_str(), r.hvm.as_str(), r.number.get()))
+            .collect();
+        assert_eq!(
+            shape,
+            [("Now", "b3", 2), ("old1", "b3", 2), ("old2", "b2", 3)],
+            "a failed move leaves the LPAR where it was"
+        );
+        assert_eq!(rows[0].record, failed);
+        assert_eq!(
+            h.where_from("web-01").unwrap(),
+            Some(Placement {
+                hvm: "b2".into(),
+                number: n(3)
+            })
+        );
+        assert_eq!(h.where_from("nobody").unwrap(), None);
+        assert_eq!(h.all(10).unwrap().len(), 4);
+        assert_eq!(h.all(2).unwrap()[0].job, "j4");
+    }
+
+    #[test]
+    fn recording_a_job_again_replaces_its_row_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            let h = History::open(&path).unwrap();
+            let mut r = rec("j1", "web-01", ("b1", 1), ("b2", 3), 1);
+            r.result = MoveResult::InProgress;
+            r.dest_number = None;
+            r.finished_at = None;
+            r.suspension = None;
+            let id = h.record(&r).unwrap();
+            assert_eq!(h.lpar_history("web-01").unwrap()[0].hvm, "b1");
+            let done = rec("j1", "web-01", ("b1", 1), ("b2", 3), 1);
+            assert_eq!(h.record(&done).unwrap(), id);
+        }
+        let h = History::open(&path).unwrap();
+        let rows = h.lpar_history("web-01").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].hvm, "b2");
+        assert_eq!(h.job("j1").unwrap().unwrap().result, MoveResult::Completed);
+        let conn = h.conn();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    #[test]
+    fn damaged_rows_are_reported_not_panicked_on() {
+        let h = History::in_memory().unwrap();
+        h.record(&rec("j1", "web-01", ("b1", 1), ("b2", 3), 1))
+            .unwrap();
+        h.conn()
+            .execute("UPDATE moves SET src_number = 99", [])
+            .unwrap();
+        assert!(matches!(
+            h.lpar_history("web-01"),
+            Err(HistoryError::Damaged { .. })
+        ));
+    }
+}

@@ -1,0 +1,84 @@
+//! The history database's schema and its migrations, numbered by SQLite's `user_version`.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::HistoryError;
+
+/// Schema version this build writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Each step takes the schema from version `index` to `index + 1`.
+const STEPS: &[&str] = &[
+    // 0 → 1: one row per migration instance.
+    "CREATE TABLE moves (
+         id            INTEGER PRIMARY KEY,
+         job           TEXT NOT NULL UNIQUE,
+         lpar          TEXT NOT NULL,
+         src_hvm       TEXT NOT NULL,
+         src_number    INTEGER NOT NULL,
+         dst_hvm       TEXT NOT NULL,
+         dst_number    INTEGER,
+         mode          TEXT NOT NULL,
+         result        TEXT NOT NULL,
+         started_at    TEXT NOT NULL,
+         finished_at   TEXT,
+         suspension_us INTEGER,
+         detail        TEXT
+     );
+     CREATE INDEX moves_by_lpar ON moves (lpar, started_at);",
+];
+
+/// Brings the database to [`SCHEMA_VERSION`], one step per transaction. A database written by
+/// a newer build is refused rather than guessed at.
+pub fn migrate(conn: &mut Connection) -> Result<(), HistoryError> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let step = usize::try_from(version)
+            .ok()
+            .and_then(|v| STEPS.get(v))
+            .ok_or(HistoryError::SchemaTooNew {
+                found: version,
+                known: SCHEMA_VERSION,
+            })?;
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+        tracing::info!(from = version, to = version + 1, "history schema migrated");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_match_the_version() {
+        assert_eq!(STEPS.len() as i64, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        assert!(matches!(
+            migrate(&mut conn),
+            Err(HistoryError::SchemaTooNew { .. })
+        ));
+    }
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+}

@@ -1,0 +1,416 @@
+//! Operations around moves, end to end with real hvmsim processes: migration history, backing up
+//! and restoring both HVM configurations together, and the Connectivity Test.
+
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::path::Path;
+use std::time::Duration;
+
+use lparmover::api::{ClientError, HvmClient};
+use lparmover::backup::{BackupError, BackupSet, backup_both, restore_both};
+use lparmover::connectivity::{
+    COMPLETED, ConnectivityError, ProbeLimits, ProbeListen, connectivity_test,
+};
+use lparmover::dirs::ManagerDirs;
+use lparmover::emg::Emg;
+use lparmover::history::{History, MoveRecord, MoveResult, Placement};
+use lparmover::model::lpar::{VfcRequest, Vlan, VnicRequest};
+use lparmover::model::{
+    LparNumber, LparRequest, LparStatus, Mode, ProcessorMode, Processors, Workload,
+};
+use lparmover::mover::JobTicket;
+use lpm_tests::{TestBlade, demo_fleet, profile_of, run_binary};
+
+const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn new_lpar(name: &str) -> LparRequest {
+    LparRequest {
+        number: None,
+        name: name.parse().unwrap(),
+        processors: Processors {
+            mode: ProcessorMode::Shared,
+            count: 1,
+            service_ratio: 100,
+            group: 0,
+        },
+        memory_mib: 64,
+        vnics: vec![VnicRequest {
+            segment: "1a".parse().unwrap(),
+            vlan: Vlan::Untag { id: 10 },
+            mac: None,
+        }],
+        vfcs: vec![VfcRequest {
+            port: "3/0".parse().unwrap(),
+            vfc_id: None,
+            names: None,
+        }],
+        usb: Default::default(),
+        options: Default::default(),
+        workload: Workload::default(),
+        activate: false,
+    }
+}
+
+/// (number, name) of every LPAR, sorted.
+async fn lpar_names(client: &HvmClient) -> Vec<(u8, String)> {
+    let mut v: Vec<_> = client
+        .lpars()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| (l.lpar.number.get(), l.lpar.name.as_str().to_owned()))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn deactivate_all(client: &HvmClient) {
+    for l in client.lpars().await.unwrap() {
+        if l.lpar.status == LparStatus::Activated {
+            client.deactivate(l.lpar.number, None).await.unwrap();
+        }
+    }
+}
+
+fn stdout(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn history_cli_prints_now_and_old_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let dirs = ManagerDirs::new(dir.path().join("data"));
+    let history = History::open(&dirs.history_db()).unwrap();
+    let t0 = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let n = |v| LparNumber::new(v).unwrap();
+    for (i, (job, from, to)) in [
+        ("job-a", ("ch1-b1", 1), ("ch1-b2", 2)),
+        ("job-b", ("ch1-b2", 2), ("ch1-b1", 1)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let started_at = t0 + chrono::Duration::minutes(i as i64);
+        history
+            .record(&MoveRecord {
+                job: job.into(),
+                lpar: "web-01".into(),
+                source: Placement {
+                    hvm: from.0.into(),
+                    number: n(from.1),
+                },
+                dest_hvm: to.0.into(),
+                dest_number: Some(n(to.1)),
+                mode: Mode::ConcurrentMaintenance,
+                result: MoveResult::Completed,
+                started_at,
+                finished_at: Some(started_at + chrono::Duration::seconds(3)),
+                suspension: Some(Duration::from_millis(12)),
+                detail: None,
+            })
+            .unwrap();
+    }
+    drop(history);
+    let data = dirs.data().to_str().unwrap();
+    let out = run_binary(
+        "lparmover",
+        &["history", "web-01", "--data-dir", data],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    println!("{text}");
+    let rows: Vec<&str> = text
+        .lines()
+        .filter(|l| l.trim_start().starts_with("Now") || l.trim_start().starts_with("old"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    assert!(
+        rows[0].contains("ch1-b1") && rows[0].contains("job-b"),
+        "{text}"
+    );
+    assert!(
+        rows[1].contains("ch1-b2") && rows[1].contains("job-a"),
+        "{text}"
+    );
+    assert!(rows[0].contains("Concurrent Maintenance") && rows[0].contains("12.0 ms"));
+
+    let out = run_binary(
+        "lparmover",
+        &["history", "--json", "--data-dir", data],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2);
+    assert_eq!(all[0]["job"], "job-b");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_config_brings_both_hvms_back_or_changes_neither() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (c1, c2) = (b1.client(), b2.client());
+    let profile = profile_of(&[&b1, &b2]);
+    let dirs = ManagerDirs::new(dir.path().join("data"));
+
+    let set = backup_both(&profile, "ch1-b1", "ch1-b2", "job-t1", &dirs)
+        .await
+        .unwrap();
+    assert!(set.dir.join("ch1-b1.json").is_file() && set.dir.join("ch1-b2.json").is_file());
+    assert_eq!(BackupSet::load(&dirs, "job-t1").unwrap(), set);
+    let before1 = lpar_names(&c1).await;
+    let before2 = lpar_names(&c2).await;
+
+    // Change both HVMs after the backup.
+    let batch = c1
+        .lpars()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == "batch-01")
+        .unwrap();
+    c1.delete(batch.lpar.number, None).await.unwrap();
+    c2.define(&new_lpar("extra-01"), None).await.unwrap();
+    let changed1 = lpar_names(&c1).await;
+    let changed2 = lpar_names(&c2).await;
+    assert_ne!(changed1, before1);
+    assert_ne!(changed2, before2);
+
+    // web-01 and db-01 run on ch1-b1, app-01 on ch1-b2: refused, neither changes.
+    let err = restore_both(&profile, &set).await.unwrap_err();
+    match &err {
+        BackupError::Refused(e) => {
+            assert_eq!(e.kind, Emg::InvalidLparState, "{err}");
+            assert!(
+                e.detail.contains("ch1-b1: LPAR") && e.detail.contains("ch1-b2: LPAR"),
+                "{err}"
+            );
+        }
+        other => panic!("expected a refusal, got {other}"),
+    }
+    assert_eq!(lpar_names(&c1).await, changed1);
+    assert_eq!(lpar_names(&c2).await, changed2);
+    assert!(
+        c1.locks().await.unwrap().is_empty(),
+        "restore leases released"
+    );
+    assert!(
+        c2.locks().await.unwrap().is_empty(),
+        "restore leases released"
+    );
+
+    // The CLI lists the set and restores both once every LPAR is deactivated.
+    let profile_path = dir.path().join("profile.toml");
+    profile.save(&profile_path).unwrap();
+    let (p, d) = (
+        profile_path.to_str().unwrap(),
+        dirs.data().to_str().unwrap(),
+    );
+    let out = run_binary(
+        "lparmover",
+        &["--profile", p, "restore-config", "--list", "--data-dir", d],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("job-t1") && stdout(&out).contains("ch1-b2"),
+        "{}",
+        stdout(&out)
+    );
+
+    deactivate_all(&c1).await;
+    deactivate_all(&c2).await;
+    let out = run_binary(
+        "lparmover",
+        &[
+            "--profile",
+            p,
+            "restore-config",
+            "--job",
+            "job-t1",
+            "--data-dir",
+            d,
+        ],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    let text = stdout(&out);
+    println!("{text}");
+    assert!(out.status.success(), "{}{}", text, stderr(&out));
+    assert!(
+        text.contains("restored on both HVMs; both match the backup"),
+        "{text}"
+    );
+    assert_eq!(lpar_names(&c1).await, before1);
+    assert_eq!(lpar_names(&c2).await, before2);
+    for c in [&c1, &c2] {
+        assert!(
+            c.lpars()
+                .await
+                .unwrap()
+                .iter()
+                .all(|l| l.lpar.status == LparStatus::Deactivated)
+        );
+        assert!(c.locks().await.unwrap().is_empty());
+    }
+}
+
+/// The demo fleet file with `blade`'s migration paths removed.
+fn fleet_without_path(dir: &Path, blade: &str) -> std::path::PathBuf {
+    let (_, path) = demo_fleet(dir);
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut out = String::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        if let Some(name) = line.strip_prefix("name = \"") {
+            current = name.trim_end_matches('"').to_owned();
+        }
+        if current == blade && line.starts_with("migration_paths") {
+            continue;
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    let patched = dir.join("no-path.toml");
+    std::fs::write(&patched, out).unwrap();
+    patched
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectivity_test_over_the_migration_paths() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let src = TestBlade::start(&fleet_file, "ch2-b2", &dir.path().join("src")).unwrap();
+    let dst = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("dst")).unwrap();
+    let profile = profile_of(&[&src, &dst]);
+
+    let report = connectivity_test(
+        &profile,
+        "ch2-b2",
+        "ch1-b2",
+        ProbeLimits {
+            max_bytes: 16 << 20,
+            ..ProbeLimits::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.result, COMPLETED);
+    let p = &report.probe;
+    assert_eq!(
+        p.source_addr.ip().to_string(),
+        "127.0.2.4",
+        "sent from the source's migration path"
+    );
+    assert_eq!(
+        p.dest_addr.ip().to_string(),
+        "127.0.2.2",
+        "to the destination's migration path"
+    );
+    assert!(p.bytes > 0 && p.throughput_mbps > 0.0, "{p:?}");
+    assert!(p.rtt.min_ms > 0.0 && p.rtt.min_ms <= p.rtt.max_ms, "{p:?}");
+    assert!(
+        p.max_udp_payload >= 1200 && p.path_mtu == p.max_udp_payload + 28,
+        "{p:?}"
+    );
+
+    let profile_path = dir.path().join("profile.toml");
+    profile.save(&profile_path).unwrap();
+    let out = run_binary(
+        "lparmover",
+        &[
+            "--profile",
+            profile_path.to_str().unwrap(),
+            "connectivity-test",
+            "--from",
+            "ch2-b2",
+            "--to",
+            "ch1-b2",
+            "--mib",
+            "16",
+        ],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    let text = stdout(&out);
+    println!("{text}");
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains("Round trip") && text.contains("Throughput") && text.contains("Path MTU"),
+        "{text}"
+    );
+    assert_eq!(text.lines().last(), Some(COMPLETED), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connectivity_test_refuses_a_destination_without_migration_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet_file = fleet_without_path(dir.path(), "ch1-b2");
+    let src = TestBlade::start(&fleet_file, "ch2-b2", &dir.path().join("src")).unwrap();
+    let dst = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("dst")).unwrap();
+    let profile = profile_of(&[&src, &dst]);
+
+    let err = connectivity_test(&profile, "ch2-b2", "ch1-b2", ProbeLimits::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ConnectivityError::Refused(_)), "{err}");
+    assert_eq!(err.emg().kind, Emg::DestinationPathMissing);
+    assert!(
+        err.to_string()
+            .contains("Specified NIC was not found. (Dst-Blade)"),
+        "{err}"
+    );
+
+    // The HVM refuses the same way when asked directly.
+    let err = dst
+        .client()
+        .probe_listen(&ProbeListen {
+            ticket: JobTicket::generate().to_hex(),
+            source_cert_pem: src.profile.cert_pem.clone(),
+            timeout_s: None,
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ClientError::Api { .. }), "{err}");
+    assert_eq!(err.kind(), Emg::DestinationPathMissing, "{err}");
+
+    // And the CLI says so with the catalogue line and its action.
+    let profile_path = dir.path().join("profile.toml");
+    profile.save(&profile_path).unwrap();
+    let out = run_binary(
+        "lparmover",
+        &[
+            "--profile",
+            profile_path.to_str().unwrap(),
+            "connectivity-test",
+            "--from",
+            "ch2-b2",
+            "--to",
+            "ch1-b2",
+        ],
+        CLI_TIMEOUT,
+    )
+    .unwrap();
+    assert!(!out.status.success());
+    let err_text = stderr(&out);
+    println!("{}{err_text}", stdout(&out));
+    assert!(
+        err_text.contains("EMG0000000300a50002")
+            && err_text.contains("Specified NIC was not found. (Dst-Blade)"),
+        "{err_text}"
+    );
+    assert!(
+        err_text.contains("Action: Check the setting of a migration path"),
+        "{err_text}"
+    );
+}

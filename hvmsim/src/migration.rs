@@ -48,7 +48,9 @@ impl std::fmt::Debug for Migrations {
 /// One move on this blade.
 struct Job {
     status: Mutex<MigrationStatus>,
-    guest: Arc<Guest>,
+    /// The partition while the move needs it; dropped when the move is over on this blade so
+    /// its memory goes with the guest that owns it.
+    guest: Mutex<Option<Arc<Guest>>>,
     /// Source: the sender's cancel token and timeout handle, and the switch-over once ready.
     cancel: CancellationToken,
     timeout: Mutex<Option<TimeoutHandle>>,
@@ -64,6 +66,18 @@ impl Job {
     }
     fn phase(&self) -> Phase {
         lock(&self.status).phase
+    }
+    fn guest(&self) -> Result<Arc<Guest>, EmgError> {
+        lock(&self.guest)
+            .clone()
+            .ok_or_else(|| EmgError::new(Emg::InvalidLparState, "the move is over on this HVM"))
+    }
+    /// Lets go of everything the move held: the partition and the heartbeat watch.
+    fn finish(&self) {
+        lock(&self.guest).take();
+        if let Some(watch) = lock(&self.watch).take() {
+            watch.stop();
+        }
     }
 }
 
@@ -285,7 +299,7 @@ impl BladeService {
                 first_heartbeat_after_resume_ns: None,
                 heartbeat_counter: None,
             }),
-            guest,
+            guest: Mutex::new(Some(guest)),
             cancel: cancel.0.clone(),
             timeout: Mutex::new(None),
             ready: tokio::sync::Mutex::new(None),
@@ -422,7 +436,7 @@ impl BladeService {
                 first_heartbeat_after_resume_ns: None,
                 heartbeat_counter: None,
             }),
-            guest: guest.clone(),
+            guest: Mutex::new(Some(guest.clone())),
             cancel,
             timeout: Mutex::new(Some(sender.timeout_handle())),
             ready: tokio::sync::Mutex::new(None),
@@ -476,6 +490,7 @@ impl BladeService {
                         s.phase = phase;
                         s.error = Some(error);
                     });
+                    job.finish();
                 }
             }
         });
@@ -585,8 +600,9 @@ impl BladeService {
             ));
         }
         let number = lock(&job.status).lpar;
-        let watch = HeartbeatWatch::start(job.guest.clone(), HEARTBEAT_PERIOD);
-        let guest = job.guest.clone();
+        let guest = job.guest()?;
+        let watch = HeartbeatWatch::start(guest.clone(), HEARTBEAT_PERIOD);
+        let resumed = guest.clone();
         tokio::task::spawn_blocking(move || {
             use lparmover::partition::Partition;
             guest.resume()
@@ -600,7 +616,23 @@ impl BladeService {
             s.adopt_lpar_names(&lpar);
             Ok(lpar)
         })?;
-        lock(&self.guests).insert(number, GuestHandle::new(job.guest.clone()));
+        lock(&self.guests).insert(number, GuestHandle::new(resumed));
+        // Keep sampling only until the first heartbeat after the resume has been seen.
+        let settle = job.clone();
+        tokio::spawn(async move {
+            for _ in 0..1000 {
+                let seen = lock(&settle.watch).as_ref().and_then(|w| w.first_change());
+                if let Some(hb) = seen {
+                    settle.update(|s| {
+                        s.first_heartbeat_after_resume_ns = Some(hb.observed_at_ns);
+                        s.heartbeat_counter = Some(hb.counter);
+                    });
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            settle.finish();
+        });
         self.set_fc_logins(number, lpar.vfcs.iter().map(|v| v.wwpn).collect());
         job.update(|s| s.phase = Phase::Resumed);
         self.log.record(
@@ -642,6 +674,7 @@ impl BladeService {
             Ok(())
         })?;
         job.update(|s| s.phase = Phase::Released);
+        job.finish();
         self.log.record(
             LogLevel::Info,
             "migration",
@@ -682,8 +715,9 @@ impl BladeService {
                 if let Some(cancel) = lock(&job.incoming_cancel).take() {
                     cancel();
                 }
-                let guest = job.guest.clone();
-                tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+                if let Ok(guest) = job.guest() {
+                    tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+                }
                 self.set_fc_logins(number, Vec::new());
                 self.mutate(|s| {
                     if s.lpars.contains_key(&number) {
@@ -699,6 +733,7 @@ impl BladeService {
                 s.phase = Phase::Aborted;
             }
         });
+        job.finish();
         self.log.record(
             LogLevel::Info,
             "migration",

@@ -5,8 +5,8 @@
 //! It never depends on hvmsim, the navigator or the policy runner.
 
 pub mod api;
-pub mod bench;
 pub mod backup;
+pub mod bench;
 pub mod checks;
 pub mod connectivity;
 pub mod dirs;

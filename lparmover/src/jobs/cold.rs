@@ -108,8 +108,14 @@ pub async fn shutdown_move(
         let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
         let result = async {
             on_stage("0x1030 (MMS) Backing up HVM Configuration");
-            let (a, b) = tokio::join!(src.backup_config(), dst.backup_config());
-            let (_a, _b) = (a?, b?);
+            crate::backup::backup_both(
+                profile,
+                src.name(),
+                dst.name(),
+                &job,
+                &crate::dirs::ManagerDirs::from_env(),
+            )
+            .await?;
             if active {
                 on_stage("0x3010 (SRC) Guest OS Shutdown");
                 src.request_shutdown(lpar.number, leases.source()).await?;

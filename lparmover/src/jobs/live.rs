@@ -30,6 +30,7 @@ use crate::api::{
 use crate::checks::{self, ChecksFailed, GatherError};
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
+use crate::history::{History, MoveRecord, MoveResult, Placement};
 use crate::model::{LparNumber, Mode};
 use crate::mover::{JobTicket, MoveSummary, Progress};
 use crate::profile::{Profile, ProfileError};
@@ -192,6 +193,9 @@ pub enum JobError {
     /// A call to an HVM failed.
     #[error(transparent)]
     Client(#[from] ClientError),
+    /// The HVM configurations could not be backed up.
+    #[error(transparent)]
+    Backup(#[from] crate::backup::BackupError),
 }
 
 impl JobError {
@@ -201,7 +205,7 @@ impl JobError {
             Self::Emg(e) => Some(e.clone()),
             Self::Client(e) => Some(e.emg()),
             Self::Checks(c) => c.errors.first().cloned(),
-            Self::Gather(_) | Self::Profile(_) => None,
+            Self::Gather(_) | Self::Profile(_) | Self::Backup(_) => None,
         }
     }
 }
@@ -258,8 +262,48 @@ pub async fn live_move(
 
         emit(JobStage::Locking, None);
         let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
-        let result = run_locked(&job, &src, &dst, src_entry, &lpar, request, &leases, &mut emit, &cancel).await;
+        let history = History::open(&crate::dirs::ManagerDirs::from_env().history_db())
+            .map_err(|e| warn!(error = %e, "migration history unavailable; the move goes on without it"))
+            .ok();
+        let mut record = MoveRecord {
+            job: job.clone(),
+            lpar: lpar.name.to_string(),
+            source: Placement { hvm: src.name().to_owned(), number: lpar.number },
+            dest_hvm: dst.name().to_owned(),
+            dest_number: None,
+            mode: Mode::ConcurrentMaintenance,
+            result: MoveResult::InProgress,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            suspension: None,
+            detail: None,
+        };
+        let save = |record: &MoveRecord| {
+            if let Some(h) = &history
+                && let Err(e) = h.record(record)
+            {
+                warn!(error = %e, "history not recorded");
+            }
+        };
+        save(&record);
+        let result = run_locked(&job, &src, &dst, profile, src_entry, &lpar, request, &leases, &mut emit, &cancel).await;
         leases.release().await;
+        record.finished_at = Some(chrono::Utc::now());
+        match &result {
+            Ok((_, number, suspension)) => {
+                record.result = MoveResult::Completed;
+                record.dest_number = Some(*number);
+                record.suspension = *suspension;
+            }
+            Err(e) => {
+                record.result = match e.emg() {
+                    Some(emg) if emg.kind == Emg::TerminatedByUser => MoveResult::Cancelled,
+                    _ => MoveResult::Failed,
+                };
+                record.detail = Some(e.to_string());
+            }
+        }
+        save(&record);
         let (summary, dest_number, suspension) = result?;
         emit(JobStage::Completed, None);
         let report = LiveMoveReport {
@@ -285,6 +329,7 @@ async fn run_locked(
     job: &str,
     src: &HvmClient,
     dst: &HvmClient,
+    profile: &Profile,
     src_entry: &crate::profile::ProfileHvm,
     lpar: &crate::model::Lpar,
     request: &LiveMoveRequest,
@@ -293,8 +338,14 @@ async fn run_locked(
     cancel: &CancellationToken,
 ) -> Result<(MoveSummary, LparNumber, Option<Duration>), JobError> {
     emit(JobStage::BackingUp, None);
-    let (src_backup, dst_backup) = tokio::join!(src.backup_config(), dst.backup_config());
-    let (_src_backup, _dst_backup) = (src_backup?, dst_backup?);
+    crate::backup::backup_both(
+        profile,
+        src.name(),
+        dst.name(),
+        job,
+        &crate::dirs::ManagerDirs::from_env(),
+    )
+    .await?;
 
     emit(JobStage::Preparing, None);
     let ticket = JobTicket::generate();

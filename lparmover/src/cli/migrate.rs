@@ -5,7 +5,9 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use lparmover::api::MoveOptions;
-use lparmover::fleetview::LparRef;
+use lparmover::dirs::ManagerDirs;
+use lparmover::fleetview::{LparRef, LparSelector};
+use lparmover::history::History;
 use lparmover::jobs::{
     ColdMoveReport, ColdMoveRequest, JobProgress, LiveMoveReport, LiveMoveRequest, live_move,
     shutdown_move,
@@ -21,11 +23,15 @@ pub struct MigrateArgs {
     #[arg(long, value_parser = parse_mode, default_value = "concurrent")]
     pub mode: Mode,
     /// The LPAR to move: HVM/LPAR (by number or name).
-    #[arg(long)]
-    pub from: LparRef,
+    #[arg(long, required_unless_present = "return_lpar")]
+    pub from: Option<LparRef>,
     /// Destination: HVM, or HVM/NUMBER for a given LPAR number (default: the youngest free).
-    #[arg(long)]
-    pub to: String,
+    #[arg(long, required_unless_present = "return_lpar")]
+    pub to: Option<String>,
+    /// Return migration: move LPAR back to the HVM and LPAR number its last completed move came
+    /// from (from the migration history).
+    #[arg(long = "return", value_name = "LPAR", conflicts_with_all = ["from", "to"])]
+    pub return_lpar: Option<String>,
     /// Longest acceptable suspension (e.g. 50ms).
     #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     pub downtime_limit: Duration,
@@ -85,6 +91,32 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be a positive duration"));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// Source, destination HVM and destination number of a move: as given, or for `--return` from the
+/// migration history (where the LPAR is now → where its last completed move came from).
+pub fn endpoints(args: &MigrateArgs) -> anyhow::Result<(LparRef, String, Option<LparNumber>)> {
+    if let Some(name) = &args.return_lpar {
+        let history = History::open(&ManagerDirs::from_env().history_db())?;
+        let Some(now) = history.lpar_history(name)?.into_iter().next() else {
+            bail!(
+                "no migration history for LPAR {name:?}; a return migration needs a completed move to undo"
+            );
+        };
+        let Some(origin) = history.where_from(name)? else {
+            bail!("LPAR {name:?} has no completed move in the history to return from");
+        };
+        let source = LparRef {
+            hvm: now.hvm,
+            lpar: LparSelector::Number(now.number),
+        };
+        return Ok((source, origin.hvm, Some(origin.number)));
+    }
+    let (Some(from), Some(to)) = (&args.from, &args.to) else {
+        bail!("give --from and --to, or --return LPAR");
+    };
+    let (hvm, number) = destination(to)?;
+    Ok((from.clone(), hvm, number))
 }
 
 pub fn destination(to: &str) -> anyhow::Result<(String, Option<LparNumber>)> {
@@ -182,9 +214,9 @@ pub async fn run(
         );
     }
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (dest, dest_number) = destination(&args.to)?;
+    let (source, dest, dest_number) = endpoints(&args)?;
     let request = LiveMoveRequest {
-        source: args.from.clone(),
+        source,
         destination: dest,
         dest_number,
         options: MoveOptions {
@@ -234,9 +266,9 @@ pub async fn run_cold(
     args: MigrateArgs,
 ) -> anyhow::Result<ColdMoveReport> {
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (destination, dest_number) = destination(&args.to)?;
+    let (source, destination, dest_number) = endpoints(&args)?;
     let request = ColdMoveRequest {
-        source: args.from.clone(),
+        source,
         destination,
         dest_number,
         remote_shutdown: args.shutdown,

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use lparmover::api::{HvmClient, LparView, MoveOptions};
 use lparmover::emg::Emg;
+use lparmover::jobs::journal::Outcome;
 use lparmover::jobs::{JobError, LiveMoveRequest, live_move};
 use lparmover::model::{LparStatus, Wwpn};
 use lpm_tests::{TestBlade, demo_fleet, profile_of};
@@ -189,9 +190,14 @@ async fn cancel_during_transfer_leaves_the_source_running_and_untouched() {
     )
     .await;
     let err = result.unwrap_err();
-    assert!(
-        matches!(&err, JobError::Emg(e) if e.kind == Emg::TerminatedByUser),
+    assert_eq!(
+        err.emg().map(|e| e.kind),
+        Some(Emg::TerminatedByUser),
         "{err}"
+    );
+    assert!(
+        matches!(&err, JobError::Settled { recovery, .. } if recovery.outcome == Some(Outcome::RolledBack)),
+        "the journal records the roll-back: {err}"
     );
 
     let after = find(&src, "web-01").await.unwrap();
@@ -260,14 +266,14 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         "the source keeps its fabric logins"
     );
 
-    // The restarted destination knows it was caught mid-move.
+    // The restarted destination knows from its record that the copy it was receiving died
+    // with it and never ran: it drops the definition on its own.
     b2.restart().unwrap();
-    let half = find(&b2.client(), "web-01").await.unwrap();
-    assert_eq!(half.lpar.status, LparStatus::RequiresRecovery);
     assert!(
-        half.runtime.is_none() && half.fc_logins.is_empty(),
-        "nothing of it runs or is logged in"
+        find(&b2.client(), "web-01").await.is_none(),
+        "the half-received LPAR is not left defined on the destination"
     );
+    assert!(b2.client().migrations().await.unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]

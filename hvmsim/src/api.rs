@@ -223,11 +223,42 @@ async fn start_send(
     Ok(Json(s.start_send(&req, lease(&headers).as_deref()).await?))
 }
 
+/// `?phase=…&wait_ms=…`: answer once the phase is no longer `phase` (long poll).
+#[derive(serde::Deserialize)]
+struct StatusQuery {
+    phase: Option<String>,
+    #[serde(default)]
+    wait_ms: u64,
+}
+
 async fn migration_status(
     State(s): Svc,
     Path(job): Path<String>,
+    axum::extract::Query(q): axum::extract::Query<StatusQuery>,
 ) -> ApiResult<lparmover::api::MigrationStatus> {
-    Ok(Json(s.migration_status(&job)?))
+    Ok(Json(
+        s.migration_status_wait(
+            &job,
+            q.phase.as_deref(),
+            std::time::Duration::from_millis(q.wait_ms),
+        )
+        .await?,
+    ))
+}
+
+async fn list_migrations(State(s): Svc) -> ApiResult<Vec<lparmover::api::MigrationStatus>> {
+    Ok(Json(s.migrations_list()))
+}
+
+async fn swap_migration(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.swap_migration(&job)?))
+}
+
+async fn recover_lpar(State(s): Svc, Path(n): Path<String>) -> ApiResult<lparmover::api::LparView> {
+    Ok(Json(s.recover_lpar(lpar_number(&n)?)?))
 }
 
 async fn cancel_migration(
@@ -248,8 +279,9 @@ async fn extend_migration(
 async fn commit_migration(
     State(s): Svc,
     Path(job): Path<String>,
+    ApiJson(body): ApiJson<lparmover::api::CommitRequest>,
 ) -> ApiResult<lparmover::api::MigrationStatus> {
-    Ok(Json(s.commit_migration(&job).await?))
+    Ok(Json(s.commit_migration(&job, &body).await?))
 }
 
 async fn resume_migration(
@@ -320,6 +352,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/lpars/{n}/deactivate", post(deactivate))
         .route("/lpars/{n}/shutdown", post(shutdown_lpar))
         .route("/lpars/{n}/release", post(release_lpar))
+        .route("/lpars/{n}/recover", post(recover_lpar))
         .route("/migrations/cold", post(cold_define))
         .route("/lpars/{n}/workload", axum::routing::put(set_workload))
         .route("/config/save", post(save_config))
@@ -332,7 +365,9 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/locks/{id}", axum::routing::delete(release_lock))
         .route("/locks/{id}/renew", post(renew_lock))
         .route("/migrations/incoming", post(prepare_incoming))
+        .route("/migrations", get(list_migrations))
         .route("/migrations/{job}", get(migration_status))
+        .route("/migrations/{job}/swap", post(swap_migration))
         .route("/migrations/{job}/send", post(start_send))
         .route("/migrations/{job}/cancel", post(cancel_migration))
         .route("/migrations/{job}/extend", post(extend_migration))

@@ -124,6 +124,7 @@ impl BladeService {
                 self.name
             ),
         );
+        let migration_logins = self.settle_records_after_restart()?;
         let lpars: Vec<Lpar> = lock(&self.state).lpars.values().cloned().collect();
         for lpar in lpars {
             match lpar.status {
@@ -165,6 +166,9 @@ impl BladeService {
                 }
                 _ => {}
             }
+        }
+        for (number, wwpns) in migration_logins {
+            self.set_fc_logins(number, wwpns);
         }
         Ok(())
     }

@@ -33,6 +33,10 @@ pub struct HvmState {
     /// keys are `"LPAR/INDEX"`.
     #[serde(default)]
     pub mac_overrides: BTreeMap<String, MacAddr>,
+    /// This HVM's part in moves under way, by job id, written before the step each names (see
+    /// `lparmover::api::MigrationRecord`); a restarted HVM acts on them in `BladeService::boot`.
+    #[serde(default)]
+    pub migrations: BTreeMap<String, lparmover::api::MigrationRecord>,
 }
 
 fn mac_slot(number: LparNumber, index: u8) -> String {
@@ -51,6 +55,7 @@ impl HvmState {
             lpars: BTreeMap::new(),
             vfc_overrides: BTreeMap::new(),
             mac_overrides: BTreeMap::new(),
+            migrations: BTreeMap::new(),
         }
     }
 

@@ -11,15 +11,16 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use lparmover::api::{
-    ExtendTimeout, IncomingPrepared, LockTarget, LogLevel, LparView, MigrationStatus, MoveOptions,
-    Phase, PrepareIncoming, Release, Role, StartSend,
+    CommitRequest, ExtendTimeout, GuestHold, IncomingPrepared, LockTarget, LogLevel, LparView,
+    MigrationRecord, MigrationStatus, MoveOptions, Phase, PrepareIncoming, RecordPhase, Release,
+    Role, StartSend,
 };
 use lparmover::emg::{Emg, EmgError};
 use lparmover::model::lpar::UsbState;
 use lparmover::model::{GuestSpec, LparNumber, LparStatus};
 use lparmover::mover::{
-    CompressionMode, IncomingMove, JobTicket, MigrationListener, MoveError, ReceiveOutcome, Sender,
-    SenderConfig, SwitchoverReady, TimeoutHandle,
+    CommitHandle, CompressionMode, IncomingMove, JobTicket, MigrationListener, MoveError,
+    ReceiveOutcome, Sender, SenderConfig, SwitchoverReady, TimeoutHandle,
 };
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
@@ -27,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::blade::{BladeService, lock};
 use crate::guest::{Guest, HeartbeatWatch};
 use crate::guests::GuestHandle;
+use lparmover::model::Wwpn;
 
 /// How often the heartbeat is sampled around a switch-over.
 const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
@@ -57,12 +59,41 @@ struct Job {
     ready: tokio::sync::Mutex<Option<SwitchoverReady<Guest>>>,
     /// Destination: cancels the incoming move.
     incoming_cancel: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
+    /// Destination: commits the incoming move on this side.
+    incoming_commit: Mutex<Option<CommitHandle>>,
     watch: Mutex<Option<HeartbeatWatch>>,
+    /// Wakes long polls when the phase changes.
+    changed: tokio::sync::Notify,
+    /// Destination: the migration path closed after Ready without a decision (memory kept).
+    undecided: std::sync::atomic::AtomicBool,
 }
 
 impl Job {
+    fn new(status: MigrationStatus, guest: Arc<Guest>, cancel: CancellationToken) -> Self {
+        Self {
+            status: Mutex::new(status),
+            guest: Mutex::new(Some(guest)),
+            cancel,
+            timeout: Mutex::new(None),
+            ready: tokio::sync::Mutex::new(None),
+            incoming_cancel: Mutex::new(None),
+            incoming_commit: Mutex::new(None),
+            watch: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+            undecided: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
     fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
-        f(&mut lock(&self.status));
+        let changed = {
+            let mut status = lock(&self.status);
+            let before = status.phase;
+            f(&mut status);
+            status.phase != before
+        };
+        if changed {
+            self.changed.notify_waiters();
+        }
     }
     fn phase(&self) -> Phase {
         lock(&self.status).phase
@@ -166,9 +197,15 @@ impl BladeService {
             })
     }
 
-    /// Status of a move on this blade.
-    pub fn migration_status(&self, job: &str) -> Result<MigrationStatus, EmgError> {
-        let job = self.migrations.job(job)?;
+    /// Status of a move on this blade: a move under way, or the durable record a restart left.
+    pub fn migration_status(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
+        let record = lock(&self.state).migrations.get(job_id).cloned();
+        let Some(job) = lock(&self.migrations.jobs).get(job_id).cloned() else {
+            return match record {
+                Some(record) => Ok(self.interrupted_status(job_id, record)),
+                None => Err(invalid(format!("no migration job {job_id:?} on this HVM"))),
+            };
+        };
         let mut status = lock(&job.status).clone();
         if let Some(watch) = lock(&job.watch).as_ref() {
             match status.role {
@@ -185,7 +222,80 @@ impl BladeService {
                 }
             }
         }
+        let has_guest = lock(&self.guests).contains_key(&status.lpar);
+        status.holds = match (status.role, status.phase) {
+            (Role::Source, Phase::SwitchoverReady | Phase::Committed) if has_guest => {
+                GuestHold::Paused
+            }
+            (Role::Source, _) if has_guest => GuestHold::Running,
+            (Role::Destination, Phase::Prepared | Phase::Transferring) => GuestHold::Partial,
+            (Role::Destination, Phase::SwitchoverReady | Phase::Committed) => GuestHold::Complete,
+            (Role::Destination, Phase::Resumed) if has_guest => GuestHold::Running,
+            _ => GuestHold::Nothing,
+        };
+        status.record = record;
         Ok(status)
+    }
+
+    /// The status of a move this HVM only knows from its record (it restarted mid-move).
+    fn interrupted_status(&self, job_id: &str, record: MigrationRecord) -> MigrationStatus {
+        let running = lock(&self.guests).contains_key(&record.lpar);
+        MigrationStatus {
+            job: job_id.to_owned(),
+            role: record.role,
+            lpar: record.lpar,
+            phase: Phase::Interrupted,
+            progress: None,
+            summary: None,
+            error: None,
+            last_heartbeat_before_pause_ns: None,
+            first_heartbeat_after_resume_ns: None,
+            heartbeat_counter: None,
+            // A destination that had resumed re-activated the LPAR after its restart.
+            holds: if running && record.phase == RecordPhase::Resumed {
+                GuestHold::Running
+            } else {
+                GuestHold::Nothing
+            },
+            record: Some(record),
+        }
+    }
+
+    /// Long poll: the status once the phase is no longer `phase`, or after `wait`.
+    pub async fn migration_status_wait(
+        &self,
+        job_id: &str,
+        phase: Option<&str>,
+        wait: Duration,
+    ) -> Result<MigrationStatus, EmgError> {
+        let (Some(phase), Some(job)) = (phase, lock(&self.migrations.jobs).get(job_id).cloned())
+        else {
+            return self.migration_status(job_id);
+        };
+        let deadline = tokio::time::Instant::now() + wait.min(Duration::from_secs(5));
+        loop {
+            let notified = job.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if job.phase().as_str() != phase {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.migration_status(job_id)
+    }
+
+    /// Every move this HVM knows of.
+    pub fn migrations_list(&self) -> Vec<MigrationStatus> {
+        let mut ids: Vec<String> = lock(&self.migrations.jobs).keys().cloned().collect();
+        ids.extend(lock(&self.state).migrations.keys().cloned());
+        ids.sort();
+        ids.dedup();
+        ids.iter()
+            .filter_map(|id| self.migration_status(id).ok())
+            .collect()
     }
 
     /// Destination: defines the incoming LPAR paused with blank memory, reserves its resources
@@ -205,7 +315,19 @@ impl BladeService {
         let ticket = parse_ticket(&request.ticket)?;
         let source_cert = parse_cert(&request.source_cert_pem)?;
         let ip = self.migration_ip()?;
-        let (lpar, exchange) = self.mutate(|s| s.define_incoming(&request.lpar, request.number))?;
+        let (lpar, exchange) = self.mutate(|s| {
+            let (lpar, exchange) = s.define_incoming(&request.lpar, request.number)?;
+            s.migrations.insert(
+                request.job.clone(),
+                MigrationRecord {
+                    role: Role::Destination,
+                    lpar: lpar.number,
+                    phase: RecordPhase::Started,
+                    exchange: None,
+                },
+            );
+            Ok((lpar, exchange))
+        })?;
         let number = lpar.number;
         let spec = GuestSpec {
             memory_bytes: lpar.memory_mib * 1024 * 1024,
@@ -230,6 +352,7 @@ impl BladeService {
             Ok(g) => g,
             Err(e) => {
                 let _ = self.mutate(|s| {
+                    s.migrations.remove(&request.job);
                     s.set_status(number, LparStatus::Deactivated)?;
                     s.delete(number)
                 });
@@ -286,8 +409,8 @@ impl BladeService {
                 Box::new(move || t.cancel()) as Box<dyn Fn() + Send + Sync>,
             )
         };
-        let job = Arc::new(Job {
-            status: Mutex::new(MigrationStatus {
+        let job = Job::new(
+            MigrationStatus {
                 job: job_id.to_owned(),
                 role: Role::Destination,
                 lpar: number,
@@ -298,14 +421,15 @@ impl BladeService {
                 last_heartbeat_before_pause_ns: None,
                 first_heartbeat_after_resume_ns: None,
                 heartbeat_counter: None,
-            }),
-            guest: Mutex::new(Some(guest)),
-            cancel: cancel.0.clone(),
-            timeout: Mutex::new(None),
-            ready: tokio::sync::Mutex::new(None),
-            incoming_cancel: Mutex::new(Some(cancel.1)),
-            watch: Mutex::new(None),
-        });
+                holds: GuestHold::Partial,
+                record: None,
+            },
+            guest,
+            cancel.0.clone(),
+        );
+        *lock(&job.incoming_cancel) = Some(cancel.1);
+        *lock(&job.incoming_commit) = Some(incoming.commit_handle());
+        let job = Arc::new(job);
         lock(&self.migrations.jobs).insert(job_id.to_owned(), job.clone());
         let token = cancel.0;
         let mut status_rx = incoming.status.clone();
@@ -323,7 +447,7 @@ impl BladeService {
                         RecvStage::Scrubbed => Phase::Aborted,
                     };
                     watcher_job.update(|s| {
-                        if !s.phase.is_final() {
+                        if !s.phase.is_final() && s.phase != Phase::Committed {
                             s.phase = phase;
                         }
                     });
@@ -338,13 +462,25 @@ impl BladeService {
                 }
             };
             status_task.abort();
+            if matches!(outcome, Ok(ReceiveOutcome::Undecided)) {
+                job.undecided
+                    .store(true, std::sync::atomic::Ordering::Release);
+            }
             job.update(|s| match outcome {
-                Ok(ReceiveOutcome::Committed { .. }) => s.phase = Phase::Committed,
+                Ok(ReceiveOutcome::Committed { .. }) => {
+                    if !s.phase.is_final() {
+                        s.phase = Phase::Committed;
+                    }
+                }
                 Ok(ReceiveOutcome::Aborted { reason }) => {
                     s.phase = Phase::Aborted;
                     s.error = Some(EmgError::new(Emg::TerminatedByUser, reason));
                 }
-                Ok(ReceiveOutcome::Undecided) => s.phase = Phase::SwitchoverReady,
+                Ok(ReceiveOutcome::Undecided) => {
+                    if !s.phase.is_final() && s.phase != Phase::Committed {
+                        s.phase = Phase::SwitchoverReady;
+                    }
+                }
                 Err(e) => {
                     if !s.phase.is_final() {
                         s.phase = Phase::Failed;
@@ -419,12 +555,24 @@ impl BladeService {
         cfg.verify = options.verify;
         cfg.streams = options.streams.clamp(1, 16);
         cfg.bandwidth_limit = options.bandwidth_limit;
-        self.mutate(|s| s.set_status(request.lpar, LparStatus::Migrating))?;
+        self.mutate(|s| {
+            s.set_status(request.lpar, LparStatus::Migrating)?;
+            s.migrations.insert(
+                request.job.clone(),
+                MigrationRecord {
+                    role: Role::Source,
+                    lpar: request.lpar,
+                    phase: RecordPhase::Started,
+                    exchange: None,
+                },
+            );
+            Ok(())
+        })?;
         let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(Default::default());
         let cancel = CancellationToken::new();
         let sender = Sender::new(guest.clone(), cfg, progress_tx, cancel.clone());
-        let job = Arc::new(Job {
-            status: Mutex::new(MigrationStatus {
+        let job = Job::new(
+            MigrationStatus {
                 job: request.job.clone(),
                 role: Role::Source,
                 lpar: request.lpar,
@@ -435,14 +583,15 @@ impl BladeService {
                 last_heartbeat_before_pause_ns: None,
                 first_heartbeat_after_resume_ns: None,
                 heartbeat_counter: None,
-            }),
-            guest: Mutex::new(Some(guest.clone())),
+                holds: GuestHold::Running,
+                record: None,
+            },
+            guest.clone(),
             cancel,
-            timeout: Mutex::new(Some(sender.timeout_handle())),
-            ready: tokio::sync::Mutex::new(None),
-            incoming_cancel: Mutex::new(None),
-            watch: Mutex::new(Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD))),
-        });
+        );
+        *lock(&job.timeout) = Some(sender.timeout_handle());
+        *lock(&job.watch) = Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD));
+        let job = Arc::new(job);
         lock(&self.migrations.jobs).insert(request.job.clone(), job.clone());
         self.log.record(
             LogLevel::Info,
@@ -480,7 +629,10 @@ impl BladeService {
                         Phase::Failed
                     };
                     // The sender left the source running; the LPAR is simply Activated again.
-                    let _ = service.mutate(|s| s.set_status(number, LparStatus::Activated));
+                    let _ = service.mutate(|s| {
+                        s.migrations.remove(&job_id);
+                        s.set_status(number, LparStatus::Activated).map(drop)
+                    });
                     service.log.record(
                         LogLevel::Warning,
                         "migration",
@@ -538,68 +690,70 @@ impl BladeService {
         self.migration_status(job_id)
     }
 
-    /// Source: the commit point has been journaled by the manager; tell the destination and log
-    /// the source's vFCs out so the destination may log in with the WWPNs.
-    pub async fn commit_migration(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
-        let job = self.migrations.job(job_id)?;
-        let ready = job.ready.lock().await.take().ok_or_else(|| {
-            EmgError::new(
-                Emg::InvalidLparState,
-                format!("job {job_id} is not ready for switch-over"),
-            )
-        })?;
-        if let Some(watch) = lock(&job.watch).as_ref()
-            && let Some(hb) = watch.last_change()
-        {
-            job.update(|s| s.last_heartbeat_before_pause_ns = Some(hb.observed_at_ns));
-        }
-        if let Some(watch) = lock(&job.watch).take() {
-            watch.stop();
-        }
-        let number = lock(&job.status).lpar;
-        let result = ready.commit().await;
-        // From here the destination is authoritative, whatever the acknowledgement said.
-        self.set_fc_logins(number, Vec::new());
-        job.update(|s| s.phase = Phase::Committed);
-        match result {
-            Ok(summary) => {
-                job.update(|s| s.summary = Some(summary));
-                self.log.record(
-                    LogLevel::Info,
-                    "migration",
-                    format!(
-                        "job {job_id}: committed; LPAR {number} now belongs to the destination"
-                    ),
-                );
-            }
-            Err(e) => {
-                self.log.record(
-                    LogLevel::Warning,
-                    "migration",
-                    format!("job {job_id}: commit not acknowledged: {e}"),
-                );
-            }
-        }
-        self.migration_status(job_id)
-    }
-
-    /// Destination: resumes the LPAR after the commit; its vFCs swap to the WWPNs.
+    /// Destination, the manager passed the commit point: records "resumed" durably, commits the
+    /// incoming move on this side and resumes the guest. Its vFCs stay logged in with the
+    /// migration WWPNs until [`Self::swap_migration`] (the source still has the WWPNs).
     pub async fn resume_migration(&self, job_id: &str) -> Result<LparView, EmgError> {
-        let job = self.migrations.job(job_id)?;
-        // The receiver records the commit a moment after the source sent it.
-        for _ in 0..500 {
-            if job.phase() != Phase::SwitchoverReady && job.phase() != Phase::Transferring {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        if job.phase() != Phase::Committed {
-            return Err(EmgError::new(
-                Emg::InvalidLparState,
-                format!("job {job_id} is {:?}, not committed", job.phase()),
-            ));
-        }
+        let job = self.live_job(job_id, Role::Destination)?;
         let number = lock(&job.status).lpar;
+        match job.phase() {
+            Phase::Resumed => return self.lpar(number),
+            Phase::SwitchoverReady | Phase::Committed => {}
+            other => {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "job {job_id} is {other:?} here; only a destination holding every page can resume"
+                    ),
+                ));
+            }
+        }
+        // Durable before the guest may run: a restart must know it ran here.
+        let lpar = self.mutate(|s| {
+            let lpar = s.set_status(number, LparStatus::Activated)?;
+            s.adopt_lpar_names(&lpar);
+            if let Some(record) = s.migrations.get_mut(job_id) {
+                record.phase = RecordPhase::Resumed;
+            }
+            Ok(lpar)
+        })?;
+        if !job.undecided.load(std::sync::atomic::Ordering::Acquire)
+            && job.phase() == Phase::SwitchoverReady
+        {
+            if let Some(commit) = lock(&job.incoming_commit).as_ref() {
+                commit.commit();
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            loop {
+                let notified = job.changed.notified();
+                tokio::pin!(notified);
+                notified.as_mut().enable();
+                let phase = job.phase();
+                if phase == Phase::Committed
+                    || job.undecided.load(std::sync::atomic::Ordering::Acquire)
+                {
+                    break;
+                }
+                if phase != Phase::SwitchoverReady
+                    || tokio::time::timeout_at(deadline, notified).await.is_err()
+                {
+                    // The receiver ended otherwise (scrubbed): nothing of it may run here.
+                    let _ = self.mutate(|s| {
+                        s.migrations.remove(job_id);
+                        s.set_status(number, LparStatus::Deactivated)?;
+                        s.delete(number).map(drop)
+                    });
+                    self.set_fc_logins(number, Vec::new());
+                    return Err(EmgError::new(
+                        Emg::InvalidLparState,
+                        format!(
+                            "job {job_id}: the incoming move ended as {phase:?}, not committed"
+                        ),
+                    ));
+                }
+            }
+        }
+        job.update(|s| s.phase = Phase::Committed);
         let guest = job.guest()?;
         let watch = HeartbeatWatch::start(guest.clone(), HEARTBEAT_PERIOD);
         let resumed = guest.clone();
@@ -611,11 +765,6 @@ impl BladeService {
         .map_err(|e| EmgError::new(Emg::Internal, e.to_string()))?
         .map_err(|e| EmgError::new(Emg::Internal, format!("resuming the guest failed: {e}")))?;
         *lock(&job.watch) = Some(watch);
-        let lpar = self.mutate(|s| {
-            let lpar = s.set_status(number, LparStatus::Activated)?;
-            s.adopt_lpar_names(&lpar);
-            Ok(lpar)
-        })?;
         lock(&self.guests).insert(number, GuestHandle::new(resumed));
         // Keep sampling only until the first heartbeat after the resume has been seen.
         let settle = job.clone();
@@ -633,112 +782,415 @@ impl BladeService {
             }
             settle.finish();
         });
-        self.set_fc_logins(number, lpar.vfcs.iter().map(|v| v.wwpn).collect());
         job.update(|s| s.phase = Phase::Resumed);
         self.log.record(
             LogLevel::Info,
             "migration",
             format!(
-                "job {job_id}: LPAR {number} ({}) resumed here; vFCs logged in with their WWPNs",
+                "job {job_id}: LPAR {number} ({}) committed and resumed here; vFCs still on the migration WWPNs",
                 lpar.name
             ),
         );
         Ok(self.view(lpar))
     }
 
-    /// Source: lets go of the LPAR after a committed move and adopts the exchanged names.
+    /// Source, after the destination resumed: records "committed" (with the names to adopt),
+    /// logs the vFCs out so the destination may log in with the WWPNs, and tells the
+    /// destination over the migration path. The guest stays paused here until released.
+    pub async fn commit_migration(
+        &self,
+        job_id: &str,
+        body: &CommitRequest,
+    ) -> Result<MigrationStatus, EmgError> {
+        let job = self.live_job(job_id, Role::Source)?;
+        match job.phase() {
+            Phase::Committed | Phase::Released => return self.migration_status(job_id),
+            Phase::SwitchoverReady => {}
+            other => {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!("job {job_id} is {other:?}; only a switch-over can be committed"),
+                ));
+            }
+        }
+        let number = lock(&job.status).lpar;
+        self.mutate(|s| {
+            if let Some(record) = s.migrations.get_mut(job_id) {
+                record.phase = RecordPhase::Committed;
+                record.exchange = Some(body.exchange.clone());
+            }
+            Ok(())
+        })?;
+        if let Some(watch) = lock(&job.watch).as_ref()
+            && let Some(hb) = watch.last_change()
+        {
+            job.update(|s| s.last_heartbeat_before_pause_ns = Some(hb.observed_at_ns));
+        }
+        if let Some(watch) = lock(&job.watch).take() {
+            watch.stop();
+        }
+        self.set_fc_logins(number, Vec::new());
+        job.update(|s| s.phase = Phase::Committed);
+        let ready = job.ready.lock().await.take();
+        let result = match ready {
+            Some(ready) => ready.commit().await,
+            None => Err(lparmover::mover::MoveError::Internal(
+                "the switch-over was already decided".into(),
+            )),
+        };
+        match result {
+            Ok(summary) => {
+                job.update(|s| s.summary = Some(summary));
+                self.log.record(
+                    LogLevel::Info,
+                    "migration",
+                    format!(
+                        "job {job_id}: committed; LPAR {number} belongs to the destination, vFCs logged out"
+                    ),
+                );
+            }
+            Err(e) => {
+                // The destination resumed before this call: it is authoritative either way.
+                self.log.record(
+                    LogLevel::Warning,
+                    "migration",
+                    format!("job {job_id}: committed; the migration path did not acknowledge: {e}"),
+                );
+            }
+        }
+        self.migration_status(job_id)
+    }
+
+    /// Destination, once the source logged out: the vFCs log in with the WWPNs and this HVM's
+    /// part of the move is done.
+    pub fn swap_migration(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
+        let mut status = self.migration_status(job_id)?;
+        let resumed = status.phase == Phase::Resumed
+            || status
+                .record
+                .as_ref()
+                .is_some_and(|r| r.phase == RecordPhase::Resumed);
+        if status.role != Role::Destination || !resumed {
+            return Err(EmgError::new(
+                Emg::InvalidLparState,
+                format!(
+                    "job {job_id} is {:?} here; only a resumed destination swaps to the WWPNs",
+                    status.phase
+                ),
+            ));
+        }
+        let lpar = lock(&self.state).lpar(status.lpar)?.clone();
+        self.mutate(|s| {
+            s.migrations.remove(job_id);
+            Ok(())
+        })?;
+        self.set_fc_logins(status.lpar, lpar.vfcs.iter().map(|v| v.wwpn).collect());
+        self.log.record(
+            LogLevel::Info,
+            "migration",
+            format!(
+                "job {job_id}: LPAR {} ({}) vFCs logged in with their WWPNs",
+                lpar.number, lpar.name
+            ),
+        );
+        status.record = None;
+        Ok(status)
+    }
+
+    /// Source: lets go of the LPAR after a committed move and adopts the exchanged names (also
+    /// after a restart, when only the record is left and the manager knows the destination has it).
     pub async fn release_migration(
         &self,
         job_id: &str,
         body: &Release,
     ) -> Result<MigrationStatus, EmgError> {
-        let job = self.migrations.job(job_id)?;
-        if job.phase() != Phase::Committed {
+        let status = self.migration_status(job_id)?;
+        let allowed = status.role == Role::Source
+            && (status.phase == Phase::Committed || status.phase == Phase::Interrupted);
+        if !allowed {
             return Err(EmgError::new(
                 Emg::InvalidLparState,
                 format!(
                     "job {job_id} is {:?}; only a committed move can be released",
-                    job.phase()
+                    status.phase
                 ),
             ));
         }
-        let number = lock(&job.status).lpar;
+        let number = status.lpar;
         let guest = lock(&self.guests).remove(&number);
         if let Some(guest) = guest {
             tokio::task::spawn_blocking(move || guest.stop()).await.ok();
         }
+        self.set_fc_logins(number, Vec::new());
         self.mutate(|s| {
-            s.set_status(number, LparStatus::Deactivated)?;
-            s.delete(number)?;
+            s.migrations.remove(job_id);
+            if s.lpars.contains_key(&number) {
+                s.set_status(number, LparStatus::Deactivated)?;
+                s.delete(number)?;
+            }
             s.adopt_exchange(&body.exchange);
             Ok(())
         })?;
-        job.update(|s| s.phase = Phase::Released);
-        job.finish();
+        let job = lock(&self.migrations.jobs).get(job_id).cloned();
+        let mut status = status;
+        if let Some(job) = job {
+            job.update(|s| s.phase = Phase::Released);
+            job.finish();
+            status = self.migration_status(job_id)?;
+        } else {
+            status.phase = Phase::Released;
+            status.holds = GuestHold::Nothing;
+            status.record = None;
+        }
         self.log.record(
             LogLevel::Info,
             "migration",
             format!("job {job_id}: LPAR {number} released after its move"),
         );
-        self.migration_status(job_id)
+        Ok(status)
     }
 
     /// Either side: the manager decided not to commit (or the move failed). The source resumes
-    /// with nothing lost; the destination scrubs and drops its definition.
+    /// with nothing lost; the destination scrubs and drops its definition. After a restart the
+    /// record is dropped (a source LPAR stays "requires recovery" for the manager to settle).
     pub async fn abort_migration(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
-        let job = self.migrations.job(job_id)?;
-        let (role, number, phase) = {
-            let s = lock(&job.status);
-            (s.role, s.lpar, s.phase)
-        };
-        if matches!(phase, Phase::Committed | Phase::Resumed | Phase::Released) {
+        let status = self.migration_status(job_id)?;
+        let (role, number, phase) = (status.role, status.lpar, status.phase);
+        let resumed_here = status
+            .record
+            .as_ref()
+            .is_some_and(|r| matches!(r.phase, RecordPhase::Resumed | RecordPhase::Committed));
+        if resumed_here
+            || matches!(phase, Phase::Resumed | Phase::Released)
+            || (role == Role::Source && phase == Phase::Committed)
+        {
             return Err(EmgError::new(
                 Emg::InvalidLparState,
                 format!("job {job_id} is {phase:?}; a committed move cannot be aborted"),
             ));
         }
-        match role {
-            Role::Source => {
+        let live = lock(&self.migrations.jobs).get(job_id).cloned();
+        match (role, live) {
+            (Role::Source, Some(job)) => {
                 job.cancel.cancel();
                 if let Some(ready) = job.ready.lock().await.take() {
-                    ready
-                        .abort("the manager did not commit")
-                        .await
-                        .map_err(|e| move_error(&e))?;
+                    match ready.abort("the manager did not commit").await {
+                        Ok(()) => {}
+                        Err(lparmover::mover::MoveError::AlreadyCommitted) => {
+                            return Err(EmgError::new(
+                                Emg::InvalidLparState,
+                                format!(
+                                    "job {job_id}: the destination was already committed; the LPAR stays paused here (run `lparmover recover`)"
+                                ),
+                            ));
+                        }
+                        // The source resumed; the destination scrubs on its own or when told.
+                        Err(e) => self.log.record(
+                            LogLevel::Warning,
+                            "migration",
+                            format!("job {job_id}: the destination did not confirm the abort: {e}"),
+                        ),
+                    }
                 }
                 if let Some(watch) = lock(&job.watch).take() {
                     watch.stop();
                 }
-                let _ = self.mutate(|s| s.set_status(number, LparStatus::Activated));
+                self.mutate(|s| {
+                    s.migrations.remove(job_id);
+                    if s.lpar(number)?.status == LparStatus::Migrating {
+                        s.set_status(number, LparStatus::Activated)?;
+                    }
+                    Ok(())
+                })?;
+                job.update(|s| {
+                    if !s.phase.is_final() {
+                        s.phase = Phase::Aborted;
+                    }
+                });
+                job.finish();
             }
-            Role::Destination => {
-                if let Some(cancel) = lock(&job.incoming_cancel).take() {
-                    cancel();
-                }
-                if let Ok(guest) = job.guest() {
-                    tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+            (Role::Source, None) => {
+                self.mutate(|s| {
+                    s.migrations.remove(job_id);
+                    Ok(())
+                })?;
+            }
+            (Role::Destination, live) => {
+                if let Some(job) = &live {
+                    if let Some(cancel) = lock(&job.incoming_cancel).take() {
+                        cancel();
+                    }
+                    if let Ok(guest) = job.guest() {
+                        tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+                    }
                 }
                 self.set_fc_logins(number, Vec::new());
                 self.mutate(|s| {
+                    s.migrations.remove(job_id);
                     if s.lpars.contains_key(&number) {
                         s.set_status(number, LparStatus::Deactivated)?;
                         s.delete(number)?;
                     }
                     Ok(())
                 })?;
+                if let Some(job) = live {
+                    job.update(|s| {
+                        if !s.phase.is_final() {
+                            s.phase = Phase::Aborted;
+                        }
+                    });
+                    job.finish();
+                }
             }
         }
-        job.update(|s| {
-            if !s.phase.is_final() {
-                s.phase = Phase::Aborted;
-            }
-        });
-        job.finish();
         self.log.record(
             LogLevel::Info,
             "migration",
             format!("job {job_id}: aborted; {role:?} side cleaned up"),
         );
-        self.migration_status(job_id)
+        match self.migration_status(job_id) {
+            Ok(s) => Ok(s),
+            Err(_) => Ok(MigrationStatus {
+                phase: Phase::Aborted,
+                holds: GuestHold::Nothing,
+                record: None,
+                ..status
+            }),
+        }
+    }
+
+    /// A move under way on this HVM in `role` (not one only known from a record).
+    fn live_job(&self, job_id: &str, role: Role) -> Result<Arc<Job>, EmgError> {
+        let job = lock(&self.migrations.jobs).get(job_id).cloned();
+        let Some(job) = job else {
+            if lock(&self.state).migrations.contains_key(job_id) {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "job {job_id}: this HVM restarted during the move and holds no guest for it; run `lparmover recover`"
+                    ),
+                ));
+            }
+            return Err(invalid(format!("no migration job {job_id:?} on this HVM")));
+        };
+        let actual = lock(&job.status).role;
+        if actual != role {
+            return Err(invalid(format!(
+                "job {job_id}: this HVM is the {actual:?} of the move, not the {role:?}"
+            )));
+        }
+        Ok(job)
+    }
+
+    /// After a restart: settles what this HVM can settle alone from its migration records and
+    /// leaves the rest ("requires recovery") to the manager. Runs before guests are re-activated.
+    pub(crate) fn settle_records_after_restart(
+        &self,
+    ) -> Result<Vec<(LparNumber, Vec<Wwpn>)>, EmgError> {
+        let records: Vec<(String, MigrationRecord)> = lock(&self.state)
+            .migrations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut migration_logins = Vec::new();
+        for (job, record) in records {
+            let number = record.lpar;
+            let note = match (record.role, record.phase) {
+                (Role::Source, RecordPhase::Committed) => {
+                    // The destination resumed it before this HVM committed: let go.
+                    let exchange = record.exchange.clone().unwrap_or_default();
+                    self.mutate(|s| {
+                        s.migrations.remove(&job);
+                        if s.lpars.contains_key(&number) {
+                            s.set_status(number, LparStatus::Deactivated)?;
+                            s.delete(number)?;
+                        }
+                        s.adopt_exchange(&exchange);
+                        Ok(())
+                    })?;
+                    format!(
+                        "job {job}: LPAR {number} had been committed to the destination; released"
+                    )
+                }
+                (Role::Destination, RecordPhase::Started) => {
+                    // A partial or unresumed copy died with the process: nothing of it ran here.
+                    self.mutate(|s| {
+                        s.migrations.remove(&job);
+                        if s.lpars.contains_key(&number) {
+                            s.set_status(number, LparStatus::Deactivated)?;
+                            s.delete(number)?;
+                        }
+                        Ok(())
+                    })?;
+                    format!(
+                        "job {job}: incoming LPAR {number} was not resumed here; definition dropped"
+                    )
+                }
+                (Role::Destination, _) => {
+                    // It ran here: it is re-activated like any running LPAR, on the migration
+                    // WWPNs until the manager has the source log out.
+                    if let Ok(lpar) = lock(&self.state).lpar(number) {
+                        migration_logins
+                            .push((number, lpar.vfcs.iter().map(|v| v.migration_wwpn).collect()));
+                    }
+                    format!(
+                        "job {job}: LPAR {number} had resumed here; re-activating it, WWPN swap pending"
+                    )
+                }
+                (Role::Source, _) => {
+                    self.mutate(|s| {
+                        if s.lpars.contains_key(&number) {
+                            s.set_status(number, LparStatus::RequiresRecovery)?;
+                        }
+                        Ok(())
+                    })?;
+                    format!(
+                        "job {job}: LPAR {number} was being sent when the HVM stopped; it requires recovery"
+                    )
+                }
+            };
+            self.log.record(LogLevel::Warning, "migration", note);
+        }
+        Ok(migration_logins)
+    }
+
+    /// Clears "requires recovery" on an LPAR no move still claims: it becomes Deactivated.
+    pub fn recover_lpar(&self, number: LparNumber) -> Result<LparView, EmgError> {
+        if let Some((job, _)) = lock(&self.state)
+            .migrations
+            .iter()
+            .find(|(_, r)| r.lpar == number)
+        {
+            return Err(EmgError::new(
+                Emg::InvalidLparState,
+                format!(
+                    "LPAR {number} still belongs to move {job}; run `lparmover recover` so the manager settles the move first"
+                ),
+            ));
+        }
+        let lpar = self.mutate(|s| {
+            let lpar = s.lpar(number)?;
+            if lpar.status != LparStatus::RequiresRecovery {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "LPAR {} ({}) is {}; only an LPAR requiring recovery can be recovered",
+                        lpar.number,
+                        lpar.name,
+                        lpar.status.label()
+                    ),
+                ));
+            }
+            s.set_status(number, LparStatus::Deactivated)
+        })?;
+        self.log.record(
+            LogLevel::Info,
+            "migration",
+            format!(
+                "LPAR {number} ({}) recovered: deactivated, may be activated again",
+                lpar.name
+            ),
+        );
+        Ok(self.view(lpar))
     }
 }

@@ -38,6 +38,14 @@ impl ManagerDirs {
         }
     }
 
+    /// The profile's `data_dir` when it names one, else [`Self::from_env`].
+    pub fn for_profile(profile: &crate::profile::Profile) -> Self {
+        profile
+            .data_dir
+            .as_deref()
+            .map_or_else(Self::from_env, Self::new)
+    }
+
     /// `dir` when given, else [`Self::from_env`].
     pub fn from_flag(dir: Option<&Path>) -> Self {
         dir.map_or_else(Self::from_env, Self::new)

@@ -76,6 +76,10 @@ pub struct Profile {
     /// Registered storage arrays.
     #[serde(default, rename = "array")]
     pub arrays: Vec<ProfileArray>,
+    /// Where the manager keeps this fleet's history, backups and job journal (unset: the
+    /// default data directory, see [`crate::dirs::ManagerDirs::from_env`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
 }
 
 impl Profile {
@@ -154,6 +158,7 @@ mod tests {
                 migration_paths: vec![Ipv4Addr::new(127, 0, 2, 1)],
             }],
             arrays: vec![],
+            data_dir: Some(PathBuf::from("/srv/lparmover")),
         };
         profile.save(&path).unwrap();
         assert_eq!(Profile::load(&path).unwrap(), profile);

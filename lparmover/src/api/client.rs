@@ -353,22 +353,69 @@ impl HvmClient {
         .await
     }
 
-    /// Source: the commit point.
-    pub async fn commit_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
-        self.call::<(), _>(
+    /// A move as this HVM sees it, waiting up to `wait` (at most 5 s) for its phase to leave
+    /// `phase` (long poll: the manager learns of the switch-over at once, not at its next poll).
+    pub async fn migration_status_wait(
+        &self,
+        job: &str,
+        phase: super::Phase,
+        wait: std::time::Duration,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        let wait_ms = wait.as_millis().min(5_000);
+        self.get(&format!(
+            "/migrations/{job}?phase={}&wait_ms={wait_ms}",
+            phase.as_str()
+        ))
+        .await
+    }
+
+    /// Every move this HVM knows of: running ones and durable records left by a restart.
+    pub async fn migrations(&self) -> Result<Vec<super::MigrationStatus>, ClientError> {
+        self.get("/migrations").await
+    }
+
+    /// Source, after the destination resumed: log the vFCs out, keep the names to adopt, tell the
+    /// destination over the migration path.
+    pub async fn commit_migration(
+        &self,
+        job: &str,
+        exchange: &super::NameExchange,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        let body = super::CommitRequest {
+            exchange: exchange.clone(),
+        };
+        self.call(
             Method::POST,
             &format!("/migrations/{job}/commit"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// Destination, the commit point passed: commit locally and resume the LPAR (its vFCs stay on
+    /// the migration WWPNs until [`Self::swap_migration`]).
+    pub async fn resume_migration(&self, job: &str) -> Result<LparView, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/resume"),
             None,
             None,
         )
         .await
     }
 
-    /// Destination: resume the committed LPAR.
-    pub async fn resume_migration(&self, job: &str) -> Result<LparView, ClientError> {
+    /// Destination, once the source logged out: the vFCs log in with the WWPNs.
+    pub async fn swap_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
+        self.call::<(), _>(Method::POST, &format!("/migrations/{job}/swap"), None, None)
+            .await
+    }
+
+    /// Clears "requires recovery" on an LPAR nothing else holds (it becomes Deactivated).
+    pub async fn recover_lpar(&self, number: LparNumber) -> Result<LparView, ClientError> {
         self.call::<(), _>(
             Method::POST,
-            &format!("/migrations/{job}/resume"),
+            &format!("/lpars/{number}/recover"),
             None,
             None,
         )

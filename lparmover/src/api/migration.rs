@@ -9,19 +9,26 @@
 //!   │                               guest paused with blank memory,
 //!   │ ◀── IncomingPrepared ───────  expect(ticket, source cert)
 //!   │ POST /migrations/{job}/send ─────────────────────────────────▶ Sender::run (background)
-//!   │ GET  /migrations/{job} (poll progress) ──────────────────────▶
+//!   │ GET  /migrations/{job}?wait_ms=250&phase=transferring (long poll) ▶
 //!   │                               ◀════ QUIC: rounds, suspend, vCPU state ════
 //!   │ … source reports SwitchoverReady (source paused, destination Ready)
-//!   │ journal "commit"
-//!   │ POST /migrations/{job}/commit ───────────────────────────────▶ Commit → destination
-//!   │ POST /migrations/{job}/resume ─▶ resume guest, LPAR Activated,
-//!   │                                  vFCs swap migration WWPN → WWPN
+//!   │ journal "commit point" (fsync)
+//!   │ POST /migrations/{job}/resume ─▶ commit locally, record "resumed",
+//!   │                                  LPAR Activated, guest resumes
+//!   │                                  (vFCs still on the migration WWPNs)
+//!   │ POST /migrations/{job}/commit {exchange} ────────────────────▶ record "committed",
+//!   │                                                                 vFCs log out, QUIC Commit
+//!   │ POST /migrations/{job}/swap ───▶ vFCs log in with the WWPNs
 //!   │ POST /migrations/{job}/release ──────────────────────────────▶ stop guest, delete LPAR,
 //!   │                                                                 adopt exchanged names
 //! ```
 //!
-//! Before the commit any failure or `cancel` leaves the source running (the sender restores it)
-//! and the destination drops its definition (`POST /migrations/{job}/abort`).
+//! Only one HTTP call lies between the switch-over being ready and the guest running again.
+//! Before the commit point any failure or `cancel` leaves the source running (the sender restores
+//! it) and the destination drops its definition (`POST /migrations/{job}/abort`). Each HVM keeps a
+//! [`MigrationRecord`] of its part in its state file, so a blade killed mid-move knows after a
+//! restart what it may do on its own and what the manager must decide
+//! (`crate::jobs::recovery`).
 
 use std::net::SocketAddr;
 
@@ -154,6 +161,8 @@ pub enum Phase {
     Failed,
     /// Not committed after the switch-over; the source resumed, the destination scrubbed.
     Aborted,
+    /// The HVM restarted during the move: only its durable record is left, the guest is gone.
+    Interrupted,
 }
 
 impl Phase {
@@ -164,6 +173,73 @@ impl Phase {
             Self::Released | Self::Resumed | Self::Cancelled | Self::Failed | Self::Aborted
         )
     }
+
+    /// Name used in the long-poll query (`?phase=`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prepared => "prepared",
+            Self::Transferring => "transferring",
+            Self::SwitchoverReady => "switchover-ready",
+            Self::Committed => "committed",
+            Self::Resumed => "resumed",
+            Self::Released => "released",
+            Self::Cancelled => "cancelled",
+            Self::Failed => "failed",
+            Self::Aborted => "aborted",
+            Self::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// What an HVM holds of the moved guest right now: the manager's recovery picks the side that
+/// holds the latest consistent copy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestHold {
+    /// Nothing (never had it, let it go, or lost it in a restart).
+    #[default]
+    Nothing,
+    /// A partial copy (destination, memory still arriving).
+    Partial,
+    /// Every page and the vCPU state, paused (destination after Ready).
+    Complete,
+    /// The guest, paused (source during suspension and until released).
+    Paused,
+    /// The guest, running.
+    Running,
+}
+
+/// An HVM's durable part in a move, kept in its state file (written before the step it names).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationRecord {
+    /// This HVM's role.
+    pub role: Role,
+    /// LPAR number on this HVM.
+    pub lpar: LparNumber,
+    /// How far this HVM got.
+    pub phase: RecordPhase,
+    /// Names the source adopts on release (known to the source from its commit on).
+    #[serde(default)]
+    pub exchange: Option<NameExchange>,
+}
+
+/// The durable steps of a move on one HVM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RecordPhase {
+    /// Source sending / destination prepared: nothing decided.
+    Started,
+    /// Destination: committed and resumed here (vFCs may still carry the migration WWPNs).
+    Resumed,
+    /// Source: the destination runs the LPAR; this HVM only has to let go.
+    Committed,
+}
+
+/// Source: the commit, after the destination resumed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitRequest {
+    /// Names the source adopts when it lets go (kept with its record).
+    pub exchange: NameExchange,
 }
 
 /// A move as one HVM sees it.
@@ -189,6 +265,12 @@ pub struct MigrationStatus {
     pub first_heartbeat_after_resume_ns: Option<u64>,
     /// Heartbeat counter at that moment.
     pub heartbeat_counter: Option<u64>,
+    /// What this HVM holds of the guest now.
+    #[serde(default)]
+    pub holds: GuestHold,
+    /// This HVM's durable record of the move (None once its part is done).
+    #[serde(default)]
+    pub record: Option<MigrationRecord>,
 }
 
 /// Extends a running move's timeout.

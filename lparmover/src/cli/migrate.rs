@@ -9,8 +9,8 @@ use lparmover::dirs::ManagerDirs;
 use lparmover::fleetview::{LparRef, LparSelector};
 use lparmover::history::History;
 use lparmover::jobs::{
-    ColdMoveReport, ColdMoveRequest, JobProgress, LiveMoveReport, LiveMoveRequest, live_move,
-    shutdown_move,
+    ColdMoveReport, ColdMoveRequest, JobProgress, JobStage, LiveMoveReport, LiveMoveRequest,
+    live_move, shutdown_move,
 };
 use lparmover::model::{LparNumber, Mode};
 use lparmover::profile::Profile;
@@ -47,6 +47,9 @@ pub struct MigrateArgs {
     /// Compression: auto, always or never.
     #[arg(long, default_value = "auto")]
     pub compression: String,
+    /// Cap on the migration path, MB/s (leave bandwidth to other traffic; 0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub bandwidth_limit: u64,
     /// Shutdown mode: shut the guest OS down remotely if the LPAR is activated.
     #[arg(long)]
     pub shutdown: bool,
@@ -227,15 +230,25 @@ pub async fn run(
             auto_converge: !args.no_auto_converge,
             compression: args.compression.clone(),
             verify: args.verify,
+            bandwidth_limit: (args.bandwidth_limit > 0).then(|| args.bandwidth_limit * 1_000_000),
             ..MoveOptions::default()
         },
     };
+    super::recover::settle_unfinished_first(&profile).await;
     let cancel = CancellationToken::new();
     let on_ctrl_c = cancel.clone();
+    let past_commit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let committed = past_commit.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("cancelling: the source keeps running…");
-            on_ctrl_c.cancel();
+        while tokio::signal::ctrl_c().await.is_ok() {
+            if committed.load(std::sync::atomic::Ordering::Acquire) {
+                eprintln!(
+                    "cancel refused: the move passed its commit point, the destination is authoritative; it completes"
+                );
+            } else {
+                eprintln!("cancelling: the source keeps running…");
+                on_ctrl_c.cancel();
+            }
         }
     });
     let bar = if args.json {
@@ -252,7 +265,15 @@ pub async fn run(
     let result = live_move(
         &profile,
         &request,
-        |p| bar.set_message(progress_line(p)),
+        |p| {
+            if matches!(
+                p.stage,
+                JobStage::Committing | JobStage::Resuming | JobStage::Releasing
+            ) {
+                past_commit.store(true, std::sync::atomic::Ordering::Release);
+            }
+            bar.set_message(progress_line(p))
+        },
         cancel,
     )
     .await;

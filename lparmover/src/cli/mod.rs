@@ -6,6 +6,7 @@ mod connectivity;
 mod demo;
 mod history;
 mod migrate;
+mod recover;
 mod render;
 mod restore;
 
@@ -61,6 +62,8 @@ enum Command {
     History(history::HistoryArgs),
     /// Restore both HVM configurations backed up for a job, together (or list the backup sets).
     RestoreConfig(restore::RestoreArgs),
+    /// Settle moves a manager did not finish, then recover LPARs requiring recovery.
+    Recover(recover::RecoverArgs),
     /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
     ConnectivityTest(connectivity::ConnectivityArgs),
 }
@@ -169,6 +172,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check(args) => {
             let profile = load_profile(cli.profile)?;
             check::run(&profile, args).await
+        }
+        Command::Recover(args) => {
+            let profile = load_profile(cli.profile)?;
+            recover::run(&profile, args).await
         }
         Command::Migrate(args) if args.mode == lparmover::model::Mode::Shutdown => {
             let json = args.json;

@@ -113,7 +113,7 @@ pub async fn shutdown_move(
                 src.name(),
                 dst.name(),
                 &job,
-                &crate::dirs::ManagerDirs::from_env(),
+                &crate::dirs::ManagerDirs::for_profile(profile),
             )
             .await?;
             if active {

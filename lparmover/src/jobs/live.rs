@@ -1,6 +1,8 @@
 //! The live move (Concurrent Maintenance), manager side.
 //!
-//! The manager orchestrates; the blades move the bytes:
+//! The manager orchestrates; the blades move the bytes. Every step is journaled (intent before,
+//! result after, [`super::journal`]); any failure hands the job to [`super::recovery`], which
+//! rolls back or goes forward depending on the commit point and on what each HVM still holds.
 //!
 //! ```text
 //! 0x1010 checks (refuse on any Error row)
@@ -9,9 +11,10 @@
 //! 0x2010 (DST) prepare: reserve CPU + memory, define the LPAR paused, vFCs log in with the
 //!        migration WWPNs, expect the one-time ticket from the source's pinned certificate
 //! 0x4050 (SRC) pre-copy rounds over the migration path (QUIC), suspension, final pages + vCPUs
-//! 0x4070 commit point: from here the destination is authoritative
-//! 0x4080 (DST) resume; vFCs swap to the WWPNs
-//! 0x4090 (SRC) release the source LPAR, adopt the exchanged names
+//! 0x4070 commit point, journaled: from here the destination is authoritative
+//! 0x4080 (DST) commit + resume (one call after the switch-over is ready: the guest's pause)
+//! 0x4090 (SRC) commit: vFCs log out; (DST) vFCs swap to the WWPNs; (SRC) release the LPAR and
+//!        adopt the exchanged names
 //! ```
 //!
 //! Before the commit point every failure (or the operator's cancel) aborts both sides: the source
@@ -23,7 +26,10 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use super::fault;
+use super::journal::{Entry, JobHeader, JobJournal, JobKind, JournalError, Outcome, Step};
 use super::leases::Leases;
+use super::recovery::{self, RecoveryReport};
 use crate::api::{
     ClientError, HvmClient, MigrationStatus, MoveOptions, Phase, PrepareIncoming, StartSend,
 };
@@ -35,8 +41,9 @@ use crate::model::{LparNumber, Mode};
 use crate::mover::{JobTicket, MoveSummary, Progress};
 use crate::profile::{Profile, ProfileError};
 
-/// How often the manager asks the source for progress.
-const POLL: Duration = Duration::from_millis(100);
+/// Longest wait of one progress long poll: the source answers at once when the phase changes
+/// (the switch-over is ready), else after this long with fresh progress.
+const LONG_POLL: Duration = Duration::from_millis(250);
 
 /// What the operator asked for.
 #[derive(Clone, Debug)]
@@ -196,6 +203,17 @@ pub enum JobError {
     /// The HVM configurations could not be backed up.
     #[error(transparent)]
     Backup(#[from] crate::backup::BackupError),
+    /// The job journal could not be written: the move does not start (or goes no further).
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// The move failed and recovery settled it (or left it for `lparmover recover`).
+    #[error("{error}; recovery: {}", recovery.detail)]
+    Settled {
+        /// What failed.
+        error: Box<JobError>,
+        /// What recovery did.
+        recovery: Box<RecoveryReport>,
+    },
 }
 
 impl JobError {
@@ -205,7 +223,8 @@ impl JobError {
             Self::Emg(e) => Some(e.clone()),
             Self::Client(e) => Some(e.emg()),
             Self::Checks(c) => c.errors.first().cloned(),
-            Self::Gather(_) | Self::Profile(_) | Self::Backup(_) => None,
+            Self::Settled { error, .. } => error.emg(),
+            Self::Gather(_) | Self::Profile(_) | Self::Backup(_) | Self::Journal(_) => None,
         }
     }
 }
@@ -261,8 +280,26 @@ pub async fn live_move(
             .clone();
 
         emit(JobStage::Locking, None);
+        let dirs = crate::dirs::ManagerDirs::for_profile(profile);
         let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
-        let history = History::open(&crate::dirs::ManagerDirs::from_env().history_db())
+        let journal = match JobJournal::begin(
+            &dirs,
+            JobHeader {
+                job: job.clone(),
+                kind: JobKind::Live,
+                lpar: lpar.name.to_string(),
+                source_hvm: src.name().to_owned(),
+                source_number: lpar.number,
+                dest_hvm: dst.name().to_owned(),
+            },
+        ) {
+            Ok(j) => j,
+            Err(e) => {
+                leases.release().await;
+                return Err(e.into());
+            }
+        };
+        let history = History::open(&dirs.history_db())
             .map_err(|e| warn!(error = %e, "migration history unavailable; the move goes on without it"))
             .ok();
         let mut record = MoveRecord {
@@ -286,7 +323,8 @@ pub async fn live_move(
             }
         };
         save(&record);
-        let result = run_locked(&job, &src, &dst, profile, src_entry, &lpar, request, &leases, &mut emit, &cancel).await;
+        let ctx = Ctx { job: &job, src: &src, dst: &dst, profile, dirs: &dirs };
+        let result = run_locked(&ctx, src_entry, &lpar, request, &leases, journal, &mut emit, &cancel).await;
         leases.release().await;
         record.finished_at = Some(chrono::Utc::now());
         match &result {
@@ -296,9 +334,12 @@ pub async fn live_move(
                 record.suspension = *suspension;
             }
             Err(e) => {
-                record.result = match e.emg() {
-                    Some(emg) if emg.kind == Emg::TerminatedByUser => MoveResult::Cancelled,
-                    _ => MoveResult::Failed,
+                record.result = match e {
+                    JobError::Settled { recovery, .. } if recovery.outcome == Some(Outcome::Completed) => MoveResult::Completed,
+                    _ => match e.emg() {
+                        Some(emg) if emg.kind == Emg::TerminatedByUser => MoveResult::Cancelled,
+                        _ => MoveResult::Failed,
+                    },
                 };
                 record.detail = Some(e.to_string());
             }
@@ -324,31 +365,47 @@ pub async fn live_move(
     .await
 }
 
+/// The two HVMs of a job and where the manager keeps its data.
+struct Ctx<'a> {
+    job: &'a str,
+    src: &'a HvmClient,
+    dst: &'a HvmClient,
+    profile: &'a Profile,
+    dirs: &'a crate::dirs::ManagerDirs,
+}
+
+type Moved = (MoveSummary, LparNumber, Option<Duration>);
+
 #[allow(clippy::too_many_arguments)]
 async fn run_locked(
-    job: &str,
-    src: &HvmClient,
-    dst: &HvmClient,
-    profile: &Profile,
+    ctx: &Ctx<'_>,
     src_entry: &crate::profile::ProfileHvm,
     lpar: &crate::model::Lpar,
     request: &LiveMoveRequest,
     leases: &Leases,
+    mut journal: JobJournal,
     emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
     cancel: &CancellationToken,
-) -> Result<(MoveSummary, LparNumber, Option<Duration>), JobError> {
-    emit(JobStage::BackingUp, None);
-    crate::backup::backup_both(
-        profile,
-        src.name(),
-        dst.name(),
+) -> Result<Moved, JobError> {
+    let Ctx {
         job,
-        &crate::dirs::ManagerDirs::from_env(),
-    )
-    .await?;
+        src,
+        dst,
+        profile,
+        dirs,
+    } = *ctx;
+    journal.done(Step::Lock)?;
+    emit(JobStage::BackingUp, None);
+    journal.intent(Step::Backup)?;
+    if let Err(e) = crate::backup::backup_both(profile, src.name(), dst.name(), job, dirs).await {
+        journal.finish(Outcome::RolledBack, format!("backup failed: {e}"))?;
+        return Err(e.into());
+    }
+    journal.done(Step::Backup)?;
 
     emit(JobStage::Preparing, None);
     let ticket = JobTicket::generate();
+    journal.intent(Step::Prepare)?;
     let prepared = dst
         .prepare_incoming(
             &PrepareIncoming {
@@ -358,9 +415,18 @@ async fn run_locked(
                 ticket: ticket.to_hex(),
                 source_cert_pem: src_entry.cert_pem.clone(),
             },
-            leases.id(1),
+            leases.destination(),
         )
-        .await?;
+        .await;
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return Err(fail(profile, journal, e.into(), emit).await),
+    };
+    journal.append(Entry::Done {
+        step: Step::Prepare,
+        prepared: Some((prepared.number, prepared.exchange.clone())),
+    })?;
+    fault::barrier("prepare").await;
 
     emit(JobStage::Transferring, None);
     let send = StartSend {
@@ -371,26 +437,53 @@ async fn run_locked(
         dest_cert_pem: prepared.cert_pem.clone(),
         options: request.options.clone(),
     };
-    if let Err(e) = src.start_send(&send, leases.id(0)).await {
-        roll_back(job, src, dst, emit).await;
-        return Err(e.into());
+    journal.intent(Step::Send)?;
+    if let Err(e) = src.start_send(&send, leases.source()).await {
+        return Err(fail(profile, journal, e.into(), emit).await);
     }
+    journal.done(Step::Send)?;
     let ready = match watch_transfer(job, src, emit, cancel).await {
         Ok(status) => status,
-        Err(e) => {
-            roll_back(job, src, dst, emit).await;
-            return Err(e);
-        }
+        Err(e) => return Err(fail(profile, journal, e, emit).await),
     };
     let summary_before_commit = ready.summary.clone().unwrap_or_default();
+    fault::barrier("suspension").await;
 
-    // The commit point. (The job journal of issue 6 records it durably before this call.)
+    // The commit point, durable before the destination is told: from here the move goes forward.
     emit(JobStage::Committing, None);
-    let committed = src.commit_migration(job).await?;
+    if let Err(e) = journal.append(Entry::CommitPoint) {
+        return Err(fail(profile, journal, e.into(), emit).await);
+    }
+    fault::barrier("commit").await;
     emit(JobStage::Resuming, None);
-    dst.resume_migration(job).await?;
+    journal.intent(Step::Resume)?;
+    if let Err(e) = dst.resume_migration(job).await {
+        return Err(fail(profile, journal, e.into(), emit).await);
+    }
+    journal.done(Step::Resume)?;
+    fault::barrier("swap").await;
     emit(JobStage::Releasing, None);
-    src.release_migration(job, &prepared.exchange).await?;
+    journal.intent(Step::SourceCommit)?;
+    let committed = match src.commit_migration(job, &prepared.exchange).await {
+        Ok(c) => c,
+        Err(e) => return Err(fail(profile, journal, e.into(), emit).await),
+    };
+    journal.done(Step::SourceCommit)?;
+    journal.intent(Step::Swap)?;
+    if let Err(e) = dst.swap_migration(job).await {
+        return Err(fail(profile, journal, e.into(), emit).await);
+    }
+    journal.done(Step::Swap)?;
+    fault::barrier("release").await;
+    journal.intent(Step::Release)?;
+    if let Err(e) = src.release_migration(job, &prepared.exchange).await {
+        return Err(fail(profile, journal, e.into(), emit).await);
+    }
+    journal.done(Step::Release)?;
+    journal.finish(
+        Outcome::Completed,
+        format!("{} runs on {}", lpar.name, dst.name()),
+    )?;
 
     let suspension = measure_suspension(job, dst, committed.last_heartbeat_before_pause_ns).await;
     Ok((
@@ -398,6 +491,28 @@ async fn run_locked(
         prepared.number,
         suspension,
     ))
+}
+
+/// A step failed: recovery decides from the journal and both HVMs what is safe (roll back before
+/// the commit point while the source holds the guest, forward after it) and does it.
+async fn fail(
+    profile: &Profile,
+    journal: JobJournal,
+    error: JobError,
+    emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
+) -> JobError {
+    emit(JobStage::RollingBack, None);
+    warn!(%error, "the move failed; recovering");
+    match recovery::settle(profile, journal).await {
+        Ok(report) => JobError::Settled {
+            error: Box::new(error),
+            recovery: Box::new(report),
+        },
+        Err(e) => {
+            warn!(error = %e, "recovery could not finish; the job stays in the journal for `lparmover recover`");
+            error
+        }
+    }
 }
 
 /// Polls the source until the switch-over is ready, reporting progress; cancels on request.
@@ -415,7 +530,18 @@ async fn watch_transfer(
                 warn!(error = %e, "cancel refused");
             }
         }
-        let status = src.migration_status(job).await?;
+        let status = src
+            .migration_status_wait(job, Phase::Transferring, LONG_POLL)
+            .await?;
+        if let Some(p) = &status.progress
+            && status.phase == Phase::Transferring
+        {
+            if p.round == 0 && p.memory_bytes_sent > 0 {
+                fault::barrier("round0").await;
+            } else if p.round >= 1 {
+                fault::barrier("rounds").await;
+            }
+        }
         let stage = match status.progress.as_ref().map(|p| p.stage) {
             Some(crate::mover::Stage::Suspended) => JobStage::Suspending,
             _ => JobStage::Transferring,
@@ -430,24 +556,6 @@ async fn watch_transfer(
             }
             _ => emit(stage, status.progress),
         }
-        tokio::time::sleep(POLL).await;
-    }
-}
-
-/// Aborts both sides before the commit point: the source runs on, the destination scrubs.
-async fn roll_back(
-    job: &str,
-    src: &HvmClient,
-    dst: &HvmClient,
-    emit: &mut (impl FnMut(JobStage, Option<Progress>) + Send),
-) {
-    emit(JobStage::RollingBack, None);
-    let (s, d) = tokio::join!(src.abort_migration(job), dst.abort_migration(job));
-    if let Err(e) = s {
-        warn!(error = %e, "source abort");
-    }
-    if let Err(e) = d {
-        warn!(error = %e, "destination abort");
     }
 }
 

@@ -51,7 +51,7 @@ pub mod wire;
 mod quic_tests;
 
 pub use progress::{MoveSummary, Progress, Stage};
-pub use receiver::{IncomingMove, MigrationListener, ReceiveOutcome};
+pub use receiver::{CommitHandle, IncomingMove, MigrationListener, ReceiveOutcome};
 pub use sender::{CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle};
 pub use tls::Identity;
 pub use wire::JobTicket;
@@ -122,6 +122,12 @@ pub enum MoveError {
     /// The move was cancelled.
     #[error("the move was cancelled; the source keeps running and the destination was scrubbed")]
     Cancelled,
+    /// An abort reached a destination that had already been committed (by the manager): the
+    /// source stays paused and must not resume.
+    #[error(
+        "the destination was already committed; the source stays paused (run `lparmover recover`)"
+    )]
+    AlreadyCommitted,
     /// The move did not converge before the timeout (the seed's message).
     #[error("LPAR Migration process was canceled. Memory write is intensive.")]
     TimedOut {

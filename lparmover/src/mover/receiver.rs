@@ -320,6 +320,7 @@ struct Job<P> {
     status: watch::Sender<RecvStatus>,
     done: oneshot::Sender<Result<ReceiveOutcome, MoveError>>,
     cancel: CancellationToken,
+    commit: CancellationToken,
 }
 
 type Jobs<P> = Arc<Mutex<HashMap<[u8; 32], Job<P>>>>;
@@ -351,6 +352,17 @@ impl<P> Clone for Shared<P> {
     }
 }
 
+/// Commits an incoming move from the destination's side (see [`IncomingMove::commit_handle`]).
+#[derive(Clone, Debug)]
+pub struct CommitHandle(CancellationToken);
+
+impl CommitHandle {
+    /// Commits once the receiver is `Ready` (at once if it already is).
+    pub fn commit(&self) {
+        self.0.cancel();
+    }
+}
+
 /// A destination's migration endpoint.
 pub struct MigrationListener<P: Partition + 'static> {
     endpoint: quinn::Endpoint,
@@ -379,6 +391,7 @@ pub struct IncomingMove<P: Partition + 'static> {
     pub status: watch::Receiver<RecvStatus>,
     done: oneshot::Receiver<Result<ReceiveOutcome, MoveError>>,
     cancel: CancellationToken,
+    commit: CancellationToken,
 }
 
 impl<P: Partition + 'static> std::fmt::Debug for IncomingMove<P> {
@@ -400,6 +413,13 @@ impl<P: Partition + 'static> IncomingMove<P> {
             self.pinned.remove(&self.peer_cert);
         }
         self.cancel.cancel();
+    }
+
+    /// A handle that commits the move on the destination's side (the manager passed the
+    /// commit point and told this HVM directly): once the receiver is `Ready` it moves to
+    /// `Committed` and tells the sender so; an `Abort` can no longer scrub the memory.
+    pub fn commit_handle(&self) -> CommitHandle {
+        CommitHandle(self.commit.clone())
     }
 
     /// Waits until the move ends.
@@ -454,6 +474,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
         let (status_tx, status) = watch::channel(RecvStatus::default());
         let (done_tx, done) = oneshot::channel();
         let cancel = CancellationToken::new();
+        let commit = CancellationToken::new();
         self.pinned.add(peer_cert.as_ref());
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(
@@ -464,6 +485,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
                     status: status_tx,
                     done: done_tx,
                     cancel: cancel.clone(),
+                    commit: commit.clone(),
                 },
             );
         }
@@ -475,6 +497,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
             status,
             done,
             cancel,
+            commit,
         }
     }
 
@@ -585,6 +608,7 @@ async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, sha
         status,
         done,
         cancel,
+        commit,
         peer_cert,
     } = job;
     let join: [u8; 32] = rand::random();
@@ -593,6 +617,7 @@ async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, sha
         partition,
         status,
         cancel,
+        commit,
         gate: Arc::new(Gate::default()),
         join,
         peer_cert: peer_cert.clone(),
@@ -738,6 +763,7 @@ struct Session<P: Partition + 'static> {
     partition: Arc<P>,
     status: watch::Sender<RecvStatus>,
     cancel: CancellationToken,
+    commit: CancellationToken,
     gate: Arc<Gate>,
     join: [u8; 32],
     peer_cert: Vec<u8>,
@@ -850,6 +876,9 @@ impl<P: Partition + 'static> Session<P> {
                     info!("destination ready: all memory and vCPU state in, paused");
                 }
                 Action::Commit => {
+                    // Committed from here on, whether the commit came from the sender or from
+                    // this HVM (the manager): say so before the connection winds down.
+                    self.status.send_modify(|s| s.stage = RecvStage::Committed);
                     send_msg(send, &Message::committed()).await?;
                     let _ = send.finish();
                     let round = self.status.borrow().round;
@@ -871,6 +900,11 @@ impl<P: Partition + 'static> Session<P> {
             }
             let event = tokio::select! {
                 ev = rx.recv() => ev,
+                _ = self.commit.cancelled(), if state == RecvState::Ready => {
+                    info!("committed by this HVM (the manager passed the commit point)");
+                    input = Input::Control(Message::Commit);
+                    continue;
+                }
                 _ = self.cancel.cancelled() => {
                     self.conn.close(close_code::ABORT.into(), b"cancelled at the destination");
                     return Err(MoveError::Cancelled);

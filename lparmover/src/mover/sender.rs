@@ -487,6 +487,12 @@ impl<P: Partition + 'static> SwitchoverReady<P> {
             }
             None => Ok(()),
         };
+        if let Err(MoveError::AlreadyCommitted) = result {
+            // The destination was committed by the manager and may be running the guest:
+            // resuming here would run it twice. Stay paused; the manager's recovery decides.
+            self.progress.send_modify(|p| p.stage = Stage::Committed);
+            return result;
+        }
         restore_source(self.partition.as_ref(), &self.outstanding, true)?;
         self.progress.send_modify(|p| p.stage = Stage::Aborted);
         result
@@ -511,6 +517,7 @@ async fn abort_receiver(link: &mut Link, reason: &str) -> Result<(), MoveError> 
         loop {
             match link.recv().await? {
                 Message::Aborted => return Ok(()),
+                Message::Committed => return Err(MoveError::AlreadyCommitted),
                 // RoundAcks or Ready still in flight.
                 _ => continue,
             }

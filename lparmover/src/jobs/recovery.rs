@@ -1,0 +1,604 @@
+//! Recovery of moves a manager did not finish (it was killed, an HVM restarted, the migration
+//! path broke after the commit point): read the job journal, ask both HVMs what they hold, and
+//! drive the move forward or backward without operator input.
+//!
+//! The rule: the guest must never run twice, and the copy that survives is the latest consistent
+//! one. [`decide`] is a pure function of the journal and the two HVMs' views:
+//!
+//! | destination | commit point | source holds guest | → plan |
+//! |---|---|---|---|
+//! | resumed (running, or its record says so) | any | any | forward: source commits, destination swaps WWPNs, source releases |
+//! | holds every page (Ready) | yes | any | forward: destination resumes, then as above |
+//! | anything else | yes | yes (paused) | backward: source resumes, destination drops its copy |
+//! | any | no | yes | backward |
+//! | holds every page | no | no (source restarted) | forward (the commit point is written first): the destination's copy is the latest |
+//! | nothing complete | any | no | lost: the destination drops its definition, the source LPAR stays "requires recovery" |
+//! | unreachable (either) | | | wait: nothing is safe to do yet; the job stays in the journal |
+
+use tracing::{info, warn};
+
+use super::journal::{self, Entry, JobFacts, JobJournal, Outcome, Step};
+use crate::api::{ClientError, GuestHold, HvmClient, MigrationStatus, Phase, RecordPhase};
+use crate::dirs::ManagerDirs;
+use crate::emg::Emg;
+use crate::model::LparStatus;
+use crate::profile::Profile;
+
+/// What one HVM says about a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum View {
+    /// It did not answer.
+    Unreachable(String),
+    /// It knows nothing of the job (never started there, or its part is over).
+    Unknown,
+    /// Its status.
+    Known(Box<MigrationStatus>),
+}
+
+impl View {
+    fn status(&self) -> Option<&MigrationStatus> {
+        match self {
+            Self::Known(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    fn holds(&self) -> GuestHold {
+        self.status().map_or(GuestHold::Nothing, |s| s.holds)
+    }
+
+    fn record(&self) -> Option<RecordPhase> {
+        self.status()
+            .and_then(|s| s.record.as_ref().map(|r| r.phase))
+    }
+
+    fn phase(&self) -> Option<Phase> {
+        self.status().map(|s| s.phase)
+    }
+}
+
+/// What recovery will do with a job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Plan {
+    /// Finish the move.
+    Forward {
+        /// The commit point must be journaled first (the source lost its guest).
+        write_commit_point: bool,
+        /// The destination must commit and resume.
+        resume_destination: bool,
+        /// The source must commit (log its vFCs out).
+        commit_source: bool,
+        /// The destination's vFCs must swap to the WWPNs.
+        swap_destination: bool,
+        /// The source must let go of the LPAR.
+        release_source: bool,
+    },
+    /// Undo the move: the source runs the LPAR.
+    Backward {
+        /// The source still has its part to abort.
+        abort_source: bool,
+        /// The destination still has its part to drop.
+        abort_destination: bool,
+    },
+    /// No consistent copy left: clean up, the source LPAR stays "requires recovery".
+    Lost {
+        /// The source still has its record to drop.
+        abort_source: bool,
+        /// The destination still has its part to drop.
+        abort_destination: bool,
+    },
+    /// Nothing safe to do now.
+    Wait(String),
+}
+
+/// Decides a job's recovery from its journal and both HVMs' views (the table in the module docs).
+pub fn decide(facts: &JobFacts, src: &View, dst: &View) -> Plan {
+    for (side, view) in [("source", src), ("destination", dst)] {
+        if let View::Unreachable(why) = view {
+            return Plan::Wait(format!(
+                "the {side} HVM is unreachable ({why}); run `lparmover recover` once it answers"
+            ));
+        }
+    }
+    let src_known = src.status().is_some();
+    let dst_known = dst.status().is_some();
+    let src_open = src.phase().is_some_and(|p| {
+        matches!(
+            p,
+            Phase::Transferring | Phase::SwitchoverReady | Phase::Committed | Phase::Interrupted
+        )
+    });
+    let dst_resumed = dst.phase() == Some(Phase::Resumed)
+        || dst.record() == Some(RecordPhase::Resumed)
+        || facts.is_done(Step::Resume);
+    if dst_resumed {
+        return Plan::Forward {
+            write_commit_point: !facts.commit_point,
+            resume_destination: false,
+            commit_source: src.phase() == Some(Phase::SwitchoverReady),
+            swap_destination: dst.record() == Some(RecordPhase::Resumed),
+            release_source: src_open,
+        };
+    }
+    let src_holds = matches!(src.holds(), GuestHold::Running | GuestHold::Paused);
+    let dst_complete = dst.holds() == GuestHold::Complete;
+    let forward = Plan::Forward {
+        write_commit_point: !facts.commit_point,
+        resume_destination: true,
+        commit_source: src.phase() == Some(Phase::SwitchoverReady),
+        swap_destination: true,
+        release_source: src_open,
+    };
+    let backward = Plan::Backward {
+        abort_source: src_known && src.phase().is_some_and(|p| !p.is_final()),
+        abort_destination: dst_known,
+    };
+    match (facts.commit_point, src_holds, dst_complete) {
+        (true, _, true) => forward,
+        (true, true, false) | (false, true, _) => backward,
+        (false, false, true) => forward,
+        (_, false, false) => Plan::Lost {
+            abort_source: src_known,
+            abort_destination: dst_known,
+        },
+    }
+}
+
+/// What recovery did with one job.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RecoveryReport {
+    /// Job id.
+    pub job: String,
+    /// LPAR name.
+    pub lpar: String,
+    /// Source and destination HVMs.
+    pub source: String,
+    /// Destination HVM.
+    pub destination: String,
+    /// The outcome, or None when the job had to wait.
+    pub outcome: Option<Outcome>,
+    /// What was done, in words.
+    pub detail: String,
+}
+
+/// Recovery errors (a job that could not be settled stays in the journal for the next run).
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    /// The journal.
+    #[error(transparent)]
+    Journal(#[from] journal::JournalError),
+    /// An HVM call.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A name in the journal is not in the profile.
+    #[error(transparent)]
+    Profile(#[from] crate::profile::ProfileError),
+}
+
+async fn view(client: &HvmClient, job: &str) -> View {
+    match client.migration_status(job).await {
+        Ok(s) => View::Known(Box::new(s)),
+        Err(ClientError::Api { error, .. }) if error.kind == Emg::InvalidRequest => View::Unknown,
+        Err(e) => View::Unreachable(e.to_string()),
+    }
+}
+
+/// Settles every orphaned job in the journal. Jobs another manager is running are left alone.
+pub async fn recover_unfinished(
+    profile: &Profile,
+    dirs: &ManagerDirs,
+) -> Result<Vec<RecoveryReport>, RecoveryError> {
+    let mut reports = Vec::new();
+    for path in journal::unfinished(dirs)? {
+        let Some(journal) = JobJournal::adopt(&path)? else {
+            continue;
+        };
+        let header = journal.facts().header.clone();
+        info!(job = %header.job, "recovering an unfinished job");
+        match settle(profile, journal).await {
+            Ok(report) => reports.push(report),
+            Err(e) => {
+                warn!(job = %header.job, error = %e, "recovery did not finish; the job stays in the journal");
+                reports.push(RecoveryReport {
+                    job: header.job.clone(),
+                    lpar: header.lpar.clone(),
+                    source: header.source_hvm.clone(),
+                    destination: header.dest_hvm.clone(),
+                    outcome: None,
+                    detail: format!("not settled yet: {e}"),
+                });
+            }
+        }
+    }
+    Ok(reports)
+}
+
+/// Settles one job whose journal this process holds: asks both HVMs, decides, acts, finishes
+/// the journal (unless it has to wait).
+pub async fn settle(
+    profile: &Profile,
+    mut journal: JobJournal,
+) -> Result<RecoveryReport, RecoveryError> {
+    let facts = journal.facts().clone();
+    let header = &facts.header;
+    let src = HvmClient::new(profile.hvm(&header.source_hvm)?)?;
+    let dst = HvmClient::new(profile.hvm(&header.dest_hvm)?)?;
+    let job = header.job.as_str();
+    let (src_view, dst_view) = tokio::join!(view(&src, job), view(&dst, job));
+    let plan = decide(&facts, &src_view, &dst_view);
+    info!(job, ?plan, ?src_view, ?dst_view, "recovery plan");
+    let exchange = facts
+        .prepared
+        .as_ref()
+        .map(|(_, e)| e.clone())
+        .unwrap_or_default();
+    let mut report = RecoveryReport {
+        job: job.to_owned(),
+        lpar: header.lpar.clone(),
+        source: header.source_hvm.clone(),
+        destination: header.dest_hvm.clone(),
+        outcome: None,
+        detail: String::new(),
+    };
+    let (outcome, detail) = match plan {
+        Plan::Wait(why) => {
+            report.detail = why;
+            return Ok(report);
+        }
+        Plan::Forward {
+            write_commit_point,
+            resume_destination,
+            commit_source,
+            swap_destination,
+            release_source,
+        } => {
+            if write_commit_point {
+                journal.append(Entry::CommitPoint)?;
+            }
+            if resume_destination {
+                journal.intent(Step::Resume)?;
+                dst.resume_migration(job).await?;
+                journal.done(Step::Resume)?;
+            }
+            if commit_source {
+                journal.intent(Step::SourceCommit)?;
+                src.commit_migration(job, &exchange).await?;
+                journal.done(Step::SourceCommit)?;
+            }
+            if swap_destination {
+                journal.intent(Step::Swap)?;
+                dst.swap_migration(job).await?;
+                journal.done(Step::Swap)?;
+            }
+            if release_source {
+                journal.intent(Step::Release)?;
+                src.release_migration(job, &exchange).await?;
+                journal.done(Step::Release)?;
+            }
+            (
+                Outcome::Completed,
+                format!("moved forward: {} runs on {}", header.lpar, header.dest_hvm),
+            )
+        }
+        Plan::Backward {
+            abort_source,
+            abort_destination,
+        } => {
+            journal.intent(Step::Rollback)?;
+            if abort_source {
+                src.abort_migration(job).await?;
+            }
+            if abort_destination {
+                dst.abort_migration(job).await?;
+            }
+            journal.done(Step::Rollback)?;
+            (
+                Outcome::RolledBack,
+                format!(
+                    "rolled back: {} runs on {}, nothing left on {}",
+                    header.lpar, header.source_hvm, header.dest_hvm
+                ),
+            )
+        }
+        Plan::Lost {
+            abort_source,
+            abort_destination,
+        } => {
+            journal.intent(Step::Rollback)?;
+            if abort_destination {
+                dst.abort_migration(job).await?;
+            }
+            if abort_source {
+                src.abort_migration(job).await?;
+            }
+            journal.done(Step::Rollback)?;
+            (
+                Outcome::NeedsRecovery,
+                format!(
+                    "no HVM held a running or complete copy of {} any more; it requires recovery on {} (`lparmover recover {}/{}`)",
+                    header.lpar, header.source_hvm, header.source_hvm, header.lpar
+                ),
+            )
+        }
+    };
+    release_leases(&[&src, &dst], job).await;
+    journal.finish(outcome, detail.clone())?;
+    report.outcome = Some(outcome);
+    report.detail = detail;
+    Ok(report)
+}
+
+/// Gives back the leases a dead manager held for `job` (they would expire anyway).
+pub async fn release_leases(clients: &[&HvmClient], job: &str) {
+    for client in clients {
+        if let Ok(leases) = client.locks().await {
+            for lease in leases.iter().filter(|l| l.purpose == job) {
+                if let Err(e) = client.unlock(&lease.id).await {
+                    warn!(hvm = client.name(), error = %e, "lease release failed; it will expire");
+                }
+            }
+        }
+    }
+}
+
+/// What `lparmover recover` did to one LPAR requiring recovery.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LparRecovery {
+    /// HVM.
+    pub hvm: String,
+    /// LPAR name.
+    pub lpar: String,
+    /// What happened.
+    pub detail: String,
+    /// Whether it is settled.
+    pub recovered: bool,
+}
+
+/// Recovers LPARs left "requires recovery" (after unfinished jobs were settled): clears the
+/// state and activates the LPAR again on the HVM that holds its definition. `only` limits it
+/// to one HVM/LPAR.
+pub async fn recover_lpars(
+    profile: &Profile,
+    only: Option<&crate::fleetview::LparRef>,
+) -> Vec<LparRecovery> {
+    let mut out = Vec::new();
+    for hvm in &profile.hvms {
+        if only.is_some_and(|r| r.hvm != hvm.name) {
+            continue;
+        }
+        let Ok(client) = HvmClient::new(hvm) else {
+            continue;
+        };
+        let Ok(inventory) = client.inventory().await else {
+            continue;
+        };
+        for view in &inventory.lpars {
+            let lpar = &view.lpar;
+            if lpar.status != LparStatus::RequiresRecovery {
+                continue;
+            }
+            if let Some(r) = only
+                && r.lpar.find(&inventory).map(|v| v.lpar.number) != Some(lpar.number)
+            {
+                continue;
+            }
+            let result = async {
+                client.recover_lpar(lpar.number).await?;
+                client.activate(lpar.number, None).await
+            }
+            .await;
+            out.push(LparRecovery {
+                hvm: hvm.name.clone(),
+                lpar: lpar.name.to_string(),
+                recovered: result.is_ok(),
+                detail: match result {
+                    Ok(_) => "Recovery completed! (activated again)".into(),
+                    Err(e) => format!("not recovered: {e}"),
+                },
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::{MigrationRecord, Role};
+    use crate::jobs::journal::{JobHeader, JobKind};
+    use crate::model::LparNumber;
+
+    fn facts(commit_point: bool) -> JobFacts {
+        let header = JobHeader {
+            job: "j".into(),
+            kind: JobKind::Live,
+            lpar: "web-01".into(),
+            source_hvm: "a".into(),
+            source_number: LparNumber::new(1).unwrap(),
+            dest_hvm: "b".into(),
+        };
+        let mut f = JobFacts {
+            header,
+            intents: vec![],
+            done: vec![],
+            prepared: None,
+            commit_point,
+            finished: None,
+        };
+        f.done.push(Step::Prepare);
+        f
+    }
+
+    fn known(role: Role, phase: Phase, holds: GuestHold, record: Option<RecordPhase>) -> View {
+        View::Known(Box::new(MigrationStatus {
+            job: "j".into(),
+            role,
+            lpar: LparNumber::new(1).unwrap(),
+            phase,
+            progress: None,
+            summary: None,
+            error: None,
+            last_heartbeat_before_pause_ns: None,
+            first_heartbeat_after_resume_ns: None,
+            heartbeat_counter: None,
+            holds,
+            record: record.map(|phase| MigrationRecord {
+                role,
+                lpar: LparNumber::new(1).unwrap(),
+                phase,
+                exchange: None,
+            }),
+        }))
+    }
+
+    fn src(phase: Phase, holds: GuestHold) -> View {
+        known(Role::Source, phase, holds, Some(RecordPhase::Started))
+    }
+
+    fn dst(phase: Phase, holds: GuestHold, record: Option<RecordPhase>) -> View {
+        known(Role::Destination, phase, holds, record)
+    }
+
+    #[test]
+    fn manager_killed_during_pre_copy_rolls_back() {
+        let plan = decide(
+            &facts(false),
+            &src(Phase::Transferring, GuestHold::Running),
+            &dst(
+                Phase::Transferring,
+                GuestHold::Partial,
+                Some(RecordPhase::Started),
+            ),
+        );
+        assert_eq!(
+            plan,
+            Plan::Backward {
+                abort_source: true,
+                abort_destination: true
+            }
+        );
+    }
+
+    #[test]
+    fn manager_killed_during_suspension_before_the_commit_point_rolls_back() {
+        let plan = decide(
+            &facts(false),
+            &src(Phase::SwitchoverReady, GuestHold::Paused),
+            &dst(
+                Phase::SwitchoverReady,
+                GuestHold::Complete,
+                Some(RecordPhase::Started),
+            ),
+        );
+        assert!(matches!(plan, Plan::Backward { .. }), "{plan:?}");
+    }
+
+    #[test]
+    fn manager_killed_after_the_commit_point_goes_forward() {
+        let plan = decide(
+            &facts(true),
+            &src(Phase::SwitchoverReady, GuestHold::Paused),
+            &dst(
+                Phase::SwitchoverReady,
+                GuestHold::Complete,
+                Some(RecordPhase::Started),
+            ),
+        );
+        assert_eq!(
+            plan,
+            Plan::Forward {
+                write_commit_point: false,
+                resume_destination: true,
+                commit_source: true,
+                swap_destination: true,
+                release_source: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_resumed_destination_always_wins() {
+        for commit_point in [false, true] {
+            let plan = decide(
+                &facts(commit_point),
+                &src(Phase::SwitchoverReady, GuestHold::Paused),
+                &dst(
+                    Phase::Resumed,
+                    GuestHold::Running,
+                    Some(RecordPhase::Resumed),
+                ),
+            );
+            assert!(
+                matches!(
+                    plan,
+                    Plan::Forward {
+                        resume_destination: false,
+                        commit_source: true,
+                        swap_destination: true,
+                        ..
+                    }
+                ),
+                "{plan:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn source_restarted_after_ready_goes_forward_from_the_destination_copy() {
+        let plan = decide(
+            &facts(false),
+            &src(Phase::Interrupted, GuestHold::Nothing),
+            &dst(
+                Phase::SwitchoverReady,
+                GuestHold::Complete,
+                Some(RecordPhase::Started),
+            ),
+        );
+        assert_eq!(
+            plan,
+            Plan::Forward {
+                write_commit_point: true,
+                resume_destination: true,
+                commit_source: false,
+                swap_destination: true,
+                release_source: true
+            }
+        );
+    }
+
+    #[test]
+    fn destination_lost_after_the_commit_point_rolls_back_to_the_paused_source() {
+        let plan = decide(
+            &facts(true),
+            &src(Phase::SwitchoverReady, GuestHold::Paused),
+            &View::Unknown,
+        );
+        assert_eq!(
+            plan,
+            Plan::Backward {
+                abort_source: true,
+                abort_destination: false
+            }
+        );
+    }
+
+    #[test]
+    fn nobody_holding_a_copy_is_lost_and_an_unreachable_hvm_waits() {
+        let plan = decide(
+            &facts(false),
+            &src(Phase::Interrupted, GuestHold::Nothing),
+            &dst(
+                Phase::Transferring,
+                GuestHold::Partial,
+                Some(RecordPhase::Started),
+            ),
+        );
+        assert!(matches!(plan, Plan::Lost { .. }), "{plan:?}");
+        let plan = decide(
+            &facts(true),
+            &View::Unreachable("down".into()),
+            &dst(Phase::SwitchoverReady, GuestHold::Complete, None),
+        );
+        assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
+    }
+}

@@ -257,7 +257,33 @@ pub async fn settle(
             }
             if resume_destination {
                 journal.intent(Step::Resume)?;
-                dst.resume_migration(job).await?;
+                if let Err(e) = dst.resume_migration(job).await {
+                    // The destination cannot take it (its disk is full, its copy went bad) and
+                    // never ran it: while the source still holds the guest, undo instead.
+                    let src_holds =
+                        matches!(src_view.holds(), GuestHold::Paused | GuestHold::Running);
+                    if !src_holds {
+                        return Err(e.into());
+                    }
+                    warn!(job, error = %e, "the destination cannot resume; rolling back to the source");
+                    journal.append(Entry::Failed {
+                        step: Step::Resume,
+                        error: e.to_string(),
+                    })?;
+                    journal.intent(Step::Rollback)?;
+                    src.abort_migration(job).await?;
+                    dst.abort_migration(job).await?;
+                    journal.done(Step::Rollback)?;
+                    let detail = format!(
+                        "rolled back after the commit point (the destination could not resume: {e}): {} runs on {}",
+                        header.lpar, header.source_hvm
+                    );
+                    release_leases(&[&src, &dst], job).await;
+                    journal.finish(Outcome::RolledBack, detail.clone())?;
+                    report.outcome = Some(Outcome::RolledBack);
+                    report.detail = detail;
+                    return Ok(report);
+                }
                 journal.done(Step::Resume)?;
             }
             if commit_source {

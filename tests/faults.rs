@@ -1,0 +1,673 @@
+//! The fault matrix: for each stage of a live move, inject each fault — kill -9 the source
+//! hvmsim, the destination hvmsim or the manager; drop or stall the migration path; fill the
+//! destination's state disk — then let recovery run and check the invariants:
+//!
+//! * the LPAR is activated and running on exactly one blade;
+//! * no WWPN is logged in twice, no WWPN or MAC is defined twice;
+//! * no migration record and no unfinished job is left; "requires recovery" only where no HVM
+//!   held a consistent copy any more, and then `lparmover recover` clears it;
+//! * the guest's heartbeat continues from where it was at the fault (its memory is the state it
+//!   had, not a fresh boot) — "survived"; a guest that had to boot again is "restarted".
+//!
+//! The move is stopped at each stage by the manager's fault barrier (`lparmover::jobs::fault`).
+//! Drop and stall shape the loopback device with `tc` (an HTB class at 8 bit/s that the migration
+//! path's UDP is classified into), one filter per cell on the cell's own migration addresses;
+//! without `tc` those cells are skipped, loudly. The matrix is printed at the end.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use lparmover::api::HvmClient;
+use lparmover::jobs::fault::{BARRIER_ENV, DIR_ENV};
+use lparmover::model::LparStatus;
+use lparmover::model::fleet::DEMO_FLEET_TOML;
+use lpm_tests::{TestBlade, binary, profile_of};
+
+const STAGES: [&str; 7] = [
+    "prepare",
+    "round0",
+    "rounds",
+    "suspension",
+    "commit",
+    "swap",
+    "release",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fault {
+    KillSource,
+    KillDestination,
+    KillManager,
+    DropPath,
+    StallPath,
+    DiskFull,
+}
+
+const FAULTS: [Fault; 6] = [
+    Fault::KillSource,
+    Fault::KillDestination,
+    Fault::KillManager,
+    Fault::DropPath,
+    Fault::StallPath,
+    Fault::DiskFull,
+];
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::KillSource => "kill -9 source",
+            Self::KillDestination => "kill -9 destination",
+            Self::KillManager => "kill -9 manager",
+            Self::DropPath => "drop path",
+            Self::StallPath => "stall path 3 s",
+            Self::DiskFull => "destination disk full",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Invariants hold and the guest kept its state.
+    Survived,
+    /// Invariants hold; the only running copy died with its process, the guest booted again.
+    Restarted,
+    /// Something was lost or left behind.
+    Lost(String),
+    /// The fault could not be injected here (no `tc`).
+    Skipped(String),
+}
+
+impl Verdict {
+    fn cell(&self) -> &'static str {
+        match self {
+            Self::Survived => "survived",
+            Self::Restarted => "restarted",
+            Self::Lost(_) => "LOST",
+            Self::Skipped(_) => "skipped",
+        }
+    }
+}
+
+/// A small two-blade fleet (ch1-b1 running web-01 at 128 MiB, ch1-b2 empty) with migration
+/// addresses of its own, so cells can run side by side and be shaped one by one.
+fn cell_fleet(src_ip: &str, dst_ip: &str) -> String {
+    let blocks: Vec<&str> = DEMO_FLEET_TOML.split("[[blade]]").collect();
+    let header = blocks[0];
+    let keep_lpar = |blade: &str, lpar: Option<&str>| -> String {
+        let parts: Vec<&str> = blade.split("[[blade.lpars]]").collect();
+        let mut out = parts[0].to_owned();
+        if let Some(name) = lpar {
+            let chosen = parts
+                .iter()
+                .skip(1)
+                .find(|p| p.contains(&format!("name = \"{name}\"")))
+                .unwrap();
+            out.push_str("[[blade.lpars]]");
+            out.push_str(
+                &chosen
+                    .replace("memory_mib = 512", "memory_mib = 128")
+                    .replace("working_set_mib = 64", "working_set_mib = 32")
+                    .replace("dirty_rate_mbps = 10", "dirty_rate_mbps = 20"),
+            );
+        }
+        out
+    };
+    let b1 = keep_lpar(blocks[1], Some("web-01"));
+    let b2 = keep_lpar(blocks[2], None);
+    assert!(b1.contains("name = \"ch1-b1\"") && b2.contains("name = \"ch1-b2\""));
+    format!("{header}[[blade]]{b1}[[blade]]{b2}")
+        .replace("ip = \"127.0.2.1\"", &format!("ip = \"{src_ip}\""))
+        .replace("ip = \"127.0.2.2\"", &format!("ip = \"{dst_ip}\""))
+}
+
+/// HTB on the loopback device: cells' filters send their migration UDP to a class at 8 bit/s.
+struct Shaper;
+
+impl Shaper {
+    fn tc(args: &str) -> bool {
+        Command::new("tc")
+            .args(args.split_whitespace())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    fn install() -> Option<Self> {
+        Self::tc("qdisc del dev lo root");
+        let ok = Self::tc("qdisc add dev lo root handle 1: htb default 1")
+            && Self::tc("class add dev lo parent 1: classid 1:1 htb rate 100gbit")
+            && Self::tc("class add dev lo parent 1: classid 1:2 htb rate 8bit ceil 8bit")
+            && Self::tc("qdisc add dev lo parent 1:2 handle 20: pfifo limit 1");
+        if ok {
+            Some(Self)
+        } else {
+            Self::tc("qdisc del dev lo root");
+            None
+        }
+    }
+
+    fn block(&self, pref: u32, ips: &[&str]) {
+        for (i, ip) in ips.iter().enumerate() {
+            let p = pref + i as u32;
+            assert!(
+                Self::tc(&format!(
+                    "filter add dev lo parent 1: pref {p} protocol ip u32 match ip dst {ip}/32 match ip protocol 17 0xff flowid 1:2"
+                )),
+                "tc filter for {ip}"
+            );
+        }
+    }
+
+    fn unblock(&self, pref: u32, count: u32) {
+        for p in pref..pref + count {
+            Self::tc(&format!("filter del dev lo parent 1: pref {p}"));
+        }
+    }
+}
+
+impl Drop for Shaper {
+    fn drop(&mut self) {
+        Self::tc("qdisc del dev lo root");
+    }
+}
+
+fn wait_for(path: &Path, child: &mut Child, limit: Duration) -> Result<(), String> {
+    let start = Instant::now();
+    while !path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("the manager exited ({status}) before the barrier"));
+        }
+        if start.elapsed() > limit {
+            return Err("the barrier was not reached in time".into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> String {
+    let start = Instant::now();
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                use std::io::Read;
+                let _ = e.read_to_string(&mut err);
+            }
+            return format!("{status}: {}", err.lines().last().unwrap_or(""));
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return "the manager hung; killed".into();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn lparmover(profile: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(binary("lparmover"))
+        .args(args)
+        .env("LPARMOVER_PROFILE", profile)
+        .output()
+        .unwrap()
+}
+
+struct Blades {
+    b1: TestBlade,
+    b2: TestBlade,
+}
+
+impl Blades {
+    fn clients(&self) -> [HvmClient; 2] {
+        [self.b1.client(), self.b2.client()]
+    }
+}
+
+async fn heartbeat_on(client: &HvmClient) -> Option<(LparStatus, u64)> {
+    let lpars = client.lpars().await.ok()?;
+    let view = lpars
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == "web-01")?;
+    Some((
+        view.lpar.status,
+        view.runtime.map_or(0, |r| r.heartbeat.counter),
+    ))
+}
+
+async fn highest_heartbeat(blades: &Blades) -> u64 {
+    let mut best = 0;
+    for c in blades.clients() {
+        if let Some((_, hb)) = heartbeat_on(&c).await {
+            best = best.max(hb);
+        }
+    }
+    best
+}
+
+/// Checks the invariants after recovery; returns whether the guest kept its state.
+async fn check_invariants(
+    blades: &Blades,
+    profile: &Path,
+    hb_at_fault: u64,
+) -> Result<bool, String> {
+    // "Requires recovery" is allowed only if `lparmover recover` clears it.
+    for (client, hvm) in blades.clients().iter().zip(["ch1-b1", "ch1-b2"]) {
+        if let Some((LparStatus::RequiresRecovery, _)) = heartbeat_on(client).await {
+            let out = lparmover(profile, &["recover", &format!("{hvm}/web-01")]);
+            if !out.status.success() {
+                return Err(format!(
+                    "`lparmover recover {hvm}/web-01` failed: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+    }
+    let mut running = Vec::new();
+    let mut wwpns_logged_in = Vec::new();
+    let mut names_defined = Vec::new();
+    let mut macs = Vec::new();
+    for client in blades.clients() {
+        let lpars = client.lpars().await.map_err(|e| e.to_string())?;
+        for l in &lpars {
+            wwpns_logged_in.extend(l.fc_logins.iter().copied());
+            for v in &l.lpar.vfcs {
+                names_defined.push(v.wwpn);
+                names_defined.push(v.migration_wwpn);
+            }
+            macs.extend(l.lpar.vnics.iter().map(|n| n.mac));
+            if l.lpar.name.as_str() == "web-01" {
+                match l.lpar.status {
+                    LparStatus::Activated => running.push((client.clone(), l.clone())),
+                    other => {
+                        return Err(format!("web-01 is {} on {}", other.label(), client.name()));
+                    }
+                }
+            }
+        }
+        let leftovers: Vec<String> = client
+            .migrations()
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|m| m.record.is_some())
+            .map(|m| format!("{} {:?}", m.job, m.phase))
+            .collect();
+        if !leftovers.is_empty() {
+            return Err(format!(
+                "migration records left on {}: {leftovers:?}",
+                client.name()
+            ));
+        }
+    }
+    if running.len() != 1 {
+        return Err(format!("web-01 is activated on {} blades", running.len()));
+    }
+    for (what, list) in [
+        ("logged-in WWPN", &wwpns_logged_in),
+        ("defined WWPN", &names_defined),
+    ] {
+        let mut sorted = list.clone();
+        sorted.sort();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return Err(format!("a {what} appears twice: {sorted:?}"));
+        }
+    }
+    let mut sorted = macs.clone();
+    sorted.sort();
+    if sorted.windows(2).any(|w| w[0] == w[1]) {
+        return Err(format!("a MAC is defined twice: {sorted:?}"));
+    }
+    let (client, _) = &running[0];
+    let (_, hb1) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let (_, hb2) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
+    if hb2 <= hb1 {
+        return Err(format!(
+            "web-01 on {} does not run (heartbeat {hb1} → {hb2})",
+            client.name()
+        ));
+    }
+    Ok(hb2 >= hb_at_fault)
+}
+
+fn unfinished_journals(data: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(data.join("journal"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![0xA5u8; 64 * 1024];
+    while f.write_all(&block).is_ok() {}
+    let _ = f.sync_all();
+    path
+}
+
+fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> Verdict {
+    if matches!(fault, Fault::DropPath | Fault::StallPath) && shaper.is_none() {
+        return Verdict::Skipped("tc/HTB unavailable".into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (src_ip, dst_ip) = (
+        format!("127.0.2.{}", 20 + 2 * index),
+        format!("127.0.2.{}", 21 + 2 * index),
+    );
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(&fleet, cell_fleet(&src_ip, &dst_ip)).unwrap();
+    let b2_dir = dir.join("b2");
+    std::fs::create_dir_all(&b2_dir).unwrap();
+    let mounted = fault == Fault::DiskFull
+        && Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(&b2_dir)
+            .status()
+            .is_ok_and(|s| s.success());
+    if fault == Fault::DiskFull && !mounted {
+        return Verdict::Skipped("cannot mount a tmpfs for the destination".into());
+    }
+    let verdict = (|| {
+        let mut blades = Blades {
+            b1: TestBlade::start(&fleet, "ch1-b1", &dir.join("b1")).map_err(|e| e.to_string())?,
+            b2: TestBlade::start(&fleet, "ch1-b2", &b2_dir).map_err(|e| e.to_string())?,
+        };
+        let profile = profile_of(&[&blades.b1, &blades.b2]);
+        let data = profile.data_dir.clone().unwrap();
+        let profile_path = dir.join("profile.toml");
+        profile.save(&profile_path).unwrap();
+        let fault_dir = dir.join("fault");
+        std::fs::create_dir_all(&fault_dir).unwrap();
+        let mut manager = Command::new(binary("lparmover"))
+            .args([
+                "migrate",
+                "--from",
+                "ch1-b1/web-01",
+                "--to",
+                "ch1-b2",
+                "--bandwidth-limit",
+                "40",
+                "--downtime-limit",
+                "100ms",
+                "--verify",
+                "--json",
+            ])
+            .env("LPARMOVER_PROFILE", &profile_path)
+            .env(BARRIER_ENV, stage)
+            .env(DIR_ENV, &fault_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        if let Err(e) = wait_for(
+            &fault_dir.join("reached"),
+            &mut manager,
+            Duration::from_secs(90),
+        ) {
+            let tail = wait_exit(&mut manager, Duration::from_secs(5));
+            return Err(format!("{e}: {tail}"));
+        }
+        let hb_at_fault = rt.block_on(highest_heartbeat(&blades));
+        let fault_time = chrono::Utc::now();
+        let go = || std::fs::write(fault_dir.join("go"), b"go").unwrap();
+        let pref = 100 + 2 * index;
+        match fault {
+            Fault::KillSource => {
+                blades.b1.kill9();
+                go();
+                wait_exit(&mut manager, Duration::from_secs(90));
+                blades.b1.restart().map_err(|e| e.to_string())?;
+            }
+            Fault::KillDestination => {
+                blades.b2.kill9();
+                go();
+                wait_exit(&mut manager, Duration::from_secs(90));
+                blades.b2.restart().map_err(|e| e.to_string())?;
+            }
+            Fault::KillManager => {
+                let _ = manager.kill();
+                let _ = manager.wait();
+            }
+            Fault::DropPath => {
+                let s = shaper.unwrap();
+                s.block(pref, &[&src_ip, &dst_ip]);
+                go();
+                wait_exit(&mut manager, Duration::from_secs(120));
+                s.unblock(pref, 2);
+            }
+            Fault::StallPath => {
+                let s = shaper.unwrap();
+                s.block(pref, &[&src_ip, &dst_ip]);
+                go();
+                std::thread::sleep(Duration::from_secs(3));
+                s.unblock(pref, 2);
+                wait_exit(&mut manager, Duration::from_secs(120));
+            }
+            Fault::DiskFull => {
+                let filler = fill(&b2_dir);
+                go();
+                wait_exit(&mut manager, Duration::from_secs(90));
+                let _ = std::fs::remove_file(filler);
+            }
+        }
+        // What a restarted manager does first.
+        let out = lparmover(&profile_path, &["recover"]);
+        let recover_said = String::from_utf8_lossy(&out.stdout).to_string();
+        let continued = rt
+            .block_on(check_invariants(&blades, &profile_path, hb_at_fault))
+            .map_err(|e| format!("{e} (recover said: {})", recover_said.trim()))?;
+        // A guest that booted again (after its blade's restart or `lparmover recover`) did not
+        // keep its state, whatever its heartbeat reads by now.
+        let booted_again = rt.block_on(async {
+            let mut booted = false;
+            for client in blades.clients() {
+                for entry in client.logs(0).await.unwrap_or_default() {
+                    booted |= entry.time > fault_time
+                        && (entry.message.contains("(web-01) activated")
+                            || entry.message.contains("(web-01) re-activated"));
+                }
+            }
+            booted
+        });
+        let kept_state = continued && !booted_again;
+        let left = unfinished_journals(&data);
+        if !left.is_empty() {
+            return Err(format!("unfinished jobs left in the journal: {left:?}"));
+        }
+        drop(blades);
+        Ok(kept_state)
+    })();
+    if mounted {
+        let _ = Command::new("umount").arg("-l").arg(&b2_dir).status();
+    }
+    match verdict {
+        Ok(true) => Verdict::Survived,
+        Ok(false) => Verdict::Restarted,
+        Err(e) => Verdict::Lost(e),
+    }
+}
+
+#[test]
+fn fault_matrix_of_a_live_move() {
+    if !Path::new("/dev/kvm").exists() {
+        eprintln!("NOTE: /dev/kvm is missing: the fault matrix runs on software guests");
+    }
+    let shaper = Shaper::install();
+    if shaper.is_none() {
+        eprintln!(
+            "SKIPPING drop/stall cells: `tc` with HTB on the loopback device is not available (run as root with iproute2)"
+        );
+    }
+    let shaper = Arc::new(shaper);
+    let cells: Vec<(u32, &str, Fault)> = STAGES
+        .iter()
+        .flat_map(|s| FAULTS.iter().map(move |f| (*s, *f)))
+        .enumerate()
+        .map(|(i, (s, f))| (i as u32, s, f))
+        .collect();
+    // LPM_FAULT_STAGES=round0,commit and LPM_FAULT_KINDS=manager,drop narrow the run (debugging).
+    let only = |var: &str, text: &str| {
+        std::env::var(var)
+            .map(|v| v.split(',').any(|w| text.contains(w.trim())))
+            .unwrap_or(true)
+    };
+    let wanted: Vec<(u32, &str, Fault)> = cells
+        .iter()
+        .copied()
+        .filter(|(_, s, f)| only("LPM_FAULT_STAGES", s) && only("LPM_FAULT_KINDS", &f.to_string()))
+        .collect();
+    let results: Arc<Mutex<Vec<(u32, Verdict)>>> = Arc::new(Mutex::new(
+        cells
+            .iter()
+            .filter(|c| !wanted.contains(c))
+            .map(|(i, _, _)| (*i, Verdict::Skipped("not selected".into())))
+            .collect(),
+    ));
+    let queue = Arc::new(Mutex::new(wanted));
+    let workers: Vec<_> = (0..3)
+        .map(|_| {
+            let queue = Arc::clone(&queue);
+            let results = Arc::clone(&results);
+            let shaper = Arc::clone(&shaper);
+            std::thread::spawn(move || {
+                loop {
+                    let Some((i, stage, fault)) = queue.lock().unwrap().pop() else {
+                        return;
+                    };
+                    let started = Instant::now();
+                    let verdict = run_cell(i, stage, fault, shaper.as_ref().as_ref());
+                    eprintln!(
+                        "cell {stage:>10} × {fault:<22} → {} ({:.1} s){}",
+                        verdict.cell(),
+                        started.elapsed().as_secs_f64(),
+                        match &verdict {
+                            Verdict::Lost(why) | Verdict::Skipped(why) => format!(": {why}"),
+                            _ => String::new(),
+                        }
+                    );
+                    results.lock().unwrap().push((i, verdict));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let results = results.lock().unwrap().clone();
+    let verdict_of = |i: u32| {
+        results
+            .iter()
+            .find(|(j, _)| *j == i)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    // The matrix: faults × stages.
+    let mut table = format!(
+        "\nfault matrix of a live move (faults × stages)\n{:<24}",
+        ""
+    );
+    for s in STAGES {
+        table.push_str(&format!("{s:>11}"));
+    }
+    table.push('\n');
+    for (fi, f) in FAULTS.iter().enumerate() {
+        table.push_str(&format!("{:<24}", f.to_string()));
+        for si in 0..STAGES.len() {
+            let i = (si * FAULTS.len() + fi) as u32;
+            table.push_str(&format!("{:>11}", verdict_of(i).cell()));
+        }
+        table.push('\n');
+    }
+    table.push_str(
+        "survived: the LPAR runs on exactly one blade with the state it had; restarted: the only\n\
+         running copy died with its hvmsim process and the LPAR booted again after `lparmover recover`\n",
+    );
+    eprintln!("{table}");
+    let lost: Vec<String> = cells
+        .iter()
+        .filter_map(|(i, s, f)| match verdict_of(*i) {
+            Verdict::Lost(why) => Some(format!("{s} × {f}: {why}")),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "cells that lost something:\n{}",
+        lost.join("\n")
+    );
+}
+
+#[test]
+fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let fleet = dir.join("fleet.toml");
+    std::fs::write(&fleet, cell_fleet("127.0.2.200", "127.0.2.201")).unwrap();
+    let b1 = TestBlade::start(&fleet, "ch1-b1", &dir.join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet, "ch1-b2", &dir.join("b2")).unwrap();
+    let profile_path = dir.join("profile.toml");
+    profile_of(&[&b1, &b2]).save(&profile_path).unwrap();
+    let spawn = || {
+        Command::new(binary("lparmover"))
+            .args([
+                "migrate",
+                "--from",
+                "ch1-b1/web-01",
+                "--to",
+                "ch1-b2",
+                "--json",
+            ])
+            .env("LPARMOVER_PROFILE", &profile_path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let won: Vec<_> = outputs.iter().filter(|o| o.status.success()).collect();
+    let lost: Vec<String> = outputs
+        .iter()
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).to_string())
+        .collect();
+    assert_eq!(won.len(), 1, "exactly one move: {lost:?}");
+    assert_eq!(lost.len(), 1);
+    assert!(
+        lost[0].contains("is busy")
+            || lost[0].contains("not found")
+            || lost[0].contains("Migrating"),
+        "the loser is told why: {}",
+        lost[0]
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let blades = Blades { b1, b2 };
+    rt.block_on(async {
+        let on_dst = heartbeat_on(&blades.b2.client()).await;
+        assert!(
+            matches!(on_dst, Some((LparStatus::Activated, _))),
+            "{on_dst:?}"
+        );
+        assert!(
+            heartbeat_on(&blades.b1.client()).await.is_none(),
+            "moved exactly once"
+        );
+    });
+}

@@ -209,11 +209,29 @@ impl GuestMemory {
 
     /// Faults every page in (destination guests: so the copy does not pay for page faults).
     pub fn prefault(&self) -> Result<(), PartitionError> {
-        // SAFETY: the range is exactly the live mapping; MADV_POPULATE_WRITE only allocates.
+        self.prefault_range(0, self.len())
+    }
+
+    /// Faults the bytes `offset..offset + len` in (page-aligned `offset`; clipped to the
+    /// mapping). Present pages are left as they are, so it may race writers.
+    pub fn prefault_range(&self, offset: u64, len: u64) -> Result<(), PartitionError> {
+        let end = offset.saturating_add(len).min(self.len());
+        if offset >= end {
+            return Ok(());
+        }
+        if !offset.is_multiple_of(PAGE) {
+            return Err(PartitionError::Backend {
+                what: "prefaulting guest memory",
+                source: std::io::Error::other("offset is not page-aligned"),
+            });
+        }
+        // SAFETY: `offset..end` lies inside the live mapping (clipped above) and starts on a
+        // page boundary; MADV_POPULATE_WRITE only allocates missing pages, it never changes
+        // the contents of present ones.
         let rc = unsafe {
             libc::madvise(
-                self.base.as_ptr().cast(),
-                self.len,
+                self.base.as_ptr().add(offset as usize).cast(),
+                (end - offset) as usize,
                 libc::MADV_POPULATE_WRITE,
             )
         };

@@ -352,9 +352,44 @@ impl Guest {
         }
     }
 
-    /// Faults all guest memory in (destination: before the copy, so it does not pay for faults).
+    /// Faults all guest memory in (destination: so the copy does not pay for page faults),
+    /// in the background: returns at once, a thread populates the mapping front to back in
+    /// 64 MiB steps while the copy starts.
+    ///
+    /// Populating 4 GiB takes about 1.5 s of one core (the kernel zeroes every page); done
+    /// before the copy it was 1.5 s of the move's total time with the other core idle. Racing
+    /// the copy is safe: `MADV_POPULATE_WRITE` only allocates missing pages and never changes a
+    /// present one, so a page the receiver wrote first keeps its bytes, and a page the receiver
+    /// reaches first is simply faulted by its write. The thread stops when the guest's memory
+    /// is gone (the move failed and the guest was dropped). The first step runs before this
+    /// returns, so an unusable `madvise` still fails the prepare.
     pub fn prefault(&self) -> Result<(), GuestError> {
-        Ok(self.memory.prefault()?)
+        const STEP: u64 = 64 << 20;
+        let len = self.memory.len();
+        let first = STEP.min(len);
+        self.memory.prefault_range(0, first)?;
+        if first == len {
+            return Ok(());
+        }
+        let memory = Arc::downgrade(&self.memory);
+        std::thread::Builder::new()
+            .name("prefault".into())
+            .spawn(move || {
+                let started = Instant::now();
+                let mut at = first;
+                while at < len {
+                    let Some(m) = memory.upgrade() else { return };
+                    let n = STEP.min(len - at);
+                    if let Err(e) = m.prefault_range(at, n) {
+                        tracing::warn!(error = %e, "background prefault of guest memory stopped");
+                        return;
+                    }
+                    at += n;
+                }
+                tracing::debug!(elapsed = ?started.elapsed(), "guest memory prefaulted");
+            })
+            .map_err(GuestError::Thread)?;
+        Ok(())
     }
 
     /// Stops the vCPUs and joins their threads. Idempotent; also done on drop.

@@ -3,9 +3,12 @@
 
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
-use super::wire::{Encoding, MAX_BATCH_PAGES, PageBatch, WireError, encode_batch_frame};
+use super::wire::{
+    Encoding, MAX_BATCH_PAGES, PageBatch, WireError, batch_prefix_len, encode_batch_frame,
+    finish_batch_frame,
+};
 use crate::partition::{DirtyBitmap, PAGE_SIZE, Partition, PartitionError};
 
 /// zstd level for page data: on page batches level -1 matched level 1's ratio (3.5 on the
@@ -120,7 +123,6 @@ pub enum EncodeError {
 pub struct BatchEncoder {
     level: i32,
     read: Vec<u8>,
-    nonzero: Vec<u8>,
     compressor: Option<zstd::bulk::Compressor<'static>>,
 }
 
@@ -128,6 +130,26 @@ impl Default for BatchEncoder {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Marks the zero pages of `data` (whole pages) in a mask and moves the non-zero pages to the
+/// front, in order; returns the mask and the number of non-zero pages. Pages only move once a
+/// zero page was seen, so a batch without zero pages is not copied at all.
+fn compact_nonzero(data: &mut [u8]) -> (u64, usize) {
+    let mut zero_mask = 0u64;
+    let mut kept = 0usize;
+    for i in 0..data.len() / PAGE_SIZE {
+        let at = i * PAGE_SIZE;
+        if is_zero_page(&data[at..at + PAGE_SIZE]) {
+            zero_mask |= 1 << i;
+        } else {
+            if kept != i {
+                data.copy_within(at..at + PAGE_SIZE, kept * PAGE_SIZE);
+            }
+            kept += 1;
+        }
+    }
+    (zero_mask, kept)
 }
 
 impl BatchEncoder {
@@ -140,14 +162,16 @@ impl BatchEncoder {
     pub fn with_level(level: i32) -> Self {
         Self {
             level,
-            read: Vec::with_capacity(MAX_BATCH_PAGES * PAGE_SIZE),
-            nonzero: Vec::with_capacity(MAX_BATCH_PAGES * PAGE_SIZE),
+            read: Vec::new(),
             compressor: None,
         }
     }
 
     /// Reads the planned pages, elides zero pages, compresses the rest if `encoding` says so
     /// (falling back to raw when zstd does not shrink them), and returns the encoded frame.
+    ///
+    /// Raw batches are read from the partition straight into the frame and compacted there:
+    /// guest memory is copied once on the way to quinn.
     pub fn encode<P: Partition + ?Sized>(
         &mut self,
         partition: &P,
@@ -155,31 +179,31 @@ impl BatchEncoder {
         round: u32,
         encoding: Encoding,
     ) -> Result<(Bytes, BatchStats), EncodeError> {
-        self.read.resize(plan.pages * PAGE_SIZE, 0);
-        let mut off = 0;
-        for &(first, n) in &plan.runs {
-            let len = usize::from(n) * PAGE_SIZE;
-            partition.read_pages(first, &mut self.read[off..off + len])?;
-            off += len;
-        }
-        let mut zero_mask = 0u64;
-        self.nonzero.clear();
-        for (i, page) in self.read.chunks_exact(PAGE_SIZE).enumerate() {
-            if is_zero_page(page) {
-                zero_mask |= 1 << i;
-            } else {
-                self.nonzero.extend_from_slice(page);
-            }
-        }
+        let prefix = batch_prefix_len(plan.runs.len());
+        let bytes = plan.pages * PAGE_SIZE;
         let mut stats = BatchStats {
             batches: 1,
-            memory_bytes: (plan.pages * PAGE_SIZE) as u64,
-            pages_zero: u64::from(zero_mask.count_ones()),
+            memory_bytes: bytes as u64,
             ..BatchStats::default()
         };
-        let nonzero_pages = (self.nonzero.len() / PAGE_SIZE) as u64;
+        if encoding == Encoding::Raw {
+            let mut frame = BytesMut::zeroed(prefix + bytes);
+            read_plan(partition, plan, &mut frame[prefix..])?;
+            let (zero_mask, kept) = compact_nonzero(&mut frame[prefix..]);
+            frame.truncate(prefix + kept * PAGE_SIZE);
+            stats.pages_zero = u64::from(zero_mask.count_ones());
+            stats.pages_raw = kept as u64;
+            let frame = finish_batch_frame(frame, round, &plan.runs, zero_mask, Encoding::Raw)?;
+            stats.wire_bytes = frame.len() as u64;
+            return Ok((frame, stats));
+        }
+        self.read.resize(bytes, 0);
+        read_plan(partition, plan, &mut self.read)?;
+        let (zero_mask, kept) = compact_nonzero(&mut self.read);
+        stats.pages_zero = u64::from(zero_mask.count_ones());
+        let nonzero = &self.read[..kept * PAGE_SIZE];
         let mut compressed: Option<Vec<u8>> = None;
-        if encoding == Encoding::Zstd && !self.nonzero.is_empty() {
+        if !nonzero.is_empty() {
             let start = Instant::now();
             let comp = match &mut self.compressor {
                 Some(c) => c,
@@ -187,29 +211,42 @@ impl BatchEncoder {
                     zstd::bulk::Compressor::new(self.level).map_err(EncodeError::Compress)?,
                 ),
             };
-            let out = comp
-                .compress(&self.nonzero)
-                .map_err(EncodeError::Compress)?;
+            let out = comp.compress(nonzero).map_err(EncodeError::Compress)?;
             stats.compress_ns = start.elapsed().as_nanos() as u64;
-            stats.compress_input = self.nonzero.len() as u64;
+            stats.compress_input = nonzero.len() as u64;
             // Not worth it when it saves less than 1/16: send raw, cheaper to decode.
-            if out.len() < self.nonzero.len() - self.nonzero.len() / 16 {
+            if out.len() < nonzero.len() - nonzero.len() / 16 {
                 compressed = Some(out);
             }
         }
         let frame = match &compressed {
             Some(c) => {
-                stats.pages_compressed = nonzero_pages;
+                stats.pages_compressed = kept as u64;
                 encode_batch_frame(round, &plan.runs, zero_mask, Encoding::Zstd, c)?
             }
             None => {
-                stats.pages_raw = nonzero_pages;
-                encode_batch_frame(round, &plan.runs, zero_mask, Encoding::Raw, &self.nonzero)?
+                stats.pages_raw = kept as u64;
+                encode_batch_frame(round, &plan.runs, zero_mask, Encoding::Raw, nonzero)?
             }
         };
         stats.wire_bytes = frame.len() as u64;
         Ok((frame, stats))
     }
+}
+
+/// Reads the pages of `plan`, in order, into `out` (exactly `plan.pages` pages long).
+fn read_plan<P: Partition + ?Sized>(
+    partition: &P,
+    plan: &BatchPlan,
+    out: &mut [u8],
+) -> Result<(), EncodeError> {
+    let mut off = 0;
+    for &(first, n) in &plan.runs {
+        let len = usize::from(n) * PAGE_SIZE;
+        partition.read_pages(first, &mut out[off..off + len])?;
+        off += len;
+    }
+    Ok(())
 }
 
 /// Errors applying a batch on the receiver.
@@ -230,7 +267,14 @@ pub fn apply_batch<P: Partition + ?Sized>(
     batch: &PageBatch,
     scratch: &mut Vec<u8>,
 ) -> Result<(), ApplyError> {
-    batch.decode_pages(scratch)?;
+    // Raw page data is written straight from the received payload; only zstd needs `scratch`.
+    let data: &[u8] = match batch.encoding {
+        Encoding::Raw => &batch.payload,
+        Encoding::Zstd => {
+            batch.decode_pages(scratch)?;
+            scratch
+        }
+    };
     // A span of consecutive pages of one kind: (first page, count, zero?, offset in scratch).
     let mut span: Option<(u64, u64, bool, usize)> = None;
     let mut off = 0usize;
@@ -248,7 +292,7 @@ pub fn apply_batch<P: Partition + ?Sized>(
             Some((first, n, z, _)) if *z == zero && *first + *n == page => *n += 1,
             _ => {
                 if let Some(s) = span.take() {
-                    flush(s, scratch)?;
+                    flush(s, data)?;
                 }
                 span = Some((page, 1, zero, off));
             }
@@ -258,7 +302,7 @@ pub fn apply_batch<P: Partition + ?Sized>(
         }
     }
     if let Some(s) = span {
-        flush(s, scratch)?;
+        flush(s, data)?;
     }
     Ok(())
 }

@@ -232,10 +232,21 @@ impl PageBatch {
             Encoding::Raw => out.extend_from_slice(&self.payload),
             Encoding::Zstd => {
                 out.reserve(want);
-                let mut dec = zstd::bulk::Decompressor::new()?;
-                let n = dec
-                    .decompress_to_buffer(&self.payload[..], out)
-                    .map_err(|_| WireError::Malformed("zstd page data does not decompress"))?;
+                // One decompression context per thread, reused (creating one per batch costs
+                // an allocation and its initialisation).
+                thread_local! {
+                    static DECOMPRESSOR: std::cell::RefCell<Option<zstd::bulk::Decompressor<'static>>> =
+                        const { std::cell::RefCell::new(None) };
+                }
+                let n = DECOMPRESSOR.with(|cell| -> Result<usize, WireError> {
+                    let mut slot = cell.borrow_mut();
+                    let dec = match &mut *slot {
+                        Some(d) => d,
+                        None => slot.insert(zstd::bulk::Decompressor::new()?),
+                    };
+                    dec.decompress_to_buffer(&self.payload[..], out)
+                        .map_err(|_| WireError::Malformed("zstd page data does not decompress"))
+                })?;
                 if n != want {
                     return Err(WireError::Malformed(
                         "zstd page data does not hold one page per non-zero page",
@@ -754,11 +765,33 @@ pub fn encode_batch_frame(
             "raw page batch payload is not one page per non-zero page",
         ));
     }
-    let len = 4 + 1 + 1 + runs.len() * 9 + 8 + payload.len();
+    let len = batch_prefix_len(runs.len()) - HEADER_LEN + payload.len();
     if len > MAX_PAYLOAD {
         return Err(WireError::Oversize { len: len as u64 });
     }
     let mut out = BytesMut::with_capacity(HEADER_LEN + len);
+    put_batch_prefix(&mut out, round, runs, zero_mask, encoding, payload.len());
+    out.put_slice(payload);
+    Ok(out.freeze())
+}
+
+/// Bytes of a [`Message::Batch`] frame before its page data (frame header included), for a
+/// batch of `nruns` runs.
+pub fn batch_prefix_len(nruns: usize) -> usize {
+    HEADER_LEN + 4 + 1 + 1 + nruns * 9 + 8
+}
+
+/// Writes the frame header and batch fields of a [`Message::Batch`] whose page data is
+/// `payload_len` bytes ([`batch_prefix_len`] bytes). The caller has validated the batch.
+fn put_batch_prefix(
+    out: &mut impl BufMut,
+    round: u32,
+    runs: &[(u64, u8)],
+    zero_mask: u64,
+    encoding: Encoding,
+    payload_len: usize,
+) {
+    let len = batch_prefix_len(runs.len()) - HEADER_LEN + payload_len;
     out.put_u16_le(K_BATCH);
     out.put_u16_le(0);
     out.put_u32_le(len as u32);
@@ -771,8 +804,52 @@ pub fn encode_batch_frame(
         out.put_u8(*n);
     }
     out.put_u64_le(zero_mask);
-    out.put_slice(payload);
-    Ok(out.freeze())
+}
+
+/// Completes a [`Message::Batch`] frame whose page data the caller already wrote in place:
+/// `frame` holds [`batch_prefix_len`]`(runs.len())` bytes of room, then the page data. Fills the
+/// room with the header and validates like [`encode_batch_frame`] (no copy of the page data).
+pub fn finish_batch_frame(
+    mut frame: BytesMut,
+    round: u32,
+    runs: &[(u64, u8)],
+    zero_mask: u64,
+    encoding: Encoding,
+) -> Result<Bytes, WireError> {
+    let prefix = batch_prefix_len(runs.len());
+    if frame.len() < prefix {
+        return Err(WireError::Malformed("batch frame shorter than its header"));
+    }
+    let payload_len = frame.len() - prefix;
+    let count: usize = runs.iter().map(|(_, n)| usize::from(*n)).sum();
+    if count == 0 || count > MAX_BATCH_PAGES {
+        return Err(WireError::Malformed("a page batch must name 1 to 64 pages"));
+    }
+    if runs
+        .iter()
+        .any(|(first, n)| *n == 0 || first.checked_add(u64::from(*n)).is_none())
+    {
+        return Err(WireError::Malformed(
+            "a page batch has an empty or overflowing run",
+        ));
+    }
+    if count < 64 && zero_mask >> count != 0 {
+        return Err(WireError::Malformed("zero mask marks pages past the batch"));
+    }
+    let nonzero = count - zero_mask.count_ones() as usize;
+    if encoding == Encoding::Raw && payload_len != nonzero * PAGE_SIZE {
+        return Err(WireError::Malformed(
+            "raw page batch payload is not one page per non-zero page",
+        ));
+    }
+    if prefix - HEADER_LEN + payload_len > MAX_PAYLOAD {
+        return Err(WireError::Oversize {
+            len: (prefix - HEADER_LEN + payload_len) as u64,
+        });
+    }
+    let mut head = &mut frame[..prefix];
+    put_batch_prefix(&mut head, round, runs, zero_mask, encoding, payload_len);
+    Ok(frame.freeze())
 }
 
 fn truncate(mut s: String) -> String {

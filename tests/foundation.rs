@@ -118,12 +118,20 @@ async fn bad_requests_get_clear_errors_and_change_nothing() {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 400);
+    // The HVM's placeholder name gets the catalogue's NO_NAME row, not a generic refusal.
+    assert_eq!(response.status().as_u16(), 409);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["kind"], "invalid-request");
+    assert_eq!(body["kind"], "lpar-name-no-name");
     assert!(
         body["detail"].as_str().unwrap().contains("NO_NAME"),
         "{body}"
+    );
+    let shown = serde_json::from_value::<lparmover::emg::EmgError>(body).unwrap();
+    assert!(
+        shown.to_string().contains(
+            "The MMS could not define an LPAR because the name of the specified LPAR is 'NO_NAME'"
+        ),
+        "{shown}"
     );
 
     let mut bad_wwpn = serde_json::to_value(new_lpar("fc-01")).unwrap();

@@ -1,5 +1,6 @@
-//! Operations around moves, end to end with real hvmsim processes: migration history, backing up
-//! and restoring both HVM configurations together, and the Connectivity Test.
+//! Operations around moves, end to end with real hvmsim processes: migration history, return
+//! migration, Shutdown-mode moves into a processor group, a busy destination, backing up and
+//! restoring both HVM configurations together, and the Connectivity Test.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -19,7 +20,7 @@ use lparmover::model::{
     LparNumber, LparRequest, LparStatus, Mode, ProcessorMode, Processors, Workload,
 };
 use lparmover::mover::JobTicket;
-use lpm_tests::{TestBlade, demo_fleet, profile_of, run_binary};
+use lpm_tests::{TestBlade, demo_fleet, profile_of, run_binary, run_binary_with_data};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -326,11 +327,11 @@ async fn connectivity_test_over_the_migration_paths() {
 
     let profile_path = dir.path().join("profile.toml");
     profile.save(&profile_path).unwrap();
-    let out = run_binary(
-        "lparmover",
+    let data = dir.path().join("data");
+    let out = lparmover(
+        &profile_path,
+        &data,
         &[
-            "--profile",
-            profile_path.to_str().unwrap(),
             "connectivity-test",
             "--from",
             "ch2-b2",
@@ -339,9 +340,7 @@ async fn connectivity_test_over_the_migration_paths() {
             "--mib",
             "16",
         ],
-        CLI_TIMEOUT,
-    )
-    .unwrap();
+    );
     let text = stdout(&out);
     println!("{text}");
     assert!(out.status.success(), "{text}{}", stderr(&out));
@@ -350,6 +349,23 @@ async fn connectivity_test_over_the_migration_paths() {
         "{text}"
     );
     assert_eq!(text.lines().last(), Some(COMPLETED), "{text}");
+
+    // The Migration History list shows the test (it moved no LPAR).
+    let out = lparmover(&profile_path, &data, &["history"]);
+    let text = stdout(&out);
+    println!("{text}");
+    let row = text
+        .lines()
+        .find(|l| l.contains("Connectivity Test"))
+        .unwrap_or_else(|| panic!("no Connectivity Test in:\n{text}"));
+    assert!(
+        row.contains("ch2-b2") && row.contains("ch1-b2") && row.contains("Completed"),
+        "{row}"
+    );
+    assert!(
+        text.contains("RTT median") && text.contains("path MTU"),
+        "{text}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -387,20 +403,12 @@ async fn connectivity_test_refuses_a_destination_without_migration_path() {
     // And the CLI says so with the catalogue line and its action.
     let profile_path = dir.path().join("profile.toml");
     profile.save(&profile_path).unwrap();
-    let out = run_binary(
-        "lparmover",
-        &[
-            "--profile",
-            profile_path.to_str().unwrap(),
-            "connectivity-test",
-            "--from",
-            "ch2-b2",
-            "--to",
-            "ch1-b2",
-        ],
-        CLI_TIMEOUT,
-    )
-    .unwrap();
+    let data = dir.path().join("data");
+    let out = lparmover(
+        &profile_path,
+        &data,
+        &["connectivity-test", "--from", "ch2-b2", "--to", "ch1-b2"],
+    );
     assert!(!out.status.success());
     let err_text = stderr(&out);
     println!("{}{err_text}", stdout(&out));
@@ -412,5 +420,385 @@ async fn connectivity_test_refuses_a_destination_without_migration_path() {
     assert!(
         err_text.contains("Action: Check the setting of a migration path"),
         "{err_text}"
+    );
+
+    // The failed test is in the history too, with why it failed.
+    let out = lparmover(&profile_path, &data, &["history"]);
+    let text = stdout(&out);
+    let row = text
+        .lines()
+        .find(|l| l.contains("Connectivity Test"))
+        .unwrap_or_else(|| panic!("no Connectivity Test in:\n{text}"));
+    assert!(row.contains("Failed"), "{row}");
+    assert!(
+        text.contains("Specified NIC was not found. (Dst-Blade)"),
+        "{text}"
+    );
+}
+
+/// Runs `lparmover --profile PROFILE ARGS…` with `data` as its manager data directory.
+fn lparmover(profile: &Path, data: &Path, args: &[&str]) -> std::process::Output {
+    let mut all = vec!["--profile", profile.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run_binary_with_data("lparmover", &all, data, CLI_TIMEOUT).unwrap()
+}
+
+/// (number, status, processor group) of LPAR `name` on `client`, if it is there.
+async fn placed(client: &HvmClient, name: &str) -> Option<(u8, LparStatus, u8)> {
+    client
+        .lpars()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == name)
+        .map(|l| (l.lpar.number.get(), l.lpar.status, l.lpar.processors.group))
+}
+
+/// The `Now` / `oldN` lines of `lparmover history LPAR`.
+fn placement_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim_start)
+        .filter(|l| l.starts_with("Now") || l.starts_with("old"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn return_migration_goes_back_to_the_hvm_and_number_the_history_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (c1, c2) = (b1.client(), b2.client());
+    let profile = dir.path().join("profile.toml");
+    profile_of(&[&b1, &b2]).save(&profile).unwrap();
+    let data = dir.path().join("data");
+
+    // Nothing to return from yet: a clear error, nothing moves.
+    let out = lparmover(&profile, &data, &["migrate", "--return", "web-01"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no migration history for LPAR \"web-01\""),
+        "{}",
+        stderr(&out)
+    );
+    // A rehearsal is listed in the history but moved nothing: still nothing to return from.
+    let out = lparmover(
+        &profile,
+        &data,
+        &["rehearse", "--from", "ch1-b1/web-01", "--to", "ch1-b2"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let out = lparmover(&profile, &data, &["migrate", "--return", "web-01"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("a return migration needs a completed move to undo"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        placed(&c1, "web-01").await,
+        Some((1, LparStatus::Activated, 0))
+    );
+
+    // Live to ch1-b2 as LPAR 7 (Auto would have picked 2).
+    let out = lparmover(
+        &profile,
+        &data,
+        &["migrate", "--from", "ch1-b1/web-01", "--to", "ch1-b2/7"],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        placed(&c2, "web-01").await,
+        Some((7, LparStatus::Activated, 0))
+    );
+    assert_eq!(placed(&c1, "web-01").await, None);
+
+    // Return, in Shutdown mode: back on ch1-b1 as LPAR 1, running again.
+    let out = lparmover(
+        &profile,
+        &data,
+        &[
+            "migrate",
+            "--mode",
+            "shutdown",
+            "--return",
+            "web-01",
+            "--shutdown",
+            "--activate",
+        ],
+    );
+    println!("{}", stdout(&out));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("Migration completed!"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        placed(&c1, "web-01").await,
+        Some((1, LparStatus::Activated, 0))
+    );
+    assert_eq!(placed(&c2, "web-01").await, None);
+
+    let out = lparmover(&profile, &data, &["history", "web-01"]);
+    let text = stdout(&out);
+    println!("{text}");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rows = placement_lines(&text);
+    assert_eq!(rows.len(), 2, "{text}");
+    for (row, want) in rows.iter().zip([
+        ["Now", "ch1-b1", " 1 ", "Shutdown", "Completed", "ch1-b2/7"],
+        [
+            "old1",
+            "ch1-b2",
+            " 7 ",
+            "Concurrent Maintenance",
+            "Completed",
+            "ch1-b1/1",
+        ],
+    ]) {
+        for w in want {
+            assert!(row.contains(w), "{w:?} not in {row:?}\n{text}");
+        }
+    }
+    let (_, rehearsals) = text
+        .split_once("Rehearsals (the LPAR stayed where it was)")
+        .unwrap_or_else(|| panic!("no rehearsals listed:\n{text}"));
+    assert!(
+        rehearsals.contains("ch1-b1/1")
+            && rehearsals.contains("ch1-b2")
+            && rehearsals.contains("Completed"),
+        "{text}"
+    );
+
+    // Returning again undoes the return: to ch1-b2 as LPAR 7 again, from the history.
+    let out = lparmover(
+        &profile,
+        &data,
+        &[
+            "migrate",
+            "--mode",
+            "shutdown",
+            "--return",
+            "web-01",
+            "--shutdown",
+        ],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        placed(&c2, "web-01").await,
+        Some((7, LparStatus::Deactivated, 0))
+    );
+
+    let out = lparmover(&profile, &data, &["history", "--json"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let kinds: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let what = e["mode"].as_str().or(e["kind"].as_str()).unwrap();
+            (what.to_owned(), e["result"].as_str().unwrap().to_owned())
+        })
+        .collect();
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    assert_eq!(
+        kinds,
+        [
+            pair("shutdown", "completed"),
+            pair("shutdown", "completed"),
+            pair("concurrent-maintenance", "completed"),
+            pair("rehearsal", "completed"),
+        ],
+        "{all:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shutdown_move_into_a_processor_group_and_its_refusals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (c1, c2) = (b1.client(), b2.client());
+    let profile = dir.path().join("profile.toml");
+    profile_of(&[&b1, &b2]).save(&profile).unwrap();
+    let data = dir.path().join("data");
+    let cold = |lpar: &str, extra: &[&str]| {
+        let from = format!("ch1-b1/{lpar}");
+        let mut args = vec![
+            "migrate", "--mode", "shutdown", "--from", &from, "--to", "ch1-b2",
+        ];
+        args.extend_from_slice(extra);
+        lparmover(&profile, &data, &args)
+    };
+
+    // web-01 runs: Shutdown mode wants it shut down (or --shutdown).
+    let out = cold("web-01", &["--processor-group", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "The MMS could not accept a migration with activated LPAR. Please shutdown the specified LPAR, and try again."
+        ),
+        "{}",
+        stderr(&out)
+    );
+    // ch1-b2 has groups 0 and 1 only; group 1 holds 2 processors, db-01 has 4.
+    let out = cold("web-01", &["--processor-group", "4", "--shutdown"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the specified processor group has not been defined")
+            && err.contains(
+                "ch1-b2 has no processor group 4; its groups (processors): 0 (14), 1 (2)"
+            )
+            && err.contains("Action: Check the setting of processor groups on the destination HVM"),
+        "{err}"
+    );
+    let out = cold("db-01", &["--processor-group", "1", "--shutdown"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("the specified processor group has fewer processors than the LPAR")
+            && err.contains("the LPAR has 4 processors, group 1 on ch1-b2 has 2"),
+        "{err}"
+    );
+    // Refused before anything happened: both still run on ch1-b1.
+    assert_eq!(
+        placed(&c1, "web-01").await,
+        Some((1, LparStatus::Activated, 0))
+    );
+    assert_eq!(
+        placed(&c1, "db-01").await,
+        Some((2, LparStatus::Activated, 0))
+    );
+    assert_eq!(placed(&c2, "web-01").await, None);
+
+    // The check shows the same row before anyone tries.
+    let out = lparmover(
+        &profile,
+        &data,
+        &[
+            "check",
+            "--from",
+            "ch1-b1/web-01",
+            "--to",
+            "ch1-b2",
+            "--mode",
+            "shutdown",
+            "--processor-group",
+            "1",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains("group 1: 2 processors, 2 free"),
+        "{}",
+        stdout(&out)
+    );
+
+    let out = cold(
+        "web-01",
+        &["--processor-group", "1", "--shutdown", "--activate"],
+    );
+    println!("{}", stdout(&out));
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("processor group 1 there"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        placed(&c2, "web-01").await,
+        Some((2, LparStatus::Activated, 1))
+    );
+    assert_eq!(placed(&c1, "web-01").await, None);
+    let out = lparmover(&profile, &data, &["fleet"]);
+    let text = stdout(&out);
+    assert!(
+        text.contains("processor groups 0 (14 CPU), 1 (2 CPU)"),
+        "{text}"
+    );
+    let line = text.lines().find(|l| l.contains("web-01")).unwrap();
+    assert!(line.contains("2 CPU (group 1)"), "{line}");
+    // Group 1 is now full: batch-01 (2 processors) is refused there.
+    let out = cold("batch-01", &["--processor-group", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("processor group 1 on ch1-b2 has 0 free"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = lparmover(&profile, &data, &["history", "web-01"]);
+    let rows = placement_lines(&stdout(&out));
+    assert_eq!(rows.len(), 1, "{}", stdout(&out));
+    assert!(
+        rows[0].contains("ch1-b2") && rows[0].contains("Shutdown") && rows[0].contains("Completed"),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_destination_busy_with_another_migration_refuses_until_it_is_done() {
+    use lparmover::api::{LockRequest, LockTarget};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (c1, c2) = (b1.client(), b2.client());
+    let profile = dir.path().join("profile.toml");
+    profile_of(&[&b1, &b2]).save(&profile).unwrap();
+    let data = dir.path().join("data");
+
+    // Another manager's migration job holds ch1-b2.
+    let other = c2
+        .lock(&LockRequest {
+            target: LockTarget::Blade,
+            owner: "lparmover-4242@other-manager".into(),
+            purpose: lparmover::jobs::new_job_id(),
+            ttl_secs: 60,
+        })
+        .await
+        .unwrap();
+    let args = [
+        "migrate",
+        "--mode",
+        "shutdown",
+        "--from",
+        "ch1-b1/batch-01",
+        "--to",
+        "ch1-b2",
+    ];
+    let out = lparmover(&profile, &data, &args);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains(
+            "EMG0000000200200002:0000000000000000:0000000000000000:(1):MMS:The specified blade is busy. Please wait until another migration is completed."
+        ) && err.contains("held by lparmover-4242@other-manager"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Action: Wait for completion of the preceding migration and then retry."),
+        "{err}"
+    );
+    assert_eq!(
+        placed(&c1, "batch-01").await,
+        Some((3, LparStatus::Deactivated, 0))
+    );
+    assert!(
+        c1.locks().await.unwrap().is_empty(),
+        "the source LPAR's lease was given back"
+    );
+
+    // Once the other migration is done, the same command works.
+    c2.unlock(&other.id).await.unwrap();
+    let out = lparmover(&profile, &data, &args);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        placed(&c2, "batch-01").await,
+        Some((2, LparStatus::Deactivated, 0))
     );
 }

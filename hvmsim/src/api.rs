@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use lparmover::api::{API_VERSION, LEASE_HEADER, LockRequest, WorkloadUpdate};
 use lparmover::emg::{Emg, EmgError};
-use lparmover::model::{LparNumber, LparRequest};
+use lparmover::model::{LparName, LparNumber, LparRequest};
 use serde::Deserialize;
 
 use crate::blade::BladeService;
@@ -50,10 +50,16 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(ApiError(EmgError::new(
-                Emg::InvalidRequest,
-                rejection.body_text(),
-            ))),
+            Err(rejection) => {
+                let text = rejection.body_text();
+                // An LPAR named with the HVM's placeholder has its own catalogue row.
+                let kind = if text.contains(LparName::PLACEHOLDER_REFUSED) {
+                    Emg::LparNameNoName
+                } else {
+                    Emg::InvalidRequest
+                };
+                Err(ApiError(EmgError::new(kind, text)))
+            }
         }
     }
 }

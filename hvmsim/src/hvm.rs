@@ -179,6 +179,29 @@ impl HvmState {
                 ),
             ));
         }
+        let group = request.processors.group;
+        match self.blade.group_processors(group) {
+            None => {
+                return Err(EmgError::new(
+                    Emg::ProcessorGroupNotDefined,
+                    format!(
+                        "HVM {hvm} has no processor group {group}; its groups: {}",
+                        self.group_list()
+                    ),
+                ));
+            }
+            // (Without groups, group 0 is the whole blade: activation checks what is free.)
+            Some(n) if n < request.processors.count && !self.blade.processor_groups.is_empty() => {
+                return Err(EmgError::new(
+                    Emg::ProcessorGroupTooSmall,
+                    format!(
+                        "LPAR {} has {} processors, processor group {group} of HVM {hvm} has {n}",
+                        request.name, request.processors.count
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
         if request.memory_mib < 2 || !request.memory_mib.is_multiple_of(2) {
             return Err(EmgError::new(
                 Emg::InvalidRequest,
@@ -405,7 +428,42 @@ impl HvmState {
                 ),
             ));
         }
+        let group = lpar.processors.group;
+        let free = self.group_free_processors(group);
+        if lpar.processors.count > free {
+            return Err(EmgError::new(
+                Emg::NotEnoughProcessors,
+                format!(
+                    "LPAR {} needs {} processors, processor group {group} of HVM {hvm} has {free} free",
+                    lpar.name, lpar.processors.count
+                ),
+            ));
+        }
         Ok(())
+    }
+
+    /// Processors of group `group` not held by a running or migrating LPAR of that group.
+    pub fn group_free_processors(&self, group: u8) -> u32 {
+        let used: u32 = self
+            .lpars
+            .values()
+            .filter(|l| Self::holds_resources(l.status) && l.processors.group == group)
+            .map(|l| l.processors.count)
+            .sum();
+        self.blade
+            .group_processors(group)
+            .unwrap_or(0)
+            .saturating_sub(used)
+    }
+
+    /// `0 (14 processors), 1 (2 processors)`.
+    fn group_list(&self) -> String {
+        self.blade
+            .processor_groups()
+            .iter()
+            .map(|g| format!("{} ({} processors)", g.id, g.processors))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Defines an incoming LPAR of a live move, keeping its names and identities, reserving its
@@ -701,6 +759,43 @@ mod tests {
                 .values()
                 .all(|l| l.status == LparStatus::Deactivated)
         );
+    }
+
+    #[test]
+    fn processor_groups_are_checked_when_defining_and_activating() {
+        // ch1-b2 of the demo: group 1 holds 2 processors, group 0 the other 14.
+        let mut hvm = defined("ch1-b2");
+        let before = hvm.clone();
+        let mut req = demo_blade("ch1-b1").lpars[1].clone(); // db-01, 4 processors
+        req.number = None;
+        req.processors.group = 3;
+        let err = hvm.define(&req).unwrap_err();
+        assert_eq!(err.kind, Emg::ProcessorGroupNotDefined);
+        assert!(
+            err.detail.contains("0 (14 processors), 1 (2 processors)"),
+            "{}",
+            err.detail
+        );
+        req.processors.group = 1;
+        let err = hvm.define(&req).unwrap_err();
+        assert_eq!(err.kind, Emg::ProcessorGroupTooSmall);
+        assert!(err.detail.contains("has 4 processors"), "{}", err.detail);
+        assert_eq!(hvm, before, "refusals change nothing");
+
+        // Two 2-processor LPARs fit group 1 one at a time, not both running.
+        let mut a = demo_blade("ch1-b1").lpars[0].clone(); // web-01, 2 processors
+        a.number = None;
+        a.processors.group = 1;
+        let a = hvm.define(&a).unwrap();
+        let mut b = demo_blade("ch1-b1").lpars[2].clone(); // batch-01, 2 processors
+        b.number = None;
+        b.processors.group = 1;
+        let b = hvm.define(&b).unwrap();
+        hvm.activate(a.number).unwrap();
+        assert_eq!(hvm.group_free_processors(1), 0);
+        let err = hvm.activate(b.number).unwrap_err();
+        assert_eq!(err.kind, Emg::NotEnoughProcessors);
+        assert!(err.detail.contains("processor group 1"), "{}", err.detail);
     }
 
     #[test]

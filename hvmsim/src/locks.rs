@@ -26,6 +26,8 @@ fn conflicts(a: LockTarget, b: LockTarget) -> bool {
 
 fn busy(lease: &Lease) -> EmgError {
     let kind = match lease.target {
+        // A manager's migration job holds the blade: "wait until another migration is completed".
+        LockTarget::Blade if lparmover::jobs::is_job_id(&lease.purpose) => Emg::BladeBusyMigration,
         LockTarget::Blade => Emg::BladeBusyOperation,
         LockTarget::Lpar(_) => Emg::LparBusy,
     };
@@ -144,6 +146,23 @@ mod tests {
             purpose: "test".into(),
             ttl_secs: 30,
         }
+    }
+
+    #[test]
+    fn a_blade_held_by_a_migration_job_says_so() {
+        let now = Utc::now();
+        let mut t = LockTable::default();
+        let job = LockRequest {
+            purpose: lparmover::jobs::new_job_id(),
+            ..req(LockTarget::Blade, "manager-a")
+        };
+        t.acquire(&job, now).unwrap();
+        let err = t.acquire(&req(LockTarget::Blade, "b"), now).unwrap_err();
+        assert_eq!(err.kind, Emg::BladeBusyMigration);
+        let mut t = LockTable::default();
+        t.acquire(&req(LockTarget::Blade, "a"), now).unwrap();
+        let err = t.acquire(&req(LockTarget::Blade, "b"), now).unwrap_err();
+        assert_eq!(err.kind, Emg::BladeBusyOperation);
     }
 
     #[test]

@@ -20,6 +20,9 @@
 //!
 //! The QUIC halves ([`serve_probe`], [`run_probe`]) live here so both are tested without an HVM;
 //! hvmsim only binds the endpoints on its migration path with its own certificate.
+//!
+//! Every test, passed or not, goes into the migration history as a trial
+//! ([`crate::history::TrialKind::ConnectivityTest`]); it moves no LPAR.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +33,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{ClientError, HvmClient, Inventory};
 use crate::emg::{Emg, EmgError};
+use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
 use crate::mover::tls::{self as mtls, PinnedClients, SERVER_NAME};
 use crate::mover::{Identity, JobTicket};
 use crate::profile::{Profile, ProfileError};
@@ -136,6 +140,9 @@ pub struct ProbeReport {
 /// What the manager shows: which HVMs, which paths, and the probe.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ConnectivityReport {
+    /// Job id (its row in the migration history).
+    #[serde(default)]
+    pub job: String,
     /// Source HVM.
     pub source: String,
     /// Destination HVM.
@@ -512,13 +519,57 @@ fn first_path(inv: &Inventory) -> Option<std::net::Ipv4Addr> {
     inv.blade.hvm.migration_paths.first().map(|p| p.ip)
 }
 
-/// Runs a Connectivity Test from `source` to `destination` (HVM names in the profile).
+/// Runs a Connectivity Test from `source` to `destination` (HVM names in the profile) and
+/// records it, passed or failed, in the migration history.
 pub async fn connectivity_test(
     profile: &Profile,
     source: &str,
     destination: &str,
     limits: ProbeLimits,
 ) -> Result<ConnectivityReport, ConnectivityError> {
+    let mut record = TrialRecord {
+        job: crate::jobs::new_job_id(),
+        kind: TrialKind::ConnectivityTest,
+        lpar: None,
+        source_hvm: source.to_owned(),
+        source_number: None,
+        dest_hvm: destination.to_owned(),
+        result: MoveResult::InProgress,
+        started_at: chrono::Utc::now(),
+        finished_at: None,
+        detail: None,
+    };
+    let result = probe_between(profile, source, destination, limits).await;
+    record.finished_at = Some(chrono::Utc::now());
+    match &result {
+        Ok(probe) => {
+            record.result = MoveResult::Completed;
+            record.detail = Some(format!(
+                "RTT median {:.3} ms, {:.0} Mbit/s, path MTU {}",
+                probe.rtt.median_ms, probe.throughput_mbps, probe.path_mtu
+            ));
+        }
+        Err(e) => {
+            record.result = MoveResult::Failed;
+            record.detail = Some(e.emg().to_string());
+        }
+    }
+    JobHistory::from_env().save_trial(&record);
+    Ok(ConnectivityReport {
+        job: record.job,
+        source: source.to_owned(),
+        destination: destination.to_owned(),
+        probe: result?,
+        result: COMPLETED.to_owned(),
+    })
+}
+
+async fn probe_between(
+    profile: &Profile,
+    source: &str,
+    destination: &str,
+    limits: ProbeLimits,
+) -> Result<ProbeReport, ConnectivityError> {
     if source == destination {
         return Err(ConnectivityError::Refused(EmgError::new(
             Emg::SameBlade,
@@ -566,12 +617,7 @@ pub async fn connectivity_test(
             pings: limits.pings,
         })
         .await?;
-    Ok(ConnectivityReport {
-        source: source.to_owned(),
-        destination: destination.to_owned(),
-        probe,
-        result: COMPLETED.to_owned(),
-    })
+    Ok(probe)
 }
 
 #[cfg(test)]

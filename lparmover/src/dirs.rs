@@ -9,6 +9,10 @@
 //! ```
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The data directory fixed for this process by [`ManagerDirs::set_process_default`].
+static PROCESS_DATA: OnceLock<PathBuf> = OnceLock::new();
 
 /// The manager's data directories.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,9 +26,21 @@ impl ManagerDirs {
         Self { data: data.into() }
     }
 
-    /// `$LPARMOVER_DATA`, else `$XDG_DATA_HOME/lparmover`, else `~/.local/share/lparmover`, else
-    /// `./lparmover-data` when not even `$HOME` is set.
+    /// Fixes the directory [`Self::from_env`] answers for the rest of this process, ahead of the
+    /// environment. For programs that run jobs in-process and must never write into the
+    /// operator's data (tests), without changing the environment of a running, threaded process.
+    /// The first call wins; returns whether this one did.
+    pub fn set_process_default(data: impl Into<PathBuf>) -> bool {
+        PROCESS_DATA.set(data.into()).is_ok()
+    }
+
+    /// The directory fixed by [`Self::set_process_default`], else `$LPARMOVER_DATA`, else
+    /// `$XDG_DATA_HOME/lparmover`, else `~/.local/share/lparmover`, else `./lparmover-data` when
+    /// not even `$HOME` is set.
     pub fn from_env() -> Self {
+        if let Some(p) = PROCESS_DATA.get() {
+            return Self::new(p);
+        }
         if let Some(p) = std::env::var_os("LPARMOVER_DATA").filter(|p| !p.is_empty()) {
             return Self::new(p);
         }

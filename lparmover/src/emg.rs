@@ -189,6 +189,10 @@ pub enum Emg {
     WwpnNotInHostGroup,
     /// The cards in a slot differ between the blades.
     CardMismatch,
+    /// The processor group asked for does not exist on the destination HVM.
+    ProcessorGroupNotDefined,
+    /// The processor group has fewer processors than the LPAR.
+    ProcessorGroupTooSmall,
 }
 
 /// One row of the catalogue.
@@ -775,6 +779,23 @@ impl Emg {
                 409,
                 "The NIC or FC HBA cards in a slot differ between the source and destination server blades.",
                 "Install the same card (model and number of ports) in the same slot of both server blades."
+            ),
+            Self::ProcessorGroupNotDefined => e2!(
+                0x7000_0001_0030_0002,
+                0x0000_0000_0000_0001,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because the specified processor group has not been defined.",
+                "Check the setting of processor groups on the destination HVM (or choose a group it defines) and retry."
+            ),
+            Self::ProcessorGroupTooSmall => e!(
+                0x0000_0000_0F52_0002,
+                1,
+                Mms,
+                409,
+                "The MMS could not define an LPAR because the specified processor group has fewer processors than the LPAR.",
+                "Choose a processor group with at least as many processors as the LPAR has, add processors to the group on the destination HVM, or give the LPAR fewer processors; then retry."
             ),
         }
     }

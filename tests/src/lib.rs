@@ -1,8 +1,14 @@
 //! Shared helpers of the end-to-end tests: find the binaries, start blades and fleets as real
 //! processes on loopback, kill and restart them, and talk to them through the real client.
+//!
+//! No test writes into the operator's manager data (`~/.local/share/lparmover`): every helper
+//! fixes this test process's data directory to a fresh temporary one ([`test_data_dir`]), for
+//! jobs run in-process and for every `lparmover` process started through [`run_binary`]; a test
+//! that needs a history of its own passes its own directory to [`run_binary_with_data`].
 
 pub mod netns;
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
@@ -12,9 +18,38 @@ use anyhow::{Context, bail};
 use hvmsim::launcher::BladeProcess;
 use hvmsim::serve::GuestChoice;
 use lparmover::api::HvmClient;
+use lparmover::dirs::ManagerDirs;
 use lparmover::model::Fleet;
 use lparmover::model::fleet::DEMO_FLEET_TOML;
 use lparmover::profile::ProfileHvm;
+
+/// This test process's manager data directory (migration history, job backups): a fresh
+/// temporary directory, removed when the process exits. The first call also makes it what
+/// [`ManagerDirs::from_env`] answers in this process, so jobs run in-process record there.
+pub fn test_data_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("lpm-tests-data-")
+            .tempdir()
+            .expect("create the test data directory")
+            .keep();
+        ManagerDirs::set_process_default(&dir);
+        let _ = CLEANUP.set(dir.clone());
+        // SAFETY: registers a plain `extern "C" fn()` that only touches a OnceLock and the file
+        // system; atexit has no other preconditions.
+        unsafe { libc::atexit(remove_test_data_dir) };
+        dir
+    })
+}
+
+static CLEANUP: OnceLock<PathBuf> = OnceLock::new();
+
+extern "C" fn remove_test_data_dir() {
+    if let Some(dir) = CLEANUP.get() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
 
 /// The directory holding the workspace's binaries for this test build (`target/debug`).
 pub fn bin_dir() -> PathBuf {
@@ -76,6 +111,7 @@ pub struct TestBlade {
 impl TestBlade {
     /// Starts blade `name` of the fleet file with its state in `state_dir`.
     pub fn start(fleet_file: &Path, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        test_data_dir();
         let fleet = Fleet::load(fleet_file)?;
         let mut process = BladeProcess::spawn(
             &binary("hvmsim"),
@@ -139,10 +175,23 @@ impl Drop for TestBlade {
     }
 }
 
-/// Runs a workspace binary to completion with a time limit.
+/// Runs a workspace binary to completion with a time limit, with this test process's data
+/// directory ([`test_data_dir`]) as its `LPARMOVER_DATA`.
 pub fn run_binary(name: &str, args: &[&str], timeout: Duration) -> anyhow::Result<Output> {
+    run_binary_with_data(name, args, test_data_dir(), timeout)
+}
+
+/// [`run_binary`] with `data` as the manager data directory (a test that reads the history its
+/// own commands wrote, untouched by the other tests of the process).
+pub fn run_binary_with_data(
+    name: &str,
+    args: &[&str],
+    data: &Path,
+    timeout: Duration,
+) -> anyhow::Result<Output> {
     let mut child = Command::new(binary(name))
         .args(args)
+        .env("LPARMOVER_DATA", OsStr::new(data))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -178,6 +227,7 @@ impl TestFleet {
         use std::io::{BufRead, BufReader};
         let profile_path = dir.join("profile.toml");
         let mut child = Command::new(binary("hvmsim"))
+            .env("LPARMOVER_DATA", test_data_dir())
             .arg("fleet")
             .arg(fleet_file)
             .arg("--state-dir")
@@ -230,6 +280,7 @@ impl Drop for TestFleet {
 
 /// A profile holding the given blades (what `hvmsim fleet` would write for them).
 pub fn profile_of(blades: &[&TestBlade]) -> lparmover::profile::Profile {
+    test_data_dir();
     lparmover::profile::Profile {
         fleet: "test".into(),
         hvms: blades.iter().map(|b| b.profile.clone()).collect(),
@@ -239,5 +290,20 @@ pub fn profile_of(blades: &[&TestBlade]) -> lparmover::profile::Profile {
             .first()
             .and_then(|b| b.state_dir.parent())
             .map(|d| d.join("manager")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn jobs_and_commands_of_a_test_process_write_into_its_own_temporary_data_dir() {
+        let dir = test_data_dir();
+        assert!(dir.is_dir());
+        assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+        assert_eq!(ManagerDirs::from_env().data(), dir);
+        assert_eq!(test_data_dir(), dir, "one per process");
     }
 }

@@ -72,6 +72,15 @@ fn storage_facts(profile: &Profile) -> StorageFacts {
     }
 }
 
+/// Where on the destination HVM the LPAR is to go.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DestinationChoice {
+    /// LPAR number (`None` = Auto, the youngest free).
+    pub number: Option<LparNumber>,
+    /// Processor group (`None` = the LPAR's own).
+    pub processor_group: Option<u8>,
+}
+
 /// Checks moving `lpar` to `destination` (LPAR number `dest_number`, `None` = Auto) in `mode`:
 /// asks both HVMs at once, then runs every rule. A migration calls this first and refuses to
 /// start while [`CheckReport::ensure_no_errors`] fails.
@@ -81,6 +90,21 @@ pub async fn gather(
     destination: &str,
     mode: Mode,
     dest_number: Option<LparNumber>,
+) -> Result<CheckReport, GatherError> {
+    let choice = DestinationChoice {
+        number: dest_number,
+        processor_group: None,
+    };
+    gather_for(profile, lpar, destination, mode, choice).await
+}
+
+/// [`gather`] for a destination LPAR number and processor group.
+pub async fn gather_for(
+    profile: &Profile,
+    lpar: &LparRef,
+    destination: &str,
+    mode: Mode,
+    choice: DestinationChoice,
 ) -> Result<CheckReport, GatherError> {
     let source_client = HvmClient::new(profile.hvm(&lpar.hvm)?)?;
     let dest_client = HvmClient::new(profile.hvm(destination)?)?;
@@ -110,7 +134,8 @@ pub async fn gather(
         lpar: found,
         destination,
         mode,
-        dest_number,
+        dest_number: choice.number,
+        processor_group: choice.processor_group,
         storage: storage_facts(profile),
         now: Utc::now(),
     };

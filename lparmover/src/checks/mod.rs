@@ -36,7 +36,7 @@ use crate::api::{Inventory, LoadFigures, PortStates};
 use crate::emg::{Emg, EmgError};
 use crate::model::{Lpar, LparNumber, Mode};
 
-pub use gather::{GatherError, gather};
+pub use gather::{DestinationChoice, GatherError, gather, gather_for};
 pub use storage::{ArrayFacts, HostGroupFacts, StorageFacts};
 
 /// The group a row is shown in (the seed's configuration tables).
@@ -216,6 +216,8 @@ pub struct CheckInput {
     pub mode: Mode,
     /// LPAR number asked for on the destination (`None` = Auto, the youngest free one).
     pub dest_number: Option<LparNumber>,
+    /// Processor group asked for on the destination (`None`: the LPAR's own group).
+    pub processor_group: Option<u8>,
     /// What the registered storage arrays say.
     pub storage: StorageFacts,
     /// The time the checks are evaluated at.
@@ -235,6 +237,10 @@ impl CheckInput {
     pub fn live(&self) -> bool {
         self.mode.is_live()
     }
+    /// The processor group the LPAR would run in on the destination.
+    pub fn target_group(&self) -> u8 {
+        self.processor_group.unwrap_or(self.lpar.processors.group)
+    }
 }
 
 /// The report: every row and the overall verdict.
@@ -252,6 +258,9 @@ pub struct CheckReport {
     pub destination_hvm: String,
     /// Destination LPAR number asked for (`None` = Auto).
     pub destination_number: Option<LparNumber>,
+    /// Destination processor group asked for (`None`: the LPAR's own).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor_group: Option<u8>,
     /// When the checks ran.
     pub checked_at: DateTime<Utc>,
     /// Worst verdict of all rows.
@@ -360,6 +369,7 @@ pub fn run(input: &CheckInput) -> CheckReport {
         lpar_name: input.lpar.name.to_string(),
         destination_hvm: input.destination_name().to_owned(),
         destination_number: input.dest_number,
+        processor_group: input.processor_group,
         checked_at: input.now,
         verdict,
         rows,

@@ -72,6 +72,10 @@ pub const RULES: &[Rule] = &[
         check: free_processors,
     },
     Rule {
+        name: "processor-group",
+        check: processor_group,
+    },
+    Rule {
         name: "free-memory",
         check: free_memory,
     },
@@ -436,6 +440,71 @@ fn free_processors(i: &CheckInput) -> Vec<CheckRow> {
     }]
 }
 
+/// Chapter 3, "When you select a processor group for the destination LPAR": the destination HVM
+/// defines the group (the one asked for, else the LPAR's own), the group has at least as many
+/// processors as the LPAR, and enough of them are free.
+fn processor_group(i: &CheckInput) -> Vec<CheckRow> {
+    let group = i.target_group();
+    let need = i.lpar.processors.count;
+    let dest = &i.destination.inventory;
+    let used: u32 = dest
+        .lpars
+        .iter()
+        .filter(|l| {
+            l.lpar.processors.group == group
+                && matches!(l.lpar.status, LparStatus::Activated | LparStatus::Migrating)
+        })
+        .map(|l| l.lpar.processors.count)
+        .sum();
+    let source = format!("group {} ({need} processors)", i.lpar.processors.group);
+    let row = |dest_text: String| CheckRow::ok(G, "Processor group", source.clone(), dest_text);
+    let defined = || {
+        dest.blade
+            .processor_groups()
+            .iter()
+            .map(|g| format!("{} ({})", g.id, g.processors))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    vec![match dest.blade.group_processors(group) {
+        None => row(format!("group {group}: not defined")).error(
+            Emg::ProcessorGroupNotDefined,
+            format!(
+                "{} has no processor group {group}; its groups (processors): {}",
+                dest.blade.name,
+                defined()
+            ),
+        ),
+        // No groups on the blade: group 0 is the whole blade, the Processors row covers it.
+        Some(n) if dest.blade.processor_groups.is_empty() => {
+            row(format!("group {group}: all {n} processors"))
+                .note("the HVM has no processor groups")
+        }
+        Some(n) if n < need => row(format!("group {group}: {n} processors")).error(
+            Emg::ProcessorGroupTooSmall,
+            format!(
+                "the LPAR has {need} processors, group {group} on {} has {n}",
+                dest.blade.name
+            ),
+        ),
+        Some(n) => {
+            let free = n.saturating_sub(used);
+            let r = row(format!("group {group}: {n} processors, {free} free"));
+            if free >= need {
+                r
+            } else {
+                r.error(
+                    Emg::DstNoFreeProcessors,
+                    format!(
+                        "the LPAR needs {need}, processor group {group} on {} has {free} free",
+                        dest.blade.name
+                    ),
+                )
+            }
+        }
+    }]
+}
+
 /// Table 2-9 Memory: the LPAR's memory is free on the destination.
 fn free_memory(i: &CheckInput) -> Vec<CheckRow> {
     let need = i.lpar.memory_mib;
@@ -691,6 +760,53 @@ mod tests {
             Some(Emg::DstNoFreeProcessors)
         );
         assert_eq!(one(free_memory, &i).code, Some(Emg::DstNotEnoughMemory));
+    }
+
+    #[test]
+    fn processor_group_must_exist_and_hold_the_lpar() {
+        // ch1-b2 of the demo keeps 2 processors in group 1.
+        let mut i = cold();
+        let row = one(processor_group, &i);
+        assert_eq!(row.verdict, Verdict::Ok, "{row:?}");
+        assert_eq!(row.destination, "group 0: 14 processors, 12 free");
+        i.processor_group = Some(1);
+        let row = one(processor_group, &i);
+        assert_eq!(
+            (row.verdict, row.destination.as_str()),
+            (Verdict::Ok, "group 1: 2 processors, 2 free")
+        );
+        i.processor_group = Some(4);
+        let row = one(processor_group, &i);
+        assert_eq!(row.code, Some(Emg::ProcessorGroupNotDefined));
+        assert!(row.detail.contains("0 (14), 1 (2)"), "{}", row.detail);
+        assert!(
+            row.emg
+                .unwrap()
+                .contains("the specified processor group has not been defined")
+        );
+        i.processor_group = Some(1);
+        i.lpar.processors.count = 3;
+        assert_eq!(
+            one(processor_group, &i).code,
+            Some(Emg::ProcessorGroupTooSmall)
+        );
+        // Without groups on the blade the row only says so (the Processors row checks them).
+        let mut i = input("ch1-b2", "app-01", "ch1-b1", crate::model::Mode::Shutdown);
+        i.lpar.processors.count = 20;
+        let row = one(processor_group, &i);
+        assert_eq!(row.verdict, Verdict::Ok, "{row:?}");
+        assert_eq!(row.destination, "group 0: all 16 processors");
+        i.processor_group = Some(1);
+        assert_eq!(
+            one(processor_group, &i).code,
+            Some(Emg::ProcessorGroupNotDefined)
+        );
+        // Running LPARs of the group hold its processors.
+        let mut i = cold();
+        i.processor_group = Some(1);
+        i.destination.inventory.lpars[0].lpar.processors.group = 1;
+        let row = one(processor_group, &i);
+        assert_eq!(row.code, Some(Emg::DstNoFreeProcessors), "{row:?}");
     }
 
     #[test]

@@ -187,6 +187,7 @@ pub fn input(from: &str, lpar: &str, to: &str, mode: Mode) -> CheckInput {
         destination: facts(to),
         mode,
         dest_number: None,
+        processor_group: None,
         storage: StorageFacts::NoArrayRegistered,
         now: now(),
     }

@@ -55,6 +55,9 @@ pub struct CheckArgs {
     /// Migration mode: shutdown or concurrent.
     #[arg(long)]
     pub mode: Mode,
+    /// Processor group on the destination (default: the LPAR's own group).
+    #[arg(long, value_name = "N")]
+    pub processor_group: Option<u8>,
     /// Print JSON for scripts.
     #[arg(long)]
     pub json: bool,
@@ -62,8 +65,11 @@ pub struct CheckArgs {
 
 /// Runs the checks and prints the report.
 pub async fn run(profile: &Profile, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let report =
-        checks::gather(profile, &args.from, &args.to.hvm, args.mode, args.to.number).await?;
+    let choice = checks::DestinationChoice {
+        number: args.to.number,
+        processor_group: args.processor_group,
+    };
+    let report = checks::gather_for(profile, &args.from, &args.to.hvm, args.mode, choice).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

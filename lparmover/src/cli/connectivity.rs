@@ -94,6 +94,7 @@ pub fn render(r: &ConnectivityReport) -> String {
         "  Path MTU         {} (max UDP payload {} bytes)",
         p.path_mtu, p.max_udp_payload
     );
+    let _ = writeln!(out, "  Job              {} (in `lparmover history`)", r.job);
     let _ = writeln!(out, "{}", r.result);
     out
 }

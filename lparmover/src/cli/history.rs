@@ -1,4 +1,5 @@
-//! `lparmover history`: the Migration History list, or one LPAR's "Now / old1 / …" history.
+//! `lparmover history`: the Migration History list (moves, rehearsals, Connectivity Tests), or
+//! one LPAR's "Now / old1 / …" history followed by its rehearsals.
 
 use std::fmt::Write;
 use std::path::PathBuf;
@@ -7,14 +8,16 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 use lparmover::dirs::ManagerDirs;
-use lparmover::history::{History, HistoryRow, MoveRecord};
+use lparmover::history::{History, HistoryEntry, HistoryRow, TrialRecord};
+use serde::Serialize;
 
 /// Arguments of `lparmover history`.
 #[derive(Debug, clap::Args)]
 pub struct HistoryArgs {
-    /// Show this LPAR's history (Now, old1, … oldN); without it, every migration newest first.
+    /// Show this LPAR's history (Now, old1, … oldN, then its rehearsals); without it, every
+    /// migration, rehearsal and Connectivity Test, newest first.
     pub lpar: Option<String>,
-    /// Most migrations to list without an LPAR.
+    /// Most entries to list without an LPAR.
     #[arg(long, default_value_t = 50)]
     pub limit: usize,
     /// Manager data directory (default: $LPARMOVER_DATA or ~/.local/share/lparmover).
@@ -31,23 +34,39 @@ pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let history = History::open(&dirs.history_db())?;
     match &args.lpar {
         Some(lpar) => {
-            let rows = history.lpar_history(lpar)?;
+            let view = LparHistory {
+                lpar: lpar.clone(),
+                placements: history.lpar_history(lpar)?,
+                rehearsals: history.trials_of(lpar)?,
+            };
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                print!("{}", render_lpar(lpar, &rows));
+                print!("{}", render_lpar(lpar, &view.placements));
+                print!("{}", render_rehearsals(&view.rehearsals));
             }
         }
         None => {
-            let records = history.all(args.limit)?;
+            let entries = history.entries(args.limit)?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&records)?);
+                println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
-                print!("{}", render_all(&records));
+                print!("{}", render_all(&entries));
             }
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `lparmover history LPAR --json`.
+#[derive(Debug, Serialize)]
+pub struct LparHistory {
+    /// The LPAR.
+    pub lpar: String,
+    /// Now, old1, … oldN: where it ran after each migration instance.
+    pub placements: Vec<HistoryRow>,
+    /// Its rehearsals, newest first (they moved nothing).
+    pub rehearsals: Vec<TrialRecord>,
 }
 
 fn when(t: DateTime<Utc>) -> String {
@@ -102,31 +121,89 @@ pub fn render_lpar(lpar: &str, rows: &[HistoryRow]) -> String {
     out
 }
 
-/// Every migration, newest first (the main window's Migration History list).
-pub fn render_all(records: &[MoveRecord]) -> String {
+/// An LPAR's rehearsals, after its Now / old rows; nothing when it has none.
+pub fn render_rehearsals(trials: &[TrialRecord]) -> String {
     let mut out = String::new();
-    if records.is_empty() {
+    if trials.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "Rehearsals (the LPAR stayed where it was)");
+    let _ = writeln!(
+        out,
+        "  {:<19}  {:<14}  {:<14}  {:<11}  Job",
+        "Date and time", "Source", "Destination", "Result"
+    );
+    for t in trials {
+        let _ = writeln!(
+            out,
+            "  {:<19}  {:<14}  {:<14}  {:<11}  {}",
+            when(t.started_at),
+            trial_source(t),
+            t.dest_hvm,
+            t.result.label(),
+            t.job
+        );
+        if let Some(detail) = &t.detail {
+            let _ = writeln!(out, "         {detail}");
+        }
+    }
+    out
+}
+
+fn trial_source(t: &TrialRecord) -> String {
+    match t.source_number {
+        Some(n) => format!("{}/{n}", t.source_hvm),
+        None => t.source_hvm.clone(),
+    }
+}
+
+/// Every migration, rehearsal and Connectivity Test, newest first (the main window's Migration
+/// History list). "Kind" is the mode of a move, or what the trial was.
+pub fn render_all(entries: &[HistoryEntry]) -> String {
+    let mut out = String::new();
+    if entries.is_empty() {
         let _ = writeln!(out, "No migration recorded.");
         return out;
     }
     let _ = writeln!(
         out,
         "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  Job",
-        "Date and time", "LPAR", "Source", "Destination", "Mode", "Result", "Suspension"
+        "Date and time", "LPAR", "Source", "Destination", "Kind", "Result", "Suspension"
     );
-    for r in records {
-        let _ = writeln!(
-            out,
-            "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {}",
-            when(r.started_at),
-            r.lpar,
-            format!("{}/{}", r.source.hvm, r.source.number),
-            format!("{}/{}", r.dest_hvm, number(r.dest_number)),
-            r.mode.label(),
-            r.result.label(),
-            suspension(r.suspension),
-            r.job
-        );
+    for entry in entries {
+        match entry {
+            HistoryEntry::Move(r) => {
+                let _ = writeln!(
+                    out,
+                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {}",
+                    when(r.started_at),
+                    r.lpar,
+                    format!("{}/{}", r.source.hvm, r.source.number),
+                    format!("{}/{}", r.dest_hvm, number(r.dest_number)),
+                    r.mode.label(),
+                    r.result.label(),
+                    suspension(r.suspension),
+                    r.job
+                );
+            }
+            HistoryEntry::Trial(t) => {
+                let _ = writeln!(
+                    out,
+                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {}",
+                    when(t.started_at),
+                    t.lpar.as_deref().unwrap_or("-"),
+                    trial_source(t),
+                    t.dest_hvm,
+                    t.kind.label(),
+                    t.result.label(),
+                    "-",
+                    t.job
+                );
+                if let Some(detail) = &t.detail {
+                    let _ = writeln!(out, "    {detail}");
+                }
+            }
+        }
     }
     out
 }

@@ -59,6 +59,9 @@ pub struct MigrateArgs {
     /// Shutdown mode: activate the LPAR on the destination afterwards.
     #[arg(long)]
     pub activate: bool,
+    /// Shutdown mode: processor group on the destination (default: the LPAR's own group).
+    #[arg(long, value_name = "N")]
+    pub processor_group: Option<u8>,
     /// Print the final report as JSON (no progress display).
     #[arg(long)]
     pub json: bool,
@@ -216,6 +219,11 @@ pub async fn run(
             "internal: run() is for Concurrent Maintenance; Shutdown mode goes through run_cold()"
         );
     }
+    if args.processor_group.is_some() {
+        bail!(
+            "--processor-group is for Shutdown mode (--mode shutdown); a live move keeps the LPAR's processor group"
+        );
+    }
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
     let (source, dest, dest_number) = endpoints(&args)?;
     let request = LiveMoveRequest {
@@ -292,6 +300,7 @@ pub async fn run_cold(
         source,
         destination,
         dest_number,
+        processor_group: args.processor_group,
         remote_shutdown: args.shutdown,
         shutdown_wait: args.shutdown_wait,
         activate: args.activate,

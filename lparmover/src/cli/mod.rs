@@ -184,11 +184,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
                 println!(
-                    "LPAR {} moved {} → {} (LPAR {} there) in Shutdown mode in {:.1} s{}{}",
+                    "LPAR {} moved {} → {} (LPAR {}, processor group {} there) in Shutdown mode in {:.1} s{}{}",
                     report.lpar,
                     report.source,
                     report.destination,
                     report.dest_number,
+                    report.processor_group,
                     report.total_ms as f64 / 1000.0,
                     if report.shut_down {
                         "; guest OS shut down remotely"

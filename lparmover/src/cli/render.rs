@@ -46,6 +46,14 @@ pub fn fleet(snapshot: &FleetSnapshot) -> String {
                         r.memory_total_mib,
                         r.vfc_ids_free
                     );
+                    if !b.processor_groups.is_empty() {
+                        let groups: Vec<String> = b
+                            .processor_groups()
+                            .iter()
+                            .map(|g| format!("{} ({} CPU)", g.id, g.processors))
+                            .collect();
+                        let _ = writeln!(out, "    processor groups {}", groups.join(", "));
+                    }
                     if inv.lpars.is_empty() {
                         let _ = writeln!(out, "    (no LPARs)");
                     }
@@ -57,9 +65,13 @@ pub fn fleet(snapshot: &FleetSnapshot) -> String {
                                 rt.backend, rt.heartbeat.counter
                             )
                         });
+                        let group = match l.processors.group {
+                            0 => String::new(),
+                            g => format!(" (group {g})"),
+                        };
                         let _ = writeln!(
                             out,
-                            "    LPAR {:>2} {:<10} {:<20} {} CPU  {:>6} MiB  {} vNIC  {} vFC{}",
+                            "    LPAR {:>2} {:<10} {:<20} {} CPU{group}  {:>6} MiB  {} vNIC  {} vFC{}",
                             l.number,
                             l.name.as_str(),
                             l.status.label(),

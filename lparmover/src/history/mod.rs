@@ -8,6 +8,14 @@
 //!
 //! A job may record itself twice (e.g. [`MoveResult::InProgress`] when it starts, its outcome
 //! when it ends): the row of a job id is replaced, never duplicated.
+//!
+//! Rehearsals and Connectivity Tests ([`TrialRecord`]) prove a move without making it. They are
+//! kept apart from the moves: the seed's "Now / old1 / …" rows say where the LPAR *ran*, and a
+//! trial never changes that, nor is it a move a return migration could undo
+//! ([`History::where_from`] only looks at completed moves). [`History::entries`] lists both, the
+//! way the main window's Migration History list shows every instance.
+//!
+//! Jobs record through [`JobHistory`], which never lets a history problem fail a move.
 
 mod schema;
 
@@ -23,6 +31,8 @@ use serde::{Deserialize, Serialize};
 
 pub use schema::SCHEMA_VERSION;
 
+use crate::dirs::ManagerDirs;
+use crate::emg::Emg;
 use crate::model::{LparNumber, Mode};
 
 /// How long a writer waits for another process holding the database.
@@ -73,6 +83,15 @@ impl MoveResult {
             Self::Completed => "Completed",
             Self::Failed => "Failed",
             Self::Cancelled => "Cancelled",
+        }
+    }
+
+    /// The outcome of a job that ended with an error of catalogue row `kind` (if known): the
+    /// operator's cancel is Cancelled, anything else Failed.
+    pub fn after_error(kind: Option<Emg>) -> Self {
+        match kind {
+            Some(Emg::TerminatedByUser) => Self::Cancelled,
+            _ => Self::Failed,
         }
     }
 
@@ -163,6 +182,142 @@ pub struct HistoryRow {
     pub number: LparNumber,
     /// The migration instance.
     pub record: MoveRecord,
+}
+
+/// What a trial proved, without moving anything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrialKind {
+    /// Everything a live move does except the switch (checks, reservation, a short transfer).
+    Rehearsal,
+    /// Handshake, latency, throughput and MTU over two HVMs' migration paths.
+    ConnectivityTest,
+}
+
+impl TrialKind {
+    /// Shown text (the seed's names).
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Rehearsal => "Rehearsal",
+            Self::ConnectivityTest => "Connectivity Test",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Rehearsal => "rehearsal",
+            Self::ConnectivityTest => "connectivity-test",
+        }
+    }
+
+    fn from_key(key: &str) -> Option<Self> {
+        [Self::Rehearsal, Self::ConnectivityTest]
+            .into_iter()
+            .find(|k| k.key() == key)
+    }
+}
+
+impl fmt::Display for TrialKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// One rehearsal or Connectivity Test. It leaves every LPAR where it was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    /// Job id (unique; recording the same job again replaces its row).
+    pub job: String,
+    /// Rehearsal or Connectivity Test.
+    pub kind: TrialKind,
+    /// The LPAR a rehearsal rehearsed (`None` for a Connectivity Test, which is between HVMs).
+    pub lpar: Option<String>,
+    /// Source HVM.
+    pub source_hvm: String,
+    /// The LPAR's number on the source (rehearsals).
+    pub source_number: Option<LparNumber>,
+    /// Destination HVM.
+    pub dest_hvm: String,
+    /// Outcome so far ([`MoveResult::Completed`]: the trial passed).
+    pub result: MoveResult,
+    /// When it started.
+    pub started_at: DateTime<Utc>,
+    /// When it ended (`None` while running).
+    pub finished_at: Option<DateTime<Utc>>,
+    /// What it measured when it passed, the error when it did not.
+    pub detail: Option<String>,
+}
+
+/// One line of the Migration History list: a move or a trial.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "entry", rename_all = "kebab-case")]
+pub enum HistoryEntry {
+    /// A migration instance (it may have moved the LPAR).
+    Move(MoveRecord),
+    /// A rehearsal or Connectivity Test (it moved nothing).
+    Trial(TrialRecord),
+}
+
+impl HistoryEntry {
+    /// When it started.
+    pub fn started_at(&self) -> DateTime<Utc> {
+        match self {
+            Self::Move(m) => m.started_at,
+            Self::Trial(t) => t.started_at,
+        }
+    }
+
+    /// Its job id.
+    pub fn job(&self) -> &str {
+        match self {
+            Self::Move(m) => &m.job,
+            Self::Trial(t) => &t.job,
+        }
+    }
+}
+
+/// The history as a running job uses it: opened from the manager's data directory, and
+/// best effort — when the database cannot be opened or written the job goes on and a warning
+/// says why (a move must never fail, or be left half way, because its history could not be
+/// written).
+#[derive(Debug)]
+pub struct JobHistory {
+    history: Option<History>,
+}
+
+impl JobHistory {
+    /// The history in `dirs`.
+    pub fn open(dirs: &ManagerDirs) -> Self {
+        let history = History::open(&dirs.history_db())
+            .map_err(|e| {
+                tracing::warn!(error = %e, "migration history unavailable; the job goes on without it");
+            })
+            .ok();
+        Self { history }
+    }
+
+    /// The history in [`ManagerDirs::from_env`].
+    pub fn from_env() -> Self {
+        Self::open(&ManagerDirs::from_env())
+    }
+
+    /// Records (or updates) a move.
+    pub fn save_move(&self, record: &MoveRecord) {
+        if let Some(h) = &self.history
+            && let Err(e) = h.record(record)
+        {
+            tracing::warn!(job = %record.job, error = %e, "history not recorded");
+        }
+    }
+
+    /// Records (or updates) a trial.
+    pub fn save_trial(&self, record: &TrialRecord) {
+        if let Some(h) = &self.history
+            && let Err(e) = h.record_trial(record)
+        {
+            tracing::warn!(job = %record.job, error = %e, "history not recorded");
+        }
+    }
 }
 
 /// The history database. Cheap to share behind an `Arc`; calls are short and synchronous (call
@@ -341,6 +496,85 @@ impl History {
         .transpose()
     }
 
+    /// Records a rehearsal or Connectivity Test in one transaction, replacing an earlier row of
+    /// the same job. Returns the row id.
+    pub fn record_trial(&self, record: &TrialRecord) -> Result<i64, HistoryError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let id: i64 = tx.query_row(
+            "INSERT INTO trials (job, kind, lpar, src_hvm, src_number, dst_hvm, result,
+                                 started_at, finished_at, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+             ON CONFLICT (job) DO UPDATE SET
+                 kind = excluded.kind, lpar = excluded.lpar, src_hvm = excluded.src_hvm,
+                 src_number = excluded.src_number, dst_hvm = excluded.dst_hvm,
+                 result = excluded.result, started_at = excluded.started_at,
+                 finished_at = excluded.finished_at, detail = excluded.detail
+             RETURNING id",
+            params![
+                record.job,
+                record.kind.key(),
+                record.lpar,
+                record.source_hvm,
+                record.source_number.map(LparNumber::get),
+                record.dest_hvm,
+                record.result.key(),
+                stamp(record.started_at),
+                record.finished_at.map(stamp),
+                record.detail,
+            ],
+            |r| r.get(0),
+        )?;
+        tx.commit()?;
+        tracing::debug!(job = %record.job, kind = %record.kind, result = %record.result, "trial recorded");
+        Ok(id)
+    }
+
+    /// The rehearsals of one LPAR, newest first.
+    pub fn trials_of(&self, lpar: &str) -> Result<Vec<TrialRecord>, HistoryError> {
+        self.query_trials(
+            &format!(
+                "SELECT {TRIAL_COLUMNS} FROM trials WHERE lpar = ?1 ORDER BY started_at DESC, id DESC"
+            ),
+            rusqlite::params![lpar],
+        )
+    }
+
+    /// The newest `limit` moves and trials of every LPAR and HVM, newest first (the main
+    /// window's Migration History list).
+    pub fn entries(&self, limit: usize) -> Result<Vec<HistoryEntry>, HistoryError> {
+        let moves = self.all(limit)?;
+        let sql_limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let trials = self.query_trials(
+            &format!(
+                "SELECT {TRIAL_COLUMNS} FROM trials ORDER BY started_at DESC, id DESC LIMIT ?1"
+            ),
+            rusqlite::params![sql_limit],
+        )?;
+        let mut all: Vec<HistoryEntry> = moves
+            .into_iter()
+            .map(HistoryEntry::Move)
+            .chain(trials.into_iter().map(HistoryEntry::Trial))
+            .collect();
+        // Stable: among equal times moves stay before trials, each newest first.
+        all.sort_by_key(|e| std::cmp::Reverse(e.started_at()));
+        all.truncate(limit);
+        Ok(all)
+    }
+
+    fn query_trials(
+        &self,
+        sql: &str,
+        params: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<TrialRecord>, HistoryError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(sql)?;
+        let raws = stmt
+            .query_map(params, raw_trial)?
+            .collect::<Result<Vec<_>, _>>()?;
+        raws.into_iter().map(RawTrial::parse).collect()
+    }
+
     fn query(
         &self,
         sql: &str,
@@ -357,6 +591,60 @@ impl History {
 
 const COLUMNS: &str = "id, job, lpar, src_hvm, src_number, dst_hvm, dst_number, mode, result, \
                        started_at, finished_at, suspension_us, detail";
+
+const TRIAL_COLUMNS: &str = "id, job, kind, lpar, src_hvm, src_number, dst_hvm, result, \
+                             started_at, finished_at, detail";
+
+struct RawTrial {
+    id: i64,
+    job: String,
+    kind: String,
+    lpar: Option<String>,
+    src_hvm: String,
+    src_number: Option<i64>,
+    dst_hvm: String,
+    result: String,
+    started_at: String,
+    finished_at: Option<String>,
+    detail: Option<String>,
+}
+
+fn raw_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTrial> {
+    Ok(RawTrial {
+        id: r.get(0)?,
+        job: r.get(1)?,
+        kind: r.get(2)?,
+        lpar: r.get(3)?,
+        src_hvm: r.get(4)?,
+        src_number: r.get(5)?,
+        dst_hvm: r.get(6)?,
+        result: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        detail: r.get(10)?,
+    })
+}
+
+impl RawTrial {
+    fn parse(self) -> Result<TrialRecord, HistoryError> {
+        let id = self.id;
+        let damaged = |detail: String| HistoryError::Damaged { id, detail };
+        Ok(TrialRecord {
+            job: self.job,
+            kind: TrialKind::from_key(&self.kind)
+                .ok_or_else(|| damaged(format!("trial kind {:?}", self.kind)))?,
+            lpar: self.lpar,
+            source_hvm: self.src_hvm,
+            source_number: self.src_number.map(|n| lpar_number(id, n)).transpose()?,
+            dest_hvm: self.dst_hvm,
+            result: MoveResult::from_key(&self.result)
+                .ok_or_else(|| damaged(format!("result {:?}", self.result)))?,
+            started_at: time(id, &self.started_at)?,
+            finished_at: self.finished_at.map(|t| time(id, &t)).transpose()?,
+            detail: self.detail,
+        })
+    }
+}
 
 fn mode_key(mode: Mode) -> &'static str {
     match mode {
@@ -544,6 +832,97 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2, "synchronous=FULL");
+    }
+
+    fn trial(job: &str, kind: TrialKind, lpar: Option<&str>, minute: u32) -> TrialRecord {
+        let started_at = DateTime::parse_from_rfc3339(&format!("2026-01-02T03:{minute:02}:30Z"))
+            .unwrap()
+            .with_timezone(&Utc);
+        TrialRecord {
+            job: job.into(),
+            kind,
+            lpar: lpar.map(Into::into),
+            source_hvm: "b1".into(),
+            source_number: lpar.map(|_| n(1)),
+            dest_hvm: "b2".into(),
+            result: MoveResult::Completed,
+            started_at,
+            finished_at: Some(started_at + chrono::Duration::seconds(2)),
+            detail: Some("throughput 900 MB/s".into()),
+        }
+    }
+
+    #[test]
+    fn trials_are_listed_but_never_count_as_placements_or_returns() {
+        let h = History::in_memory().unwrap();
+        h.record(&rec("j1", "web-01", ("b1", 1), ("b2", 3), 1))
+            .unwrap();
+        h.record_trial(&trial("r1", TrialKind::Rehearsal, Some("web-01"), 2))
+            .unwrap();
+        h.record_trial(&trial("c1", TrialKind::ConnectivityTest, None, 3))
+            .unwrap();
+
+        // Now / old1 are placements: the rehearsal did not move web-01 back to b1.
+        let rows = h.lpar_history("web-01").unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!((rows[0].hvm.as_str(), rows[0].number.get()), ("b2", 3));
+        assert_eq!(
+            h.where_from("web-01").unwrap().unwrap().hvm,
+            "b1",
+            "a return goes back where the last real move came from"
+        );
+        let rehearsals = h.trials_of("web-01").unwrap();
+        assert_eq!(
+            rehearsals,
+            [trial("r1", TrialKind::Rehearsal, Some("web-01"), 2)]
+        );
+
+        // The Migration History list shows all three, newest first.
+        let entries = h.entries(10).unwrap();
+        let jobs: Vec<&str> = entries.iter().map(HistoryEntry::job).collect();
+        assert_eq!(jobs, ["c1", "r1", "j1"]);
+        assert_eq!(h.entries(2).unwrap().len(), 2);
+        let json = serde_json::to_value(&entries[0]).unwrap();
+        assert_eq!(
+            (json["entry"].as_str(), json["kind"].as_str()),
+            (Some("trial"), Some("connectivity-test"))
+        );
+        assert_eq!(serde_json::to_value(&entries[2]).unwrap()["entry"], "move");
+
+        // A trial recorded again (its outcome) replaces its row.
+        let mut failed = trial("r1", TrialKind::Rehearsal, Some("web-01"), 2);
+        failed.result = MoveResult::Failed;
+        h.record_trial(&failed).unwrap();
+        assert_eq!(h.trials_of("web-01").unwrap(), [failed]);
+    }
+
+    #[test]
+    fn job_history_goes_on_without_a_database() {
+        let dir = tempfile::tempdir().unwrap();
+        // The data "directory" is a file: the database cannot be created.
+        let blocker = dir.path().join("data");
+        std::fs::write(&blocker, b"not a directory").unwrap();
+        let jh = JobHistory::open(&ManagerDirs::new(&blocker));
+        jh.save_move(&rec("j1", "web-01", ("b1", 1), ("b2", 3), 1));
+        jh.save_trial(&trial("r1", TrialKind::Rehearsal, Some("web-01"), 2));
+
+        let jh = JobHistory::open(&ManagerDirs::new(dir.path().join("ok")));
+        jh.save_move(&rec("j1", "web-01", ("b1", 1), ("b2", 3), 1));
+        let h = History::open(&ManagerDirs::new(dir.path().join("ok")).history_db()).unwrap();
+        assert_eq!(h.lpar_history("web-01").unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_cancel_is_recorded_as_cancelled_anything_else_as_failed() {
+        assert_eq!(
+            MoveResult::after_error(Some(Emg::TerminatedByUser)),
+            MoveResult::Cancelled
+        );
+        assert_eq!(
+            MoveResult::after_error(Some(Emg::ShutdownWaiting)),
+            MoveResult::Failed
+        );
+        assert_eq!(MoveResult::after_error(None), MoveResult::Failed);
     }
 
     #[test]

@@ -5,7 +5,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::HistoryError;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Each step takes the schema from version `index` to `index + 1`.
 const STEPS: &[&str] = &[
@@ -26,6 +26,23 @@ const STEPS: &[&str] = &[
          detail        TEXT
      );
      CREATE INDEX moves_by_lpar ON moves (lpar, started_at);",
+    // 1 → 2: rehearsals and connectivity tests, which prove a move without making it (kept out
+    // of `moves` so they never count as a placement or as a move to return from).
+    "CREATE TABLE trials (
+         id          INTEGER PRIMARY KEY,
+         job         TEXT NOT NULL UNIQUE,
+         kind        TEXT NOT NULL,
+         lpar        TEXT,
+         src_hvm     TEXT NOT NULL,
+         src_number  INTEGER,
+         dst_hvm     TEXT NOT NULL,
+         result      TEXT NOT NULL,
+         started_at  TEXT NOT NULL,
+         finished_at TEXT,
+         detail      TEXT
+     );
+     CREATE INDEX trials_by_lpar ON trials (lpar, started_at);
+     CREATE INDEX trials_by_time ON trials (started_at);",
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`], one step per transaction. A database written by
@@ -69,6 +86,27 @@ mod tests {
             migrate(&mut conn),
             Err(HistoryError::SchemaTooNew { .. })
         ));
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_trials_table_and_keeps_its_moves() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(STEPS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO moves (job, lpar, src_hvm, src_number, dst_hvm, mode, result, started_at)
+             VALUES ('j1', 'web-01', 'b1', 1, 'b2', 'shutdown', 'completed', '2026-01-01T00:00:00.000000Z')",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let moves: i64 = conn
+            .query_row("SELECT COUNT(*) FROM moves", [], |r| r.get(0))
+            .unwrap();
+        let trials: i64 = conn
+            .query_row("SELECT COUNT(*) FROM trials", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((moves, trials), (1, 0));
     }
 
     #[test]

@@ -3,10 +3,15 @@
 //! ```text
 //! 0x1010 checks (Shutdown-mode rules)        0x1020 leases        0x1030 back up both HVMs
 //! 0x3010 (SRC) remote guest OS shutdown, wait up to the Waiting TimeOut Limit (default 5 min)
-//! 0x3020 (DST) define the LPAR (deactivated) keeping its name, MACs and WWNs
+//! 0x3020 (DST) define the LPAR (deactivated) keeping its name, MACs and WWNs, in the processor
+//!        group asked for (else its own)
 //! 0x3030 (SRC) delete the source definition, adopt the destination's exchanged names
 //! 0x3040 (DST) activate, if asked
 //! ```
+//!
+//! From the leases on, the move is in the migration history (In progress, then its outcome). Once
+//! the source definition is gone the LPAR lives on the destination, so the move is recorded as
+//! completed there even if the activation afterwards fails (the job still reports that error).
 
 use std::time::{Duration, Instant};
 
@@ -16,9 +21,10 @@ use tracing::{Instrument, info_span};
 use super::leases::Leases;
 use super::live::{JobError, new_job_id};
 use crate::api::{ColdDefine, HvmClient};
-use crate::checks;
+use crate::checks::{self, DestinationChoice};
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
+use crate::history::{JobHistory, MoveRecord, MoveResult, Placement};
 use crate::model::{LparNumber, LparStatus, Mode};
 use crate::profile::Profile;
 
@@ -34,6 +40,8 @@ pub struct ColdMoveRequest {
     pub destination: String,
     /// LPAR number there (None = youngest free).
     pub dest_number: Option<LparNumber>,
+    /// Processor group there (None = the LPAR's own group).
+    pub processor_group: Option<u8>,
     /// Shut the guest OS down remotely if the LPAR is activated.
     pub remote_shutdown: bool,
     /// How long the guest may take to shut down.
@@ -55,6 +63,8 @@ pub struct ColdMoveReport {
     pub destination: String,
     /// LPAR number on the destination.
     pub dest_number: LparNumber,
+    /// Processor group on the destination.
+    pub processor_group: u8,
     /// Whether the guest was shut down remotely.
     pub shut_down: bool,
     /// Whether it was activated on the destination.
@@ -74,12 +84,16 @@ pub async fn shutdown_move(
     async move {
         let started = Instant::now();
         on_stage("0x1010 (MMS) Checking Configuration");
-        let report = checks::gather(
+        let choice = DestinationChoice {
+            number: request.dest_number,
+            processor_group: request.processor_group,
+        };
+        let report = checks::gather_for(
             profile,
             &request.source,
             &request.destination,
             Mode::Shutdown,
-            request.dest_number,
+            choice,
         )
         .await?;
         report.ensure_no_errors()?;
@@ -104,8 +118,29 @@ pub async fn shutdown_move(
             )
             .into());
         }
+        let group = request.processor_group.unwrap_or(lpar.processors.group);
         on_stage("0x1020 (MMS) Locking LPAR and Blade");
         let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
+        let history = JobHistory::from_env();
+        let mut record = MoveRecord {
+            job: job.clone(),
+            lpar: lpar.name.to_string(),
+            source: Placement {
+                hvm: src.name().to_owned(),
+                number: lpar.number,
+            },
+            dest_hvm: dst.name().to_owned(),
+            dest_number: None,
+            mode: Mode::Shutdown,
+            result: MoveResult::InProgress,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            suspension: None,
+            detail: None,
+        };
+        history.save_move(&record);
+        // Set once the source has let go: from then on the LPAR lives on the destination.
+        let mut moved_to: Option<LparNumber> = None;
         let result = async {
             on_stage("0x1030 (MMS) Backing up HVM Configuration");
             crate::backup::backup_both(
@@ -140,7 +175,8 @@ pub async fn shutdown_move(
                 }
             }
             on_stage("0x3020 (DST) Defining LPAR");
-            let moved = src.lpar(lpar.number).await?.lpar;
+            let mut moved = src.lpar(lpar.number).await?.lpar;
+            moved.processors.group = group;
             let defined = dst
                 .cold_define(
                     &ColdDefine {
@@ -154,6 +190,7 @@ pub async fn shutdown_move(
             on_stage("0x3030 (SRC) Releasing Source LPAR");
             src.release_lpar(lpar.number, &defined.exchange, leases.source())
                 .await?;
+            moved_to = Some(defined.number);
             if request.activate {
                 on_stage("0x3040 (DST) Activating LPAR");
                 dst.activate(defined.number, leases.destination()).await?;
@@ -162,6 +199,20 @@ pub async fn shutdown_move(
         }
         .await;
         leases.release().await;
+        record.finished_at = Some(chrono::Utc::now());
+        record.dest_number = moved_to;
+        match (&result, moved_to) {
+            (Ok(_), _) => record.result = MoveResult::Completed,
+            (Err(e), Some(_)) => {
+                record.result = MoveResult::Completed;
+                record.detail = Some(format!("moved, but activating it failed: {e}"));
+            }
+            (Err(e), None) => {
+                record.result = MoveResult::after_error(e.emg().map(|emg| emg.kind));
+                record.detail = Some(e.to_string());
+            }
+        }
+        history.save_move(&record);
         let dest_number = result?;
         on_stage("0x5000 (MMS) Migration completed!");
         Ok(ColdMoveReport {
@@ -170,6 +221,7 @@ pub async fn shutdown_move(
             source: src.name().to_owned(),
             destination: dst.name().to_owned(),
             dest_number,
+            processor_group: group,
             shut_down: active,
             activated: request.activate,
             total_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),

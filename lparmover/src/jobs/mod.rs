@@ -15,3 +15,30 @@ pub use live::{
 };
 pub use recovery::{LparRecovery, RecoveryReport, recover_lpars, recover_unfinished};
 pub use rehearsal::{RehearsalReport, rehearse};
+
+/// Whether `text` is a job id as [`new_job_id`] makes them (`job-YYYYMMDD-HHMMSS-xxxx`): an HVM
+/// holding a lease for such a purpose is busy with a migration, not with some other operation.
+pub fn is_job_id(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix("job-") else {
+        return false;
+    };
+    let parts: Vec<&str> = rest.split('-').collect();
+    matches!(parts.as_slice(), [date, time, suffix]
+        if date.len() == 8 && time.len() == 6 && suffix.len() == 4
+            && date.chars().chain(time.chars()).all(|c| c.is_ascii_digit())
+            && suffix.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_are_recognised() {
+        assert!(is_job_id(&new_job_id()));
+        assert!(is_job_id("job-20261122-021500-0a9f"));
+        for other in ["maintenance", "job-t1", "job-2026-01-01", "restore-config"] {
+            assert!(!is_job_id(other), "{other}");
+        }
+    }
+}

@@ -5,6 +5,10 @@
 //! smaller); then the move is cancelled (the source never stops running) and the destination
 //! scrubs and drops its definition. From the measured path throughput and the guest's dirty rate
 //! it predicts the total time and the suspension time of the real move.
+//!
+//! From the leases on, the rehearsal is in the migration history as a trial
+//! ([`crate::history::TrialKind::Rehearsal`]): listed with the moves, never a placement of the
+//! LPAR nor a move a return migration could undo.
 
 use std::time::{Duration, Instant};
 
@@ -17,6 +21,7 @@ use crate::api::{HvmClient, MoveOptions, Phase, PrepareIncoming, StartSend};
 use crate::checks;
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
+use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
 use crate::model::Mode;
 use crate::mover::{JobTicket, Progress};
 use crate::profile::Profile;
@@ -93,6 +98,20 @@ pub async fn rehearse(
             .lpar
             .clone();
         let leases = Leases::take(&job, &src, lpar.number, &dst).await?;
+        let history = JobHistory::from_env();
+        let mut record = TrialRecord {
+            job: job.clone(),
+            kind: TrialKind::Rehearsal,
+            lpar: Some(lpar.name.to_string()),
+            source_hvm: src.name().to_owned(),
+            source_number: Some(lpar.number),
+            dest_hvm: dst.name().to_owned(),
+            result: MoveResult::InProgress,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            detail: None,
+        };
+        history.save_trial(&record);
         let result = async {
             let ticket = JobTicket::generate();
             let prepared = dst
@@ -125,6 +144,12 @@ pub async fn rehearse(
         }
         .await;
         leases.release().await;
+        record.finished_at = Some(chrono::Utc::now());
+        if let Err(e) = &result {
+            record.result = MoveResult::after_error(e.emg().map(|emg| emg.kind));
+            record.detail = Some(e.to_string());
+            history.save_trial(&record);
+        }
         let ((p, transfer_time), prepare_time) = result?;
         let memory = lpar.memory_mib * 1024 * 1024;
         // Measured over the sample itself: rounds may not have completed yet.
@@ -137,6 +162,13 @@ pub async fn rehearse(
         let precopy = memory as f64 / 1e6 / throughput / (1.0 - ratio.min(0.9));
         let limit_ms = options.downtime_limit_ms as f64;
         let final_ms = p.expected_suspension_ms.unwrap_or(limit_ms).min(limit_ms);
+        let predicted_total_s = prepare_time.as_secs_f64() * 2.0 + precopy;
+        record.result = MoveResult::Completed;
+        record.detail = Some(format!(
+            "sampled {:.0} MB at {measured:.0} MB/s; predicted total {predicted_total_s:.1} s, pause {final_ms:.0} ms",
+            p.memory_bytes_sent as f64 / 1e6
+        ));
+        history.save_trial(&record);
         Ok(RehearsalReport {
             job: job.clone(),
             lpar: lpar.name.to_string(),
@@ -149,7 +181,7 @@ pub async fn rehearse(
                 0.0
             },
             dirty_rate_mbps: dirty,
-            predicted_total_s: prepare_time.as_secs_f64() * 2.0 + precopy,
+            predicted_total_s,
             predicted_suspension_ms: final_ms,
             converges_unthrottled: ratio < 0.5,
             warnings,

@@ -177,6 +177,16 @@ pub struct HvmConfig {
     pub vfc_ids: VfcIdRange,
 }
 
+/// A processor group of an HVM: the LPARs of a group run only on the group's processors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorGroup {
+    /// Group number (0 is the default group).
+    pub id: u8,
+    /// Physical processors (cores) in the group.
+    pub processors: u32,
+}
+
 /// A server blade with its HVM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -196,6 +206,10 @@ pub struct Blade {
     pub processors: u32,
     /// Memory the HVM can give to LPARs, in MiB.
     pub memory_mib: u64,
+    /// Processor groups besides the default. Group 0 always exists: unless listed, it holds
+    /// every processor no listed group holds (so with none listed, all of them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processor_groups: Vec<ProcessorGroup>,
     /// EFI/BIOS.
     pub efi: EfiBios,
     /// NIC and FC HBA cards.
@@ -222,10 +236,69 @@ impl Blade {
             .and_then(|c| c.ports.iter().find(|p| p.port == segment.port()))
     }
 
+    /// Every processor group with its processors, by number: the listed ones and the default
+    /// group 0.
+    pub fn processor_groups(&self) -> Vec<ProcessorGroup> {
+        let mut groups = self.processor_groups.clone();
+        if !groups.iter().any(|g| g.id == 0) {
+            let listed: u32 = groups.iter().map(|g| g.processors).sum();
+            groups.push(ProcessorGroup {
+                id: 0,
+                processors: self.processors.saturating_sub(listed),
+            });
+        }
+        groups.sort_by_key(|g| g.id);
+        groups
+    }
+
+    /// Processors of group `id`, or `None` when the HVM has no such group.
+    pub fn group_processors(&self, id: u8) -> Option<u32> {
+        self.processor_groups()
+            .into_iter()
+            .find(|g| g.id == id)
+            .map(|g| g.processors)
+    }
+
     /// The FC port, if the blade has that card and port.
     pub fn fc_port(&self, port: FcPort) -> Option<&CardPort> {
         self.card(port.slot)
             .filter(|c| c.kind == CardKind::FcHba)
             .and_then(|c| c.ports.iter().find(|p| p.port == port.port))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blade(groups: &[(u8, u32)]) -> Blade {
+        let mut b = crate::model::Fleet::parse(crate::model::fleet::DEMO_FLEET_TOML, "demo.toml")
+            .map(|f| f.blades[0].blade.clone())
+            .unwrap_or_else(|e| panic!("{e}"));
+        b.processor_groups = groups
+            .iter()
+            .map(|&(id, processors)| ProcessorGroup { id, processors })
+            .collect();
+        b
+    }
+
+    #[test]
+    fn group_zero_holds_what_the_listed_groups_do_not() {
+        let all = blade(&[]);
+        assert_eq!(all.group_processors(0), Some(16));
+        assert_eq!(all.group_processors(1), None);
+        let split = blade(&[(1, 4), (2, 2)]);
+        assert_eq!(split.group_processors(0), Some(10));
+        assert_eq!(split.group_processors(1), Some(4));
+        assert_eq!(split.group_processors(3), None);
+        let explicit = blade(&[(0, 8), (1, 8)]);
+        assert_eq!(
+            explicit
+                .processor_groups()
+                .iter()
+                .map(|g| (g.id, g.processors))
+                .collect::<Vec<_>>(),
+            [(0, 8), (1, 8)]
+        );
     }
 }

@@ -267,6 +267,26 @@ impl Fleet {
                     ));
                 }
             }
+            let mut group_ids = HashSet::new();
+            for g in &blade.processor_groups {
+                if !group_ids.insert(g.id) {
+                    return Err(format!(
+                        "blade {:?}: processor group {} is defined twice",
+                        blade.name, g.id
+                    ));
+                }
+            }
+            let grouped: u64 = blade
+                .processor_groups
+                .iter()
+                .map(|g| u64::from(g.processors))
+                .sum();
+            if grouped > u64::from(blade.processors) {
+                return Err(format!(
+                    "blade {:?}: its processor groups hold {grouped} processors, the blade has {}",
+                    blade.name, blade.processors
+                ));
+            }
             let mut lpar_names = HashSet::new();
             for lpar in lpars {
                 if !lpar_names.insert(lpar.name.as_str()) {
@@ -275,6 +295,25 @@ impl Fleet {
                         blade.name,
                         lpar.name.as_str()
                     ));
+                }
+                let group = lpar.processors.group;
+                match blade.group_processors(group) {
+                    None => {
+                        return Err(format!(
+                            "blade {:?}: LPAR {:?} is in processor group {group}, which the blade does not define",
+                            blade.name,
+                            lpar.name.as_str()
+                        ));
+                    }
+                    Some(n) if n < lpar.processors.count && !blade.processor_groups.is_empty() => {
+                        return Err(format!(
+                            "blade {:?}: LPAR {:?} has {} processors, its processor group {group} only {n}",
+                            blade.name,
+                            lpar.name.as_str(),
+                            lpar.processors.count
+                        ));
+                    }
+                    Some(_) => {}
                 }
             }
         }
@@ -354,6 +393,39 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("netns-bench"), "{err}");
+    }
+
+    #[test]
+    fn processor_groups_must_add_up_and_hold_their_lpars() {
+        let fleet = Fleet::parse(DEMO_FLEET_TOML, "demo.toml").unwrap();
+        let b2 = &fleet.blade("ch1-b2").unwrap().blade;
+        assert_eq!(b2.group_processors(1), Some(2), "the demo splits ch1-b2");
+        assert_eq!(b2.group_processors(0), Some(14));
+
+        let err = with_change(
+            "{ id = 1, processors = 2 }",
+            "{ id = 1, processors = 2 }, { id = 1, processors = 1 }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("processor group 1 is defined twice"), "{err}");
+        let err = with_change("{ id = 1, processors = 2 }", "{ id = 1, processors = 17 }")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hold 17 processors, the blade has 16"),
+            "{err}"
+        );
+        let err = with_change(
+            "processors = { mode = \"shared\", count = 2, service_ratio = 100 }",
+            "processors = { mode = \"shared\", count = 2, service_ratio = 100, group = 5 }",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("\"web-01\" is in processor group 5, which the blade does not define"),
+            "{err}"
+        );
     }
 
     #[test]

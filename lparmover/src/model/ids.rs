@@ -335,6 +335,10 @@ impl LparName {
     pub const MAX_LEN: usize = 31;
     /// The placeholder name the HVM gives an unnamed LPAR.
     pub const PLACEHOLDER: &'static str = "NO_NAME";
+    /// Why the placeholder is refused (part of the parse error, so a server that only sees the
+    /// error text can still answer with the catalogue's `NO_NAME` row).
+    pub const PLACEHOLDER_REFUSED: &'static str =
+        "NO_NAME is the HVM's placeholder; give the LPAR a real name";
 
     /// The name as text.
     pub fn as_str(&self) -> &str {
@@ -357,11 +361,7 @@ impl FromStr for LparName {
             ));
         }
         if s.eq_ignore_ascii_case(Self::PLACEHOLDER) {
-            return Err(InvalidId::new(
-                kind,
-                s,
-                "NO_NAME is the HVM's placeholder; give the LPAR a real name",
-            ));
+            return Err(InvalidId::new(kind, s, Self::PLACEHOLDER_REFUSED));
         }
         if let Some(bad) = s
             .chars()

@@ -9,6 +9,7 @@ pub mod workload;
 
 pub use blade::{
     Blade, CardKind, CardPort, Chassis, EfiBios, HvmConfig, HvmModel, PciCard, PortMode,
+    ProcessorGroup,
 };
 pub use fleet::{Fleet, FleetBlade, FleetError, FleetNetwork};
 pub use ids::{

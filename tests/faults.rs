@@ -389,8 +389,10 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
             b1: TestBlade::start(&fleet, "ch1-b1", &dir.join("b1")).map_err(|e| e.to_string())?,
             b2: TestBlade::start(&fleet, "ch1-b2", &b2_dir).map_err(|e| e.to_string())?,
         };
-        let profile = profile_of(&[&blades.b1, &blades.b2]);
-        let data = profile.data_dir.clone().unwrap();
+        let mut profile = profile_of(&[&blades.b1, &blades.b2]);
+        // Each cell's journal, history and backups stay with the cell.
+        let data = dir.join("manager");
+        profile.data_dir = Some(data.clone());
         let profile_path = dir.join("profile.toml");
         profile.save(&profile_path).unwrap();
         let fault_dir = dir.join("fault");

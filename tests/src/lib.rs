@@ -285,11 +285,8 @@ pub fn profile_of(blades: &[&TestBlade]) -> lparmover::profile::Profile {
         fleet: "test".into(),
         hvms: blades.iter().map(|b| b.profile.clone()).collect(),
         arrays: Vec::new(),
-        // History, backups and the job journal of a test stay with its blades.
-        data_dir: blades
-            .first()
-            .and_then(|b| b.state_dir.parent())
-            .map(|d| d.join("manager")),
+        // The test process's own data directory applies (`test_data_dir`).
+        data_dir: None,
     }
 }
 

@@ -29,8 +29,14 @@ pub struct HistoryArgs {
 }
 
 /// Prints the history.
-pub fn run(args: HistoryArgs) -> anyhow::Result<ExitCode> {
-    let dirs = ManagerDirs::from_flag(args.data_dir.as_deref());
+pub fn run(
+    args: HistoryArgs,
+    profile: Option<&lparmover::profile::Profile>,
+) -> anyhow::Result<ExitCode> {
+    let dirs = match (args.data_dir.as_deref(), profile) {
+        (None, Some(profile)) => ManagerDirs::for_profile(profile),
+        (flag, _) => ManagerDirs::from_flag(flag),
+    };
     let history = History::open(&dirs.history_db())?;
     match &args.lpar {
         Some(lpar) => {

@@ -101,9 +101,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Source, destination HVM and destination number of a move: as given, or for `--return` from the
 /// migration history (where the LPAR is now → where its last completed move came from).
-pub fn endpoints(args: &MigrateArgs) -> anyhow::Result<(LparRef, String, Option<LparNumber>)> {
+pub fn endpoints(
+    args: &MigrateArgs,
+    dirs: &ManagerDirs,
+) -> anyhow::Result<(LparRef, String, Option<LparNumber>)> {
     if let Some(name) = &args.return_lpar {
-        let history = History::open(&ManagerDirs::from_env().history_db())?;
+        let history = History::open(&dirs.history_db())?;
         let Some(now) = history.lpar_history(name)?.into_iter().next() else {
             bail!(
                 "no migration history for LPAR {name:?}; a return migration needs a completed move to undo"
@@ -225,7 +228,7 @@ pub async fn run(
         );
     }
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (source, dest, dest_number) = endpoints(&args)?;
+    let (source, dest, dest_number) = endpoints(&args, &ManagerDirs::for_profile(&profile))?;
     let request = LiveMoveRequest {
         source,
         destination: dest,
@@ -295,7 +298,7 @@ pub async fn run_cold(
     args: MigrateArgs,
 ) -> anyhow::Result<ColdMoveReport> {
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (source, destination, dest_number) = endpoints(&args)?;
+    let (source, destination, dest_number) = endpoints(&args, &ManagerDirs::for_profile(&profile))?;
     let request = ColdMoveRequest {
         source,
         destination,

@@ -271,7 +271,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Demo(args) => demo::run(args).await.map(|()| ExitCode::SUCCESS),
         Command::Bench { command } => bench::run(command).await,
-        Command::History(args) => history::run(args),
+        Command::History(args) => {
+            // A profile naming a data directory keeps its fleet's history there.
+            let profile = load_profile(cli.profile).ok();
+            history::run(args, profile.as_ref())
+        }
         Command::ConnectivityTest(args) => {
             connectivity::run(&load_profile(cli.profile)?, args).await
         }

@@ -36,7 +36,10 @@ pub fn needs_profile(args: &RestoreArgs) -> bool {
 
 /// Lists the sets or restores one.
 pub async fn run(profile: Option<&Profile>, args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    let dirs = ManagerDirs::from_flag(args.data_dir.as_deref());
+    let dirs = match (args.data_dir.as_deref(), profile) {
+        (None, Some(profile)) => ManagerDirs::for_profile(profile),
+        (flag, _) => ManagerDirs::from_flag(flag),
+    };
     let (Some(job), Some(profile)) = (args.job.as_deref(), profile) else {
         let sets = BackupSet::list(&dirs)?;
         if args.json {

@@ -408,6 +408,9 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
                 "40",
                 "--downtime-limit",
                 "100ms",
+                // Raw pages, so the bandwidth limit alone sets how long each round lasts.
+                "--compression",
+                "never",
                 "--verify",
                 "--json",
             ])

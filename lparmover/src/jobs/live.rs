@@ -530,8 +530,8 @@ async fn watch_transfer(
                 warn!(error = %e, "cancel refused");
             }
         }
-        let status = if fault::armed("rounds") {
-            // A fault test waits for a later round, which may last less than one long poll.
+        let status = if fault::armed("round0") || fault::armed("rounds") {
+            // A fault test waits for a round, which may last less than one long poll.
             tokio::time::sleep(Duration::from_millis(10)).await;
             src.migration_status(job).await?
         } else {

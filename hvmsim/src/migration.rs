@@ -240,24 +240,15 @@ impl BladeService {
     /// The status of a move this HVM only knows from its record (it restarted mid-move).
     fn interrupted_status(&self, job_id: &str, record: MigrationRecord) -> MigrationStatus {
         let running = lock(&self.guests).contains_key(&record.lpar);
+        // A destination that had resumed re-activated the LPAR after its restart.
+        let holds = if running && record.phase == RecordPhase::Resumed {
+            GuestHold::Running
+        } else {
+            GuestHold::Nothing
+        };
         MigrationStatus {
-            job: job_id.to_owned(),
-            role: record.role,
-            lpar: record.lpar,
-            phase: Phase::Interrupted,
-            progress: None,
-            summary: None,
-            error: None,
-            last_heartbeat_before_pause_ns: None,
-            first_heartbeat_after_resume_ns: None,
-            heartbeat_counter: None,
-            // A destination that had resumed re-activated the LPAR after its restart.
-            holds: if running && record.phase == RecordPhase::Resumed {
-                GuestHold::Running
-            } else {
-                GuestHold::Nothing
-            },
-            record: Some(record),
+            record: Some(record.clone()),
+            ..MigrationStatus::new(job_id, record.role, record.lpar, Phase::Interrupted, holds)
         }
     }
 
@@ -410,20 +401,13 @@ impl BladeService {
             )
         };
         let job = Job::new(
-            MigrationStatus {
-                job: job_id.to_owned(),
-                role: Role::Destination,
-                lpar: number,
-                phase: Phase::Prepared,
-                progress: None,
-                summary: None,
-                error: None,
-                last_heartbeat_before_pause_ns: None,
-                first_heartbeat_after_resume_ns: None,
-                heartbeat_counter: None,
-                holds: GuestHold::Partial,
-                record: None,
-            },
+            MigrationStatus::new(
+                job_id,
+                Role::Destination,
+                number,
+                Phase::Prepared,
+                GuestHold::Partial,
+            ),
             guest,
             cancel.0.clone(),
         );
@@ -572,20 +556,13 @@ impl BladeService {
         let cancel = CancellationToken::new();
         let sender = Sender::new(guest.clone(), cfg, progress_tx, cancel.clone());
         let job = Job::new(
-            MigrationStatus {
-                job: request.job.clone(),
-                role: Role::Source,
-                lpar: request.lpar,
-                phase: Phase::Transferring,
-                progress: None,
-                summary: None,
-                error: None,
-                last_heartbeat_before_pause_ns: None,
-                first_heartbeat_after_resume_ns: None,
-                heartbeat_counter: None,
-                holds: GuestHold::Running,
-                record: None,
-            },
+            MigrationStatus::new(
+                &request.job,
+                Role::Source,
+                request.lpar,
+                Phase::Transferring,
+                GuestHold::Running,
+            ),
             guest.clone(),
             cancel,
         );

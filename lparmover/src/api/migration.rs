@@ -273,6 +273,26 @@ pub struct MigrationStatus {
     pub record: Option<MigrationRecord>,
 }
 
+impl MigrationStatus {
+    /// A move at `phase` on this HVM, with no progress, figures or heartbeats yet.
+    pub fn new(job: &str, role: Role, lpar: LparNumber, phase: Phase, holds: GuestHold) -> Self {
+        Self {
+            job: job.to_owned(),
+            role,
+            lpar,
+            phase,
+            progress: None,
+            summary: None,
+            error: None,
+            last_heartbeat_before_pause_ns: None,
+            first_heartbeat_after_resume_ns: None,
+            heartbeat_counter: None,
+            holds,
+            record: None,
+        }
+    }
+}
+
 /// Extends a running move's timeout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ExtendTimeout {

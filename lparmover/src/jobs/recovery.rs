@@ -457,23 +457,13 @@ mod tests {
 
     fn known(role: Role, phase: Phase, holds: GuestHold, record: Option<RecordPhase>) -> View {
         View::Known(Box::new(MigrationStatus {
-            job: "j".into(),
-            role,
-            lpar: LparNumber::new(1).unwrap(),
-            phase,
-            progress: None,
-            summary: None,
-            error: None,
-            last_heartbeat_before_pause_ns: None,
-            first_heartbeat_after_resume_ns: None,
-            heartbeat_counter: None,
-            holds,
             record: record.map(|phase| MigrationRecord {
                 role,
                 lpar: LparNumber::new(1).unwrap(),
                 phase,
                 exchange: None,
             }),
+            ..MigrationStatus::new("j", role, LparNumber::new(1).unwrap(), phase, holds)
         }))
     }
 

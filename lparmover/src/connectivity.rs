@@ -665,7 +665,9 @@ mod tests {
         assert!(
             report.rtt.min_ms <= report.rtt.median_ms && report.rtt.median_ms <= report.rtt.max_ms
         );
-        assert!(report.max_udp_payload >= 1200, "{report:?}");
+        // Loopback (MTU 65,536) carries datagrams far beyond quinn's own GSO-bound ceiling
+        // (6,500): the endpoint's socket splits batches so discovery can climb.
+        assert!(report.max_udp_payload > 16_000, "{report:?}");
         assert_eq!(report.path_mtu, report.max_udp_payload + 28);
     }
 

@@ -247,6 +247,32 @@ pub trait Partition: Send + Sync {
     /// May race with running vCPUs; the dirty log reports pages written meanwhile.
     fn read_pages(&self, first_page: u64, out: &mut [u8]) -> Result<(), PartitionError>;
 
+    /// Appends to `out`, in order, those of the `count` pages from `first_page` that are not
+    /// all zero, and returns a mask with bit `i` set when page `first_page + i` is zero
+    /// (`count` ≤ 64). May race with running vCPUs like [`Partition::read_pages`].
+    ///
+    /// The default reads every page through [`Partition::read_pages`]; a backend with mapped
+    /// memory checks pages in place and copies only the non-zero ones, once.
+    fn append_nonzero_pages(
+        &self,
+        first_page: u64,
+        count: usize,
+        out: &mut bytes::BytesMut,
+    ) -> Result<u64, PartitionError> {
+        assert!(count <= 64, "a page mask holds 64 pages");
+        let mut pages = vec![0u8; count * PAGE_SIZE];
+        self.read_pages(first_page, &mut pages)?;
+        let mut zero_mask = 0u64;
+        for (i, page) in pages.chunks_exact(PAGE_SIZE).enumerate() {
+            if page.iter().all(|b| *b == 0) {
+                zero_mask |= 1 << i;
+            } else {
+                out.extend_from_slice(page);
+            }
+        }
+        Ok(zero_mask)
+    }
+
     /// Writes whole pages (destination side; the vCPUs are paused or not yet started).
     fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), PartitionError>;
 

@@ -426,6 +426,15 @@ impl Partition for Guest {
         self.memory.read(first_page, out)
     }
 
+    fn append_nonzero_pages(
+        &self,
+        first_page: u64,
+        count: usize,
+        out: &mut bytes::BytesMut,
+    ) -> Result<u64, PartitionError> {
+        self.memory.append_nonzero(first_page, count, out)
+    }
+
     fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), PartitionError> {
         self.memory.write(first_page, data)?;
         self.mark_vmm_write(first_page, (data.len() / PAGE_SIZE) as u64);

@@ -2,6 +2,7 @@
 //!
 //! * [`wire`]: the versioned wire format (sequence diagram and receiver state machine there).
 //! * [`tls`]: mutual TLS with pinned certificates, QUIC endpoints with 4 MiB UDP buffers.
+//! * [`udp`]: the endpoints' UDP socket, splitting GSO batches so datagrams can reach 64 KiB.
 //! * [`pages`]: page batches — zero pages as a bitmap, the rest zstd or raw.
 //! * [`sender`]: the source side, generic over [`crate::partition::Partition`].
 //! * [`receiver`]: the destination side — a listener that accepts a partition only for a job
@@ -45,6 +46,7 @@ pub mod receiver;
 pub mod sender;
 pub mod testing;
 pub mod tls;
+pub mod udp;
 pub mod wire;
 
 #[cfg(test)]

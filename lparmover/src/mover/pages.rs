@@ -170,8 +170,8 @@ impl BatchEncoder {
     /// Reads the planned pages, elides zero pages, compresses the rest if `encoding` says so
     /// (falling back to raw when zstd does not shrink them), and returns the encoded frame.
     ///
-    /// Raw batches are read from the partition straight into the frame and compacted there:
-    /// guest memory is copied once on the way to quinn.
+    /// Raw batches take only the non-zero pages from the partition, straight into the frame:
+    /// guest memory is copied once on the way to quinn, and zero pages not at all.
     pub fn encode<P: Partition + ?Sized>(
         &mut self,
         partition: &P,
@@ -187,10 +187,16 @@ impl BatchEncoder {
             ..BatchStats::default()
         };
         if encoding == Encoding::Raw {
-            let mut frame = BytesMut::zeroed(prefix + bytes);
-            read_plan(partition, plan, &mut frame[prefix..])?;
-            let (zero_mask, kept) = compact_nonzero(&mut frame[prefix..]);
-            frame.truncate(prefix + kept * PAGE_SIZE);
+            let mut frame = BytesMut::with_capacity(prefix + bytes);
+            frame.resize(prefix, 0);
+            let mut zero_mask = 0u64;
+            let mut at = 0u32;
+            for &(first, n) in &plan.runs {
+                let zeros = partition.append_nonzero_pages(first, usize::from(n), &mut frame)?;
+                zero_mask |= zeros << at;
+                at += u32::from(n);
+            }
+            let kept = (frame.len() - prefix) / PAGE_SIZE;
             stats.pages_zero = u64::from(zero_mask.count_ones());
             stats.pages_raw = kept as u64;
             let frame = finish_batch_frame(frame, round, &plan.runs, zero_mask, Encoding::Raw)?;

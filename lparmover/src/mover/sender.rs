@@ -8,7 +8,7 @@
 //! meaningful); the caller stops it when it gives up on the partition's move.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -300,6 +300,11 @@ struct Compressor {
 /// four times as far apart when the last verdict was clear-cut).
 const REPROBE_EVERY: usize = 8;
 
+/// Probe-sized stretches sent raw before the first probe. A fresh connection is still in slow
+/// start and MTU discovery, and a destination still pre-faulting its memory: measured then, raw
+/// looked ten times slower than it is on loopback and the whole move was compressed.
+const WARMUP_PROBES: usize = 2;
+
 /// Memory bytes per probe segment of the adaptive compression.
 const PROBE_BYTES: u64 = 32 << 20;
 
@@ -309,7 +314,7 @@ impl Compressor {
             CompressionMode::Auto => CompressionChoice {
                 encoding: Encoding::Raw,
                 reason:
-                    "auto: raw until a round is large enough (96 MiB) to measure raw against zstd"
+                    "auto: raw until a round is large enough (160 MiB) to measure raw against zstd"
                         .into(),
             },
             CompressionMode::Always => CompressionChoice {
@@ -330,13 +335,24 @@ impl Compressor {
         }
     }
 
-    /// Whether this many batches are worth probing both encodings on.
     /// Whether to probe both encodings now: `left` batches remain in the round, `since` batches
-    /// were sent since the last probe.
+    /// were sent in it since the last probe (or its start).
     fn should_probe(&self, left: usize, since: usize, probe_batches: usize) -> bool {
-        self.mode == CompressionMode::Auto
-            && left >= probe_batches * 3
-            && (!self.decided || since >= probe_batches * self.reprobe_every())
+        left >= probe_batches * 3 && self.batches_until_due(since, probe_batches) == Some(0)
+    }
+
+    /// Batches until [`Self::should_probe`] may next say yes, `since` batches after the last
+    /// probe (or the round's start); None when this mode never probes.
+    fn batches_until_due(&self, since: usize, probe_batches: usize) -> Option<usize> {
+        if self.mode != CompressionMode::Auto {
+            return None;
+        }
+        let due = if self.decided {
+            probe_batches * self.reprobe_every()
+        } else {
+            probe_batches * WARMUP_PROBES
+        };
+        Some(due.saturating_sub(since))
     }
 
     /// Probe-sized stretches between probes: rarely when the last verdict was clear-cut.
@@ -1046,8 +1062,6 @@ impl<P: Partition + 'static> Sender<P> {
         let mut rest: &[BatchPlan] = &plans;
         let probe = ((PROBE_BYTES / (self.cfg.batch_pages * PAGE_SIZE) as u64) as usize).max(1);
         let mut since_probe = 0usize;
-        // Segments keep progress live and let the encoding change within a long round.
-        let seg = 256usize;
         while !rest.is_empty() {
             if comp.should_probe(rest.len(), since_probe, probe) {
                 let raw = self
@@ -1065,22 +1079,37 @@ impl<P: Partition + 'static> Sender<P> {
                 self.publish(|p| p.compression = comp.choice.clone());
                 continue;
             }
-            let n = rest.len().min(seg);
+            // Up to the next point where a probe may be due: each segment ends with every
+            // stream drained, so fewer, longer segments keep the path busy.
+            let n = match comp.batches_until_due(since_probe, probe) {
+                Some(due) if due > 0 => rest.len().min(due),
+                // No probe due, or one due but too little of the round left for it.
+                _ => rest.len(),
+            };
             since_probe += n;
+            let (sent_before, wire_before) = (
+                totals.stats.memory_bytes + stats.memory_bytes,
+                totals.stats.wire_bytes + stats.wire_bytes,
+            );
+            let round_left = rest.iter().map(|p| p.pages as u64).sum::<u64>() * PAGE_SIZE as u64;
             let r = self
-                .send_segment(link, round, &rest[..n], comp.choice.encoding)
+                .send_segment_reporting(
+                    link,
+                    round,
+                    &rest[..n],
+                    comp.choice.encoding,
+                    |memory, wire| {
+                        self.publish(|p| {
+                            p.memory_bytes_sent = sent_before + memory;
+                            p.wire_bytes_sent = wire_before + wire;
+                            p.bytes_remaining = round_left.saturating_sub(memory);
+                            p.elapsed_ms = p.elapsed_ms.max(1);
+                        })
+                    },
+                )
                 .await?;
             rest = &rest[n..];
             stats.add(&r.stats);
-            let sent = totals.stats.memory_bytes + stats.memory_bytes;
-            let wire = totals.stats.wire_bytes + stats.wire_bytes;
-            let left = rest.iter().map(|p| p.pages as u64).sum::<u64>() * PAGE_SIZE as u64;
-            self.publish(|p| {
-                p.memory_bytes_sent = sent;
-                p.wire_bytes_sent = wire;
-                p.bytes_remaining = left;
-                p.elapsed_ms = p.elapsed_ms.max(1);
-            });
         }
         match switchover {
             None => {
@@ -1135,16 +1164,32 @@ impl<P: Partition + 'static> Sender<P> {
         plans: &[BatchPlan],
         encoding: Encoding,
     ) -> Result<SegmentResult, MoveError> {
+        self.send_segment_reporting(link, round, plans, encoding, |_, _| ())
+            .await
+    }
+
+    /// [`Self::send_segment`], calling `report(memory bytes, wire bytes)` of the segment so far
+    /// every [`PROGRESS_EVERY`] while it runs.
+    async fn send_segment_reporting(
+        &self,
+        link: &Link,
+        round: u32,
+        plans: &[BatchPlan],
+        encoding: Encoding,
+        mut report: impl FnMut(u64, u64),
+    ) -> Result<SegmentResult, MoveError> {
         let start = Instant::now();
         let n = link.writers.len().max(1);
         let chunk = plans.len().div_ceil(n).max(1);
         let abort = Arc::new(AtomicBool::new(false));
+        let done = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
         let mut workers = Vec::new();
         for (i, part) in plans.chunks(chunk).enumerate() {
             let part = part.to_vec();
             let tx = link.writers[i % n].clone();
             let p = Arc::clone(&self.partition);
             let abort = Arc::clone(&abort);
+            let done = Arc::clone(&done);
             workers.push(tokio::task::spawn_blocking(move || {
                 let mut enc = BatchEncoder::new();
                 let mut stats = BatchStats::default();
@@ -1153,6 +1198,8 @@ impl<P: Partition + 'static> Sender<P> {
                         return Err(MoveError::Cancelled);
                     }
                     let (frame, st) = enc.encode(p.as_ref(), plan, round, encoding)?;
+                    done.0.fetch_add(st.memory_bytes, Ordering::Relaxed);
+                    done.1.fetch_add(st.wire_bytes, Ordering::Relaxed);
                     stats.add(&st);
                     if tx.blocking_send(WriterItem::Frame(frame)).is_err() {
                         return Err(MoveError::ConnectionLost("a data stream closed".into()));
@@ -1173,11 +1220,22 @@ impl<P: Partition + 'static> Sender<P> {
             }
         }
         let _guard = AbortOnDrop(abort);
+        let mut joined = std::pin::pin!(join_in_order(workers));
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let results = loop {
+            tokio::select! {
+                results = &mut joined => break results,
+                _ = tick.tick() => {
+                    report(done.0.load(Ordering::Relaxed), done.1.load(Ordering::Relaxed));
+                }
+            }
+        };
         let mut stats = BatchStats::default();
         let mut first_err = None;
         let mut flushes = Vec::new();
-        for w in workers {
-            match w.await {
+        for w in results {
+            match w {
                 Ok(Ok((st, flushed))) => {
                     stats.add(&st);
                     flushes.push(flushed);
@@ -1206,6 +1264,20 @@ impl<P: Partition + 'static> Sender<P> {
             elapsed: start.elapsed(),
         })
     }
+}
+
+/// How often a long segment reports progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(100);
+
+/// Awaits every task in order (each runs on its own; the order only sets who is awaited first).
+async fn join_in_order<T>(
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await);
+    }
+    out
 }
 
 fn bitmap_sent_pages(s: &BatchStats) -> u64 {
@@ -1252,9 +1324,11 @@ mod tests {
         // Forced modes never probe.
         let c = Compressor::new(CompressionMode::Never);
         assert!(!c.should_probe(10_000, 0, 128));
+        // Auto probes once the connection is warm and enough of the round is left.
         let c = Compressor::new(CompressionMode::Auto);
-        assert!(c.should_probe(3 * 128, 0, 128));
-        assert!(!c.should_probe(3 * 128 - 1, 0, 128));
+        assert!(!c.should_probe(10_000, 0, 128), "not on a cold connection");
+        assert!(c.should_probe(3 * 128, 2 * 128, 128));
+        assert!(!c.should_probe(3 * 128 - 1, 2 * 128, 128));
     }
 
     #[tokio::test]

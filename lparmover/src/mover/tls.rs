@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, Serve
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
+use super::udp::{MAX_UDP_PAYLOAD, SplitBatches};
 use super::wire::ALPN;
 
 /// The server name the sender asks for (ignored by the pinned verifier, but TLS needs one).
@@ -23,17 +24,6 @@ pub const SERVER_NAME: &str = "lparmover-hvm";
 
 /// UDP socket buffer size for migration endpoints (the kernel's `rmem_max` on our hosts).
 pub const UDP_BUFFER: usize = 4 << 20;
-
-/// Largest UDP payload a migration endpoint accepts and MTU discovery searches up to.
-///
-/// QUIC starts every path at 1200 bytes and discovers its MTU (DPLPMTUD, RFC 8899): a 1500-byte
-/// Ethernet or veth path settles at 1472, loopback (MTU 65536) climbs to this bound. Per-packet
-/// costs (AEAD setup, header protection, frame building, ACK and loss bookkeeping) dominate QUIC's
-/// CPU use, so 4.5 times fewer packets on loopback is most of a core. The bound is what quinn's
-/// GSO batches allow: quinn hands up to 10 segments to one `sendmsg`, which must stay within one
-/// UDP datagram's 65,507 bytes (IPv4) — larger segments make every batch fail with `EMSGSIZE`,
-/// which quinn takes for a black hole and falls back to 1200.
-pub const MAX_UDP_PAYLOAD: u16 = 6500;
 
 /// Errors setting up TLS or an endpoint.
 #[derive(Debug, thiserror::Error)]
@@ -330,6 +320,7 @@ pub fn endpoint(
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|e| TlsError::Quic(format!("max UDP payload size: {e:?}")))?;
-    quinn::Endpoint::new(config, server, sock, Arc::new(quinn::TokioRuntime))
+    let socket = SplitBatches::wrap(sock).map_err(|e| TlsError::Bind { addr, source: e })?;
+    quinn::Endpoint::new_with_abstract_socket(config, server, socket, Arc::new(quinn::TokioRuntime))
         .map_err(|e| TlsError::Bind { addr, source: e })
 }

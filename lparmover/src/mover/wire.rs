@@ -723,13 +723,14 @@ impl Message {
         buf.clear();
         // Bounded by MAX_PAYLOAD above; reclaims the old allocation once it is free again.
         buf.reserve(len.max(MAX_BATCH_PAGES * PAGE_SIZE + 1024));
-        buf.resize(len, 0);
-        r.read_exact(&mut buf[..])
-            .await
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::UnexpectedEof => WireError::Truncated,
-                _ => WireError::Io(e),
-            })?;
+        // Read into the spare capacity: zeroing a 256 KiB payload first costs as much as
+        // receiving it. `take` keeps the next message's bytes in the stream.
+        let mut payload = r.take(len as u64);
+        while buf.len() < len {
+            if payload.read_buf(buf).await? == 0 {
+                return Err(WireError::Truncated);
+            }
+        }
         let payload = buf.split_to(len).freeze();
         Self::decode(kind, payload).map(Some)
     }

@@ -331,6 +331,13 @@ async fn cold_define(
     Ok(Json(s.cold_define(&req, lease(&headers).as_deref())?))
 }
 
+async fn cold_move(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::ColdDefined> {
+    Ok(Json(s.cold_move(&job)?))
+}
+
 async fn release_lpar(
     State(s): Svc,
     headers: HeaderMap,
@@ -360,6 +367,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/lpars/{n}/release", post(release_lpar))
         .route("/lpars/{n}/recover", post(recover_lpar))
         .route("/migrations/cold", post(cold_define))
+        .route("/migrations/cold/{job}", get(cold_move))
         .route("/lpars/{n}/workload", axum::routing::put(set_workload))
         .route("/config/save", post(save_config))
         .route("/config/backup", get(backup_config))

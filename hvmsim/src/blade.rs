@@ -439,19 +439,29 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<lparmover::api::ColdDefined, EmgError> {
         self.check_lock(LockTarget::Blade, lease)?;
-        let (lpar, exchange) = self
-            .mutate(|s| s.define_moved(&request.lpar, request.number, LparStatus::Deactivated))?;
-        self.log.record(
-            LogLevel::Info,
-            "migration",
-            format!(
-                "job {}: LPAR {} ({}) defined from another HVM (Shutdown mode)",
-                request.job, lpar.number, lpar.name
-            ),
-        );
-        Ok(lparmover::api::ColdDefined {
-            number: lpar.number,
-            exchange,
+        let (done, fresh) =
+            self.mutate(|s| s.define_cold_move(&request.job, &request.lpar, request.number))?;
+        if fresh {
+            self.log.record(
+                LogLevel::Info,
+                "migration",
+                format!(
+                    "job {}: LPAR {} ({}) defined from another HVM (Shutdown mode)",
+                    request.job, done.number, request.lpar.name
+                ),
+            );
+        }
+        Ok(done)
+    }
+
+    /// Shutdown mode, destination: what this HVM defined for `job`, if anything.
+    pub fn cold_move(&self, job: &str) -> Result<lparmover::api::ColdDefined, EmgError> {
+        let known = lock(&self.state).cold_moves.get(job).cloned();
+        known.ok_or_else(|| {
+            EmgError::new(
+                Emg::InvalidRequest,
+                format!("HVM {} defined no LPAR for job {job}", self.name),
+            )
         })
     }
 

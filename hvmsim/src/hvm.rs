@@ -37,7 +37,16 @@ pub struct HvmState {
     /// `lparmover::api::MigrationRecord`); a restarted HVM acts on them in `BladeService::boot`.
     #[serde(default)]
     pub migrations: BTreeMap<String, lparmover::api::MigrationRecord>,
+    /// Shutdown-mode moves this HVM took in as destination, by job id, written with the
+    /// definition itself: a manager recovering the job learns from it whether the LPAR was
+    /// defined here, and asking again returns this answer instead of a second definition.
+    #[serde(default)]
+    pub cold_moves: BTreeMap<String, lparmover::api::ColdDefined>,
 }
+
+/// Shutdown-mode answers kept per HVM; the oldest go first (job ids sort by start time). A
+/// recovering manager needs only the jobs it has not finished.
+const COLD_MOVES_KEPT: usize = 64;
 
 fn mac_slot(number: LparNumber, index: u8) -> String {
     format!("{number}/{index}")
@@ -56,7 +65,31 @@ impl HvmState {
             vfc_overrides: BTreeMap::new(),
             mac_overrides: BTreeMap::new(),
             migrations: BTreeMap::new(),
+            cold_moves: BTreeMap::new(),
         }
+    }
+
+    /// Shutdown mode, destination: defines the moved LPAR (deactivated) for `job`, or returns
+    /// what an earlier call for the same job defined.
+    pub fn define_cold_move(
+        &mut self,
+        job: &str,
+        lpar: &Lpar,
+        number: Option<LparNumber>,
+    ) -> Result<(lparmover::api::ColdDefined, bool), EmgError> {
+        if let Some(done) = self.cold_moves.get(job) {
+            return Ok((done.clone(), false));
+        }
+        let (defined, exchange) = self.define_moved(lpar, number, LparStatus::Deactivated)?;
+        let done = lparmover::api::ColdDefined {
+            number: defined.number,
+            exchange,
+        };
+        while self.cold_moves.len() >= COLD_MOVES_KEPT {
+            self.cold_moves.pop_first();
+        }
+        self.cold_moves.insert(job.to_owned(), done.clone());
+        Ok((done, true))
     }
 
     /// The names vfcID `id` of this HVM generates (pool names, or those it took in an exchange).
@@ -709,6 +742,27 @@ mod tests {
             .collect();
         let n_vfcs: usize = hvm.lpars.values().map(|l| l.vfcs.len()).sum();
         assert_eq!(ids.len(), n_vfcs);
+    }
+
+    #[test]
+    fn a_cold_move_asked_twice_defines_the_lpar_once() {
+        let source = defined("ch1-b1");
+        let lpar = source.lpars.values().next().unwrap().clone();
+        let mut dst = HvmState::new(demo_blade("ch1-b2").blade.clone());
+        let (first, fresh) = dst.define_cold_move("job-1", &lpar, None).unwrap();
+        assert!(fresh);
+        let after_first = dst.clone();
+        // A recovering manager asks again: same answer, nothing defined twice.
+        let (again, fresh) = dst.define_cold_move("job-1", &lpar, None).unwrap();
+        assert!(!fresh);
+        assert_eq!(again, first);
+        assert_eq!(dst, after_first);
+        assert_eq!(dst.lpars.len(), 1);
+        assert_eq!(dst.lpars[&first.number].status, LparStatus::Deactivated);
+        // Survives a restart: the record is part of the persisted state.
+        let text = serde_json::to_string(&dst).unwrap();
+        let back: HvmState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.cold_moves.get("job-1"), Some(&first));
     }
 
     #[test]

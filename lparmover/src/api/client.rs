@@ -476,6 +476,12 @@ impl HvmClient {
             .await
     }
 
+    /// Shutdown mode, destination: what it defined for `job` (an `InvalidRequest` error when
+    /// it defined nothing for it).
+    pub async fn cold_move(&self, job: &str) -> Result<super::ColdDefined, ClientError> {
+        self.get(&format!("/migrations/cold/{job}")).await
+    }
+
     /// Shutdown mode, source: delete the moved LPAR and adopt the exchanged names.
     pub async fn release_lpar(
         &self,

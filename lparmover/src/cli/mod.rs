@@ -94,6 +94,12 @@ enum LparCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Activate a deactivated LPAR (its guest starts), e.g. after a Shutdown-mode move whose
+    /// activation failed.
+    Activate {
+        /// HVM/LPAR, by number or name (e.g. ch1-b2/web-01).
+        lpar: LparRef,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -167,6 +173,33 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } else {
                 print!("{}", render::lpar(&lpar.hvm, view));
             }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lpar {
+            command: LparCommand::Activate { lpar },
+        } => {
+            let profile = load_profile(cli.profile)?;
+            let client = HvmClient::new(profile.hvm(&lpar.hvm)?)?;
+            let inventory = client.inventory().await?;
+            let number = lpar
+                .lpar
+                .find(&inventory)
+                .with_context(|| {
+                    format!(
+                        "no LPAR {:?} on HVM {}; see `lparmover fleet`",
+                        lpar.lpar, lpar.hvm
+                    )
+                })?
+                .lpar
+                .number;
+            let view = client.activate(number, None).await?;
+            println!(
+                "{}/{} (LPAR {}) is {}",
+                lpar.hvm,
+                view.lpar.name,
+                view.lpar.number,
+                view.lpar.status.label()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => {

@@ -4,7 +4,8 @@
 //! Off unless `LPARMOVER_FAULT_BARRIER=<stage>` and `LPARMOVER_FAULT_DIR=<dir>` are set: the job
 //! writes `<dir>/reached` (containing the stage) when it gets there, then waits until
 //! `<dir>/go` exists. Stages of a live move: `prepare`, `round0`, `rounds`, `suspension`,
-//! `commit`, `swap`, `release`. Each barrier fires once per process.
+//! `commit`, `swap`, `release`; of a Shutdown-mode move: `cold-prepare`, `cold-shutdown`,
+//! `cold-define`, `cold-release`. Each barrier fires once per process.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

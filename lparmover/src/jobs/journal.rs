@@ -30,6 +30,8 @@ use crate::model::LparNumber;
 pub enum JobKind {
     /// Concurrent Maintenance (live) move.
     Live,
+    /// Shutdown-mode move (the LPAR moves deactivated).
+    Shutdown,
 }
 
 /// The job as it was asked for: enough to find both HVMs and the LPAR again.
@@ -47,6 +49,9 @@ pub struct JobHeader {
     pub source_number: LparNumber,
     /// Destination HVM.
     pub dest_hvm: String,
+    /// Shutdown mode: activate the LPAR on the destination once moved.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub activate_after: bool,
 }
 
 /// A step of a live move.
@@ -71,6 +76,10 @@ pub enum Step {
     Release,
     /// Both sides rolled back.
     Rollback,
+    /// Shutdown mode: the guest OS was asked to shut down (and did).
+    GuestShutdown,
+    /// Shutdown mode: the LPAR activated on the destination.
+    Activate,
 }
 
 /// How a job ended.
@@ -409,6 +418,7 @@ mod tests {
             source_hvm: "a".into(),
             source_number: LparNumber::new(1).unwrap(),
             dest_hvm: "b".into(),
+            activate_after: false,
         }
     }
 

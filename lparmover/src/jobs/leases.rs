@@ -67,13 +67,32 @@ impl Leases {
         lpar: LparNumber,
         dst: &HvmClient,
     ) -> Result<Self, ClientError> {
+        Self::take_targets(job, src, LockTarget::Lpar(lpar), dst).await
+    }
+
+    /// Recovery of a job whose source LPAR is already gone (released): the source blade
+    /// instead of the LPAR, and the destination blade.
+    pub async fn take_blades(
+        job: &str,
+        src: &HvmClient,
+        dst: &HvmClient,
+    ) -> Result<Self, ClientError> {
+        Self::take_targets(job, src, LockTarget::Blade, dst).await
+    }
+
+    async fn take_targets(
+        job: &str,
+        src: &HvmClient,
+        src_target: LockTarget,
+        dst: &HvmClient,
+    ) -> Result<Self, ClientError> {
         let request = |target| LockRequest {
             target,
             owner: owner(),
             purpose: job.to_owned(),
             ttl_secs: LEASE_TTL_SECS,
         };
-        let src_lease = src.lock(&request(LockTarget::Lpar(lpar))).await?;
+        let src_lease = src.lock(&request(src_target)).await?;
         let dst_lease = match dst.lock(&request(LockTarget::Blade)).await {
             Ok(l) => l,
             Err(e) => {

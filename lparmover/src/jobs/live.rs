@@ -291,6 +291,7 @@ pub async fn live_move(
                 source_hvm: src.name().to_owned(),
                 source_number: lpar.number,
                 dest_hvm: dst.name().to_owned(),
+                activate_after: false,
             },
         ) {
             Ok(j) => j,

@@ -17,7 +17,7 @@
 
 use tracing::{info, warn};
 
-use super::journal::{self, Entry, JobFacts, JobJournal, Outcome, Step};
+use super::journal::{self, Entry, JobFacts, JobJournal, JobKind, Outcome, Step};
 use crate::api::{ClientError, GuestHold, HvmClient, MigrationStatus, Phase, RecordPhase};
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
@@ -221,6 +221,9 @@ pub async fn settle(
 ) -> Result<RecoveryReport, RecoveryError> {
     let facts = journal.facts().clone();
     let header = &facts.header;
+    if header.kind == JobKind::Shutdown {
+        return super::cold::settle_shutdown_job(profile, journal).await;
+    }
     let src = HvmClient::new(profile.hvm(&header.source_hvm)?)?;
     let dst = HvmClient::new(profile.hvm(&header.dest_hvm)?)?;
     let job = header.job.as_str();
@@ -431,7 +434,7 @@ pub async fn recover_lpars(
 mod tests {
     use super::*;
     use crate::api::{MigrationRecord, Role};
-    use crate::jobs::journal::{JobHeader, JobKind};
+    use crate::jobs::journal::JobHeader;
     use crate::model::LparNumber;
 
     fn facts(commit_point: bool) -> JobFacts {
@@ -442,6 +445,7 @@ mod tests {
             source_hvm: "a".into(),
             source_number: LparNumber::new(1).unwrap(),
             dest_hvm: "b".into(),
+            activate_after: false,
         };
         let mut f = JobFacts {
             header,

@@ -290,10 +290,45 @@ type DigestTask = tokio::task::JoinHandle<Result<MemoryDigest, crate::partition:
 struct Compressor {
     mode: CompressionMode,
     choice: CompressionChoice,
-    decided: bool,
-    /// Smoothed memory MB/s measured raw and with zstd.
+    /// Memory MB/s of the latest probes, raw and with zstd.
+    raw_rates: RecentRates,
+    zstd_rates: RecentRates,
+    /// Estimates from the recent probes (their median).
     raw_rate: f64,
     zstd_rate: f64,
+}
+
+/// Probes whose median sets an encoding's estimated rate. One probe can be far off (a
+/// destination still pre-faulting measured zstd at 8 MB/s against 290 MB/s a second later);
+/// the median of three ignores such a probe where a mean would carry it for many probes.
+const PROBES_KEPT: usize = 3;
+
+/// The last [`PROBES_KEPT`] rates of one encoding.
+#[derive(Default)]
+struct RecentRates(std::collections::VecDeque<f64>);
+
+impl RecentRates {
+    fn push(&mut self, rate: f64) {
+        if self.0.len() == PROBES_KEPT {
+            self.0.pop_front();
+        }
+        self.0.push_back(rate);
+    }
+
+    /// Median of the kept rates (mean of the two middle ones for an even count).
+    fn estimate(&self) -> f64 {
+        let mut v: Vec<f64> = self.0.iter().copied().collect();
+        v.sort_by(f64::total_cmp);
+        match v.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => v[n / 2],
+            n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
 }
 
 /// Probe both encodings again after this many probe-sized stretches (32 MiB × 8 = 256 MiB;
@@ -329,7 +364,8 @@ impl Compressor {
         Self {
             mode,
             choice,
-            decided: mode != CompressionMode::Auto,
+            raw_rates: RecentRates::default(),
+            zstd_rates: RecentRates::default(),
             raw_rate: 0.0,
             zstd_rate: 0.0,
         }
@@ -347,7 +383,9 @@ impl Compressor {
         if self.mode != CompressionMode::Auto {
             return None;
         }
-        let due = if self.decided {
+        // Until PROBES_KEPT probes are in, probe again soon: an early verdict rests on one or
+        // two measurements and a wrong one would otherwise hold for up to a gigabyte.
+        let due = if self.raw_rates.len() >= PROBES_KEPT {
             probe_batches * self.reprobe_every()
         } else {
             probe_batches * WARMUP_PROBES
@@ -369,16 +407,11 @@ impl Compressor {
     }
 
     fn decide(&mut self, raw: &SegmentResult, zstd: &SegmentResult) {
-        // Smoothed over probes: one 32 MiB probe on a busy host is noisy.
-        let smooth = |old: f64, new: f64| {
-            if old > 0.0 {
-                0.5 * old + 0.5 * new
-            } else {
-                new
-            }
-        };
-        self.raw_rate = smooth(self.raw_rate, raw.memory_rate());
-        self.zstd_rate = smooth(self.zstd_rate, zstd.memory_rate());
+        // Over recent probes: one 32 MiB probe on a busy host is noisy.
+        self.raw_rates.push(raw.memory_rate());
+        self.zstd_rates.push(zstd.memory_rate());
+        self.raw_rate = self.raw_rates.estimate();
+        self.zstd_rate = self.zstd_rates.estimate();
         let (raw_rate, zstd_rate) = (self.raw_rate, self.zstd_rate);
         let compress_rate = if zstd.stats.compress_ns > 0 {
             zstd.stats.compress_input as f64 / (zstd.stats.compress_ns as f64 / 1e9) / 1e6
@@ -406,7 +439,6 @@ impl Compressor {
                  (zstd {compress_rate:.0} MB/s per worker, ratio {ratio:.1} incl. zero pages)"
             ),
         };
-        self.decided = true;
         info!(choice = %self.choice.reason, "compression decided");
     }
 }
@@ -1329,6 +1361,22 @@ mod tests {
         assert!(!c.should_probe(10_000, 0, 128), "not on a cold connection");
         assert!(c.should_probe(3 * 128, 2 * 128, 128));
         assert!(!c.should_probe(3 * 128 - 1, 2 * 128, 128));
+    }
+
+    #[test]
+    fn one_far_off_probe_does_not_hold_the_verdict() {
+        // 1 Gbit/s path: raw moves 200 MB/s of memory, zstd 290 MB/s, but the first zstd probe
+        // ran while the destination was still pre-faulting.
+        let mut c = Compressor::new(CompressionMode::Auto);
+        let raw = seg(32 << 20, 20 << 20, 168);
+        c.decide(&raw, &seg(32 << 20, 9 << 20, 4_000));
+        assert_eq!(c.choice.encoding, Encoding::Raw);
+        // Not yet three probes: the next one comes after the warm-up distance, not 1 GiB later.
+        assert_eq!(c.batches_until_due(0, 128), Some(WARMUP_PROBES * 128));
+        c.decide(&raw, &seg(32 << 20, 9 << 20, 115));
+        c.decide(&raw, &seg(32 << 20, 9 << 20, 110));
+        assert_eq!(c.choice.encoding, Encoding::Zstd, "{}", c.choice.reason);
+        assert!(c.batches_until_due(0, 128) > Some(WARMUP_PROBES * 128));
     }
 
     #[tokio::test]

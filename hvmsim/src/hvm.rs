@@ -37,6 +37,10 @@ pub struct HvmState {
     /// `lparmover::api::MigrationRecord`); a restarted HVM acts on them in `BladeService::boot`.
     #[serde(default)]
     pub migrations: BTreeMap<String, lparmover::api::MigrationRecord>,
+    /// LPARs with WWNs to roll back after a failed live move (`crate::wwn`); while any is left
+    /// this HVM takes part in no live move.
+    #[serde(default)]
+    pub wwn_rollbacks: BTreeMap<LparNumber, lparmover::api::WwnRollback>,
 }
 
 fn mac_slot(number: LparNumber, index: u8) -> String {
@@ -56,6 +60,7 @@ impl HvmState {
             vfc_overrides: BTreeMap::new(),
             mac_overrides: BTreeMap::new(),
             migrations: BTreeMap::new(),
+            wwn_rollbacks: BTreeMap::new(),
         }
     }
 
@@ -650,6 +655,8 @@ impl HvmState {
         let mut fresh = HvmState::new(doc.blade.clone());
         fresh.vfc_overrides = std::mem::take(&mut self.vfc_overrides);
         fresh.mac_overrides = std::mem::take(&mut self.mac_overrides);
+        // A mark is about the fabric, not the configuration: a restore keeps it.
+        fresh.wwn_rollbacks = std::mem::take(&mut self.wwn_rollbacks);
         for lpar in &doc.lpars {
             if fresh
                 .lpars

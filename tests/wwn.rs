@@ -261,3 +261,67 @@ async fn rollback_waits_while_the_other_hvm_does_not_answer() {
     assert!(report.rolled_back, "{report:?}");
     assert!(src.wwn_rollbacks().await.unwrap().is_empty());
 }
+
+/// Table 5-2 on real blades: while a live move runs, both HVMs refuse to save their
+/// configuration and the migrating LPAR cannot be operated; other LPARs can; afterwards all is
+/// allowed again.
+#[tokio::test(flavor = "multi_thread")]
+async fn operation_deterrence_while_a_live_move_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let profile = profile_of(&[&b1, &b2]);
+    let cancel = CancellationToken::new();
+    let token = cancel.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let job = tokio::spawn(async move {
+        live_move(
+            &profile,
+            &request(MoveOptions {
+                bandwidth_limit: Some(20_000_000),
+                ..MoveOptions::default()
+            }),
+            move |p| {
+                if p.mover
+                    .as_ref()
+                    .is_some_and(|m| m.memory_bytes_sent > 16 << 20)
+                {
+                    let _ = tx.send(());
+                }
+            },
+            token,
+        )
+        .await
+    });
+    rx.recv().await.unwrap();
+    for client in [&src, &dst] {
+        let err = client.save_config().await.unwrap_err();
+        assert_eq!(err.kind(), Emg::BladeBusyMigration, "{err}");
+    }
+    let incoming = find(&dst, "web-01").await.unwrap();
+    assert_eq!(incoming.lpar.status, LparStatus::Migrating);
+    let err = dst.delete(incoming.lpar.number, None).await.unwrap_err();
+    assert!(
+        matches!(err.kind(), Emg::LparBusy | Emg::BladeBusyMigration),
+        "{err}"
+    );
+    // Another LPAR of the source HVM is not affected.
+    let other = find(&src, "batch-01").await.unwrap();
+    let toggled = if other.lpar.status == LparStatus::Activated {
+        src.deactivate(other.lpar.number, None).await
+    } else {
+        src.activate(other.lpar.number, None).await
+    };
+    assert!(toggled.is_ok(), "{toggled:?}");
+    cancel.cancel();
+    let err = job.await.unwrap().unwrap_err();
+    assert_eq!(
+        err.emg().map(|e| e.kind),
+        Some(Emg::TerminatedByUser),
+        "{err}"
+    );
+    src.save_config().await.unwrap();
+    dst.save_config().await.unwrap();
+}

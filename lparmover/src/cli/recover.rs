@@ -60,14 +60,7 @@ pub async fn run(profile: &Profile, args: RecoverArgs) -> anyhow::Result<ExitCod
     let dirs = ManagerDirs::for_profile(profile);
     let jobs = recover_unfinished(profile, &dirs).await?;
     let lpars = recover_lpars(profile, args.lpar.as_ref()).await;
-    let mut wwns = rollback_all(profile, &dirs, args.lpar.as_ref().map(|r| r.hvm.as_str())).await;
-    if let Some(only) = &args.lpar {
-        // Limited to one LPAR: its marks only (by name or number).
-        wwns.retain(|w| match &only.lpar {
-            lparmover::fleetview::LparSelector::Name(n) => &w.lpar == n,
-            lparmover::fleetview::LparSelector::Number(_) => true,
-        });
-    }
+    let wwns = rollback_all(profile, &dirs, args.lpar.as_ref()).await;
     let settled = jobs.iter().all(|j| j.outcome.is_some())
         && lpars.iter().all(|l| l.recovered)
         && wwns.iter().all(|w| w.rolled_back);

@@ -22,7 +22,9 @@ use tracing::{info, warn};
 
 use super::journal::{self, JobJournal};
 use super::recovery;
-use crate::api::{ClientError, GuestHold, HvmClient, Phase, RecordPhase, Role, WwnRollback};
+use crate::api::{
+    ClientError, GuestHold, HvmClient, MigrationStatus, Phase, RecordPhase, Role, WwnRollback,
+};
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
 use crate::fleetview::LparRef;
@@ -147,18 +149,23 @@ pub async fn rollback_wwn(
     roll_back(profile, dirs, &client, mark).await
 }
 
-/// Rolls back every mark that can be rolled back safely now (on `only_hvm`, or everywhere);
-/// marks whose other HVM does not answer yet stay, reported as not rolled back.
+/// Rolls back every mark that can be rolled back safely now (of `only`, an HVM/LPAR, or
+/// everywhere); marks whose other HVM does not answer yet stay, reported as not rolled back.
 pub async fn rollback_all(
     profile: &Profile,
     dirs: &ManagerDirs,
-    only_hvm: Option<&str>,
+    only: Option<&LparRef>,
 ) -> Vec<WwnRollbackReport> {
     let mut reports = Vec::new();
-    let Ok((marks, _unreachable)) = pending(profile, only_hvm).await else {
+    let Ok((marks, _unreachable)) = pending(profile, only.map(|r| r.hvm.as_str())).await else {
         return reports;
     };
-    for PendingRollback { hvm, mark } in marks {
+    let wanted = |m: &WwnRollback| match only.map(|r| &r.lpar) {
+        None => true,
+        Some(crate::fleetview::LparSelector::Number(n)) => m.lpar == *n,
+        Some(crate::fleetview::LparSelector::Name(n)) => m.lpar_name.as_str() == n,
+    };
+    for PendingRollback { hvm, mark } in marks.into_iter().filter(|p| wanted(&p.mark)) {
         let (lpar, job) = (mark.lpar_name.to_string(), mark.job.clone());
         let result = match profile
             .hvm(&hvm)
@@ -235,62 +242,27 @@ async fn roll_back(
 
     // 2. The other HVM must answer and hold nothing of the move.
     let peer = HvmClient::new(profile.hvm(&mark.peer)?)?;
-    match peer.migration_status(&mark.job).await {
-        Ok(status) => {
-            let resumed = status.phase == Phase::Resumed
-                || status
-                    .record
-                    .as_ref()
-                    .is_some_and(|r| r.phase == RecordPhase::Resumed);
-            let holds = matches!(status.holds, GuestHold::Running | GuestHold::Paused);
-            match status.role {
-                Role::Destination if resumed => {
-                    return Err(not_yet(format!(
-                        "{} resumed the LPAR in job {}; run `lparmover recover` to settle the move",
-                        mark.peer, mark.job
-                    )));
-                }
-                Role::Destination => {
-                    if status.record.is_some() || !status.phase.is_final() {
-                        peer.abort_migration(&mark.job).await?;
-                        info!(peer = %mark.peer, job = %mark.job, "leftover incoming part dropped");
-                    }
-                }
-                Role::Source if holds || status.record.is_some() => {
-                    return Err(not_yet(format!(
-                        "{} (the source) still holds the LPAR of job {}; run `lparmover recover` to settle the move",
-                        mark.peer, mark.job
-                    )));
-                }
-                Role::Source => {}
-            }
-        }
-        Err(ClientError::Api { error, .. }) if error.kind == Emg::InvalidRequest => {}
+    let status = match peer.migration_status(&mark.job).await {
+        Ok(status) => Some(status),
+        Err(ClientError::Api { error, .. }) if error.kind == Emg::InvalidRequest => None,
         Err(e) => {
             return Err(not_yet(format!(
                 "{} does not answer ({e}); it may still be logged in with the migration WWPNs. Retry once it answers",
                 mark.peer
             )));
         }
+    };
+    match judge_peer(&mark, status.as_ref()) {
+        PeerPart::Nothing => {}
+        PeerPart::Leftover => {
+            peer.abort_migration(&mark.job).await?;
+            info!(peer = %mark.peer, job = %mark.job, "leftover incoming part dropped");
+        }
+        PeerPart::Unsettled(why) => return Err(not_yet(why)),
     }
 
     // 3. None of the LPAR's WWPNs may be logged in over there.
-    let mut watched = mark.wwpns.clone();
-    if mark.role == Role::Source {
-        watched.extend(mark.migration_wwpns.iter().copied());
-    }
-    let conflicts: Vec<String> = peer
-        .lpars()
-        .await?
-        .into_iter()
-        .flat_map(|view| {
-            let name = view.lpar.name.to_string();
-            view.fc_logins
-                .into_iter()
-                .filter(|w| watched.contains(w))
-                .map(move |w| format!("{w} (LPAR {name})"))
-        })
-        .collect();
+    let conflicts = conflicts(&mark, &peer.lpars().await?);
     if !conflicts.is_empty() {
         return Err(not_yet(format!(
             "{} is logged in with {}; settle that LPAR first",
@@ -314,10 +286,190 @@ async fn roll_back(
     )))
 }
 
+/// What the other HVM of a marked move still has of it.
+#[derive(Debug, PartialEq, Eq)]
+enum PeerPart {
+    /// Nothing (never had it, let it go, or dropped it in a restart).
+    Nothing,
+    /// A destination's incoming part that never resumed: to be aborted first.
+    Leftover,
+    /// The move is not settled there: recovery must settle it first.
+    Unsettled(String),
+}
+
+/// Judges the other HVM's status of the marked job (`None`: it knows nothing of it).
+fn judge_peer(mark: &WwnRollback, status: Option<&MigrationStatus>) -> PeerPart {
+    let Some(status) = status else {
+        return PeerPart::Nothing;
+    };
+    let resumed = status.phase == Phase::Resumed
+        || status
+            .record
+            .as_ref()
+            .is_some_and(|r| r.phase == RecordPhase::Resumed);
+    let holds = matches!(status.holds, GuestHold::Running | GuestHold::Paused);
+    match status.role {
+        Role::Destination if resumed => PeerPart::Unsettled(format!(
+            "{} resumed the LPAR in job {}; run `lparmover recover` to settle the move",
+            mark.peer, mark.job
+        )),
+        Role::Destination if status.record.is_some() || !status.phase.is_final() => {
+            PeerPart::Leftover
+        }
+        Role::Destination => PeerPart::Nothing,
+        Role::Source if holds || status.record.is_some() => PeerPart::Unsettled(format!(
+            "{} (the source) still holds the LPAR of job {}; run `lparmover recover` to settle the move",
+            mark.peer, mark.job
+        )),
+        Role::Source => PeerPart::Nothing,
+    }
+}
+
+/// Logins on the other HVM that rolling back would duplicate: the LPAR's WWPNs, and when the
+/// marked HVM was the source, also its migration WWPNs (the destination's leftover logins).
+fn conflicts(mark: &WwnRollback, peer_lpars: &[crate::api::LparView]) -> Vec<String> {
+    let mut watched = mark.wwpns.clone();
+    if mark.role == Role::Source {
+        watched.extend(mark.migration_wwpns.iter().copied());
+    }
+    peer_lpars
+        .iter()
+        .flat_map(|view| {
+            let watched = &watched;
+            view.fc_logins
+                .iter()
+                .filter(move |w| watched.contains(w))
+                .map(move |w| format!("{w} (LPAR {})", view.lpar.name))
+        })
+        .collect()
+}
+
 fn list(wwpns: &[crate::model::Wwpn]) -> String {
     wwpns
         .iter()
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::api::{LparView, MigrationRecord, WwnRollbackReason};
+    use crate::model::{LparNumber, Wwpn};
+
+    fn wwpn(n: u64) -> Wwpn {
+        format!("50:06:0e:80:00:00:00:{n:02x}").parse().unwrap()
+    }
+
+    fn mark(role: Role) -> WwnRollback {
+        WwnRollback {
+            job: "job-1".into(),
+            lpar: LparNumber::new(1).unwrap(),
+            lpar_name: "web-01".parse().unwrap(),
+            role,
+            peer: "ch1-b2".into(),
+            reason: WwnRollbackReason::DestinationUnreachable,
+            wwpns: vec![wwpn(1)],
+            migration_wwpns: vec![wwpn(2)],
+            marked_at: chrono::Utc::now(),
+        }
+    }
+
+    fn status(
+        role: Role,
+        phase: Phase,
+        holds: GuestHold,
+        record: Option<RecordPhase>,
+    ) -> MigrationStatus {
+        let number = LparNumber::new(3).unwrap();
+        MigrationStatus {
+            record: record.map(|phase| MigrationRecord {
+                role,
+                lpar: number,
+                phase,
+                exchange: None,
+            }),
+            ..MigrationStatus::new("job-1", role, number, phase, holds)
+        }
+    }
+
+    #[test]
+    fn the_other_hvm_must_hold_nothing_of_the_move() {
+        let src_mark = mark(Role::Source);
+        assert_eq!(judge_peer(&src_mark, None), PeerPart::Nothing);
+        // The destination that never resumed: its leftover goes first.
+        let incoming = status(
+            Role::Destination,
+            Phase::Transferring,
+            GuestHold::Partial,
+            Some(RecordPhase::Started),
+        );
+        assert_eq!(judge_peer(&src_mark, Some(&incoming)), PeerPart::Leftover);
+        let failed = status(
+            Role::Destination,
+            Phase::Failed,
+            GuestHold::Nothing,
+            Some(RecordPhase::Started),
+        );
+        assert_eq!(judge_peer(&src_mark, Some(&failed)), PeerPart::Leftover);
+        let aborted = status(Role::Destination, Phase::Aborted, GuestHold::Nothing, None);
+        assert_eq!(judge_peer(&src_mark, Some(&aborted)), PeerPart::Nothing);
+        let resumed = status(
+            Role::Destination,
+            Phase::Resumed,
+            GuestHold::Running,
+            Some(RecordPhase::Resumed),
+        );
+        assert!(matches!(
+            judge_peer(&src_mark, Some(&resumed)),
+            PeerPart::Unsettled(_)
+        ));
+        // A destination's mark: the source must have let go.
+        let dst_mark = mark(Role::Destination);
+        let paused = status(
+            Role::Source,
+            Phase::SwitchoverReady,
+            GuestHold::Paused,
+            Some(RecordPhase::Started),
+        );
+        assert!(matches!(
+            judge_peer(&dst_mark, Some(&paused)),
+            PeerPart::Unsettled(_)
+        ));
+        let interrupted = status(
+            Role::Source,
+            Phase::Interrupted,
+            GuestHold::Nothing,
+            Some(RecordPhase::Started),
+        );
+        assert!(matches!(
+            judge_peer(&dst_mark, Some(&interrupted)),
+            PeerPart::Unsettled(_)
+        ));
+        let released = status(Role::Source, Phase::Released, GuestHold::Nothing, None);
+        assert_eq!(judge_peer(&dst_mark, Some(&released)), PeerPart::Nothing);
+    }
+
+    #[test]
+    fn logins_that_would_be_duplicated_are_conflicts() {
+        let lpar = crate::checks::testutil::inventory("ch1-b2").lpars[0].clone();
+        let with = |logins: Vec<Wwpn>| LparView {
+            fc_logins: logins,
+            ..lpar.clone()
+        };
+        let src_mark = mark(Role::Source);
+        assert!(conflicts(&src_mark, &[with(vec![wwpn(9)])]).is_empty());
+        assert_eq!(
+            conflicts(&src_mark, &[with(vec![wwpn(2)])]).len(),
+            1,
+            "migration WWPN left"
+        );
+        assert_eq!(conflicts(&src_mark, &[with(vec![wwpn(1)])]).len(), 1);
+        // A destination rolls back to the WWPNs: only those matter on the source.
+        let dst_mark = mark(Role::Destination);
+        assert!(conflicts(&dst_mark, &[with(vec![wwpn(2)])]).is_empty());
+        assert_eq!(conflicts(&dst_mark, &[with(vec![wwpn(1)])]).len(), 1);
+    }
 }

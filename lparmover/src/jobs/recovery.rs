@@ -312,6 +312,7 @@ pub async fn settle(
                 },
             )
             .await
+            .map_err(|e| e.to_string())
         }
     };
     let (outcome, detail) = match plan {
@@ -341,13 +342,7 @@ pub async fn settle(
                     reason: WwnRollbackReason::DestinationUnreachable,
                 },
             )
-            .await
-            .map_err(|e| {
-                RecoveryError::Client(ClientError::Unreachable {
-                    hvm: header.source_hvm.clone(),
-                    detail: e,
-                })
-            })?;
+            .await?;
             journal.done(Step::Rollback)?;
             (
                 Outcome::RolledBack,
@@ -477,19 +472,15 @@ pub async fn settle(
 }
 
 /// Marks an HVM's LPAR "WWNs pending rollback"; says so in words, or why it could not.
-async fn mark(client: &HvmClient, request: &MarkWwnRollback) -> Result<String, String> {
-    match client.mark_wwn_rollback(request).await {
-        Ok(m) => {
-            warn!(hvm = client.name(), lpar = %m.lpar_name, job = %m.job, "WWNs pending rollback");
-            Ok(format!(
-                "WWNs pending rollback on {}: run `lparmover rollback-wwn {}/{}`",
-                client.name(),
-                client.name(),
-                m.lpar_name
-            ))
-        }
-        Err(e) => Err(e.to_string()),
-    }
+async fn mark(client: &HvmClient, request: &MarkWwnRollback) -> Result<String, ClientError> {
+    let m = client.mark_wwn_rollback(request).await?;
+    warn!(hvm = client.name(), lpar = %m.lpar_name, job = %m.job, "WWNs pending rollback");
+    Ok(format!(
+        "WWNs pending rollback on {}: run `lparmover rollback-wwn {}/{}`",
+        client.name(),
+        client.name(),
+        m.lpar_name
+    ))
 }
 
 /// Gives back the leases a dead manager held for `job` (they would expire anyway).

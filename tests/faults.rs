@@ -6,6 +6,9 @@
 //! * no WWPN is logged in twice, no WWPN or MAC is defined twice;
 //! * no migration record and no unfinished job is left; "requires recovery" only where no HVM
 //!   held a consistent copy any more, and then `lparmover recover` clears it;
+//! * no WWN rollback mark is left: marks recovery wrote during the cell (a blade lost on one
+//!   side of the move) are rolled back by the same `lparmover recover` (the cell's line says
+//!   "WWNs marked" where that happened);
 //! * the guest's heartbeat continues from where it was at the fault (its memory is the state it
 //!   had, not a fresh boot) — "survived"; a guest that had to boot again is "restarted".
 //!
@@ -397,6 +400,17 @@ async fn check_invariants(
                 }
             }
         }
+        let marks = client.wwn_rollbacks().await.map_err(|e| e.to_string())?;
+        if !marks.is_empty() {
+            return Err(format!(
+                "WWNs pending rollback left on {}: {:?}",
+                client.name(),
+                marks
+                    .iter()
+                    .map(|m| format!("{} ({})", m.lpar_name, m.job))
+                    .collect::<Vec<_>>()
+            ));
+        }
         let leftovers: Vec<String> = client
             .migrations()
             .await
@@ -659,6 +673,18 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
             booted
         });
         let kept_state = continued && !booted_again;
+        let marked = rt.block_on(async {
+            let mut marked = false;
+            for client in blades.clients() {
+                for entry in client.logs(0).await.unwrap_or_default() {
+                    marked |= entry.message.contains("has WWNs pending rollback");
+                }
+            }
+            marked
+        });
+        if marked {
+            eprintln!("cell {stage} × {fault}: WWNs marked, rolled back by `lparmover recover`");
+        }
         let left = unfinished_journals(&data);
         if !left.is_empty() {
             return Err(format!("unfinished jobs left in the journal: {left:?}"));

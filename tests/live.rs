@@ -258,6 +258,19 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         "a catalogue error for the operator: {err}"
     );
 
+    match &err {
+        JobError::Settled { recovery, .. } => {
+            assert_eq!(recovery.outcome, Some(Outcome::RolledBack), "{err}");
+            assert!(
+                recovery
+                    .detail
+                    .contains("lparmover rollback-wwn ch1-b1/web-01"),
+                "{err}"
+            );
+        }
+        other => panic!("recovery settles the move without the destination: {other}"),
+    }
+
     let after = find(&src, "web-01").await.unwrap();
     assert_eq!(after.lpar, before.lpar, "the source LPAR is untouched");
     assert_running(&src, "web-01").await;
@@ -265,6 +278,13 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         after.fc_logins, before.fc_logins,
         "the source keeps its fabric logins"
     );
+    // The destination may have logged in with the migration WWPNs before it died: the source is
+    // marked until the WWNs are rolled back.
+    assert!(after.wwn_rollback_pending);
+    assert_eq!(after.shown_status(), LparStatus::WwnRollbackPending);
+    let marks = src.wwn_rollbacks().await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    assert_eq!(marks[0].peer, "ch1-b2");
 
     // The restarted destination knows from its record that the copy it was receiving died
     // with it and never ran: it drops the definition on its own.
@@ -274,6 +294,17 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         "the half-received LPAR is not left defined on the destination"
     );
     assert!(b2.client().migrations().await.unwrap().is_empty());
+
+    // With the destination answering again and holding nothing of the move, recovery rolls the
+    // WWNs back.
+    let profile = profile_of(&[&b1, &b2]);
+    let dirs = lparmover::dirs::ManagerDirs::for_profile(&profile);
+    let reports = lparmover::jobs::rollback_all(&profile, &dirs, None).await;
+    assert!(reports.len() == 1 && reports[0].rolled_back, "{reports:?}");
+    assert!(src.wwn_rollbacks().await.unwrap().is_empty());
+    let after = find(&src, "web-01").await.unwrap();
+    assert!(!after.wwn_rollback_pending);
+    assert_eq!(after.fc_logins, before.fc_logins);
 }
 
 #[tokio::test(flavor = "multi_thread")]

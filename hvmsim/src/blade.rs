@@ -14,6 +14,7 @@ use lparmover::model::{
     FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload, Wwpn,
 };
 
+use crate::deterrence::Operation;
 use crate::fcports::PortTracker;
 use crate::guests::{self, GuestHandle};
 use crate::hvm::HvmState;
@@ -131,7 +132,7 @@ impl BladeService {
                 LparStatus::Activated => {
                     // The guest died with the previous process; boot it again (auto activation).
                     self.mutate(|s| s.set_status(lpar.number, LparStatus::Deactivated).map(drop))?;
-                    match self.activate(lpar.number, None).await {
+                    match self.power_on(lpar.number).await {
                         Ok(_) => self.log.record(
                             LogLevel::Info,
                             "lpar",
@@ -207,6 +208,7 @@ impl BladeService {
     }
 
     pub(crate) fn view(&self, lpar: Lpar) -> LparView {
+        let wwn_rollback_pending = lock(&self.state).wwn_rollbacks.contains_key(&lpar.number);
         let runtime = lock(&self.guests)
             .get(&lpar.number)
             .map(GuestHandle::runtime);
@@ -218,6 +220,7 @@ impl BladeService {
             lpar,
             runtime,
             fc_logins,
+            wwn_rollback_pending,
         }
     }
 
@@ -256,6 +259,7 @@ impl BladeService {
                 .cloned()
                 .map(|l| self.view(l))
                 .collect(),
+            wwn_rollbacks: state.wwn_rollbacks.values().cloned().collect(),
             blade: state.blade,
             started_at: self.started_at,
             guest_backend: self.backend,
@@ -281,6 +285,7 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<LparView, EmgError> {
         self.check_lock(LockTarget::Blade, lease)?;
+        self.deter(Operation::Define, None)?;
         let lpar = self.mutate(|s| s.define(request))?;
         self.log.record(
             LogLevel::Info,
@@ -300,6 +305,13 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<LparView, EmgError> {
         self.check_lock(LockTarget::Lpar(number), lease)?;
+        self.deter(Operation::Activate, Some(number))?;
+        self.power_on(number).await
+    }
+
+    /// Starts an LPAR's guest and marks it Activated (the HVM's own activation: after a restart it
+    /// boots what was running, whatever an operator could do).
+    async fn power_on(&self, number: LparNumber) -> Result<LparView, EmgError> {
         let _transition = self.begin_transition(number)?;
         // Dry run first: every rule is checked before any guest starts.
         let lpar = lock(&self.state).clone().activate(number)?;
@@ -343,7 +355,19 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<LparView, EmgError> {
         self.check_lock(LockTarget::Lpar(number), lease)?;
+        self.deter(Operation::Deactivate, Some(number))?;
+        // Table 5-2 note 2: an LPAR requiring recovery can be deactivated; it holds no guest, so
+        // that is recovering it (refused while a move still claims it).
+        if lock(&self.state).lpar(number)?.status == LparStatus::RequiresRecovery {
+            return self.recover_lpar(number);
+        }
         self.power_off(number).await
+    }
+
+    /// Operation deterrence (Table 5-2, `crate::deterrence`) for `op` on LPAR `number` (`None`:
+    /// on the HVM).
+    fn deter(&self, op: Operation, number: Option<LparNumber>) -> Result<(), EmgError> {
+        lock(&self.state).deter(op, number)
     }
 
     /// Marks an LPAR deactivated and stops its guest, whoever holds its lease: used when the
@@ -385,6 +409,7 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<LparView, EmgError> {
         self.check_lock(LockTarget::Lpar(number), lease)?;
+        self.deter(Operation::Shutdown, Some(number))?;
         let lpar = lock(&self.state).lpar(number)?.clone();
         let guest = lock(&self.guests).get(&number).cloned().ok_or_else(|| {
             EmgError::new(
@@ -492,6 +517,7 @@ impl BladeService {
     /// Deletes a deactivated LPAR.
     pub fn delete(&self, number: LparNumber, lease: Option<&str>) -> Result<(), EmgError> {
         self.check_lock(LockTarget::Lpar(number), lease)?;
+        self.deter(Operation::Delete, Some(number))?;
         let _transition = self.begin_transition(number)?;
         let lpar = self.mutate(|s| s.delete(number))?;
         self.log.record(
@@ -528,6 +554,7 @@ impl BladeService {
 
     /// "Save HVM configuration".
     pub fn save_config(&self) -> Result<HvmConfigDoc, EmgError> {
+        self.deter(Operation::SaveConfig, None)?;
         let doc = lock(&self.state).config_doc();
         self.store
             .save_config(&doc)
@@ -551,6 +578,7 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<HvmConfigDoc, EmgError> {
         self.check_lock(LockTarget::Blade, lease)?;
+        self.deter(Operation::RestoreConfig, None)?;
         if !lock(&self.in_transition).is_empty() {
             return Err(EmgError::new(
                 Emg::BladeBusyOperation,

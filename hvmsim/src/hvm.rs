@@ -42,6 +42,10 @@ pub struct HvmState {
     /// defined here, and asking again returns this answer instead of a second definition.
     #[serde(default)]
     pub cold_moves: BTreeMap<String, lparmover::api::ColdDefined>,
+    /// LPARs with WWNs to roll back after a failed live move (`crate::wwn`); while any is left
+    /// this HVM takes part in no live move.
+    #[serde(default)]
+    pub wwn_rollbacks: BTreeMap<LparNumber, lparmover::api::WwnRollback>,
 }
 
 /// Shutdown-mode answers kept per HVM; the oldest go first (job ids sort by start time). A
@@ -66,6 +70,7 @@ impl HvmState {
             mac_overrides: BTreeMap::new(),
             migrations: BTreeMap::new(),
             cold_moves: BTreeMap::new(),
+            wwn_rollbacks: BTreeMap::new(),
         }
     }
 
@@ -683,6 +688,8 @@ impl HvmState {
         let mut fresh = HvmState::new(doc.blade.clone());
         fresh.vfc_overrides = std::mem::take(&mut self.vfc_overrides);
         fresh.mac_overrides = std::mem::take(&mut self.mac_overrides);
+        // A mark is about the fabric, not the configuration: a restore keeps it.
+        fresh.wwn_rollbacks = std::mem::take(&mut self.wwn_rollbacks);
         for lpar in &doc.lpars {
             if fresh
                 .lpars

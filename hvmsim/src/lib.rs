@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod blade;
+pub mod deterrence;
 pub mod fcports;
 pub mod guest;
 pub mod guests;
@@ -19,3 +20,4 @@ pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod syslog;
+pub mod wwn;

@@ -297,6 +297,7 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<IncomingPrepared, EmgError> {
         self.check_lock(LockTarget::Blade, lease)?;
+        self.refuse_live_move_while_marked()?;
         if lock(&self.migrations.jobs).contains_key(&request.job) {
             return Err(invalid(format!(
                 "job {} is already known here",
@@ -482,6 +483,7 @@ impl BladeService {
         lease: Option<&str>,
     ) -> Result<MigrationStatus, EmgError> {
         self.check_lock(LockTarget::Lpar(request.lpar), lease)?;
+        self.refuse_live_move_while_marked()?;
         if lock(&self.migrations.jobs).contains_key(&request.job) {
             return Err(invalid(format!(
                 "job {} is already known here",
@@ -857,11 +859,22 @@ impl BladeService {
             ));
         }
         let lpar = lock(&self.state).lpar(status.lpar)?.clone();
-        self.mutate(|s| {
+        let cleared = self.mutate(|s| {
             s.migrations.remove(job_id);
-            Ok(())
+            // The identity swap completed the normal way: no WWNs left to roll back for the job.
+            Ok(s.clear_wwn_rollbacks_of(job_id))
         })?;
         self.set_fc_logins(status.lpar, lpar.vfcs.iter().map(|v| v.wwpn).collect());
+        for mark in cleared {
+            self.log.record(
+                LogLevel::Info,
+                "migration",
+                format!(
+                    "job {job_id}: WWN rollback mark of LPAR {} ({}) cleared by the swap",
+                    mark.lpar, mark.lpar_name
+                ),
+            );
+        }
         self.log.record(
             LogLevel::Info,
             "migration",

@@ -96,6 +96,9 @@ pub enum Emg {
     MemoryWriteIntensive,
     /// The LPAR was left inconsistent by a broken migration.
     LparCorrupted,
+    /// The HVM has WWNs pending rollback after a failed live move: it takes part in no live move
+    /// until they are rolled back.
+    MigrationWwnsInUse,
     /// An LPAR of that number does not exist.
     LparNotFound,
     /// An LPAR with that name exists already.
@@ -406,6 +409,14 @@ impl Emg {
                 409,
                 "The specified LPAR has corrupted in an LPAR migration, please try to recover the LPAR.",
                 "Run `lparmover recover HVM/LPAR`, then retry."
+            ),
+            Self::MigrationWwnsInUse => e!(
+                0x0000_0007_0020_0002,
+                1,
+                Mms,
+                409,
+                "LPAR Migration was canceled. Migration WWNs are already used.",
+                "Roll back the other LPAR with the same Migration WWNs as the migrated LPAR: `lparmover rollback-wwn HVM/LPAR` (`lparmover rollback-wwn HVM --list` lists them), then retry."
             ),
             Self::LparNotFound => e!(
                 0x0000_0000_0F04_0002,
@@ -880,6 +891,17 @@ mod tests {
             "LPAR Migration process was canceled. Memory write is intensive."
         );
         assert_eq!(e.module, Module::LparMover);
+    }
+
+    #[test]
+    fn migration_wwns_in_use_keeps_the_seed_message_and_names_the_rollback() {
+        let e = Emg::MigrationWwnsInUse.entry();
+        assert_eq!(
+            e.message,
+            "LPAR Migration was canceled. Migration WWNs are already used."
+        );
+        assert_eq!(e.op1, 0x0000_0007_0020_0002);
+        assert!(e.action.contains("lparmover rollback-wwn HVM/LPAR"));
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct FleetSnapshot {
     pub hvms: Vec<HvmSnapshot>,
     /// LPARs whose status is "requires recovery", fleet-wide.
     pub lpars_requiring_recovery: usize,
+    /// LPARs with WWNs pending rollback (marks), fleet-wide.
+    pub lpars_with_wwns_pending_rollback: usize,
 }
 
 impl FleetSnapshot {
@@ -61,10 +63,16 @@ impl FleetSnapshot {
             .flat_map(|inv| inv.lpars.iter())
             .filter(|l| l.lpar.status == LparStatus::RequiresRecovery)
             .count();
+        let lpars_with_wwns_pending_rollback = hvms
+            .iter()
+            .filter_map(|h| h.inventory.as_ref())
+            .map(|inv| inv.wwn_rollbacks.len())
+            .sum();
         Self {
             fleet: profile.fleet.clone(),
             hvms,
             lpars_requiring_recovery,
+            lpars_with_wwns_pending_rollback,
         }
     }
 }

@@ -505,6 +505,34 @@ impl HvmClient {
     pub async fn locks(&self) -> Result<Vec<Lease>, ClientError> {
         self.get("/locks").await
     }
+
+    /// The HVM's WWN rollback marks.
+    pub async fn wwn_rollbacks(&self) -> Result<Vec<super::WwnRollback>, ClientError> {
+        self.get("/wwn-rollbacks").await
+    }
+
+    /// Marks an LPAR of the HVM: WWNs to roll back (idempotent for the same LPAR).
+    pub async fn mark_wwn_rollback(
+        &self,
+        request: &super::MarkWwnRollback,
+    ) -> Result<super::WwnRollback, ClientError> {
+        self.call(Method::POST, "/wwn-rollbacks", Some(request), None)
+            .await
+    }
+
+    /// Executes the mark of LPAR `number`: its vFCs log in with its own WWPNs, the mark is cleared.
+    pub async fn execute_wwn_rollback(
+        &self,
+        number: LparNumber,
+    ) -> Result<super::WwnRolledBack, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/wwn-rollbacks/{number}/execute"),
+            None,
+            None,
+        )
+        .await
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -21,6 +21,8 @@
 //! | GET, POST | `/v1/locks` | [`LockRequest`] → [`Lease`] |
 //! | POST | `/v1/locks/{id}/renew` | → [`Lease`] |
 //! | DELETE | `/v1/locks/{id}` | → 204 |
+//! | GET, POST | `/v1/wwn-rollbacks` | see [`WwnRollback`] (the `wwn` module) |
+//! | POST | `/v1/wwn-rollbacks/{lpar}/execute` | → [`WwnRolledBack`] |
 //!
 //! Every request carries `Authorization: Bearer TOKEN`; mutating requests on a locked LPAR or
 //! blade carry the lease id in the `x-lparmover-lease` header.
@@ -28,7 +30,9 @@
 mod client;
 mod migration;
 mod types;
+mod wwn;
 
 pub use client::{CONNECT_TIMEOUT, ClientError, HvmClient, REQUEST_TIMEOUT};
 pub use migration::*;
 pub use types::*;
+pub use wwn::*;

@@ -54,6 +54,21 @@ pub struct LparView {
     /// is an incoming destination of a live move).
     #[serde(default)]
     pub fc_logins: Vec<crate::model::Wwpn>,
+    /// A failed live move left WWNs of this LPAR to roll back (status shown as
+    /// [`crate::model::LparStatus::WwnRollbackPending`] by [`Self::shown_status`]).
+    #[serde(default)]
+    pub wwn_rollback_pending: bool,
+}
+
+impl LparView {
+    /// The status operators see: the LPAR's own, or "WWN rollback pending" while a mark is on it.
+    pub fn shown_status(&self) -> crate::model::LparStatus {
+        if self.wwn_rollback_pending {
+            crate::model::LparStatus::WwnRollbackPending
+        } else {
+            self.lpar.status
+        }
+    }
 }
 
 /// Everything about one blade and its HVM.
@@ -71,6 +86,9 @@ pub struct Inventory {
     pub started_at: DateTime<Utc>,
     /// Guest backend this HVM uses for `auto` LPARs.
     pub guest_backend: GuestBackend,
+    /// WWN rollback marks on this HVM (it refuses live moves while any is left).
+    #[serde(default)]
+    pub wwn_rollbacks: Vec<super::WwnRollback>,
 }
 
 /// The persisted configuration of an HVM: what "save", "backup" and "restore" move around.

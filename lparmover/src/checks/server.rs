@@ -24,6 +24,10 @@ pub const RULES: &[Rule] = &[
         check: lpar_status,
     },
     Rule {
+        name: "wwn-rollback",
+        check: wwn_rollback,
+    },
+    Rule {
         name: "lpar-number",
         check: lpar_number,
     },
@@ -164,6 +168,47 @@ fn lpar_status(i: &CheckInput) -> Vec<CheckRow> {
         }
     };
     vec![row]
+}
+
+/// Ch. 3 "Rolling back WWNs": no LPAR of an HVM with WWNs pending rollback migrates until they
+/// are rolled back (the HVMs refuse a live move with the same message). Shown with the HBA rows.
+fn wwn_rollback(i: &CheckInput) -> Vec<CheckRow> {
+    let describe = |inv: &crate::api::Inventory| match inv.wwn_rollbacks.len() {
+        0 => "none pending".to_owned(),
+        n => format!(
+            "{n} pending ({})",
+            inv.wwn_rollbacks
+                .iter()
+                .map(|m| m.lpar_name.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let (src, dst) = (&i.source.inventory, &i.destination.inventory);
+    let row = CheckRow::ok(
+        Group::Hba,
+        "WWNs pending rollback",
+        describe(src),
+        describe(dst),
+    );
+    let commands: Vec<String> = [src, dst]
+        .iter()
+        .flat_map(|inv| {
+            inv.wwn_rollbacks
+                .iter()
+                .map(|m| format!("lparmover rollback-wwn {}/{}", inv.blade.name, m.lpar_name))
+        })
+        .collect();
+    if commands.is_empty() {
+        return vec![row];
+    }
+    vec![row.error(
+        Emg::MigrationWwnsInUse,
+        format!(
+            "a failed live move left WWNs to roll back; run {}",
+            commands.join(", then ")
+        ),
+    )]
 }
 
 /// A free LPAR number on the destination: the one asked for, or any (Auto).
@@ -591,6 +636,46 @@ mod tests {
         let rows = rule(input);
         assert_eq!(rows.len(), 1, "{rows:#?}");
         rows.into_iter().next().unwrap()
+    }
+
+    #[test]
+    fn wwns_pending_rollback_on_either_hvm_are_an_error_in_both_modes() {
+        use crate::api::{Role, WwnRollback, WwnRollbackReason};
+        for mode in [
+            crate::model::Mode::ConcurrentMaintenance,
+            crate::model::Mode::Shutdown,
+        ] {
+            let mut i = input("ch1-b1", "web-01", "ch1-b2", mode);
+            let row = one(wwn_rollback, &i);
+            assert_eq!(row.verdict, Verdict::Ok);
+            assert_eq!(row.source, "none pending");
+            let lpar = i.destination.inventory.lpars[0].lpar.clone();
+            i.destination.inventory.wwn_rollbacks.push(WwnRollback {
+                job: "job-x".into(),
+                lpar: lpar.number,
+                lpar_name: lpar.name.clone(),
+                role: Role::Destination,
+                peer: "ch2-b1".into(),
+                reason: WwnRollbackReason::SourceUnreachable,
+                wwpns: vec![],
+                migration_wwpns: vec![],
+                marked_at: chrono::Utc::now(),
+            });
+            let row = one(wwn_rollback, &i);
+            assert_eq!(row.verdict, Verdict::Error, "{mode}");
+            assert_eq!(row.code, Some(Emg::MigrationWwnsInUse));
+            assert!(
+                row.detail
+                    .contains(&format!("lparmover rollback-wwn ch1-b2/{}", lpar.name)),
+                "{}",
+                row.detail
+            );
+            assert!(
+                row.destination.starts_with("1 pending"),
+                "{}",
+                row.destination
+            );
+        }
     }
 
     #[test]

@@ -114,11 +114,13 @@ pub fn inventory(name: &str) -> Inventory {
                 lpar,
                 runtime: None,
                 fc_logins: Vec::new(),
+                wwn_rollback_pending: false,
             })
             .collect(),
         blade,
         started_at: now() - Duration::hours(2),
         guest_backend: GuestBackend::Soft,
+        wwn_rollbacks: Vec::new(),
     }
 }
 

@@ -9,6 +9,7 @@ mod migrate;
 mod recover;
 mod render;
 mod restore;
+mod wwn;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -62,8 +63,11 @@ enum Command {
     History(history::HistoryArgs),
     /// Restore both HVM configurations backed up for a job, together (or list the backup sets).
     RestoreConfig(restore::RestoreArgs),
-    /// Settle moves a manager did not finish, then recover LPARs requiring recovery.
+    /// Settle moves a manager did not finish, recover LPARs requiring recovery, roll back the
+    /// WWNs that can be rolled back safely.
     Recover(recover::RecoverArgs),
+    /// Roll back the WWNs a failed live move left (HVM/LPAR), or list them (`[HVM] --list`).
+    RollbackWwn(wwn::RollbackWwnArgs),
     /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
     ConnectivityTest(connectivity::ConnectivityArgs),
 }
@@ -209,6 +213,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Recover(args) => {
             let profile = load_profile(cli.profile)?;
             recover::run(&profile, args).await
+        }
+        Command::RollbackWwn(args) => {
+            let profile = load_profile(cli.profile)?;
+            wwn::run(&profile, args).await
         }
         Command::Migrate(args) if args.mode == lparmover::model::Mode::Shutdown => {
             let json = args.json;

@@ -1,12 +1,17 @@
 //! `lparmover recover [HVM/LPAR]`: settles moves a manager did not finish, then recovers LPARs
-//! left "requires recovery" (the seed's Recovery Execute).
+//! left "requires recovery" (the seed's Recovery Execute), then rolls back the WWNs that can be
+//! rolled back safely (`lparmover::jobs::wwn`: the other HVM of the move answers and holds
+//! nothing of it any more); marks that cannot be rolled back yet stay and are reported.
 
 use std::process::ExitCode;
 
 use lparmover::dirs::ManagerDirs;
 use lparmover::fleetview::LparRef;
 use lparmover::jobs::journal::Outcome;
-use lparmover::jobs::{LparRecovery, RecoveryReport, recover_lpars, recover_unfinished};
+use lparmover::jobs::{
+    LparRecovery, RecoveryReport, WwnRollbackReport, recover_lpars, recover_unfinished,
+    rollback_all,
+};
 use lparmover::profile::Profile;
 use serde::Serialize;
 
@@ -23,6 +28,7 @@ pub struct RecoverArgs {
 struct Recovered {
     jobs: Vec<RecoveryReport>,
     lpars: Vec<LparRecovery>,
+    wwn_rollbacks: Vec<WwnRollbackReport>,
 }
 
 fn job_line(r: &RecoveryReport) -> String {
@@ -51,15 +57,20 @@ pub async fn settle_unfinished_first(profile: &Profile) {
 }
 
 pub async fn run(profile: &Profile, args: RecoverArgs) -> anyhow::Result<ExitCode> {
-    let jobs = recover_unfinished(profile, &ManagerDirs::for_profile(profile)).await?;
+    let dirs = ManagerDirs::for_profile(profile);
+    let jobs = recover_unfinished(profile, &dirs).await?;
     let lpars = recover_lpars(profile, args.lpar.as_ref()).await;
-    let settled = jobs.iter().all(|j| j.outcome.is_some()) && lpars.iter().all(|l| l.recovered);
+    let wwns = rollback_all(profile, &dirs, args.lpar.as_ref()).await;
+    let settled = jobs.iter().all(|j| j.outcome.is_some())
+        && lpars.iter().all(|l| l.recovered)
+        && wwns.iter().all(|w| w.rolled_back);
     if args.json {
         println!(
             "{}",
             serde_json::to_string_pretty(&Recovered {
                 jobs: jobs.clone(),
-                lpars: lpars.clone()
+                lpars: lpars.clone(),
+                wwn_rollbacks: wwns.clone(),
             })?
         );
     } else {
@@ -69,8 +80,13 @@ pub async fn run(profile: &Profile, args: RecoverArgs) -> anyhow::Result<ExitCod
         for l in &lpars {
             println!("LPAR {}/{}: {}", l.hvm, l.lpar, l.detail);
         }
-        if jobs.is_empty() && lpars.is_empty() {
-            println!("Nothing to recover: no unfinished jobs, no LPARs requiring recovery.");
+        for w in &wwns {
+            println!("LPAR {}/{}: {}", w.hvm, w.lpar, w.detail);
+        }
+        if jobs.is_empty() && lpars.is_empty() && wwns.is_empty() {
+            println!(
+                "Nothing to recover: no unfinished jobs, no LPARs requiring recovery, no WWNs pending rollback."
+            );
         }
     }
     Ok(if settled {

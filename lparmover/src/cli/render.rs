@@ -74,7 +74,7 @@ pub fn fleet(snapshot: &FleetSnapshot) -> String {
                             "    LPAR {:>2} {:<10} {:<20} {} CPU{group}  {:>6} MiB  {} vNIC  {} vFC{}",
                             l.number,
                             l.name.as_str(),
-                            l.status.label(),
+                            view.shown_status().label(),
                             l.processors.count,
                             l.memory_mib,
                             l.vnics.len(),
@@ -95,6 +95,11 @@ pub fn fleet(snapshot: &FleetSnapshot) -> String {
         "LPARs requiring recovery: {} LPARs",
         snapshot.lpars_requiring_recovery
     );
+    let _ = writeln!(
+        out,
+        "LPARs with WWNs pending rollback: {} LPARs",
+        snapshot.lpars_with_wwns_pending_rollback
+    );
     out
 }
 
@@ -103,7 +108,7 @@ pub fn lpar(hvm: &str, view: &LparView) -> String {
     let l = &view.lpar;
     let mut out = String::new();
     let _ = writeln!(out, "LPAR {} ({}) on HVM {hvm}", l.number, l.name);
-    let _ = writeln!(out, "  status      {}", l.status.label());
+    let _ = writeln!(out, "  status      {}", view.shown_status().label());
     let _ = writeln!(
         out,
         "  processors  {} {:?}, service ratio {}, group {}",

@@ -8,6 +8,7 @@ pub mod leases;
 pub mod live;
 pub mod recovery;
 pub mod rehearsal;
+pub mod wwn;
 
 pub use cold::{ColdMoveReport, ColdMoveRequest, shutdown_move};
 pub use live::{
@@ -15,6 +16,7 @@ pub use live::{
 };
 pub use recovery::{LparRecovery, RecoveryReport, recover_lpars, recover_unfinished};
 pub use rehearsal::{RehearsalReport, rehearse};
+pub use wwn::{WwnError, WwnRollbackReport, rollback_all, rollback_wwn};
 
 /// Whether `text` is a job id as [`new_job_id`] makes them (`job-YYYYMMDD-HHMMSS-xxxx`): an HVM
 /// holding a lease for such a purpose is busy with a migration, not with some other operation.

@@ -13,12 +13,30 @@
 //! | any | no | yes | backward |
 //! | holds every page | no | no (source restarted) | forward (the commit point is written first): the destination's copy is the latest |
 //! | nothing complete | any | no | lost: the destination drops its definition, the source LPAR stays "requires recovery" |
-//! | unreachable (either) | | | wait: nothing is safe to do yet; the job stays in the journal |
+//! | unreachable, before the commit point | no | yes | back on the source alone: the source resumes, and is **marked** "WWNs pending rollback" (the destination may be logged in with the migration WWPNs) |
+//! | resumed (record says so), source unreachable | any | ? | wait, the destination **marked** (it runs on the migration WWPNs until the source logs out) |
+//! | unreachable (either), otherwise | | | wait: nothing is safe to do yet; the job stays in the journal |
+//!
+//! WWN rollback marks (the seed's "Rolling back WWNs", `crate::api::WwnRollback`) are written in
+//! three cases: (a) the destination stopped answering before the commit point — the source is
+//! aborted and resumed and the job is finished as rolled back, the source marked; (b) the source
+//! stopped answering after the destination resumed and before the identity swap — the
+//! destination is marked and the job waits; (c) the source's commit fails during recovery — the
+//! destination is marked and the job stays in the journal. A marked HVM refuses new live moves.
+//!
+//! Who clears them: a destination's mark clears itself when a later recovery completes the swap
+//! of the same job (`POST /migrations/{job}/swap`); any mark is cleared by
+//! `lparmover rollback-wwn HVM/LPAR` and by `lparmover recover` ([`super::wwn`]), both only once
+//! the other HVM answers, holds nothing of the job any more (a leftover incoming definition is
+//! dropped first) and has none of the LPAR's WWPNs logged in.
 
 use tracing::{info, warn};
 
 use super::journal::{self, Entry, JobFacts, JobJournal, JobKind, Outcome, Step};
-use crate::api::{ClientError, GuestHold, HvmClient, MigrationStatus, Phase, RecordPhase};
+use crate::api::{
+    ClientError, GuestHold, HvmClient, MarkWwnRollback, MigrationStatus, Phase, RecordPhase, Role,
+    WwnRollbackReason,
+};
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
 use crate::model::LparStatus;
@@ -87,18 +105,51 @@ pub enum Plan {
         /// The destination still has its part to drop.
         abort_destination: bool,
     },
+    /// The destination is unreachable before the commit point and the source holds the guest:
+    /// the source runs the LPAR again and is marked "WWNs pending rollback" (case a).
+    BackOnSource {
+        /// The source still has its part to abort.
+        abort_source: bool,
+    },
     /// Nothing safe to do now.
     Wait(String),
+    /// The source is unreachable after the destination resumed on the migration WWPNs: mark the
+    /// destination "WWNs pending rollback" (case b) and wait for the source.
+    WaitMarked(String),
 }
 
 /// Decides a job's recovery from its journal and both HVMs' views (the table in the module docs).
 pub fn decide(facts: &JobFacts, src: &View, dst: &View) -> Plan {
-    for (side, view) in [("source", src), ("destination", dst)] {
-        if let View::Unreachable(why) = view {
-            return Plan::Wait(format!(
-                "the {side} HVM is unreachable ({why}); run `lparmover recover` once it answers"
-            ));
+    let src_holds = matches!(src.holds(), GuestHold::Running | GuestHold::Paused);
+    let wait = |side: &str, why: &str| {
+        format!("the {side} HVM is unreachable ({why}); run `lparmover recover` once it answers")
+    };
+    match (src, dst) {
+        (View::Unreachable(why), _) => {
+            // The destination runs the LPAR on the migration WWPNs and cannot swap until the
+            // source has logged out.
+            let swap_pending = dst.record() == Some(RecordPhase::Resumed)
+                && dst.status().is_some_and(|s| s.role == Role::Destination)
+                && !facts.is_done(Step::Swap);
+            let why = wait("source", why);
+            return if swap_pending {
+                Plan::WaitMarked(why)
+            } else {
+                Plan::Wait(why)
+            };
         }
+        (_, View::Unreachable(why)) => {
+            // Before the commit point the destination never resumes (only the manager tells it
+            // to, after the commit point): the source may take the guest back on its own.
+            return if !facts.commit_point && !facts.intended(Step::Resume) && src_holds {
+                Plan::BackOnSource {
+                    abort_source: src.phase().is_some_and(|p| !p.is_final()),
+                }
+            } else {
+                Plan::Wait(wait("destination", why))
+            };
+        }
+        _ => {}
     }
     let src_known = src.status().is_some();
     let dst_known = dst.status().is_some();
@@ -120,7 +171,6 @@ pub fn decide(facts: &JobFacts, src: &View, dst: &View) -> Plan {
             release_source: src_open,
         };
     }
-    let src_holds = matches!(src.holds(), GuestHold::Running | GuestHold::Paused);
     let dst_complete = dst.holds() == GuestHold::Complete;
     let forward = Plan::Forward {
         write_commit_point: !facts.commit_point,
@@ -243,10 +293,67 @@ pub async fn settle(
         outcome: None,
         detail: String::new(),
     };
+    let dest_number = facts
+        .prepared
+        .as_ref()
+        .map(|(n, _)| *n)
+        .or_else(|| dst_view.status().map(|s| s.lpar));
+    let mark_destination = |reason: WwnRollbackReason| {
+        let dst = &dst;
+        async move {
+            let Some(number) = dest_number else {
+                return Err(format!("{job}: the destination LPAR number is unknown"));
+            };
+            mark(
+                dst,
+                &MarkWwnRollback {
+                    job: job.to_owned(),
+                    lpar: number,
+                    role: Role::Destination,
+                    peer: header.source_hvm.clone(),
+                    reason,
+                },
+            )
+            .await
+            .map_err(|e| e.to_string())
+        }
+    };
     let (outcome, detail) = match plan {
         Plan::Wait(why) => {
             report.detail = why;
             return Ok(report);
+        }
+        Plan::WaitMarked(why) => {
+            report.detail = match mark_destination(WwnRollbackReason::SourceUnreachable).await {
+                Ok(marked) => format!("{why}; {marked}"),
+                Err(e) => format!("{why}; the destination could not be marked: {e}"),
+            };
+            return Ok(report);
+        }
+        Plan::BackOnSource { abort_source } => {
+            journal.intent(Step::Rollback)?;
+            if abort_source {
+                src.abort_migration(job).await?;
+            }
+            let marked = mark(
+                &src,
+                &MarkWwnRollback {
+                    job: job.to_owned(),
+                    lpar: header.source_number,
+                    role: Role::Source,
+                    peer: header.dest_hvm.clone(),
+                    reason: WwnRollbackReason::DestinationUnreachable,
+                },
+            )
+            .await?;
+            journal.done(Step::Rollback)?;
+            (
+                Outcome::RolledBack,
+                format!(
+                    "rolled back without the destination (unreachable before the commit point): {} runs on {}; {marked}",
+                    header.lpar, header.source_hvm
+                ),
+            )
         }
         Plan::Forward {
             write_commit_point,
@@ -291,7 +398,17 @@ pub async fn settle(
             }
             if commit_source {
                 journal.intent(Step::SourceCommit)?;
-                src.commit_migration(job, &exchange).await?;
+                if let Err(e) = src.commit_migration(job, &exchange).await {
+                    // The destination runs the LPAR on the migration WWPNs and cannot swap while
+                    // the source may still be logged in with the WWPNs (case c).
+                    match mark_destination(WwnRollbackReason::SourceCommitFailed).await {
+                        Ok(marked) => warn!(job, error = %e, "the source did not commit; {marked}"),
+                        Err(m) => {
+                            warn!(job, error = %e, mark = %m, "the source did not commit and the destination could not be marked");
+                        }
+                    }
+                    return Err(e.into());
+                }
                 journal.done(Step::SourceCommit)?;
             }
             if swap_destination {
@@ -355,6 +472,18 @@ pub async fn settle(
     report.outcome = Some(outcome);
     report.detail = detail;
     Ok(report)
+}
+
+/// Marks an HVM's LPAR "WWNs pending rollback"; says so in words, or why it could not.
+async fn mark(client: &HvmClient, request: &MarkWwnRollback) -> Result<String, ClientError> {
+    let m = client.mark_wwn_rollback(request).await?;
+    warn!(hvm = client.name(), lpar = %m.lpar_name, job = %m.job, "WWNs pending rollback");
+    Ok(format!(
+        "WWNs pending rollback on {}: run `lparmover rollback-wwn {}/{}`",
+        client.name(),
+        client.name(),
+        m.lpar_name
+    ))
 }
 
 /// Gives back the leases a dead manager held for `job` (they would expire anyway).
@@ -619,6 +748,68 @@ mod tests {
             &View::Unreachable("down".into()),
             &dst(Phase::SwitchoverReady, GuestHold::Complete, None),
         );
+        assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
+    }
+
+    #[test]
+    fn destination_unreachable_before_the_commit_point_goes_back_on_the_source_alone() {
+        let down = View::Unreachable("connection refused".into());
+        // The sender already failed and resumed the guest: nothing left to abort.
+        let plan = decide(
+            &facts(false),
+            &src(Phase::Failed, GuestHold::Running),
+            &down,
+        );
+        assert_eq!(
+            plan,
+            Plan::BackOnSource {
+                abort_source: false
+            }
+        );
+        // Paused for the switch-over: the source is aborted (it resumes).
+        let plan = decide(
+            &facts(false),
+            &src(Phase::SwitchoverReady, GuestHold::Paused),
+            &down,
+        );
+        assert_eq!(plan, Plan::BackOnSource { abort_source: true });
+        // After the commit point the destination may resume: wait for it.
+        let plan = decide(
+            &facts(true),
+            &src(Phase::SwitchoverReady, GuestHold::Paused),
+            &down,
+        );
+        assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
+        // A source that lost its guest cannot take it back.
+        let plan = decide(
+            &facts(false),
+            &src(Phase::Interrupted, GuestHold::Nothing),
+            &down,
+        );
+        assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
+    }
+
+    #[test]
+    fn source_unreachable_after_the_destination_resumed_marks_the_destination() {
+        let down = View::Unreachable("connection refused".into());
+        let resumed = dst(
+            Phase::Resumed,
+            GuestHold::Running,
+            Some(RecordPhase::Resumed),
+        );
+        let plan = decide(&facts(true), &down, &resumed);
+        assert!(matches!(plan, Plan::WaitMarked(_)), "{plan:?}");
+        // Swapped already (its record is gone): nothing to roll back, just wait.
+        let swapped = dst(Phase::Resumed, GuestHold::Running, None);
+        let plan = decide(&facts(true), &down, &swapped);
+        assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
+        // Not resumed: wait, no mark.
+        let ready = dst(
+            Phase::SwitchoverReady,
+            GuestHold::Complete,
+            Some(RecordPhase::Started),
+        );
+        let plan = decide(&facts(true), &down, &ready);
         assert!(matches!(plan, Plan::Wait(_)), "{plan:?}");
     }
 }

@@ -259,6 +259,41 @@ async fn highest_heartbeat(blades: &Blades) -> u64 {
     best
 }
 
+/// "Requires recovery" is allowed only if `lparmover recover HVM/web-01` clears it.
+async fn recover_requiring_recovery(blades: &Blades, profile: &Path) -> Result<(), String> {
+    for (client, hvm) in blades.clients().iter().zip(["ch1-b1", "ch1-b2"]) {
+        if let Some((LparStatus::RequiresRecovery, _)) = heartbeat_on(client).await {
+            let out = lparmover(profile, &["recover", &format!("{hvm}/web-01")]);
+            if !out.status.success() {
+                return Err(format!(
+                    "`lparmover recover {hvm}/web-01` failed: {}",
+                    String::from_utf8_lossy(&out.stdout)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// No blade still records a part in a move.
+async fn no_migration_records(client: &HvmClient) -> Result<(), String> {
+    let leftovers: Vec<String> = client
+        .migrations()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|m| m.record.is_some())
+        .map(|m| format!("{} {:?}", m.job, m.phase))
+        .collect();
+    if !leftovers.is_empty() {
+        return Err(format!(
+            "migration records left on {}: {leftovers:?}",
+            client.name()
+        ));
+    }
+    Ok(())
+}
+
 /// No WWPN logged in twice, no WWPN or MAC defined twice, fleet-wide.
 fn names_unique<W: Ord + Clone + fmt::Debug, M: Ord + Clone + fmt::Debug>(
     wwpns_logged_in: &[W],
@@ -286,17 +321,7 @@ fn names_unique<W: Ord + Clone + fmt::Debug, M: Ord + Clone + fmt::Debug>(
 /// Shutdown mode, after recovery: web-01 is defined on exactly one blade (activated there, and
 /// running, or deactivated), no name is defined twice, no migration record is left.
 async fn check_cold_invariants(blades: &Blades, profile: &Path) -> Result<(), String> {
-    for (client, hvm) in blades.clients().iter().zip(["ch1-b1", "ch1-b2"]) {
-        if let Some((LparStatus::RequiresRecovery, _)) = heartbeat_on(client).await {
-            let out = lparmover(profile, &["recover", &format!("{hvm}/web-01")]);
-            if !out.status.success() {
-                return Err(format!(
-                    "`lparmover recover {hvm}/web-01` failed: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
-            }
-        }
-    }
+    recover_requiring_recovery(blades, profile).await?;
     let mut holders = Vec::new();
     let (mut logged_in, mut defined, mut macs) = (Vec::new(), Vec::new(), Vec::new());
     for client in blades.clients() {
@@ -319,20 +344,7 @@ async fn check_cold_invariants(blades: &Blades, profile: &Path) -> Result<(), St
                 }
             }
         }
-        let leftovers: Vec<String> = client
-            .migrations()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|m| m.record.is_some())
-            .map(|m| format!("{} {:?}", m.job, m.phase))
-            .collect();
-        if !leftovers.is_empty() {
-            return Err(format!(
-                "migration records left on {}: {leftovers:?}",
-                client.name()
-            ));
-        }
+        no_migration_records(&client).await?;
     }
     if holders.len() != 1 {
         let on: Vec<String> = holders
@@ -367,17 +379,7 @@ async fn check_invariants(
     hb_at_fault: u64,
 ) -> Result<bool, String> {
     // "Requires recovery" is allowed only if `lparmover recover` clears it.
-    for (client, hvm) in blades.clients().iter().zip(["ch1-b1", "ch1-b2"]) {
-        if let Some((LparStatus::RequiresRecovery, _)) = heartbeat_on(client).await {
-            let out = lparmover(profile, &["recover", &format!("{hvm}/web-01")]);
-            if !out.status.success() {
-                return Err(format!(
-                    "`lparmover recover {hvm}/web-01` failed: {}",
-                    String::from_utf8_lossy(&out.stdout)
-                ));
-            }
-        }
-    }
+    recover_requiring_recovery(blades, profile).await?;
     let mut running = Vec::new();
     let mut wwpns_logged_in = Vec::new();
     let mut names_defined = Vec::new();
@@ -411,20 +413,7 @@ async fn check_invariants(
                     .collect::<Vec<_>>()
             ));
         }
-        let leftovers: Vec<String> = client
-            .migrations()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .filter(|m| m.record.is_some())
-            .map(|m| format!("{} {:?}", m.job, m.phase))
-            .collect();
-        if !leftovers.is_empty() {
-            return Err(format!(
-                "migration records left on {}: {leftovers:?}",
-                client.name()
-            ));
-        }
+        no_migration_records(&client).await?;
     }
     if running.len() != 1 {
         return Err(format!("web-01 is activated on {} blades", running.len()));

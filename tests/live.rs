@@ -9,19 +9,13 @@ use std::time::Duration;
 use lparmover::api::{HvmClient, LparView, MoveOptions};
 use lparmover::emg::Emg;
 use lparmover::jobs::journal::Outcome;
-use lparmover::jobs::{JobError, LiveMoveRequest, live_move};
+use lparmover::jobs::{JobError, live_move};
 use lparmover::model::{LparStatus, Wwpn};
-use lpm_tests::{TestBlade, demo_fleet, profile_of};
+use lpm_tests::{
+    TestBlade, demo_fleet, find_lpar as find, live_move_losing_destination_mid_copy, profile_of,
+    web01_to_b2 as request,
+};
 use tokio_util::sync::CancellationToken;
-
-async fn find(client: &HvmClient, name: &str) -> Option<LparView> {
-    client
-        .lpars()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|l| l.lpar.name.as_str() == name)
-}
 
 async fn heartbeat(client: &HvmClient, name: &str) -> u64 {
     find(client, name)
@@ -41,15 +35,6 @@ async fn assert_running(client: &HvmClient, name: &str) {
         "{name} on {}: heartbeat {before} → {after}, not running",
         client.name()
     );
-}
-
-fn request(options: MoveOptions) -> LiveMoveRequest {
-    LiveMoveRequest {
-        source: "ch1-b1/web-01".parse().unwrap(),
-        destination: "ch1-b2".into(),
-        dest_number: None,
-        options,
-    }
 }
 
 async fn all_logins(clients: &[&HvmClient]) -> Vec<Wwpn> {
@@ -231,28 +216,9 @@ async fn destination_killed_mid_copy_leaves_the_source_running() {
         bandwidth_limit: Some(20_000_000),
         ..MoveOptions::default()
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    let job = tokio::spawn(async move {
-        live_move(
-            &profile,
-            &request(options),
-            move |p| {
-                if p.mover
-                    .as_ref()
-                    .is_some_and(|m| m.memory_bytes_sent > 16 << 20)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            },
-            CancellationToken::new(),
-        )
+    let err = live_move_losing_destination_mid_copy(profile, request(options), &mut b2)
         .await
-    });
-    rx.await.unwrap();
-    b2.kill9();
-    let err = job.await.unwrap().unwrap_err();
+        .unwrap_err();
     assert!(
         err.emg().is_some(),
         "a catalogue error for the operator: {err}"

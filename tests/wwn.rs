@@ -6,33 +6,18 @@
 
 use std::time::Duration;
 
-use lparmover::api::{HvmClient, LparView, MoveOptions, PrepareIncoming, StartSend};
+use lparmover::api::{MoveOptions, PrepareIncoming, StartSend};
 use lparmover::emg::Emg;
 use lparmover::jobs::journal::Outcome;
-use lparmover::jobs::{JobError, LiveMoveRequest, live_move};
+use lparmover::jobs::{JobError, live_move};
 use lparmover::model::LparStatus;
-use lpm_tests::{TestBlade, demo_fleet, profile_of, run_binary};
+use lpm_tests::{
+    TestBlade, demo_fleet, find_lpar as find, live_move_losing_destination_mid_copy, profile_of,
+    run_binary, web01_to_b2 as request,
+};
 use tokio_util::sync::CancellationToken;
 
 const SEED_MESSAGE: &str = "LPAR Migration was canceled. Migration WWNs are already used.";
-
-async fn find(client: &HvmClient, name: &str) -> Option<LparView> {
-    client
-        .lpars()
-        .await
-        .unwrap()
-        .into_iter()
-        .find(|l| l.lpar.name.as_str() == name)
-}
-
-fn request(options: MoveOptions) -> LiveMoveRequest {
-    LiveMoveRequest {
-        source: "ch1-b1/web-01".parse().unwrap(),
-        destination: "ch1-b2".into(),
-        dest_number: None,
-        options,
-    }
-}
 
 fn cli(profile: &std::path::Path, args: &[&str]) -> (bool, String) {
     let mut all = vec!["--profile", profile.to_str().unwrap()];
@@ -61,28 +46,9 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
         bandwidth_limit: Some(20_000_000),
         ..MoveOptions::default()
     };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let mut tx = Some(tx);
-    let job = tokio::spawn(async move {
-        live_move(
-            &profile,
-            &request(slow),
-            move |p| {
-                if p.mover
-                    .as_ref()
-                    .is_some_and(|m| m.memory_bytes_sent > 16 << 20)
-                    && let Some(tx) = tx.take()
-                {
-                    let _ = tx.send(());
-                }
-            },
-            CancellationToken::new(),
-        )
+    let err = live_move_losing_destination_mid_copy(profile, request(slow), &mut b2)
         .await
-    });
-    rx.await.unwrap();
-    b2.kill9();
-    let err = job.await.unwrap().unwrap_err();
+        .unwrap_err();
     let JobError::Settled { recovery, .. } = &err else {
         panic!("recovery settles the move without the destination: {err}");
     };

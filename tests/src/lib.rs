@@ -290,6 +290,68 @@ pub fn profile_of(blades: &[&TestBlade]) -> lparmover::profile::Profile {
     }
 }
 
+/// The LPAR named `name` on `client`'s HVM, if defined there.
+pub async fn find_lpar(client: &HvmClient, name: &str) -> Option<lparmover::api::LparView> {
+    client
+        .lpars()
+        .await
+        .unwrap_or_else(|e| panic!("listing the LPARs of {}: {e}", client.name()))
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == name)
+}
+
+/// The demo fleet's standard live move: web-01 from ch1-b1 to ch1-b2.
+pub fn web01_to_b2(options: lparmover::api::MoveOptions) -> lparmover::jobs::LiveMoveRequest {
+    lparmover::jobs::LiveMoveRequest {
+        source: "ch1-b1/web-01"
+            .parse()
+            .unwrap_or_else(|e| panic!("the demo LPAR reference parses: {e}")),
+        destination: "ch1-b2".into(),
+        dest_number: None,
+        options,
+    }
+}
+
+/// Runs `request` as a live move and kills the destination blade with `kill -9` once 16 MiB of
+/// memory went over (mid-copy); returns how the move ended.
+pub async fn live_move_losing_destination_mid_copy(
+    profile: lparmover::profile::Profile,
+    request: lparmover::jobs::LiveMoveRequest,
+    destination: &mut TestBlade,
+) -> Result<lparmover::jobs::LiveMoveReport, lparmover::jobs::JobError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let mut tx = Some(tx);
+    let job = tokio::spawn(async move {
+        lparmover::jobs::live_move(
+            &profile,
+            &request,
+            move |p| {
+                if p.mover
+                    .as_ref()
+                    .is_some_and(|m| m.memory_bytes_sent > 16 << 20)
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(());
+                }
+            },
+            tokio_util::sync::CancellationToken::new(),
+        )
+        .await
+    });
+    if rx.await.is_err() {
+        // The move ended before 16 MiB went over: nothing to kill mid-copy.
+        return match job.await {
+            Ok(r) => r,
+            Err(e) => panic!("the move task: {e}"),
+        };
+    }
+    destination.kill9();
+    match job.await {
+        Ok(r) => r,
+        Err(e) => panic!("the move task: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

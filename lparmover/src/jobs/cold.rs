@@ -451,7 +451,7 @@ async fn finish_after_define(
             "rolled back: {} stays on {} ({}), nothing was defined on {}",
             h.lpar,
             h.source_hvm,
-            if facts.is_done(Step::GuestShutdown) || facts.intended(Step::GuestShutdown) {
+            if facts.intended(Step::GuestShutdown) {
                 "shut down"
             } else {
                 "as it was"
@@ -468,11 +468,7 @@ async fn finish_after_define(
         });
     };
     if !facts.is_done(Step::Release) {
-        let still_there = src
-            .lpars()
-            .await?
-            .into_iter()
-            .any(|v| v.lpar.number == h.source_number && v.lpar.name.as_str() == h.lpar);
+        let still_there = source_still_defined(src, h).await?;
         journal.intent(Step::Release)?;
         if still_there {
             src.release_lpar(h.source_number, &defined.exchange, leases.source())
@@ -482,6 +478,15 @@ async fn finish_after_define(
         journal.append(Entry::CommitPoint)?;
     }
     activate_and_finish(journal, dst, leases, defined.number).await
+}
+
+/// Whether the source still defines the job's LPAR (same number and name): not yet released.
+async fn source_still_defined(src: &HvmClient, h: &JobHeader) -> Result<bool, ClientError> {
+    Ok(src
+        .lpars()
+        .await?
+        .iter()
+        .any(|v| v.lpar.number == h.source_number && v.lpar.name.as_str() == h.lpar))
 }
 
 /// Recovery of an orphaned Shutdown-mode job (its manager died): takes the job's leases again
@@ -494,12 +499,7 @@ pub(crate) async fn settle_shutdown_job(
     let src = HvmClient::new(profile.hvm(&h.source_hvm)?)?;
     let dst = HvmClient::new(profile.hvm(&h.dest_hvm)?)?;
     super::recovery::release_leases(&[&src, &dst], &h.job).await;
-    let source_still_defined = src
-        .lpars()
-        .await?
-        .iter()
-        .any(|v| v.lpar.number == h.source_number && v.lpar.name.as_str() == h.lpar);
-    let leases = if source_still_defined {
+    let leases = if source_still_defined(&src, &h).await? {
         Leases::take(&h.job, &src, h.source_number, &dst).await?
     } else {
         Leases::take_blades(&h.job, &src, &dst).await?

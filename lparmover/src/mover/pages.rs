@@ -94,17 +94,6 @@ impl BatchStats {
     }
 }
 
-/// Whether a page is all zeros (word-wise, far cheaper than compressing it).
-pub fn is_zero_page(page: &[u8]) -> bool {
-    page.chunks_exact(64).all(|c| {
-        c.chunks_exact(8).fold(0u64, |acc, w| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            acc | u64::from_ne_bytes(b)
-        }) == 0
-    })
-}
-
 /// Errors encoding a batch.
 #[derive(Debug, thiserror::Error)]
 pub enum EncodeError {
@@ -140,7 +129,7 @@ fn compact_nonzero(data: &mut [u8]) -> (u64, usize) {
     let mut kept = 0usize;
     for i in 0..data.len() / PAGE_SIZE {
         let at = i * PAGE_SIZE;
-        if is_zero_page(&data[at..at + PAGE_SIZE]) {
+        if crate::partition::is_zero_page(&data[at..at + PAGE_SIZE]) {
             zero_mask |= 1 << i;
         } else {
             if kept != i {

@@ -293,9 +293,6 @@ struct Compressor {
     /// Memory MB/s of the latest probes, raw and with zstd.
     raw_rates: RecentRates,
     zstd_rates: RecentRates,
-    /// Estimates from the recent probes (their median).
-    raw_rate: f64,
-    zstd_rate: f64,
 }
 
 /// Probes whose median sets an encoding's estimated rate. One probe can be far off (a
@@ -366,8 +363,6 @@ impl Compressor {
             choice,
             raw_rates: RecentRates::default(),
             zstd_rates: RecentRates::default(),
-            raw_rate: 0.0,
-            zstd_rate: 0.0,
         }
     }
 
@@ -395,10 +390,8 @@ impl Compressor {
 
     /// Probe-sized stretches between probes: rarely when the last verdict was clear-cut.
     fn reprobe_every(&self) -> usize {
-        let (hi, lo) = (
-            self.raw_rate.max(self.zstd_rate),
-            self.raw_rate.min(self.zstd_rate),
-        );
+        let (raw, zstd) = (self.raw_rates.estimate(), self.zstd_rates.estimate());
+        let (hi, lo) = (raw.max(zstd), raw.min(zstd));
         if lo > 0.0 && hi / lo > 1.5 {
             REPROBE_EVERY * 4
         } else {
@@ -410,9 +403,7 @@ impl Compressor {
         // Over recent probes: one 32 MiB probe on a busy host is noisy.
         self.raw_rates.push(raw.memory_rate());
         self.zstd_rates.push(zstd.memory_rate());
-        self.raw_rate = self.raw_rates.estimate();
-        self.zstd_rate = self.zstd_rates.estimate();
-        let (raw_rate, zstd_rate) = (self.raw_rate, self.zstd_rate);
+        let (raw_rate, zstd_rate) = (self.raw_rates.estimate(), self.zstd_rates.estimate());
         let compress_rate = if zstd.stats.compress_ns > 0 {
             zstd.stats.compress_input as f64 / (zstd.stats.compress_ns as f64 / 1e9) / 1e6
         } else {

@@ -16,6 +16,7 @@ use lparmover::model::{
 
 use crate::deterrence::Operation;
 use crate::fcports::PortTracker;
+use crate::guest::Guest;
 use crate::guests::{self, GuestHandle};
 use crate::hvm::HvmState;
 use crate::load::LoadMeter;
@@ -47,6 +48,14 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks is a bug already reported by the panic itself;
     // the data stays consistent because every change is applied to a copy first.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// What became of a VM found running after a restart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Adoption {
+    Running,
+    Resumed,
+    ShutDown,
 }
 
 /// Releases the transition mark of an LPAR when dropped.
@@ -125,12 +134,37 @@ impl BladeService {
                 self.name
             ),
         );
-        let migration_logins = self.settle_records_after_restart()?;
+        // Guests run in VM processes of their own: those still running outlived the previous
+        // blade process and are adopted, not booted again.
+        let dir = self.vm_dir();
+        let mut adopted: HashMap<LparNumber, Arc<Guest>> = HashMap::new();
+        let mut to_stop: Vec<Arc<Guest>> = Vec::new();
+        let found = tokio::task::spawn_blocking(move || crate::vmproc::scan(&dir))
+            .await
+            .unwrap_or_default();
+        for vm in found {
+            match adopted.entry(vm.lpar) {
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(vm.guest);
+                }
+                // Two VMs for one LPAR cannot both be right; a VM start that raced the crash
+                // is the likelier second. Keep the first found.
+                std::collections::hash_map::Entry::Occupied(_) => to_stop.push(vm.guest),
+            }
+        }
+        let (migration_logins, stale) = self.settle_records_after_restart(&mut adopted)?;
+        to_stop.extend(stale);
         let lpars: Vec<Lpar> = lock(&self.state).lpars.values().cloned().collect();
         for lpar in lpars {
             match lpar.status {
                 LparStatus::Activated => {
-                    // The guest died with the previous process; boot it again (auto activation).
+                    if let Some(guest) = adopted.remove(&lpar.number)
+                        && self.adopt_running(&lpar, guest).await?
+                    {
+                        continue;
+                    }
+                    // The guest died (the host restarted, or its VM process was killed): boot
+                    // it again (auto activation).
                     self.mutate(|s| s.set_status(lpar.number, LparStatus::Deactivated).map(drop))?;
                     match self.power_on(lpar.number).await {
                         Ok(_) => self.log.record(
@@ -151,7 +185,7 @@ impl BladeService {
                         ),
                     }
                 }
-                LparStatus::Migrating => {
+                LparStatus::Migrating if !lock(&self.guests).contains_key(&lpar.number) => {
                     self.mutate(|s| {
                         s.set_status(lpar.number, LparStatus::RequiresRecovery)
                             .map(drop)
@@ -168,15 +202,109 @@ impl BladeService {
                 _ => {}
             }
         }
+        for (number, guest) in adopted {
+            self.log.record(
+                LogLevel::Warning,
+                "lpar",
+                format!("LPAR {number}: a VM process ran for it but nothing here claims it; stopped"),
+            );
+            to_stop.push(guest);
+        }
+        if !to_stop.is_empty() {
+            tokio::task::spawn_blocking(move || {
+                for guest in to_stop {
+                    guest.stop();
+                }
+            })
+            .await
+            .ok();
+        }
         for (number, wwpns) in migration_logins {
             self.set_fc_logins(number, wwpns);
         }
         Ok(())
     }
 
+    /// After a restart: takes over the still-running VM of activated LPAR `lpar`. Returns
+    /// `false` (the VM stopped) when it cannot be used and the LPAR must boot again.
+    async fn adopt_running(&self, lpar: &Lpar, guest: Arc<Guest>) -> Result<bool, EmgError> {
+        let probe = Arc::clone(&guest);
+        let verdict = tokio::task::spawn_blocking(move || -> Result<Adoption, String> {
+            use lparmover::partition::Partition;
+            if probe.awaiting_state() {
+                return Err("it never received its vCPU state".into());
+            }
+            if let Some(why) = probe.failure() {
+                return Err(format!("its guest failed: {why}"));
+            }
+            if probe.has_shut_down() {
+                return Ok(Adoption::ShutDown);
+            }
+            // Whatever a move left switched on is switched off: this HVM decides afresh.
+            probe.stop_dirty_tracking().map_err(|e| e.to_string())?;
+            probe.set_throttle(0).map_err(|e| e.to_string())?;
+            if probe.is_paused() {
+                // Activated here means it runs here (a destination that recorded the resume
+                // before it could resume the vCPUs).
+                probe.resume().map_err(|e| e.to_string())?;
+                return Ok(Adoption::Resumed);
+            }
+            Ok(Adoption::Running)
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        let number = lpar.number;
+        match verdict {
+            Ok(Adoption::ShutDown) => {
+                self.mutate(|s| s.set_status(number, LparStatus::Deactivated).map(drop))?;
+                tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+                self.log.record(
+                    LogLevel::Info,
+                    "lpar",
+                    format!(
+                        "LPAR {number} ({}): its guest OS shut down while the HVM was down; deactivated",
+                        lpar.name
+                    ),
+                );
+                Ok(true)
+            }
+            Ok(how) => {
+                lock(&self.guests).insert(number, GuestHandle::new(guest));
+                self.set_fc_logins(number, lpar.vfcs.iter().map(|v| v.wwpn).collect());
+                self.log.record(
+                    LogLevel::Info,
+                    "lpar",
+                    format!(
+                        "LPAR {number} ({}): its guest kept running while the HVM was down; adopted{}",
+                        lpar.name,
+                        if how == Adoption::Resumed { " and resumed" } else { "" }
+                    ),
+                );
+                Ok(true)
+            }
+            Err(why) => {
+                self.log.record(
+                    LogLevel::Warning,
+                    "lpar",
+                    format!(
+                        "LPAR {number} ({}): its VM process cannot be adopted ({why}); booting it again",
+                        lpar.name
+                    ),
+                );
+                tokio::task::spawn_blocking(move || guest.stop()).await.ok();
+                Ok(false)
+            }
+        }
+    }
+
     /// The blade's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Where the sockets of this blade's VM processes live.
+    pub(crate) fn vm_dir(&self) -> std::path::PathBuf {
+        crate::vmproc::vm_dir(self.store.root())
     }
 
     /// Applies `change` to a copy of the state, persists the copy, then makes it current. On any
@@ -321,7 +449,8 @@ impl BladeService {
             workload: lpar.workload.clone(),
             backend: self.backend,
         };
-        let guest = tokio::task::spawn_blocking(move || guests::start(&spec))
+        let vm_dir = self.vm_dir();
+        let guest = tokio::task::spawn_blocking(move || guests::start(&spec, number, &vm_dir))
             .await
             .map_err(|e| EmgError::new(Emg::Internal, format!("guest start task failed: {e}")))?
             .map_err(|e| {
@@ -438,6 +567,14 @@ impl BladeService {
             let service = Arc::clone(self);
             tokio::spawn(async move {
                 while !guest.guest().has_shut_down() {
+                    if let Some(why) = guest.guest().failure() {
+                        service.log.record(
+                            LogLevel::Error,
+                            "lpar",
+                            format!("LPAR {number}: the guest failed while shutting down: {why}"),
+                        );
+                        return;
+                    }
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
                 match service.power_off(number).await {
@@ -658,9 +795,14 @@ impl BladeService {
         lock(&self.locks).list(Utc::now())
     }
 
-    /// Stops every guest (process shutdown).
+    /// Stops every guest, incoming ones included (the blade is switched off: its VM processes
+    /// stop with it; only a killed blade process leaves them running, to be adopted).
     pub fn shutdown(&self) {
-        let guests: Vec<GuestHandle> = lock(&self.guests).drain().map(|(_, g)| g).collect();
+        let mut guests: Vec<Arc<Guest>> = lock(&self.guests)
+            .drain()
+            .map(|(_, g)| Arc::clone(g.guest()))
+            .collect();
+        guests.extend(self.migrations.take_guests());
         for guest in guests {
             guest.stop();
         }

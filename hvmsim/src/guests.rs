@@ -1,10 +1,11 @@
 //! Running guests of activated LPARs: the bridge between the HVM's LPAR records and
 //! [`crate::guest`].
 
+use std::path::Path;
 use std::sync::Arc;
 
 use lparmover::api::GuestRuntime;
-use lparmover::model::{GuestBackend, GuestSpec};
+use lparmover::model::{GuestBackend, GuestSpec, LparNumber};
 
 use crate::guest::{BackendKind, Guest, GuestError};
 
@@ -62,7 +63,12 @@ impl GuestHandle {
     }
 }
 
-/// Starts the guest of an LPAR being activated.
-pub fn start(spec: &GuestSpec) -> Result<GuestHandle, GuestError> {
-    crate::guest::start(spec).map(GuestHandle::new)
+/// Starts the guest of LPAR `number` being activated, in a VM process of its own whose socket
+/// goes into `vm_dir`.
+pub fn start(
+    spec: &GuestSpec,
+    number: LparNumber,
+    vm_dir: &Path,
+) -> Result<GuestHandle, GuestError> {
+    crate::vmproc::spawn(spec, number, vm_dir, false).map(GuestHandle::new)
 }

@@ -21,3 +21,4 @@ pub mod serve;
 pub mod store;
 pub mod syslog;
 pub mod wwn;
+pub mod vmproc;

@@ -19,6 +19,9 @@ enum Command {
     Fleet(hvmsim::launcher::FleetArgs),
     /// Measure a guest: activation time, dirty rate, dirty log, pause latency.
     BenchGuest(hvmsim::guest::bench::BenchGuestArgs),
+    /// The VM process of one LPAR (started by its blade, not by hand).
+    #[command(hide = true)]
+    Vm(hvmsim::vmproc::child::VmArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -29,10 +32,15 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::Vm(args) = cli.command {
+        // No async runtime: the VM process is threads and blocking sockets.
+        return hvmsim::vmproc::child::run(args);
+    }
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
         Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
+        Command::Vm(_) => Ok(()),
     }
 }

@@ -29,6 +29,7 @@ use crate::blade::{BladeService, lock};
 use crate::guest::{Guest, HeartbeatWatch};
 use crate::guests::GuestHandle;
 use lparmover::model::Wwpn;
+use lparmover::partition::Partition;
 
 /// How often the heartbeat is sampled around a switch-over.
 const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
@@ -44,6 +45,16 @@ pub struct Migrations {
 impl std::fmt::Debug for Migrations {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Migrations({} jobs)", lock(&self.jobs).len())
+    }
+}
+
+impl Migrations {
+    /// Takes the guests the moves on this blade hold (process shutdown: they are stopped).
+    pub(crate) fn take_guests(&self) -> Vec<Arc<Guest>> {
+        lock(&self.jobs)
+            .values()
+            .filter_map(|job| lock(&job.guest).take())
+            .collect()
     }
 }
 
@@ -239,12 +250,15 @@ impl BladeService {
 
     /// The status of a move this HVM only knows from its record (it restarted mid-move).
     fn interrupted_status(&self, job_id: &str, record: MigrationRecord) -> MigrationStatus {
-        let running = lock(&self.guests).contains_key(&record.lpar);
-        // A destination that had resumed re-activated the LPAR after its restart.
-        let holds = if running && record.phase == RecordPhase::Resumed {
-            GuestHold::Running
-        } else {
-            GuestHold::Nothing
+        let guest = lock(&self.guests).get(&record.lpar).cloned();
+        // The guest outlived the blade process in its VM process (see `crate::vmproc`).
+        let holds = match (record.role, record.phase, guest) {
+            (Role::Destination, RecordPhase::Resumed, Some(_)) => GuestHold::Running,
+            (Role::Source, RecordPhase::Started, Some(g)) if g.guest().is_paused() => {
+                GuestHold::Paused
+            }
+            (Role::Source, RecordPhase::Started, Some(_)) => GuestHold::Running,
+            _ => GuestHold::Nothing,
         };
         MigrationStatus {
             record: Some(record.clone()),
@@ -327,8 +341,9 @@ impl BladeService {
             workload: lpar.workload.clone(),
             backend: self.backend,
         };
+        let vm_dir = self.vm_dir();
         let started = tokio::task::spawn_blocking(move || {
-            let guest = crate::guest::start_incoming(&spec)?;
+            let guest = crate::vmproc::spawn(&spec, number, &vm_dir, true)?;
             // Fault destination memory in now, not during the copy (MEASURED: 1.5 GB/s vs 12).
             guest.prefault()?;
             Ok::<_, crate::guest::GuestError>(guest)
@@ -737,7 +752,6 @@ impl BladeService {
         let watch = HeartbeatWatch::start(guest.clone(), HEARTBEAT_PERIOD);
         let resumed = guest.clone();
         tokio::task::spawn_blocking(move || {
-            use lparmover::partition::Partition;
             guest.resume()
         })
         .await
@@ -1000,8 +1014,31 @@ impl BladeService {
                 job.finish();
             }
             (Role::Source, None) => {
+                // Restarted mid-move. If the guest outlived the old process it runs on here,
+                // exactly as after an abort of a live move.
+                let guest = lock(&self.guests).get(&number).cloned();
+                let holds_guest = guest.is_some();
+                if let Some(guest) = guest {
+                    tokio::task::spawn_blocking(move || {
+                        let g = guest.guest();
+                        let _ = g.stop_dirty_tracking();
+                        let _ = g.set_throttle(0);
+                        if g.is_paused() { g.resume() } else { Ok(()) }
+                    })
+                    .await
+                    .map_err(|e| EmgError::new(Emg::Internal, e.to_string()))?
+                    .map_err(|e| {
+                        EmgError::new(
+                            Emg::Internal,
+                            format!("job {job_id}: LPAR {number} could not be resumed: {e}"),
+                        )
+                    })?;
+                }
                 self.mutate(|s| {
                     s.migrations.remove(job_id);
+                    if holds_guest && s.lpar(number)?.status == LparStatus::Migrating {
+                        s.set_status(number, LparStatus::Activated)?;
+                    }
                     Ok(())
                 })?;
             }
@@ -1073,10 +1110,16 @@ impl BladeService {
     }
 
     /// After a restart: settles what this HVM can settle alone from its migration records and
-    /// leaves the rest ("requires recovery") to the manager. Runs before guests are re-activated.
+    /// leaves the rest to the manager. Runs before guests are adopted or re-activated; `adopted`
+    /// holds the VMs that outlived the previous process. A source whose VM still runs keeps
+    /// its guest (running, or paused if the move was switching over) for the manager to settle;
+    /// one whose VM is gone "requires recovery". Returns the LPARs to log in with their
+    /// migration WWPNs and the VMs to stop.
     pub(crate) fn settle_records_after_restart(
         &self,
-    ) -> Result<Vec<(LparNumber, Vec<Wwpn>)>, EmgError> {
+        adopted: &mut HashMap<LparNumber, Arc<Guest>>,
+    ) -> Result<(Vec<(LparNumber, Vec<Wwpn>)>, Vec<Arc<Guest>>), EmgError> {
+        let mut to_stop = Vec::new();
         let records: Vec<(String, MigrationRecord)> = lock(&self.state)
             .migrations
             .iter()
@@ -1088,6 +1131,7 @@ impl BladeService {
             let note = match (record.role, record.phase) {
                 (Role::Source, RecordPhase::Committed) => {
                     // The destination resumed it before this HVM committed: let go.
+                    to_stop.extend(adopted.remove(&number));
                     let exchange = record.exchange.clone().unwrap_or_default();
                     self.mutate(|s| {
                         s.migrations.remove(&job);
@@ -1103,7 +1147,9 @@ impl BladeService {
                     )
                 }
                 (Role::Destination, RecordPhase::Started) => {
-                    // A partial or unresumed copy died with the process: nothing of it ran here.
+                    // A partial or unresumed copy: nothing of it ran here, and the move it
+                    // belonged to died with the process. Scrub it.
+                    to_stop.extend(adopted.remove(&number));
                     self.mutate(|s| {
                         s.migrations.remove(&job);
                         if s.lpars.contains_key(&number) {
@@ -1113,7 +1159,7 @@ impl BladeService {
                         Ok(())
                     })?;
                     format!(
-                        "job {job}: incoming LPAR {number} was not resumed here; definition dropped"
+                        "job {job}: incoming LPAR {number} was not resumed here; its copy and definition dropped"
                     )
                 }
                 (Role::Destination, _) => {
@@ -1124,7 +1170,31 @@ impl BladeService {
                             .push((number, lpar.vfcs.iter().map(|v| v.migration_wwpn).collect()));
                     }
                     format!(
-                        "job {job}: LPAR {number} had resumed here; re-activating it, WWPN swap pending"
+                        "job {job}: LPAR {number} had resumed here; WWPN swap pending"
+                    )
+                }
+                (Role::Source, _) if adopted.contains_key(&number) => {
+                    // The guest outlived the blade process: it stays here, running (or paused,
+                    // if the move was switching over) until the manager settles the move.
+                    let guest = adopted.remove(&number).ok_or_else(|| {
+                        EmgError::new(Emg::Internal, "adopted guest vanished")
+                    })?;
+                    if let Err(e) = guest.stop_dirty_tracking() {
+                        self.log.record(
+                            LogLevel::Warning,
+                            "migration",
+                            format!("job {job}: dirty tracking of LPAR {number} not stopped: {e}"),
+                        );
+                    }
+                    let _ = guest.set_throttle(0);
+                    let paused = guest.is_paused();
+                    lock(&self.guests).insert(number, GuestHandle::new(guest));
+                    if let Ok(lpar) = lock(&self.state).lpar(number) {
+                        migration_logins.push((number, lpar.vfcs.iter().map(|v| v.wwpn).collect()));
+                    }
+                    format!(
+                        "job {job}: LPAR {number} was being sent when the HVM stopped; its guest kept {} in its VM process; the manager settles the move",
+                        if paused { "its memory, paused" } else { "running" }
                     )
                 }
                 (Role::Source, _) => {
@@ -1141,7 +1211,7 @@ impl BladeService {
             };
             self.log.record(LogLevel::Warning, "migration", note);
         }
-        Ok(migration_logins)
+        Ok((migration_logins, to_stop))
     }
 
     /// Clears "requires recovery" on an LPAR no move still claims: it becomes Deactivated.

@@ -34,7 +34,7 @@ const FIRST_BATCH_CAP: f64 = 256.0;
 pub const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why the guest stopped running.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum StopReason {
     /// The VMM stopped it (`stop`, drop).
     Stopped,

@@ -1,13 +1,17 @@
-//! Guest memory: one anonymous mapping, plus an atomic page bitmap.
+//! Guest memory: one mapping, plus an atomic page bitmap.
 //!
-//! The mapping is `MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE`: untouched pages cost nothing
-//! and read as zero, so a large guest activates in the time it takes to write its non-zero pages.
+//! The mapping is anonymous and private ([`GuestMemory::new`], guests run in this process) or
+//! of a memfd ([`GuestMemory::shared`], [`GuestMemory::attach`]) that a guest's VM process and
+//! its blade both map, so the guest outlives a blade process that dies. Either way untouched
+//! pages cost nothing and read as zero, so a large guest activates in the time it takes to
+//! write its non-zero pages.
 //!
 //! Guest memory is shared with agents Rust cannot see (a KVM vCPU, or the software guest's worker
 //! threads storing through atomics), so every access goes through raw pointers and copies, as in
 //! rust-vmm's `vm-memory`: a reader racing a writer may see a torn page, which the dirty log then
 //! reports again.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,21 +33,72 @@ unsafe impl Send for GuestMemory {}
 unsafe impl Sync for GuestMemory {}
 
 impl GuestMemory {
-    /// Maps `len` bytes of zeroed, lazily allocated memory.
+    /// Maps `len` bytes of zeroed, lazily allocated memory private to this process.
     pub fn new(len: u64) -> Result<Self, PartitionError> {
+        Self::map(
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+        )
+    }
+
+    /// Creates `len` bytes of zeroed memory in a memfd that another process can map too (a
+    /// guest's VM process and its blade both map it): returns the mapping and the fd.
+    pub fn shared(len: u64, name: &str) -> Result<(Self, OwnedFd), PartitionError> {
+        let err = |what| {
+            move |source| PartitionError::Backend {
+                what,
+                source,
+            }
+        };
+        let name = std::ffi::CString::new(name)
+            .map_err(|_| err("naming guest memory")(std::io::Error::other("name has a NUL")))?;
+        // SAFETY: `name` is a valid NUL-terminated string that outlives the call; the returned
+        // fd is checked and then owned by the `OwnedFd`.
+        let raw = unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) };
+        if raw < 0 {
+            return Err(err("memfd_create for guest memory")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: `raw` is a fresh fd nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let size = libc::off_t::try_from(len)
+            .map_err(|_| err("sizing guest memory")(std::io::Error::other("too large")))?;
+        // SAFETY: plain syscall on the fd owned above.
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), size) } != 0 {
+            return Err(err("sizing the guest memory file")(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let memory = Self::attach(&fd, len)?;
+        Ok((memory, fd))
+    }
+
+    /// Maps the memory file `fd` of `len` bytes (see [`Self::shared`]).
+    pub fn attach(fd: &impl AsRawFd, len: u64) -> Result<Self, PartitionError> {
+        Self::map(
+            len,
+            libc::MAP_SHARED | libc::MAP_NORESERVE,
+            fd.as_raw_fd(),
+        )
+    }
+
+    fn map(len: u64, flags: libc::c_int, fd: libc::c_int) -> Result<Self, PartitionError> {
         let len = usize::try_from(len).map_err(|_| PartitionError::Backend {
             what: "sizing guest memory",
             source: std::io::Error::other("guest memory does not fit the address space"),
         })?;
-        // SAFETY: an anonymous private mapping with no address hint touches no existing memory;
-        // the result is checked against MAP_FAILED before use.
+        // SAFETY: a new mapping with no address hint touches no existing memory; `fd` is -1
+        // (anonymous) or a memory file the caller keeps open for the call; the result is checked
+        // against MAP_FAILED before use.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
+                flags,
+                fd,
                 0,
             )
         };
@@ -57,11 +112,12 @@ impl GuestMemory {
             what: "mmap of guest memory",
             source: std::io::Error::other("mmap returned a null mapping"),
         })?;
-        // Transparent huge pages (hosts default to "madvise"): one fault and one memcg charge
-        // per 2 MiB instead of per 4 KiB. Pre-faulting a 4 GiB destination took about a core
-        // for a second with small pages, competing with the copy. KVM still logs dirty pages
-        // per 4 KiB (it splits its mappings while logging). Best effort: without THP the guest
-        // runs on small pages as before.
+        // Transparent huge pages (hosts default to "madvise" for private memory; memory files
+        // follow /sys/kernel/mm/transparent_hugepage/shmem_enabled, which must say "advise"):
+        // one fault and one memcg charge per 2 MiB instead of per 4 KiB. Pre-faulting a 4 GiB
+        // destination took about a core for a second with small pages, competing with the
+        // copy. KVM still logs dirty pages per 4 KiB (it splits its mappings while logging).
+        // Best effort: without THP the guest runs on small pages.
         // SAFETY: advice on the mapping created above, which this function owns; MADV_HUGEPAGE
         // changes no contents.
         if unsafe { libc::madvise(ptr, len, libc::MADV_HUGEPAGE) } != 0 {

@@ -27,6 +27,7 @@ pub mod layout;
 pub mod memory;
 pub mod soft;
 pub mod stats;
+pub mod vm;
 pub mod workload;
 
 #[cfg(test)]
@@ -36,17 +37,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use lparmover::model::workload::{GuestBackend, GuestSpec, InvalidWorkload, ShutdownBehaviour};
+use lparmover::model::workload::{GuestSpec, InvalidWorkload, ShutdownBehaviour};
 use lparmover::partition::{
     DirtyBitmap, Heartbeat, MemoryDigest, PAGE_SIZE, Partition, PartitionError, VcpuState,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use control::{Control, StopReason};
+use control::StopReason;
 use layout::{PAGE, WorkingSet, slot};
 use memory::{AtomicBitmap, GuestMemory};
 pub use stats::{GuestStats, HeartbeatWatch, PauseGap, monotonic_ns};
+use vm::{LocalVm, VmOps, VmStatus};
 
 /// Errors starting or driving a guest.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +83,7 @@ pub enum GuestError {
 }
 
 /// Which backend a guest runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendKind {
     /// KVM.
@@ -122,10 +124,9 @@ struct RateWindow {
 
 /// A running (or paused) guest.
 pub struct Guest {
-    engine: Box<dyn Engine>,
+    vm: Box<dyn VmOps>,
     spec: GuestSpec,
     memory: Arc<GuestMemory>,
-    control: Arc<Control>,
     /// The VMM's own writes and bits given back; ORed into every bitmap taken.
     vmm_dirty: AtomicBitmap,
     tracking: AtomicBool,
@@ -158,72 +159,61 @@ impl Guest {
         let started = Instant::now();
         spec.workload.validate()?;
         layout::validate(spec.memory_bytes, spec.vcpus)?;
-        let kind = match spec.backend {
-            GuestBackend::Soft => BackendKind::Soft,
-            GuestBackend::Kvm => {
-                kvm::probe().map_err(GuestError::KvmUnavailable)?;
-                BackendKind::Kvm
-            }
-            GuestBackend::Auto => match kvm::probe() {
-                Ok(()) => BackendKind::Kvm,
-                Err(why) => {
-                    tracing::info!("KVM not usable ({why}); using the software guest");
-                    BackendKind::Soft
-                }
-            },
-        };
+        let kind = vm::resolve_backend(spec.backend)?;
         let memory = Arc::new(GuestMemory::new(spec.memory_bytes)?);
-        if !incoming {
-            content::fill(&memory, spec.workload.seed, spec.workload.mix);
-        }
-        let control = Arc::new(Control::new(
-            spec.vcpus,
-            spec.workload.dirty_rate_mbps,
+        let vm = LocalVm::launch(spec, kind, &memory, incoming)?;
+        Ok(Self::assemble(
+            spec,
+            memory,
+            Box::new(vm),
             incoming,
-        ));
-        let engine: Box<dyn Engine> = match kind {
-            BackendKind::Kvm => Box::new(kvm::KvmGuest::new(
-                spec,
-                Arc::clone(&memory),
-                Arc::clone(&control),
-                incoming,
-            )?),
-            BackendKind::Soft => Box::new(soft::SoftGuest::new(
-                spec,
-                Arc::clone(&memory),
-                Arc::clone(&control),
-                incoming,
-            )?),
-        };
-        let activation = started.elapsed();
+            started.elapsed(),
+        ))
+    }
+
+    /// A guest over `memory` whose vCPUs `vm` runs (in this process or a VM process).
+    /// `awaiting_state`: an incoming guest that has no vCPU state yet.
+    pub(crate) fn assemble(
+        spec: &GuestSpec,
+        memory: Arc<GuestMemory>,
+        vm: Box<dyn VmOps>,
+        awaiting_state: bool,
+        activation: Duration,
+    ) -> Self {
+        let kind = vm.kind();
         tracing::info!(
             backend = kind.name(),
             memory_mib = spec.memory_bytes >> 20,
             vcpus = spec.vcpus,
-            incoming,
+            incoming = awaiting_state,
             activation_ms = activation.as_millis() as u64,
             "guest started on the {} backend",
             kind.name()
         );
         let pages = memory.pages();
-        Ok(Self {
-            engine,
+        let status = vm.status();
+        Self {
+            vm,
             spec: spec.clone(),
             memory,
-            control,
             vmm_dirty: AtomicBitmap::new(pages),
-            tracking: AtomicBool::new(false),
-            awaiting_state: AtomicBool::new(incoming),
+            tracking: AtomicBool::new(status.dirty_log),
+            awaiting_state: AtomicBool::new(awaiting_state),
             rate_window: Mutex::new(RateWindow {
                 since: Instant::now(),
                 writes: 0,
-                paused: Duration::ZERO,
+                paused: status.paused_total,
             }),
             last_take: Mutex::new(None),
             dirty_log_pages_per_s: Mutex::new(0.0),
             last_pause_latency: Mutex::new(None),
             activation,
-        })
+        }
+    }
+
+    /// Run state of the vCPUs.
+    fn run_status(&self) -> VmStatus {
+        self.vm.status()
     }
 
     /// The spec the guest was started with (the dirty rate may have changed since).
@@ -233,7 +223,7 @@ impl Guest {
 
     /// The backend in use.
     pub fn backend(&self) -> BackendKind {
-        self.engine.kind()
+        self.vm.kind()
     }
 
     /// Where the workload writes.
@@ -248,11 +238,11 @@ impl Guest {
                 "dirty rate {mbps} MB/s must be between 0 and 100000"
             )));
         }
-        self.control.set_rate(mbps);
+        self.vm.set_rate(mbps)?;
         *lock(&self.rate_window) = RateWindow {
             since: Instant::now(),
             writes: self.guest_writes(),
-            paused: self.control.paused_total(),
+            paused: self.run_status().paused_total,
         };
         Ok(())
     }
@@ -260,7 +250,7 @@ impl Guest {
     /// Asks the guest OS to shut down; it complies after its configured delay or refuses.
     /// Returns whether it will comply.
     pub fn request_shutdown(&self) -> Result<bool, GuestError> {
-        if let Some(reason) = self.control.stop_reason() {
+        if let Some(reason) = self.run_status().stop {
             return Err(GuestError::NotRunning(format!("{reason:?}")));
         }
         match self.spec.workload.shutdown {
@@ -269,8 +259,8 @@ impl Guest {
                     after_ms,
                     "guest OS shutdown requested; the guest will comply"
                 );
-                self.control
-                    .request_shutdown(Duration::from_millis(after_ms));
+                self.vm
+                    .request_shutdown(Duration::from_millis(after_ms))?;
                 Ok(true)
             }
             ShutdownBehaviour::Refuse => {
@@ -282,17 +272,23 @@ impl Guest {
 
     /// Whether the vCPUs run the workload (not paused, not stopped).
     pub fn is_running(&self) -> bool {
-        self.control.stop_reason().is_none() && !self.control.is_paused()
+        let status = self.run_status();
+        status.stop.is_none() && !status.paused
+    }
+
+    /// An incoming guest that has not received vCPU state (it cannot run yet).
+    pub fn awaiting_state(&self) -> bool {
+        self.awaiting_state.load(Ordering::Acquire)
     }
 
     /// Whether the guest OS shut down.
     pub fn has_shut_down(&self) -> bool {
-        self.control.stop_reason() == Some(StopReason::ShutDown)
+        self.run_status().stop == Some(StopReason::ShutDown)
     }
 
     /// Why the guest failed, if it did.
     pub fn failure(&self) -> Option<String> {
-        match self.control.stop_reason() {
+        match self.run_status().stop {
             Some(StopReason::Failed(why)) => Some(why),
             _ => None,
         }
@@ -311,9 +307,10 @@ impl Guest {
     /// A snapshot of the guest's figures.
     pub fn stats(&self) -> GuestStats {
         let writes = self.guest_writes();
+        let status = self.run_status();
         let achieved = {
             let w = lock(&self.rate_window);
-            let paused = self.control.paused_total().saturating_sub(w.paused);
+            let paused = status.paused_total.saturating_sub(w.paused);
             let running = w.since.elapsed().saturating_sub(paused).as_secs_f64();
             if running > 0.0 {
                 writes.saturating_sub(w.writes) as f64 * PAGE as f64 / running / 1e6
@@ -325,11 +322,11 @@ impl Guest {
             backend: self.backend().name().into(),
             vcpus: self.spec.vcpus,
             memory_bytes: self.spec.memory_bytes,
-            paused: self.control.is_paused(),
+            paused: status.paused,
             shut_down: self.has_shut_down(),
             error: self.failure(),
-            configured_dirty_mbps: self.control.rate(),
-            throttle_percent: self.control.throttle(),
+            configured_dirty_mbps: status.rate_mbps,
+            throttle_percent: status.throttle,
             guest_writes: writes,
             achieved_dirty_mbps: achieved,
             dirty_log_pages_per_s: *lock(&self.dirty_log_pages_per_s),
@@ -394,12 +391,12 @@ impl Guest {
 
     /// Stops the vCPUs and joins their threads. Idempotent; also done on drop.
     pub fn stop(&self) {
-        self.control.stop(StopReason::Stopped);
-        self.engine.join();
+        self.vm.stop();
     }
 
     fn ensure_paused(&self) -> Result<(), PartitionError> {
-        if self.control.is_paused() || self.control.stop_reason().is_some() {
+        let status = self.run_status();
+        if status.paused || status.stop.is_some() {
             Ok(())
         } else {
             Err(PartitionError::NotPaused)
@@ -459,12 +456,8 @@ impl Partition for Guest {
     }
 
     fn start_dirty_tracking(&self) -> Result<(), PartitionError> {
-        if self.tracking.load(Ordering::Acquire) {
-            // Already on: start over, as the trait promises.
-            let _ = self.engine.take_dirty_log()?;
-        } else {
-            self.engine.start_dirty_log()?;
-        }
+        // Starting it again starts over, as the trait promises.
+        self.vm.start_dirty_log()?;
         self.vmm_dirty.clear();
         self.tracking.store(true, Ordering::Release);
         *lock(&self.last_take) = Some(Instant::now());
@@ -474,14 +467,14 @@ impl Partition for Guest {
     fn stop_dirty_tracking(&self) -> Result<(), PartitionError> {
         self.tracking.store(false, Ordering::Release);
         *lock(&self.dirty_log_pages_per_s) = 0.0;
-        self.engine.stop_dirty_log()
+        self.vm.stop_dirty_log()
     }
 
     fn take_dirty_bitmap(&self) -> Result<DirtyBitmap, PartitionError> {
         if !self.tracking.load(Ordering::Acquire) {
             return Err(PartitionError::TrackingOff);
         }
-        let mut bitmap = self.engine.take_dirty_log()?;
+        let mut bitmap = self.vm.take_dirty_log()?;
         let now = Instant::now();
         if let Some(prev) = lock(&self.last_take).replace(now) {
             let secs = now.duration_since(prev).as_secs_f64();
@@ -506,32 +499,28 @@ impl Partition for Guest {
     }
 
     fn pause(&self) -> Result<(), PartitionError> {
-        let latency = self.control.pause().map_err(PartitionError::GuestStopped)?;
+        let latency = self.vm.pause()?;
         *lock(&self.last_pause_latency) = Some(latency);
         tracing::debug!(latency_us = latency.as_micros() as u64, "guest paused");
         Ok(())
     }
 
     fn resume(&self) -> Result<(), PartitionError> {
-        if let Some(reason) = self.control.stop_reason() {
-            return Err(PartitionError::GuestStopped(format!("{reason:?}")));
-        }
         if self.awaiting_state.load(Ordering::Acquire) {
             return Err(PartitionError::IncompatibleState(
                 "this incoming guest has no vCPU state yet; restore it before resuming".into(),
             ));
         }
-        self.control.resume();
-        Ok(())
+        self.vm.resume()
     }
 
     fn is_paused(&self) -> bool {
-        self.control.is_paused()
+        self.run_status().paused
     }
 
     fn save_vcpu_state(&self) -> Result<VcpuState, PartitionError> {
         self.ensure_paused()?;
-        self.engine.save_state()
+        self.vm.save_state()
     }
 
     fn restore_vcpu_state(&self, state: &VcpuState) -> Result<(), PartitionError> {
@@ -543,7 +532,7 @@ impl Partition for Guest {
                 self.backend().name()
             )));
         }
-        self.engine.restore_state(state)?;
+        self.vm.restore_state(state)?;
         self.awaiting_state.store(false, Ordering::Release);
         Ok(())
     }
@@ -560,8 +549,7 @@ impl Partition for Guest {
     }
 
     fn set_throttle(&self, percent: u8) -> Result<(), PartitionError> {
-        self.control.set_throttle(percent);
-        Ok(())
+        self.vm.set_throttle(percent)
     }
 }
 

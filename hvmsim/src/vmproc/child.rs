@@ -1,0 +1,250 @@
+//! `hvmsim vm`: the VM process of one LPAR. It maps the guest memory file its blade created,
+//! runs the vCPUs ([`LocalVm`]) and answers control requests ([`super::wire`]) on the
+//! connection it was started with and on its socket, where a restarted blade finds it again.
+//!
+//! It outlives its blade on purpose: a blade process killed mid-move must not take the guest
+//! with it. It stops when told to ([`Request::Stop`]), or when its socket file disappears
+//! (the blade's state was deleted: nobody can adopt it any more).
+
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use lparmover::model::GuestSpec;
+use lparmover::partition::{DirtyBitmap, PartitionError};
+
+use super::wire::{self, Request, Response, VmHello, WireError};
+use crate::guest::layout;
+use crate::guest::memory::GuestMemory;
+use crate::guest::vm::{LocalVm, VmOps, resolve_backend};
+
+/// How often the VM process checks that its socket file still exists.
+const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
+
+/// Arguments of `hvmsim vm` (started by a blade, not by hand).
+#[derive(Debug, Clone, clap::Args)]
+pub struct VmArgs {
+    /// Control socket to listen on.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// LPAR number (for logs and the hello).
+    #[arg(long)]
+    pub lpar: u8,
+    /// The guest spec, as JSON.
+    #[arg(long)]
+    pub spec: String,
+    /// Start paused over blank memory, waiting for an incoming migration.
+    #[arg(long)]
+    pub incoming: bool,
+}
+
+struct Server {
+    vm: LocalVm,
+    hello: VmHello,
+    state_restored: AtomicBool,
+    stop_tx: mpsc::Sender<()>,
+}
+
+impl Server {
+    fn hello(&self) -> VmHello {
+        VmHello {
+            awaiting_state: self.hello.awaiting_state && !self.state_restored.load(Ordering::Acquire),
+            ..self.hello.clone()
+        }
+    }
+
+    /// Answers one request; a bitmap's raw frame is returned beside the response.
+    fn answer(&self, request: Request) -> (Response, Option<DirtyBitmap>) {
+        let done = |r: Result<(), PartitionError>| match r {
+            Ok(()) => Response::Done,
+            Err(e) => Response::Failed(WireError::from(&e)),
+        };
+        let response = match request {
+            Request::Hello => Response::Hello(self.hello()),
+            Request::Status => Response::Status(self.vm.status()),
+            Request::StartDirtyLog => done(self.vm.start_dirty_log()),
+            Request::StopDirtyLog => done(self.vm.stop_dirty_log()),
+            Request::TakeDirtyLog => match self.vm.take_dirty_log() {
+                Ok(bitmap) => {
+                    return (
+                        Response::Bitmap {
+                            pages: bitmap.pages(),
+                        },
+                        Some(bitmap),
+                    );
+                }
+                Err(e) => Response::Failed(WireError::from(&e)),
+            },
+            Request::SaveState => match self.vm.save_state() {
+                Ok(state) => Response::State(state),
+                Err(e) => Response::Failed(WireError::from(&e)),
+            },
+            Request::RestoreState(state) => {
+                let r = self.vm.restore_state(&state);
+                if r.is_ok() {
+                    self.state_restored.store(true, Ordering::Release);
+                }
+                done(r)
+            }
+            Request::Pause => match self.vm.pause() {
+                Ok(latency) => Response::Paused(latency),
+                Err(e) => Response::Failed(WireError::from(&e)),
+            },
+            Request::Resume => done(self.vm.resume()),
+            Request::SetRate(mbps) => done(self.vm.set_rate(mbps)),
+            Request::SetThrottle(p) => done(self.vm.set_throttle(p)),
+            Request::RequestShutdown(after) => done(self.vm.request_shutdown(after)),
+            Request::Stop => {
+                self.vm.stop();
+                Response::Done
+            }
+        };
+        (response, None)
+    }
+
+    /// Serves one blade connection until it closes. The VM keeps running when it does.
+    fn serve(&self, mut conn: UnixStream) {
+        loop {
+            let request: Request = match wire::read_msg(&mut conn) {
+                Ok(r) => r,
+                Err(e) => {
+                    if e.kind() != std::io::ErrorKind::UnexpectedEof {
+                        tracing::warn!(lpar = self.hello.lpar, error = %e, "control connection broke");
+                    }
+                    return;
+                }
+            };
+            let stopping = matches!(request, Request::Stop);
+            let (response, bitmap) = self.answer(request);
+            let sent = wire::write_msg(&mut conn, &response).and_then(|()| match bitmap {
+                Some(b) => wire::write_raw(&mut conn, &wire::words_to_bytes(b.words())),
+                None => Ok(()),
+            });
+            if stopping {
+                // Only after the answer went out: the process exits on this.
+                let _ = self.stop_tx.send(());
+                return;
+            }
+            if let Err(e) = sent {
+                tracing::warn!(lpar = self.hello.lpar, error = %e, "control connection broke");
+                return;
+            }
+        }
+    }
+}
+
+/// Runs a VM process; returns when the VM stopped.
+pub fn run(args: VmArgs) -> anyhow::Result<()> {
+    // SAFETY: the blade starts this process with the guest memory file at MEMORY_FD and its end
+    // of the control socket pair at CONTROL_FD (see `super::spawn`); nothing else owns them.
+    let (memory_fd, control) = unsafe {
+        (
+            OwnedFd::from_raw_fd(wire::MEMORY_FD),
+            UnixStream::from_raw_fd(wire::CONTROL_FD),
+        )
+    };
+    let started = Instant::now();
+    let spec: GuestSpec = serde_json::from_str(&args.spec).context("parsing --spec")?;
+    let span = tracing::info_span!("vm", lpar = args.lpar);
+    let _entered = span.enter();
+    let launched = launch(&spec, &memory_fd, args.incoming);
+    let mut first = control;
+    let (vm, memory) = match launched {
+        Ok(v) => v,
+        Err(e) => {
+            let _ = wire::write_msg(
+                &mut first,
+                &Response::Failed(WireError::Other(format!("{e:#}"))),
+            );
+            return Err(e);
+        }
+    };
+    let _ = std::fs::remove_file(&args.socket);
+    let listener = UnixListener::bind(&args.socket)
+        .with_context(|| format!("listening on {}", args.socket.display()))?;
+    let (stop_tx, stop_rx) = mpsc::channel();
+    let server = Arc::new(Server {
+        hello: VmHello {
+            lpar: args.lpar,
+            pid: std::process::id(),
+            spec,
+            kind: vm.kind(),
+            awaiting_state: args.incoming,
+            activation: started.elapsed(),
+        },
+        vm,
+        state_restored: AtomicBool::new(false),
+        stop_tx,
+    });
+    wire::write_msg(&mut first, &Response::Hello(server.hello()))
+        .context("telling the blade the VM started")?;
+    spawn_server(&server, first);
+    {
+        let server = Arc::clone(&server);
+        std::thread::Builder::new()
+            .name("vm-accept".into())
+            .spawn(move || {
+                for conn in listener.incoming() {
+                    match conn {
+                        Ok(conn) => {
+                            tracing::info!("a blade connected to the VM");
+                            spawn_server(&server, conn);
+                        }
+                        Err(e) => tracing::warn!(error = %e, "accepting a control connection"),
+                    }
+                }
+            })
+            .context("starting the accept thread")?;
+    }
+    tracing::info!(socket = %args.socket.display(), "VM running");
+    loop {
+        match stop_rx.recv_timeout(WATCHDOG_PERIOD) {
+            Ok(()) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) if !args.socket.exists() => {
+                tracing::warn!("the VM's socket file is gone (the blade's state was removed); stopping");
+                server.vm.stop();
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    remove_socket(&args.socket);
+    drop(memory);
+    tracing::info!("VM stopped");
+    Ok(())
+}
+
+fn spawn_server(server: &Arc<Server>, conn: UnixStream) {
+    let server = Arc::clone(server);
+    if let Err(e) = std::thread::Builder::new()
+        .name("vm-control".into())
+        .spawn(move || server.serve(conn))
+    {
+        tracing::error!(error = %e, "starting a control thread");
+    }
+}
+
+fn launch(
+    spec: &GuestSpec,
+    memory_fd: &OwnedFd,
+    incoming: bool,
+) -> anyhow::Result<(LocalVm, Arc<GuestMemory>)> {
+    spec.workload.validate()?;
+    layout::validate(spec.memory_bytes, spec.vcpus)?;
+    let kind = resolve_backend(spec.backend)?;
+    let memory = Arc::new(GuestMemory::attach(memory_fd, spec.memory_bytes)?);
+    let vm = LocalVm::launch(spec, kind, &memory, incoming)?;
+    Ok((vm, memory))
+}
+
+fn remove_socket(path: &Path) {
+    if let Err(e) = std::fs::remove_file(path)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(error = %e, path = %path.display(), "removing the VM socket");
+    }
+}

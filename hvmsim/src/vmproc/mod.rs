@@ -1,0 +1,488 @@
+//! One VM process per activated LPAR, as libvirt runs one QEMU per domain: the guest's vCPUs run
+//! in `hvmsim vm` ([`child`]), and the blade drives them over a Unix socket ([`wire`]) while both
+//! map the same guest memory file. A blade process that is killed leaves its guests running;
+//! the restarted blade finds them by their sockets in its state directory ([`scan`]) and
+//! adopts them ([`adopt`]), so a crash of the blade's management process loses no guest and no
+//! guest state, mid-move included.
+//!
+//! The blade side of a VM is [`VmProcess`], a [`VmOps`] over the socket; a [`Guest`] built on it
+//! reads and writes memory directly through its own mapping of the file, so the migration
+//! engine's copy costs no more than with an in-process guest.
+
+pub mod child;
+pub mod wire;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use lparmover::model::{GuestSpec, LparNumber};
+use lparmover::partition::{DirtyBitmap, PartitionError, VcpuState};
+
+use crate::guest::control::StopReason;
+use crate::guest::memory::GuestMemory;
+use crate::guest::vm::{VmOps, VmStatus};
+use crate::guest::{BackendKind, Guest, GuestError};
+use wire::{Request, Response, VmHello};
+
+/// How long a VM process may take to start (filling a large guest's memory takes seconds).
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest a control request may take (a pause waits up to 2 s for the vCPUs).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`VmProcess::stop`] waits for the process to exit before killing it.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How stale a cached run state may be. The heartbeat watch samples every 200 µs and asks
+/// whether the guest failed each time; the cache keeps that from becoming 5000 requests a second.
+const STATUS_CACHE: Duration = Duration::from_millis(20);
+/// Longest socket path `bind` accepts (`sun_path` minus its NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> PartitionError {
+    move |source| PartitionError::Backend { what, source }
+}
+
+/// The blade's side of a VM process.
+pub struct VmProcess {
+    hello: VmHello,
+    socket: PathBuf,
+    conn: Mutex<Option<UnixStream>>,
+    /// Set when the VM process stopped answering: why.
+    lost: Mutex<Option<String>>,
+    /// Our child, when this blade process started it (an adopted VM is not).
+    child: Mutex<Option<Child>>,
+    cache: Mutex<Option<(Instant, VmStatus)>>,
+}
+
+impl std::fmt::Debug for VmProcess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VmProcess(lpar {}, pid {})", self.hello.lpar, self.hello.pid)
+    }
+}
+
+impl VmProcess {
+    /// Process id.
+    pub fn pid(&self) -> u32 {
+        self.hello.pid
+    }
+
+    fn call(&self, request: &Request) -> Result<Response, PartitionError> {
+        let mut conn = lock(&self.conn);
+        let Some(stream) = conn.as_mut() else {
+            return Err(PartitionError::GuestStopped(self.lost_reason()));
+        };
+        let result = wire::write_msg(stream, request).and_then(|()| wire::read_msg(stream));
+        match result {
+            Ok(Response::Failed(e)) => Err(e.into()),
+            Ok(r) => Ok(r),
+            Err(e) => {
+                let why = format!(
+                    "the VM process of LPAR {} (pid {}) stopped answering: {e}",
+                    self.hello.lpar, self.hello.pid
+                );
+                tracing::error!(lpar = self.hello.lpar, error = %e, "VM process lost");
+                *conn = None;
+                *lock(&self.lost) = Some(why.clone());
+                Err(PartitionError::GuestStopped(why))
+            }
+        }
+    }
+
+    fn lost_reason(&self) -> String {
+        lock(&self.lost)
+            .clone()
+            .unwrap_or_else(|| "the VM process is gone".into())
+    }
+
+    fn done(&self, request: &Request) -> Result<(), PartitionError> {
+        *lock(&self.cache) = None;
+        match self.call(request)? {
+            Response::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Waits for the process to exit, killing it after [`EXIT_TIMEOUT`].
+    fn reap(&self) {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        if let Some(mut child) = lock(&self.child).take() {
+            loop {
+                match child.try_wait() {
+                    Ok(Some(_)) | Err(_) => return,
+                    Ok(None) if Instant::now() >= deadline => {
+                        tracing::warn!(pid = self.hello.pid, "VM process did not exit; killing it");
+                        let _ = child.kill();
+                        let _ = child.wait();
+                        return;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+        // Adopted: not our child, so watch /proc.
+        let pid = self.hello.pid;
+        while process_alive(pid) {
+            if Instant::now() >= deadline {
+                tracing::warn!(pid, "adopted VM process did not exit; killing it");
+                // SAFETY: plain kill(2) of a pid we adopted as this LPAR's VM process.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Whether `pid` runs (a zombie does not).
+fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
+fn unexpected(r: &Response) -> PartitionError {
+    PartitionError::Backend {
+        what: "the VM process",
+        source: std::io::Error::other(format!("unexpected answer {r:?}")),
+    }
+}
+
+impl VmOps for VmProcess {
+    fn kind(&self) -> BackendKind {
+        self.hello.kind
+    }
+
+    fn start_dirty_log(&self) -> Result<(), PartitionError> {
+        self.done(&Request::StartDirtyLog)
+    }
+
+    fn stop_dirty_log(&self) -> Result<(), PartitionError> {
+        self.done(&Request::StopDirtyLog)
+    }
+
+    fn take_dirty_log(&self) -> Result<DirtyBitmap, PartitionError> {
+        let mut conn = lock(&self.conn);
+        let Some(stream) = conn.as_mut() else {
+            return Err(PartitionError::GuestStopped(self.lost_reason()));
+        };
+        let result = wire::write_msg(stream, &Request::TakeDirtyLog)
+            .and_then(|()| wire::read_msg::<Response>(stream))
+            .and_then(|r| match r {
+                Response::Bitmap { pages } => {
+                    let words = wire::bytes_to_words(&wire::read_raw(stream)?)?;
+                    if words.len() as u64 != pages.div_ceil(64) {
+                        return Err(std::io::Error::other("bitmap frame does not match its size"));
+                    }
+                    Ok(Ok(DirtyBitmap::from_words(pages, words)))
+                }
+                Response::Failed(e) => Ok(Err(PartitionError::from(e))),
+                other => Ok(Err(unexpected(&other))),
+            });
+        match result {
+            Ok(r) => r,
+            Err(e) => {
+                let why = format!(
+                    "the VM process of LPAR {} stopped answering: {e}",
+                    self.hello.lpar
+                );
+                *conn = None;
+                *lock(&self.lost) = Some(why.clone());
+                Err(PartitionError::GuestStopped(why))
+            }
+        }
+    }
+
+    fn save_state(&self) -> Result<VcpuState, PartitionError> {
+        match self.call(&Request::SaveState)? {
+            Response::State(s) => Ok(s),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn restore_state(&self, state: &VcpuState) -> Result<(), PartitionError> {
+        self.done(&Request::RestoreState(state.clone()))
+    }
+
+    fn pause(&self) -> Result<Duration, PartitionError> {
+        *lock(&self.cache) = None;
+        match self.call(&Request::Pause)? {
+            Response::Paused(d) => Ok(d),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    fn resume(&self) -> Result<(), PartitionError> {
+        self.done(&Request::Resume)
+    }
+
+    fn status(&self) -> VmStatus {
+        if let Some((at, status)) = lock(&self.cache).as_ref()
+            && at.elapsed() < STATUS_CACHE
+        {
+            return status.clone();
+        }
+        let status = match self.call(&Request::Status) {
+            Ok(Response::Status(s)) => s,
+            Ok(other) => {
+                tracing::warn!(answer = ?other, "unexpected answer to a status request");
+                return lost_status(format!("unexpected answer {other:?}"));
+            }
+            Err(e) => return lost_status(e.to_string()),
+        };
+        *lock(&self.cache) = Some((Instant::now(), status.clone()));
+        status
+    }
+
+    fn set_rate(&self, mbps: f64) -> Result<(), PartitionError> {
+        self.done(&Request::SetRate(mbps))
+    }
+
+    fn set_throttle(&self, percent: u8) -> Result<(), PartitionError> {
+        self.done(&Request::SetThrottle(percent))
+    }
+
+    fn request_shutdown(&self, after: Duration) -> Result<(), PartitionError> {
+        self.done(&Request::RequestShutdown(after))
+    }
+
+    fn stop(&self) {
+        if lock(&self.conn).is_some() {
+            if let Err(e) = self.done(&Request::Stop) {
+                tracing::debug!(error = %e, "stop request not answered");
+            }
+            *lock(&self.conn) = None;
+            *lock(&self.lost) = Some("the VM was stopped".into());
+        }
+        self.reap();
+        if let Err(e) = std::fs::remove_file(&self.socket)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(error = %e, "removing a VM socket");
+        }
+    }
+}
+
+fn lost_status(why: String) -> VmStatus {
+    VmStatus {
+        paused: false,
+        stop: Some(StopReason::Failed(why)),
+        rate_mbps: 0.0,
+        throttle: 0,
+        paused_total: Duration::ZERO,
+        dirty_log: false,
+    }
+}
+
+/// Where a blade keeps its VM sockets.
+pub fn vm_dir(state_root: &Path) -> PathBuf {
+    state_root.join("vms")
+}
+
+/// Starts the VM process of LPAR `lpar`: a booting guest, or (`incoming`) a paused one over blank
+/// memory waiting for a migration. Returns once the VM runs.
+pub fn spawn(
+    spec: &GuestSpec,
+    lpar: LparNumber,
+    dir: &Path,
+    incoming: bool,
+) -> Result<Arc<Guest>, GuestError> {
+    let fail = |why: String| GuestError::InvalidSpec(why);
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    let socket = dir.join(format!(
+        "lpar-{}-{:016x}.sock",
+        lpar.get(),
+        rand::random::<u64>()
+    ));
+    if socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(fail(format!(
+            "the VM socket path {} is longer than {MAX_SOCKET_PATH} bytes; start the blade with a shorter --state-dir",
+            socket.display()
+        )));
+    }
+    let exe = std::env::current_exe()
+        .map_err(|e| fail(format!("finding the hvmsim executable: {e}")))?;
+    let spec_json = serde_json::to_string(spec).map_err(|e| fail(e.to_string()))?;
+    let (memory, memory_fd) = GuestMemory::shared(spec.memory_bytes, &format!("lpar-{}", lpar.get()))?;
+    let (mut ours, theirs) = UnixStream::pair()
+        .map_err(io_err("creating the VM control socket"))?;
+    let mut command = Command::new(exe);
+    command
+        .arg("vm")
+        .arg("--socket")
+        .arg(&socket)
+        .arg("--lpar")
+        .arg(lpar.get().to_string())
+        .arg("--spec")
+        .arg(spec_json)
+        .stdin(Stdio::null());
+    if incoming {
+        command.arg("--incoming");
+    }
+    let memory_raw = memory_fd.as_raw_fd();
+    let control_raw = theirs.as_raw_fd();
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid, fcntl,
+    // dup2 and close, which are async-signal-safe; it touches no memory shared with the parent.
+    unsafe {
+        command.pre_exec(move || {
+            // Its own session: a Ctrl-C meant for the blade's terminal does not reach the guest.
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // Move both fds out of the way first, so placing one cannot clobber the other.
+            let m = libc::fcntl(memory_raw, libc::F_DUPFD_CLOEXEC, 16);
+            let c = libc::fcntl(control_raw, libc::F_DUPFD_CLOEXEC, 16);
+            if m < 0 || c < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // dup2 leaves the new fds without CLOEXEC: they survive the exec.
+            if libc::dup2(m, wire::MEMORY_FD) < 0 || libc::dup2(c, wire::CONTROL_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(m);
+            libc::close(c);
+            Ok(())
+        });
+    }
+    let child = command
+        .spawn()
+        .map_err(|e| fail(format!("starting the VM process: {e}")))?;
+    drop(theirs);
+    drop(memory_fd);
+    ours.set_read_timeout(Some(START_TIMEOUT))
+        .map_err(io_err("setting a socket timeout"))?;
+    let hello = match wire::read_msg::<Response>(&mut ours) {
+        Ok(Response::Hello(hello)) => hello,
+        Ok(Response::Failed(e)) => {
+            let mut child = child;
+            let _ = child.wait();
+            return Err(GuestError::Partition(e.into()));
+        }
+        Ok(other) => return Err(GuestError::Partition(unexpected(&other))),
+        Err(e) => {
+            let mut child = child;
+            let _ = child.kill();
+            let status = child.wait().ok();
+            return Err(fail(format!(
+                "the VM process of LPAR {} did not start ({e}; exit {status:?}); see the blade's log",
+                lpar.get()
+            )));
+        }
+    };
+    ours.set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_err("setting a socket timeout"))?;
+    let activation = hello.activation;
+    let awaiting = hello.awaiting_state;
+    tracing::info!(lpar = lpar.get(), pid = hello.pid, "VM process started");
+    let vm = VmProcess {
+        hello,
+        socket,
+        conn: Mutex::new(Some(ours)),
+        lost: Mutex::new(None),
+        child: Mutex::new(Some(child)),
+        cache: Mutex::new(None),
+    };
+    Ok(Arc::new(Guest::assemble(
+        spec,
+        Arc::new(memory),
+        Box::new(vm),
+        awaiting,
+        activation,
+    )))
+}
+
+/// A VM process a restarted blade found running.
+pub struct Adopted {
+    /// The LPAR it runs.
+    pub lpar: LparNumber,
+    /// Its guest.
+    pub guest: Arc<Guest>,
+    /// It is an incoming guest that never received vCPU state.
+    pub awaiting_state: bool,
+}
+
+/// Connects to the VM process listening on `socket` and maps its memory.
+pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
+    let fail = |why: String| GuestError::NotRunning(why);
+    let mut conn = UnixStream::connect(socket)
+        .map_err(|e| fail(format!("no VM answers on {}: {e}", socket.display())))?;
+    conn.set_read_timeout(Some(REQUEST_TIMEOUT))
+        .map_err(io_err("setting a socket timeout"))?;
+    let hello = match wire::write_msg(&mut conn, &Request::Hello)
+        .and_then(|()| wire::read_msg::<Response>(&mut conn))
+    {
+        Ok(Response::Hello(h)) => h,
+        Ok(other) => return Err(GuestError::Partition(unexpected(&other))),
+        Err(e) => return Err(fail(format!("the VM on {} did not answer: {e}", socket.display()))),
+    };
+    let lpar = LparNumber::new(hello.lpar)
+        .map_err(|e| fail(format!("the VM on {} names a bad LPAR: {e}", socket.display())))?;
+    // The memory file is still open in the VM process; opening its /proc link opens the same
+    // file (root, or the same user, may).
+    let path = format!("/proc/{}/fd/{}", hello.pid, wire::MEMORY_FD);
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| fail(format!("opening the guest memory {path}: {e}")))?;
+    let memory = GuestMemory::attach(&file, hello.spec.memory_bytes)?;
+    let spec = hello.spec.clone();
+    let awaiting = hello.awaiting_state;
+    let activation = hello.activation;
+    let vm = VmProcess {
+        hello,
+        socket: socket.to_owned(),
+        conn: Mutex::new(Some(conn)),
+        lost: Mutex::new(None),
+        child: Mutex::new(None),
+        cache: Mutex::new(None),
+    };
+    Ok(Adopted {
+        lpar,
+        guest: Arc::new(Guest::assemble(
+            &spec,
+            Arc::new(memory),
+            Box::new(vm),
+            awaiting,
+            activation,
+        )),
+        awaiting_state: awaiting,
+    })
+}
+
+/// Every VM process still running from an earlier life of the blade whose sockets are in `dir`.
+/// Sockets nobody answers on are removed.
+pub fn scan(dir: &Path) -> Vec<Adopted> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.extension().is_none_or(|e| e != "sock") {
+            continue;
+        }
+        match adopt(&path) {
+            Ok(adopted) => {
+                tracing::info!(lpar = adopted.lpar.get(), socket = %path.display(), "found a running VM");
+                found.push(adopted);
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "removing a stale VM socket");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    found
+}

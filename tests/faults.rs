@@ -10,7 +10,9 @@
 //!   side of the move) are rolled back by the same `lparmover recover` (the cell's line says
 //!   "WWNs marked" where that happened);
 //! * the guest's heartbeat continues from where it was at the fault (its memory is the state it
-//!   had, not a fresh boot) — "survived"; a guest that had to boot again is "restarted".
+//!   had, not a fresh boot). Guests run in VM processes of their own (`hvmsim::vmproc`), so a
+//!   killed hvmsim leaves them running and its restart adopts them; a guest that had to boot
+//!   again lost its state, and the cell is lost.
 //!
 //! The move is stopped at each stage by the manager's fault barrier (`lparmover::jobs::fault`).
 //! Drop and stall shape the loopback device with `tc` (an HTB class at 8 bit/s that the migration
@@ -82,8 +84,6 @@ impl fmt::Display for Fault {
 enum Verdict {
     /// Invariants hold and the guest kept its state.
     Survived,
-    /// Invariants hold; the only running copy died with its process, the guest booted again.
-    Restarted,
     /// Something was lost or left behind.
     Lost(String),
     /// The fault could not be injected here (no `tc`).
@@ -94,7 +94,6 @@ impl Verdict {
     fn cell(&self) -> &'static str {
         match self {
             Self::Survived => "survived",
-            Self::Restarted => "restarted",
             Self::Lost(_) => "LOST",
             Self::Skipped(_) => "skipped",
         }
@@ -683,7 +682,9 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
     })();
     match verdict {
         Ok(true) => Verdict::Survived,
-        Ok(false) => Verdict::Restarted,
+        Ok(false) => Verdict::Lost(
+            "the guest booted again after the fault: its state before the fault is lost".into(),
+        ),
         Err(e) => Verdict::Lost(e),
     }
 }
@@ -777,8 +778,8 @@ fn run_matrix(
         table.push('\n');
     }
     table.push_str(
-        "survived: invariants hold and the LPAR kept its state; restarted: the only running copy\n\
-         died with its hvmsim process and the LPAR booted again after `lparmover recover`\n",
+        "survived: invariants hold and the LPAR kept its state (its heartbeat went on from where it\n\
+         was at the fault); LOST: an invariant failed or the guest had to boot again\n",
     );
     {
         use std::io::Write;

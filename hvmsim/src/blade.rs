@@ -206,7 +206,9 @@ impl BladeService {
             self.log.record(
                 LogLevel::Warning,
                 "lpar",
-                format!("LPAR {number}: a VM process ran for it but nothing here claims it; stopped"),
+                format!(
+                    "LPAR {number}: a VM process ran for it but nothing here claims it; stopped"
+                ),
             );
             to_stop.push(guest);
         }

@@ -20,5 +20,5 @@ pub mod probe;
 pub mod serve;
 pub mod store;
 pub mod syslog;
-pub mod wwn;
 pub mod vmproc;
+pub mod wwn;

@@ -751,12 +751,10 @@ impl BladeService {
         let guest = job.guest()?;
         let watch = HeartbeatWatch::start(guest.clone(), HEARTBEAT_PERIOD);
         let resumed = guest.clone();
-        tokio::task::spawn_blocking(move || {
-            guest.resume()
-        })
-        .await
-        .map_err(|e| EmgError::new(Emg::Internal, e.to_string()))?
-        .map_err(|e| EmgError::new(Emg::Internal, format!("resuming the guest failed: {e}")))?;
+        tokio::task::spawn_blocking(move || guest.resume())
+            .await
+            .map_err(|e| EmgError::new(Emg::Internal, e.to_string()))?
+            .map_err(|e| EmgError::new(Emg::Internal, format!("resuming the guest failed: {e}")))?;
         *lock(&job.watch) = Some(watch);
         lock(&self.guests).insert(number, GuestHandle::new(resumed));
         // Keep sampling only until the first heartbeat after the resume has been seen.
@@ -1169,16 +1167,14 @@ impl BladeService {
                         migration_logins
                             .push((number, lpar.vfcs.iter().map(|v| v.migration_wwpn).collect()));
                     }
-                    format!(
-                        "job {job}: LPAR {number} had resumed here; WWPN swap pending"
-                    )
+                    format!("job {job}: LPAR {number} had resumed here; WWPN swap pending")
                 }
                 (Role::Source, _) if adopted.contains_key(&number) => {
                     // The guest outlived the blade process: it stays here, running (or paused,
                     // if the move was switching over) until the manager settles the move.
-                    let guest = adopted.remove(&number).ok_or_else(|| {
-                        EmgError::new(Emg::Internal, "adopted guest vanished")
-                    })?;
+                    let guest = adopted
+                        .remove(&number)
+                        .ok_or_else(|| EmgError::new(Emg::Internal, "adopted guest vanished"))?;
                     if let Err(e) = guest.stop_dirty_tracking() {
                         self.log.record(
                             LogLevel::Warning,
@@ -1194,7 +1190,11 @@ impl BladeService {
                     }
                     format!(
                         "job {job}: LPAR {number} was being sent when the HVM stopped; its guest kept {} in its VM process; the manager settles the move",
-                        if paused { "its memory, paused" } else { "running" }
+                        if paused {
+                            "its memory, paused"
+                        } else {
+                            "running"
+                        }
                     )
                 }
                 (Role::Source, _) => {

@@ -76,6 +76,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let store = StateDir::open(&args.state_dir)?;
     let span = tracing::info_span!("blade", name = %definition.blade.name);
     let _entered = span.enter();
+    crate::guest::memory::allow_shared_huge_pages();
     let (service, fresh) = BladeService::open(store.clone(), definition, args.guest.into())?;
     let ip = {
         let inv = service.inventory();

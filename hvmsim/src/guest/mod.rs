@@ -259,8 +259,7 @@ impl Guest {
                     after_ms,
                     "guest OS shutdown requested; the guest will comply"
                 );
-                self.vm
-                    .request_shutdown(Duration::from_millis(after_ms))?;
+                self.vm.request_shutdown(Duration::from_millis(after_ms))?;
                 Ok(true)
             }
             ShutdownBehaviour::Refuse => {

@@ -52,7 +52,8 @@ struct Server {
 impl Server {
     fn hello(&self) -> VmHello {
         VmHello {
-            awaiting_state: self.hello.awaiting_state && !self.state_restored.load(Ordering::Acquire),
+            awaiting_state: self.hello.awaiting_state
+                && !self.state_restored.load(Ordering::Acquire),
             ..self.hello.clone()
         }
     }
@@ -205,7 +206,9 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
         match stop_rx.recv_timeout(WATCHDOG_PERIOD) {
             Ok(()) => break,
             Err(mpsc::RecvTimeoutError::Timeout) if !args.socket.exists() => {
-                tracing::warn!("the VM's socket file is gone (the blade's state was removed); stopping");
+                tracing::warn!(
+                    "the VM's socket file is gone (the blade's state was removed); stopping"
+                );
                 server.vm.stop();
                 break;
             }

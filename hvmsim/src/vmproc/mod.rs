@@ -63,7 +63,11 @@ pub struct VmProcess {
 
 impl std::fmt::Debug for VmProcess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VmProcess(lpar {}, pid {})", self.hello.lpar, self.hello.pid)
+        write!(
+            f,
+            "VmProcess(lpar {}, pid {})",
+            self.hello.lpar, self.hello.pid
+        )
     }
 }
 
@@ -73,12 +77,23 @@ impl VmProcess {
         self.hello.pid
     }
 
+    /// Sends one request and reads its answer. Every request but [`Request::Status`] and
+    /// [`Request::Hello`] may change the run state, so the cached state is dropped under the
+    /// same lock that orders the requests: a status answer read before a pause can never be
+    /// cached after it.
     fn call(&self, request: &Request) -> Result<Response, PartitionError> {
         let mut conn = lock(&self.conn);
         let Some(stream) = conn.as_mut() else {
             return Err(PartitionError::GuestStopped(self.lost_reason()));
         };
         let result = wire::write_msg(stream, request).and_then(|()| wire::read_msg(stream));
+        match (request, &result) {
+            (Request::Status, Ok(Response::Status(status))) => {
+                *lock(&self.cache) = Some((Instant::now(), status.clone()));
+            }
+            (Request::Status | Request::Hello, _) => {}
+            _ => *lock(&self.cache) = None,
+        }
         match result {
             Ok(Response::Failed(e)) => Err(e.into()),
             Ok(r) => Ok(r),
@@ -102,7 +117,6 @@ impl VmProcess {
     }
 
     fn done(&self, request: &Request) -> Result<(), PartitionError> {
-        *lock(&self.cache) = None;
         match self.call(request)? {
             Response::Done => Ok(()),
             other => Err(unexpected(&other)),
@@ -182,7 +196,9 @@ impl VmOps for VmProcess {
                 Response::Bitmap { pages } => {
                     let words = wire::bytes_to_words(&wire::read_raw(stream)?)?;
                     if words.len() as u64 != pages.div_ceil(64) {
-                        return Err(std::io::Error::other("bitmap frame does not match its size"));
+                        return Err(std::io::Error::other(
+                            "bitmap frame does not match its size",
+                        ));
                     }
                     Ok(Ok(DirtyBitmap::from_words(pages, words)))
                 }
@@ -215,7 +231,6 @@ impl VmOps for VmProcess {
     }
 
     fn pause(&self) -> Result<Duration, PartitionError> {
-        *lock(&self.cache) = None;
         match self.call(&Request::Pause)? {
             Response::Paused(d) => Ok(d),
             other => Err(unexpected(&other)),
@@ -232,16 +247,14 @@ impl VmOps for VmProcess {
         {
             return status.clone();
         }
-        let status = match self.call(&Request::Status) {
+        match self.call(&Request::Status) {
             Ok(Response::Status(s)) => s,
             Ok(other) => {
                 tracing::warn!(answer = ?other, "unexpected answer to a status request");
-                return lost_status(format!("unexpected answer {other:?}"));
+                lost_status(format!("unexpected answer {other:?}"))
             }
-            Err(e) => return lost_status(e.to_string()),
-        };
-        *lock(&self.cache) = Some((Instant::now(), status.clone()));
-        status
+            Err(e) => lost_status(e.to_string()),
+        }
     }
 
     fn set_rate(&self, mbps: f64) -> Result<(), PartitionError> {
@@ -298,8 +311,7 @@ pub fn spawn(
     incoming: bool,
 ) -> Result<Arc<Guest>, GuestError> {
     let fail = |why: String| GuestError::InvalidSpec(why);
-    std::fs::create_dir_all(dir)
-        .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
     let socket = dir.join(format!(
         "lpar-{}-{:016x}.sock",
         lpar.get(),
@@ -311,12 +323,13 @@ pub fn spawn(
             socket.display()
         )));
     }
-    let exe = std::env::current_exe()
-        .map_err(|e| fail(format!("finding the hvmsim executable: {e}")))?;
+    let exe =
+        std::env::current_exe().map_err(|e| fail(format!("finding the hvmsim executable: {e}")))?;
     let spec_json = serde_json::to_string(spec).map_err(|e| fail(e.to_string()))?;
-    let (memory, memory_fd) = GuestMemory::shared(spec.memory_bytes, &format!("lpar-{}", lpar.get()))?;
-    let (mut ours, theirs) = UnixStream::pair()
-        .map_err(io_err("creating the VM control socket"))?;
+    let (memory, memory_fd) =
+        GuestMemory::shared(spec.memory_bytes, &format!("lpar-{}", lpar.get()))?;
+    let (mut ours, theirs) =
+        UnixStream::pair().map_err(io_err("creating the VM control socket"))?;
     let mut command = Command::new(exe);
     command
         .arg("vm")
@@ -424,10 +437,19 @@ pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
     {
         Ok(Response::Hello(h)) => h,
         Ok(other) => return Err(GuestError::Partition(unexpected(&other))),
-        Err(e) => return Err(fail(format!("the VM on {} did not answer: {e}", socket.display()))),
+        Err(e) => {
+            return Err(fail(format!(
+                "the VM on {} did not answer: {e}",
+                socket.display()
+            )));
+        }
     };
-    let lpar = LparNumber::new(hello.lpar)
-        .map_err(|e| fail(format!("the VM on {} names a bad LPAR: {e}", socket.display())))?;
+    let lpar = LparNumber::new(hello.lpar).map_err(|e| {
+        fail(format!(
+            "the VM on {} names a bad LPAR: {e}",
+            socket.display()
+        ))
+    })?;
     // The memory file is still open in the VM process; opening its /proc link opens the same
     // file (root, or the same user, may).
     let path = format!("/proc/{}/fd/{}", hello.pid, wire::MEMORY_FD);

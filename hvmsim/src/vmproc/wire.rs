@@ -166,7 +166,8 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> std::io::Result<(
 /// Reads one JSON frame.
 pub fn read_msg<T: for<'de> Deserialize<'de>>(r: &mut impl Read) -> std::io::Result<T> {
     let body = read_raw(r)?;
-    serde_json::from_slice(&body).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Little-endian bytes of bitmap words.
@@ -198,7 +199,10 @@ mod tests {
         write_msg(&mut buf, &Request::SetThrottle(40)).expect("write");
         write_raw(&mut buf, &words_to_bytes(&[1, u64::MAX])).expect("write");
         let mut r = buf.as_slice();
-        assert!(matches!(read_msg::<Request>(&mut r), Ok(Request::SetThrottle(40))));
+        assert!(matches!(
+            read_msg::<Request>(&mut r),
+            Ok(Request::SetThrottle(40))
+        ));
         let words = bytes_to_words(&read_raw(&mut r).expect("raw")).expect("words");
         assert_eq!(words, vec![1, u64::MAX]);
         let mut huge = ((MAX_FRAME + 1) as u32).to_le_bytes().to_vec();

@@ -70,7 +70,28 @@ pub fn binary(name: &str) -> PathBuf {
             Some("debug") | None => "dev".to_owned(),
             Some(other) => other.to_owned(),
         };
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Cargo gives a test process the variables of the crate under test; a build script
+        // that watches one of them (ring's watches CARGO_MANIFEST_DIR) would otherwise see it
+        // change between this build and the next `cargo test`, and both would rebuild it and
+        // everything above it every time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
+        let status = build
             .args([
                 "build",
                 "--quiet",

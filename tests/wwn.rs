@@ -1,23 +1,30 @@
 //! WWN rollback end to end (the seed's ch. 3 "Rolling back WWNs"): a live move whose destination
-//! dies mid-copy leaves the source marked, a marked HVM refuses new live moves with the seed's
-//! message, `lparmover rollback-wwn HVM/LPAR` rolls the WWNs back, and the move then succeeds.
+//! dies mid-copy leaves the source marked (case a), a marked HVM refuses new live moves with the
+//! seed's message, `lparmover rollback-wwn HVM/LPAR` rolls the WWNs back, and the move then
+//! succeeds. A source whose commit fails during recovery (its state disk is full) leaves the
+//! destination marked (case c) until the disk is freed and `lparmover rollback-wwn` settles the
+//! move.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::Duration;
 
+use lparmover::api::{HvmClient, Role, WwnRollbackReason};
 use lparmover::api::{MoveOptions, PrepareIncoming, StartSend};
 use lparmover::emg::Emg;
 use lparmover::jobs::journal::Outcome;
 use lparmover::jobs::{JobError, live_move};
 use lparmover::model::LparStatus;
 use lpm_tests::{
-    TestBlade, demo_fleet, find_lpar as find, live_move_losing_destination_mid_copy, profile_of,
-    run_binary, web01_to_b2 as request,
+    FailingStateDisk, TestBlade, demo_fleet, find_lpar as find,
+    live_move_losing_destination_mid_copy, manager_at_barrier, profile_of, run_binary,
+    web01_to_b2 as request,
 };
 use tokio_util::sync::CancellationToken;
 
 const SEED_MESSAGE: &str = "LPAR Migration was canceled. Migration WWNs are already used.";
+/// What an HVM that cannot write its state file answers.
+const NOT_SAVED: &str = "the HVM could not save its configuration information";
 
 fn cli(profile: &std::path::Path, args: &[&str]) -> (bool, String) {
     let mut all = vec!["--profile", profile.to_str().unwrap()];
@@ -187,6 +194,201 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
     assert_eq!(moved.lpar.status, LparStatus::Activated);
     assert_eq!(moved.fc_logins, before.fc_logins, "WWPNs moved with it");
     assert!(find(&src, "web-01").await.is_none());
+}
+
+/// web-01's heartbeat counter on `client`'s HVM, read twice 500 ms apart.
+async fn heartbeats(client: &HvmClient) -> Option<(u64, u64)> {
+    let read = || async {
+        find(client, "web-01")
+            .await
+            .and_then(|v| v.runtime.map(|r| r.heartbeat.counter))
+    };
+    let first = read().await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    Some((first, read().await?))
+}
+
+/// Across both HVMs: no WWPN logged in twice, no MAC on two running guests.
+async fn nothing_active_twice(clients: &[&HvmClient]) {
+    let (mut logins, mut macs) = (Vec::new(), Vec::new());
+    for client in clients {
+        for view in client.lpars().await.unwrap() {
+            let on = |name: String| format!("{name} ({}/{})", client.name(), view.lpar.name);
+            logins.extend(view.fc_logins.iter().map(|w| on(w.to_string())));
+            if view.runtime.is_some() && view.lpar.status == LparStatus::Activated {
+                macs.extend(view.lpar.vnics.iter().map(|n| on(n.mac.to_string())));
+            }
+        }
+    }
+    for (what, mut list) in [("WWPN logged in", logins), ("MAC of a running guest", macs)] {
+        list.sort();
+        let name = |entry: &String| entry.split(' ').next().unwrap_or_default().to_owned();
+        assert!(
+            !list.windows(2).any(|w| name(&w[0]) == name(&w[1])),
+            "a {what} appears twice: {list:?}"
+        );
+    }
+}
+
+fn unfinished_jobs(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data.join("journal"))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+                .filter_map(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Case (c): the destination resumed, the manager died before the source committed, and the
+/// source cannot commit during recovery because its state disk is full (it still answers). The
+/// destination runs the LPAR on the migration WWPNs and is marked; every way out is refused
+/// while the disk stays full; once it is freed, `lparmover rollback-wwn` (what the mark names)
+/// settles the move, the swap clears the mark, and the LPAR moves again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_source_that_cannot_commit_during_recovery_leaves_the_destination_marked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1_dir = dir.path().join("b1");
+    let mut disk = match FailingStateDisk::new(&b1_dir) {
+        Ok(disk) => disk,
+        Err(why) => {
+            eprintln!("SKIPPING WWN rollback case (c): {why}");
+            return;
+        }
+    };
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &b1_dir).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let (src, dst) = (b1.client(), b2.client());
+    let before = find(&src, "web-01").await.unwrap();
+    let migration_wwpns: Vec<_> = before.lpar.vfcs.iter().map(|v| v.migration_wwpn).collect();
+    // A data directory of its own: this test's `lparmover recover` settles only its own job.
+    let mut profile = profile_of(&[&b1, &b2]);
+    let data = dir.path().join("manager");
+    profile.data_dir = Some(data.clone());
+    let profile_path = dir.path().join("profile.toml");
+    profile.save(&profile_path).unwrap();
+    let back_to_b1 = ["migrate", "--from", "ch1-b2/web-01", "--to", "ch1-b1"];
+
+    // 1. The manager stops after the destination resumed, before the source commits, and dies.
+    let mut manager = manager_at_barrier(
+        &profile_path,
+        "swap",
+        &dir.path().join("fault"),
+        &["migrate", "--from", "ch1-b1/web-01", "--to", "ch1-b2"],
+    )
+    .unwrap();
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+    let resumed = find(&dst, "web-01").await.unwrap();
+    assert_eq!(resumed.lpar.status, LparStatus::Activated);
+    assert_eq!(resumed.fc_logins, migration_wwpns, "on the migration WWPNs");
+    let job = unfinished_jobs(&data);
+    assert_eq!(job.len(), 1, "{job:?}");
+    let job = job[0].clone();
+
+    // 2. The source's state disk fills up: it answers, but cannot record its commit.
+    disk.fail_writes();
+    let (ok, text) = cli(&profile_path, &["recover"]);
+    assert!(!ok, "recover cannot settle the move: {text}");
+    assert!(text.contains("not settled yet"), "{text}");
+    assert!(text.contains(NOT_SAVED), "the operator is told why: {text}");
+    assert!(!text.contains("Nothing to recover"), "{text}");
+
+    // The destination is marked (case c), the source is not, the job stays in the journal.
+    let marks = dst.wwn_rollbacks().await.unwrap();
+    assert_eq!(marks.len(), 1, "{marks:?}");
+    let mark = &marks[0];
+    assert_eq!(mark.lpar_name.as_str(), "web-01");
+    assert_eq!(mark.job, job);
+    assert_eq!(mark.role, Role::Destination);
+    assert_eq!(mark.peer, "ch1-b1");
+    assert_eq!(mark.reason, WwnRollbackReason::SourceCommitFailed);
+    assert_eq!(mark.migration_wwpns, migration_wwpns);
+    assert!(src.wwn_rollbacks().await.unwrap().is_empty());
+    assert_eq!(unfinished_jobs(&data), vec![job.clone()]);
+
+    // web-01 runs on exactly one blade, the destination; nothing is active twice.
+    let view = find(&dst, "web-01").await.unwrap();
+    assert_eq!(view.lpar.status, LparStatus::Activated);
+    assert_eq!(view.shown_status(), LparStatus::WwnRollbackPending);
+    assert_eq!(
+        view.fc_logins, migration_wwpns,
+        "still on the migration WWPNs"
+    );
+    let (h1, h2) = heartbeats(&dst).await.unwrap();
+    assert!(h2 > h1, "web-01 runs on ch1-b2 ({h1} → {h2})");
+    let left = find(&src, "web-01").await.unwrap();
+    assert_ne!(left.lpar.status, LparStatus::Activated, "{left:?}");
+    if let Some((h1, h2)) = heartbeats(&src).await {
+        assert_eq!(h1, h2, "the source's copy stays paused");
+    }
+    nothing_active_twice(&[&src, &dst]).await;
+
+    // The operator sees the mark ...
+    let (ok, text) = cli(&profile_path, &["rollback-wwn", "--list"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("ch1-b2/web-01"), "{text}");
+    assert!(
+        text.contains(WwnRollbackReason::SourceCommitFailed.label()),
+        "{text}"
+    );
+    assert!(
+        text.contains("LPARs with WWNs pending rollback: 1 LPARs"),
+        "{text}"
+    );
+    let (ok, text) = cli(&profile_path, &["fleet"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("LPARs with WWNs pending rollback: 1 LPARs"),
+        "{text}"
+    );
+    // ... a new live move of the LPAR is refused with the seed's message ...
+    let (ok, text) = cli(&profile_path, &back_to_b1);
+    assert!(!ok && text.contains(SEED_MESSAGE), "{text}");
+    assert!(
+        text.contains("lparmover rollback-wwn ch1-b2/web-01"),
+        "{text}"
+    );
+    // ... and rolling back refuses too while the source cannot commit: the mark stays.
+    let (ok, text) = cli(&profile_path, &["rollback-wwn", "ch1-b2/web-01"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains(NOT_SAVED), "{text}");
+    assert!(!text.contains("Rollback completed!"), "{text}");
+    assert_eq!(dst.wwn_rollbacks().await.unwrap(), marks);
+    assert_eq!(
+        find(&dst, "web-01").await.unwrap().fc_logins,
+        migration_wwpns
+    );
+    nothing_active_twice(&[&src, &dst]).await;
+
+    // 3. The disk is freed: the way out the mark names settles the move and clears the mark.
+    disk.repair();
+    let (ok, text) = cli(&profile_path, &["rollback-wwn", "ch1-b2/web-01"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("Rollback completed!"), "{text}");
+    assert!(dst.wwn_rollbacks().await.unwrap().is_empty());
+    assert!(src.wwn_rollbacks().await.unwrap().is_empty());
+    assert!(unfinished_jobs(&data).is_empty(), "the job is finished");
+    let moved = find(&dst, "web-01").await.unwrap();
+    assert_eq!(moved.shown_status(), LparStatus::Activated);
+    assert_eq!(moved.fc_logins, before.fc_logins, "vFCs on the WWPNs now");
+    assert!(find(&src, "web-01").await.is_none(), "the source let go");
+    let (h1, h2) = heartbeats(&dst).await.unwrap();
+    assert!(h2 > h1, "web-01 runs on ch1-b2 ({h1} → {h2})");
+    nothing_active_twice(&[&src, &dst]).await;
+    let (ok, text) = cli(&profile_path, &["recover"]);
+    assert!(ok && text.contains("Nothing to recover"), "{text}");
+
+    // 4. The move that was refused now succeeds.
+    let (ok, text) = cli(&profile_path, &back_to_b1);
+    assert!(ok, "{text}");
+    let back = find(&src, "web-01").await.unwrap();
+    assert_eq!(back.lpar.status, LparStatus::Activated);
+    assert_eq!(back.fc_logins, before.fc_logins);
+    assert!(find(&dst, "web-01").await.is_none());
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -70,7 +70,28 @@ pub fn binary(name: &str) -> PathBuf {
             Some("debug") | None => "dev".to_owned(),
             Some(other) => other.to_owned(),
         };
-        let status = Command::new(cargo)
+        let mut build = Command::new(cargo);
+        // Cargo gives a test process the variables of the crate under test; a build script
+        // that watches one of them (ring's watches CARGO_MANIFEST_DIR) would otherwise see it
+        // change between this build and the next `cargo test`, and both would rebuild it and
+        // everything above it every time.
+        for (name, _) in std::env::vars_os() {
+            let name = name.to_string_lossy();
+            if name.starts_with("CARGO_PKG_")
+                || matches!(
+                    &*name,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                )
+            {
+                build.env_remove(&*name);
+            }
+        }
+        let status = build
             .args([
                 "build",
                 "--quiet",
@@ -349,6 +370,145 @@ pub async fn live_move_losing_destination_mid_copy(
     match job.await {
         Ok(r) => r,
         Err(e) => panic!("the move task: {e}"),
+    }
+}
+
+/// Starts `lparmover ARGS` (with `--profile profile`) armed to stop at the fault-injection
+/// barrier `stage` (`lparmover::jobs::fault`), and waits until it stands there. The manager's
+/// output goes to `fault_dir/manager.log`; the caller kills it or writes `fault_dir/go`.
+pub fn manager_at_barrier(
+    profile: &Path,
+    stage: &str,
+    fault_dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<std::process::Child> {
+    use lparmover::jobs::fault::{BARRIER_ENV, DIR_ENV};
+    std::fs::create_dir_all(fault_dir)?;
+    let log = std::fs::File::create(fault_dir.join("manager.log"))?;
+    let mut manager = Command::new(binary("lparmover"))
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("LPARMOVER_DATA", test_data_dir())
+        .env(BARRIER_ENV, stage)
+        .env(DIR_ENV, fault_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .context("start lparmover")?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !fault_dir.join("reached").exists() {
+        let log = || std::fs::read_to_string(fault_dir.join("manager.log")).unwrap_or_default();
+        if let Some(status) = manager.try_wait()? {
+            bail!(
+                "the manager exited ({status}) before the {stage} barrier:\n{}",
+                log()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = manager.kill();
+            let _ = manager.wait();
+            bail!("the manager did not reach the {stage} barrier:\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(manager)
+}
+
+/// A blade's state directory whose writes can be made to fail for real, the way a full disk
+/// makes them fail: a 16 MiB tmpfs filled up to the last byte (root, as in the fault matrix), or,
+/// where mounting is not allowed, the directory made read-only (a file system remounted
+/// read-only after an error; permissions bind only a non-root process). Unmounted when dropped.
+#[derive(Debug)]
+pub struct FailingStateDisk {
+    dir: PathBuf,
+    mounted: bool,
+    filler: Option<PathBuf>,
+    read_only: bool,
+}
+
+impl FailingStateDisk {
+    /// Prepares `dir` (created if needed); `Err` says why writes there cannot be made to fail
+    /// (root without the right to mount a tmpfs).
+    pub fn new(dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if !mounted && unsafe { libc::geteuid() } == 0 {
+            return Err(
+                "cannot mount a tmpfs, and as root a read-only directory would not stop writes"
+                    .into(),
+            );
+        }
+        Ok(Self {
+            dir: dir.to_owned(),
+            mounted,
+            filler: None,
+            read_only: false,
+        })
+    }
+
+    /// From now on no file can be written in the directory (checked: panics if one still can).
+    pub fn fail_writes(&mut self) {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        if self.mounted {
+            let path = self.dir.join("filler");
+            let mut f = std::fs::File::create(&path).expect("create the filler");
+            let block = vec![0xA5u8; 64 * 1024];
+            while f.write_all(&block).is_ok() {}
+            // tmpfs takes the last partial pages one byte at a time.
+            while f.write_all(&[0xA5]).is_ok() {}
+            let _ = f.sync_all();
+            self.filler = Some(path);
+        } else {
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o555))
+                .expect("make the state directory read-only");
+            self.read_only = true;
+        }
+        let probe = self.dir.join(".probe");
+        let written = std::fs::File::create(&probe)
+            .and_then(|mut f| f.write_all(&[0u8; 4096]).and_then(|()| f.sync_all()));
+        let _ = std::fs::remove_file(&probe);
+        assert!(
+            written.is_err(),
+            "writes in {} still succeed: the fault is not real",
+            self.dir.display()
+        );
+    }
+
+    /// Writes work again (the filler is removed, or the directory writable again).
+    pub fn repair(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+        if let Some(path) = self.filler.take() {
+            std::fs::remove_file(&path).expect("remove the filler");
+        }
+        if self.read_only {
+            std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755))
+                .expect("make the state directory writable");
+            self.read_only = false;
+        }
+    }
+}
+
+impl Drop for FailingStateDisk {
+    fn drop(&mut self) {
+        if let Some(path) = self.filler.take() {
+            let _ = std::fs::remove_file(path);
+        }
+        if self.read_only {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o755));
+        }
+        if self.mounted {
+            let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
+        }
     }
 }
 

@@ -56,12 +56,15 @@ async fn defined_lpar_survives_kill_9_and_restart() {
     assert_eq!(active.lpar.status, LparStatus::Activated);
     let url_before = blade.profile.url.clone();
     let before = client.inventory().await.unwrap();
+    let beat_before = heartbeat(&client, number).await;
 
     blade.kill9();
     assert!(
         client.inventory().await.is_err(),
         "a killed blade must not answer"
     );
+    // The guest runs in its own VM process: it keeps beating while its blade is down.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     blade.restart().unwrap();
 
     assert_eq!(
@@ -87,6 +90,92 @@ async fn defined_lpar_survives_kill_9_and_restart() {
     assert!(
         again.runtime.is_some(),
         "the LPAR's guest runs again after the restart"
+    );
+    let beat_after = heartbeat(&blade.client(), number).await;
+    assert!(
+        beat_after > beat_before,
+        "the guest went on from heartbeat {beat_before} (now {beat_after}): it kept its state"
+    );
+    let logs = blade.client().logs(0).await.unwrap();
+    assert!(
+        logs.iter()
+            .any(|e| e.message.contains("(new-01): its guest kept running")),
+        "the restarted blade says it adopted the running guest"
+    );
+    assert!(
+        !logs
+            .iter()
+            .any(|e| e.message.contains("(new-01) re-activated")),
+        "the guest was adopted, not booted again"
+    );
+}
+
+/// The heartbeat counter of LPAR `number`'s guest (vCPU 0), once it is past zero.
+async fn heartbeat(client: &lparmover::api::HvmClient, number: LparNumber) -> u64 {
+    for _ in 0..200 {
+        let view = client.lpar(number).await.unwrap();
+        let beat = view.runtime.map_or(0, |r| r.heartbeat.counter);
+        if beat > 0 {
+            return beat;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("LPAR {number} shows no heartbeat");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_whose_vm_process_died_with_the_blade_boots_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let state = dir.path().join("b2");
+    let mut blade = TestBlade::start(&fleet_file, "ch1-b2", &state).unwrap();
+    let client = blade.client();
+    let number = client
+        .define(&new_lpar("new-02"), None)
+        .await
+        .unwrap()
+        .lpar
+        .number;
+    client.activate(number, None).await.unwrap();
+    heartbeat(&client, number).await;
+
+    // The host lost everything: the blade process and the VM process.
+    blade.kill9();
+    let vms = state.join("vms");
+    let killed = std::process::Command::new("pkill")
+        .args(["-KILL", "-f", "--", &format!("--socket {}", vms.display())])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "a VM process ran for the LPAR");
+    blade.restart().unwrap();
+
+    let view = blade.client().lpar(number).await.unwrap();
+    assert_eq!(view.lpar.status, LparStatus::Activated);
+    assert!(view.runtime.is_some(), "the LPAR's guest was booted again");
+    let logs = blade.client().logs(0).await.unwrap();
+    assert!(
+        logs.iter().any(|e| e
+            .message
+            .contains("(new-02) re-activated after HVM restart")),
+        "the blade says it booted the guest again"
+    );
+    let left: Vec<_> = std::fs::read_dir(&vms)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    let active = blade
+        .client()
+        .lpars()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|l| l.lpar.status == LparStatus::Activated)
+        .count();
+    assert_eq!(
+        left.len(),
+        active,
+        "one socket per running guest, the dead VMs' stale sockets removed: {left:?}"
     );
 }
 

@@ -104,8 +104,10 @@ impl BladeService {
     }
 
     /// Brings the HVM up: on first start defines the fleet file's LPARs (activating those marked
-    /// so); after a restart starts the guests of LPARs that were running and marks LPARs caught
-    /// mid-migration as requiring recovery.
+    /// so). After a restart it adopts the VM processes still running (`crate::vmproc`: a killed
+    /// blade process leaves its guests running), boots again the guests of activated LPARs whose
+    /// VM is gone, stops VMs nothing claims, and marks LPARs caught mid-migration without a
+    /// guest as requiring recovery.
     pub async fn boot(
         self: &Arc<Self>,
         definition: &FleetBlade,
@@ -152,8 +154,8 @@ impl BladeService {
                 std::collections::hash_map::Entry::Occupied(_) => to_stop.push(vm.guest),
             }
         }
-        let (migration_logins, stale) = self.settle_records_after_restart(&mut adopted)?;
-        to_stop.extend(stale);
+        let settled = self.settle_records_after_restart(&mut adopted)?;
+        to_stop.extend(settled.to_stop);
         let lpars: Vec<Lpar> = lock(&self.state).lpars.values().cloned().collect();
         for lpar in lpars {
             match lpar.status {
@@ -221,7 +223,7 @@ impl BladeService {
             .await
             .ok();
         }
-        for (number, wwpns) in migration_logins {
+        for (number, wwpns) in settled.migration_logins {
             self.set_fc_logins(number, wwpns);
         }
         Ok(())

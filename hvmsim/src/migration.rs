@@ -48,6 +48,14 @@ impl std::fmt::Debug for Migrations {
     }
 }
 
+/// What [`BladeService::settle_records_after_restart`] leaves for the boot to do.
+pub(crate) struct Settled {
+    /// LPARs to log in with their migration WWPNs (or, for an adopted source, its WWPNs).
+    pub migration_logins: Vec<(LparNumber, Vec<Wwpn>)>,
+    /// VMs that outlived the old process but hold nothing anyone may run.
+    pub to_stop: Vec<Arc<Guest>>,
+}
+
 impl Migrations {
     /// Takes the guests the moves on this blade hold (process shutdown: they are stopped).
     pub(crate) fn take_guests(&self) -> Vec<Arc<Guest>> {
@@ -1116,7 +1124,7 @@ impl BladeService {
     pub(crate) fn settle_records_after_restart(
         &self,
         adopted: &mut HashMap<LparNumber, Arc<Guest>>,
-    ) -> Result<(Vec<(LparNumber, Vec<Wwpn>)>, Vec<Arc<Guest>>), EmgError> {
+    ) -> Result<Settled, EmgError> {
         let mut to_stop = Vec::new();
         let records: Vec<(String, MigrationRecord)> = lock(&self.state)
             .migrations
@@ -1211,7 +1219,10 @@ impl BladeService {
             };
             self.log.record(LogLevel::Warning, "migration", note);
         }
-        Ok((migration_logins, to_stop))
+        Ok(Settled {
+            migration_logins,
+            to_stop,
+        })
     }
 
     /// Clears "requires recovery" on an LPAR no move still claims: it becomes Deactivated.

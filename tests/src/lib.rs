@@ -213,6 +213,10 @@ pub fn run_binary_with_data(
     let mut child = Command::new(binary(name))
         .args(args)
         .env("LPARMOVER_DATA", OsStr::new(data))
+        // The hvmsim `binary` built: `lparmover demo` and `bench` would otherwise run cargo
+        // themselves (they see CARGO in this process's environment), with this test crate's
+        // CARGO_* variables, and rebuild what `binary` just built without them.
+        .env("LPARMOVER_HVMSIM", binary("hvmsim"))
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()

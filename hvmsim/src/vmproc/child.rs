@@ -140,6 +140,14 @@ impl Server {
 
 /// Runs a VM process; returns when the VM stopped.
 pub fn run(args: VmArgs) -> anyhow::Result<()> {
+    for fd in [wire::MEMORY_FD, wire::CONTROL_FD] {
+        // SAFETY: F_GETFD only reads the flags of a descriptor number; a closed one gives EBADF.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            anyhow::bail!(
+                "fd {fd} is not open: `hvmsim vm` is started by a blade (`hvmsim serve`), which passes it the guest memory and control socket; do not run it by hand"
+            );
+        }
+    }
     // SAFETY: the blade starts this process with the guest memory file at MEMORY_FD and its end
     // of the control socket pair at CONTROL_FD (see `super::spawn`); nothing else owns them.
     let (memory_fd, control) = unsafe {

@@ -77,36 +77,48 @@ impl VmProcess {
         self.hello.pid
     }
 
-    /// Sends one request and reads its answer. Every request but [`Request::Status`] and
-    /// [`Request::Hello`] may change the run state, so the cached state is dropped under the
-    /// same lock that orders the requests: a status answer read before a pause can never be
-    /// cached after it.
-    fn call(&self, request: &Request) -> Result<Response, PartitionError> {
+    /// Sends one request, reads its answer and hands it to `then` (which may read more from
+    /// the stream). A broken connection marks the VM lost. Every request but
+    /// [`Request::Status`] and [`Request::Hello`] may change the run state, so the cached state
+    /// is dropped under the same lock that orders the requests: a status answer read before a
+    /// pause can never be cached after it.
+    fn exchange<T>(
+        &self,
+        request: &Request,
+        then: impl FnOnce(&mut UnixStream, Response) -> std::io::Result<T>,
+    ) -> Result<T, PartitionError> {
         let mut conn = lock(&self.conn);
         let Some(stream) = conn.as_mut() else {
             return Err(PartitionError::GuestStopped(self.lost_reason()));
         };
-        let result = wire::write_msg(stream, request).and_then(|()| wire::read_msg(stream));
-        match (request, &result) {
-            (Request::Status, Ok(Response::Status(status))) => {
-                *lock(&self.cache) = Some((Instant::now(), status.clone()));
-            }
-            (Request::Status | Request::Hello, _) => {}
-            _ => *lock(&self.cache) = None,
+        let result = wire::write_msg(stream, request)
+            .and_then(|()| wire::read_msg::<Response>(stream))
+            .and_then(|response| {
+                if let (Request::Status, Response::Status(status)) = (request, &response) {
+                    *lock(&self.cache) = Some((Instant::now(), status.clone()));
+                }
+                then(stream, response)
+            });
+        if !matches!(request, Request::Status | Request::Hello) {
+            *lock(&self.cache) = None;
         }
-        match result {
-            Ok(Response::Failed(e)) => Err(e.into()),
-            Ok(r) => Ok(r),
-            Err(e) => {
-                let why = format!(
-                    "the VM process of LPAR {} (pid {}) stopped answering: {e}",
-                    self.hello.lpar, self.hello.pid
-                );
-                tracing::error!(lpar = self.hello.lpar, error = %e, "VM process lost");
-                *conn = None;
-                *lock(&self.lost) = Some(why.clone());
-                Err(PartitionError::GuestStopped(why))
-            }
+        result.map_err(|e| {
+            let why = format!(
+                "the VM process of LPAR {} (pid {}) stopped answering: {e}",
+                self.hello.lpar, self.hello.pid
+            );
+            tracing::error!(lpar = self.hello.lpar, error = %e, "VM process lost");
+            *conn = None;
+            *lock(&self.lost) = Some(why.clone());
+            PartitionError::GuestStopped(why)
+        })
+    }
+
+    /// [`Self::exchange`] for a request answered by one response; a refusal is an error.
+    fn call(&self, request: &Request) -> Result<Response, PartitionError> {
+        match self.exchange(request, |_, response| Ok(response))? {
+            Response::Failed(e) => Err(e.into()),
+            response => Ok(response),
         }
     }
 
@@ -186,13 +198,8 @@ impl VmOps for VmProcess {
     }
 
     fn take_dirty_log(&self) -> Result<DirtyBitmap, PartitionError> {
-        let mut conn = lock(&self.conn);
-        let Some(stream) = conn.as_mut() else {
-            return Err(PartitionError::GuestStopped(self.lost_reason()));
-        };
-        let result = wire::write_msg(stream, &Request::TakeDirtyLog)
-            .and_then(|()| wire::read_msg::<Response>(stream))
-            .and_then(|r| match r {
+        self.exchange(&Request::TakeDirtyLog, |stream, response| {
+            Ok(match response {
                 Response::Bitmap { pages } => {
                     let words = wire::bytes_to_words(&wire::read_raw(stream)?)?;
                     if words.len() as u64 != pages.div_ceil(64) {
@@ -200,23 +207,12 @@ impl VmOps for VmProcess {
                             "bitmap frame does not match its size",
                         ));
                     }
-                    Ok(Ok(DirtyBitmap::from_words(pages, words)))
+                    Ok(DirtyBitmap::from_words(pages, words))
                 }
-                Response::Failed(e) => Ok(Err(PartitionError::from(e))),
-                other => Ok(Err(unexpected(&other))),
-            });
-        match result {
-            Ok(r) => r,
-            Err(e) => {
-                let why = format!(
-                    "the VM process of LPAR {} stopped answering: {e}",
-                    self.hello.lpar
-                );
-                *conn = None;
-                *lock(&self.lost) = Some(why.clone());
-                Err(PartitionError::GuestStopped(why))
-            }
-        }
+                Response::Failed(e) => Err(PartitionError::from(e)),
+                other => Err(unexpected(&other)),
+            })
+        })?
     }
 
     fn save_state(&self) -> Result<VcpuState, PartitionError> {
@@ -395,34 +391,43 @@ pub fn spawn(
     };
     ours.set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(io_err("setting a socket timeout"))?;
-    let activation = hello.activation;
-    let awaiting = hello.awaiting_state;
     tracing::info!(lpar = lpar.get(), pid = hello.pid, "VM process started");
+    Ok(guest_of(hello, socket, ours, Some(child), memory))
+}
+
+/// The guest a blade drives through the VM process that said `hello` on `conn`.
+fn guest_of(
+    hello: VmHello,
+    socket: PathBuf,
+    conn: UnixStream,
+    child: Option<Child>,
+    memory: GuestMemory,
+) -> Arc<Guest> {
+    let spec = hello.spec.clone();
+    let (awaiting, activation) = (hello.awaiting_state, hello.activation);
     let vm = VmProcess {
         hello,
         socket,
-        conn: Mutex::new(Some(ours)),
+        conn: Mutex::new(Some(conn)),
         lost: Mutex::new(None),
-        child: Mutex::new(Some(child)),
+        child: Mutex::new(child),
         cache: Mutex::new(None),
     };
-    Ok(Arc::new(Guest::assemble(
-        spec,
+    Arc::new(Guest::assemble(
+        &spec,
         Arc::new(memory),
         Box::new(vm),
         awaiting,
         activation,
-    )))
+    ))
 }
 
 /// A VM process a restarted blade found running.
 pub struct Adopted {
     /// The LPAR it runs.
     pub lpar: LparNumber,
-    /// Its guest.
+    /// Its guest ([`Guest::awaiting_state`]: an incoming one that never received vCPU state).
     pub guest: Arc<Guest>,
-    /// It is an incoming guest that never received vCPU state.
-    pub awaiting_state: bool,
 }
 
 /// Connects to the VM process listening on `socket` and maps its memory.
@@ -459,27 +464,9 @@ pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
         .open(&path)
         .map_err(|e| fail(format!("opening the guest memory {path}: {e}")))?;
     let memory = GuestMemory::attach(&file, hello.spec.memory_bytes)?;
-    let spec = hello.spec.clone();
-    let awaiting = hello.awaiting_state;
-    let activation = hello.activation;
-    let vm = VmProcess {
-        hello,
-        socket: socket.to_owned(),
-        conn: Mutex::new(Some(conn)),
-        lost: Mutex::new(None),
-        child: Mutex::new(None),
-        cache: Mutex::new(None),
-    };
     Ok(Adopted {
         lpar,
-        guest: Arc::new(Guest::assemble(
-            &spec,
-            Arc::new(memory),
-            Box::new(vm),
-            awaiting,
-            activation,
-        )),
-        awaiting_state: awaiting,
+        guest: guest_of(hello, socket.to_owned(), conn, None, memory),
     })
 }
 

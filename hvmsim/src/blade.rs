@@ -244,9 +244,6 @@ impl BladeService {
             if probe.has_shut_down() {
                 return Ok(Adoption::ShutDown);
             }
-            // Whatever a move left switched on is switched off: this HVM decides afresh.
-            probe.stop_dirty_tracking().map_err(|e| e.to_string())?;
-            probe.set_throttle(0).map_err(|e| e.to_string())?;
             if probe.is_paused() {
                 // Activated here means it runs here (a destination that recorded the resume
                 // before it could resume the vCPUs).

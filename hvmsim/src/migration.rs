@@ -1026,9 +1026,8 @@ impl BladeService {
                 let holds_guest = guest.is_some();
                 if let Some(guest) = guest {
                     tokio::task::spawn_blocking(move || {
+                        // Adoption already switched dirty logging and throttling off.
                         let g = guest.guest();
-                        let _ = g.stop_dirty_tracking();
-                        let _ = g.set_throttle(0);
                         if g.is_paused() { g.resume() } else { Ok(()) }
                     })
                     .await
@@ -1180,17 +1179,10 @@ impl BladeService {
                 (Role::Source, _) if adopted.contains_key(&number) => {
                     // The guest outlived the blade process: it stays here, running (or paused,
                     // if the move was switching over) until the manager settles the move.
+                    // Adoption switched its dirty logging and throttling off.
                     let guest = adopted
                         .remove(&number)
                         .ok_or_else(|| EmgError::new(Emg::Internal, "adopted guest vanished"))?;
-                    if let Err(e) = guest.stop_dirty_tracking() {
-                        self.log.record(
-                            LogLevel::Warning,
-                            "migration",
-                            format!("job {job}: dirty tracking of LPAR {number} not stopped: {e}"),
-                        );
-                    }
-                    let _ = guest.set_throttle(0);
                     let paused = guest.is_paused();
                     lock(&self.guests).insert(number, GuestHandle::new(guest));
                     if let Ok(lpar) = lock(&self.state).lpar(number) {

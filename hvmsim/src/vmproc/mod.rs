@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use lparmover::model::{GuestSpec, LparNumber};
-use lparmover::partition::{DirtyBitmap, PartitionError, VcpuState};
+use lparmover::partition::{DirtyBitmap, Partition, PartitionError, VcpuState};
 
 use crate::guest::control::StopReason;
 use crate::guest::memory::GuestMemory;
@@ -430,7 +430,8 @@ pub struct Adopted {
     pub guest: Arc<Guest>,
 }
 
-/// Connects to the VM process listening on `socket` and maps its memory.
+/// Connects to the VM process listening on `socket`, maps its memory and switches off the dirty
+/// logging and throttling a move may have left on.
 pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
     let fail = |why: String| GuestError::NotRunning(why);
     let mut conn = UnixStream::connect(socket)
@@ -464,10 +465,13 @@ pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
         .open(&path)
         .map_err(|e| fail(format!("opening the guest memory {path}: {e}")))?;
     let memory = GuestMemory::attach(&file, hello.spec.memory_bytes)?;
-    Ok(Adopted {
-        lpar,
-        guest: guest_of(hello, socket.to_owned(), conn, None, memory),
-    })
+    let guest = guest_of(hello, socket.to_owned(), conn, None, memory);
+    // No move outlives the blade process that ran it: whatever an interrupted one switched on
+    // goes off before the restarted blade uses the guest. A VM that cannot do that is not
+    // adoptable.
+    guest.stop_dirty_tracking()?;
+    guest.set_throttle(0)?;
+    Ok(Adopted { lpar, guest })
 }
 
 /// Every VM process still running from an earlier life of the blade whose sockets are in `dir`.

@@ -4,6 +4,9 @@
 //! destination (paused, blank memory, no workload until vCPU state is restored and it resumes).
 //! Either returns an [`Arc<Guest>`]; [`Guest`] implements the migration engine's
 //! [`Partition`] trait plus what an HVM needs beyond it (dirty rate, shutdown, stats, stop).
+//! Those two run the vCPUs in this process ([`vm::LocalVm`]: `hvmsim bench-guest` and the unit
+//! tests); a blade runs every guest in a VM process of its own through `crate::vmproc`, whose
+//! [`Guest`] drives the same [`vm::VmOps`] over a socket.
 //!
 //! Two backends run the same workload (see [`workload`]) over the same memory layout (see
 //! [`layout`]):

@@ -698,16 +698,28 @@ impl BladeService {
     pub async fn resume_migration(&self, job_id: &str) -> Result<LparView, EmgError> {
         let job = self.live_job(job_id, Role::Destination)?;
         let number = lock(&job.status).lpar;
-        match job.phase() {
-            Phase::Resumed => return self.lpar(number),
-            Phase::SwitchoverReady | Phase::Committed => {}
-            other => {
-                return Err(EmgError::new(
-                    Emg::InvalidLparState,
-                    format!(
-                        "job {job_id} is {other:?} here; only a destination holding every page can resume"
-                    ),
-                ));
+        // The receiver tells the source it holds every page before its status reaches this job
+        // (a watch channel another task reads), so the manager's resume can arrive first: give
+        // the status a moment to catch up instead of refusing.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let notified = job.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match job.phase() {
+                Phase::Resumed => return self.lpar(number),
+                Phase::SwitchoverReady | Phase::Committed => break,
+                Phase::Prepared | Phase::Transferring if tokio::time::Instant::now() < deadline => {
+                    let _ = tokio::time::timeout_at(deadline, notified).await;
+                }
+                other => {
+                    return Err(EmgError::new(
+                        Emg::InvalidLparState,
+                        format!(
+                            "job {job_id} is {other:?} here; only a destination holding every page can resume"
+                        ),
+                    ));
+                }
             }
         }
         // Durable before the guest may run: a restart must know it ran here.

@@ -117,6 +117,22 @@ impl std::str::FromStr for LparRef {
     }
 }
 
+impl std::fmt::Display for LparSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Number(n) => write!(f, "{n}"),
+            Self::Name(name) => f.write_str(name),
+        }
+    }
+}
+
+impl std::fmt::Display for LparRef {
+    /// `HVM/LPAR`, as the operator wrote it (parses back to the same reference).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.hvm, self.lpar)
+    }
+}
+
 impl LparSelector {
     /// Finds the LPAR in an inventory.
     pub fn find<'a>(&self, inventory: &'a Inventory) -> Option<&'a crate::api::LparView> {
@@ -139,5 +155,8 @@ mod tests {
         assert_eq!(r.lpar, LparSelector::Number(LparNumber::new(3).unwrap()));
         assert!("ch1-b1".parse::<LparRef>().is_err());
         assert!("ch1-b1/99".parse::<LparRef>().is_err());
+        for text in ["ch1-b1/web-01", "ch1-b1/3"] {
+            assert_eq!(text.parse::<LparRef>().unwrap().to_string(), text);
+        }
     }
 }

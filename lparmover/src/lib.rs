@@ -17,6 +17,7 @@ pub mod history;
 pub mod jobs;
 pub mod model;
 pub mod mover;
+pub mod ops;
 pub mod partition;
 pub mod profile;
 pub mod tls;

@@ -150,7 +150,7 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     if args.reps == 0 {
         bail!("--reps must be at least 1");
     }
-    let hvmsim = super::demo::find_hvmsim()?;
+    let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
     let (workdir, _temp) = match &args.workdir {
         Some(dir) => (dir.clone(), None),
         None => {

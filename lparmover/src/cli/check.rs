@@ -1,44 +1,15 @@
 //! `lparmover check`: the Migration Config Viewer on the command line.
 
-use std::fmt::Write;
-use std::process::ExitCode;
-use std::str::FromStr;
-
 use lparmover::checks::{self, CheckReport, Group, Verdict};
 use lparmover::fleetview::LparRef;
-use lparmover::model::{LparNumber, Mode};
+use lparmover::model::Mode;
+use lparmover::ops::{self, CheckRequest, Destination};
 use lparmover::profile::Profile;
+use std::fmt::Write;
+use std::process::ExitCode;
 
 /// Exit code when at least one Error row stands.
 pub const EXIT_CHECK_ERRORS: u8 = 3;
-
-/// Where to: `HVM` (Auto number) or `HVM/N`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Destination {
-    /// HVM name.
-    pub hvm: String,
-    /// LPAR number to use there (`None` = Auto, the youngest free one).
-    pub number: Option<LparNumber>,
-}
-
-impl FromStr for Destination {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hvm, number) = match s.split_once('/') {
-            Some((h, n)) => (h, Some(n.parse::<LparNumber>().map_err(|e| e.to_string())?)),
-            None => (s, None),
-        };
-        if hvm.is_empty() {
-            return Err(format!(
-                "{s:?} is not HVM or HVM/N (e.g. ch1-b2 or ch1-b2/5)"
-            ));
-        }
-        Ok(Self {
-            hvm: hvm.to_owned(),
-            number,
-        })
-    }
-}
 
 /// Arguments of `lparmover check`.
 #[derive(Debug, clap::Args)]
@@ -65,11 +36,13 @@ pub struct CheckArgs {
 
 /// Runs the checks and prints the report.
 pub async fn run(profile: &Profile, args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let choice = checks::DestinationChoice {
-        number: args.to.number,
+    let request = CheckRequest {
+        source: args.from,
+        destination: args.to,
+        mode: args.mode,
         processor_group: args.processor_group,
     };
-    let report = checks::gather_for(profile, &args.from, &args.to.hvm, args.mode, choice).await?;
+    let report = ops::check(profile, &request).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use lparmover::connectivity::{self, ConnectivityReport, ProbeLimits};
+use lparmover::connectivity::{ConnectivityReport, ProbeLimits};
 use lparmover::profile::Profile;
 
 /// Arguments of `lparmover connectivity-test`.
@@ -38,7 +38,7 @@ pub async fn run(profile: &Profile, args: ConnectivityArgs) -> anyhow::Result<Ex
     if !args.json {
         println!("Connectivity Test {} -> {} started.", args.from, args.to);
     }
-    match connectivity::connectivity_test(profile, &args.from, &args.to, limits).await {
+    match lparmover::ops::connectivity_test(profile, &args.from, &args.to, limits).await {
         Ok(report) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

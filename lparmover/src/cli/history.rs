@@ -8,8 +8,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 use lparmover::dirs::ManagerDirs;
-use lparmover::history::{History, HistoryEntry, HistoryRow, TrialRecord};
-use serde::Serialize;
+use lparmover::history::{HistoryEntry, HistoryRow, TrialRecord};
 
 /// Arguments of `lparmover history`.
 #[derive(Debug, clap::Args)]
@@ -37,14 +36,9 @@ pub fn run(
         (None, Some(profile)) => ManagerDirs::for_profile(profile),
         (flag, _) => ManagerDirs::from_flag(flag),
     };
-    let history = History::open(&dirs.history_db())?;
     match &args.lpar {
         Some(lpar) => {
-            let view = LparHistory {
-                lpar: lpar.clone(),
-                placements: history.lpar_history(lpar)?,
-                rehearsals: history.trials_of(lpar)?,
-            };
+            let view = lparmover::ops::lpar_history(&dirs, lpar)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
@@ -53,7 +47,7 @@ pub fn run(
             }
         }
         None => {
-            let entries = history.entries(args.limit)?;
+            let entries = lparmover::ops::history(&dirs, args.limit)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&entries)?);
             } else {
@@ -62,17 +56,6 @@ pub fn run(
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// `lparmover history LPAR --json`.
-#[derive(Debug, Serialize)]
-pub struct LparHistory {
-    /// The LPAR.
-    pub lpar: String,
-    /// Now, old1, … oldN: where it ran after each migration instance.
-    pub placements: Vec<HistoryRow>,
-    /// Its rehearsals, newest first (they moved nothing).
-    pub rehearsals: Vec<TrialRecord>,
 }
 
 fn when(t: DateTime<Utc>) -> String {

@@ -5,16 +5,13 @@ use std::time::Duration;
 use anyhow::bail;
 use indicatif::{ProgressBar, ProgressStyle};
 use lparmover::api::MoveOptions;
-use lparmover::dirs::ManagerDirs;
-use lparmover::fleetview::{LparRef, LparSelector};
-use lparmover::history::History;
-use lparmover::jobs::{
-    ColdMoveReport, ColdMoveRequest, JobProgress, JobStage, LiveMoveReport, LiveMoveRequest,
-    live_move, shutdown_move,
-};
-use lparmover::model::{LparNumber, Mode};
+use lparmover::fleetview::LparRef;
+use lparmover::jobs::{ColdMoveReport, JobProgress, LiveMoveReport};
+use lparmover::model::Mode;
+use lparmover::ops::moves::{self, CancelOutcome, MoveControl, MoveEvent, ShutdownOptions};
+use lparmover::ops::recover::describe_job;
+use lparmover::ops::{Destination, MoveTarget};
 use lparmover::profile::Profile;
-use tokio_util::sync::CancellationToken;
 
 /// Options of `migrate`.
 #[derive(Debug, clap::Args)]
@@ -27,7 +24,7 @@ pub struct MigrateArgs {
     pub from: Option<LparRef>,
     /// Destination: HVM, or HVM/NUMBER for a given LPAR number (default: the youngest free).
     #[arg(long, required_unless_present = "return_lpar")]
-    pub to: Option<String>,
+    pub to: Option<Destination>,
     /// Return migration: move LPAR back to the HVM and LPAR number its last completed move came
     /// from (from the migration history).
     #[arg(long = "return", value_name = "LPAR", conflicts_with_all = ["from", "to"])]
@@ -74,65 +71,31 @@ pub fn parse_mode(text: &str) -> Result<Mode, String> {
 
 /// Parses `50ms`, `2s`, `15m`, `1h`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 50ms, 900s or 15m"))?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" | "" => value,
-        "m" | "min" => value * 60.0,
-        "h" => value * 3600.0,
-        other => {
-            return Err(format!(
-                "unknown unit {other:?} in {text:?}; use ms, s, m or h"
-            ));
+    lparmover::ops::parse_duration(text)
+}
+
+impl MigrateArgs {
+    /// What the move is asked to do: as given, or a return migration.
+    fn target(&self) -> anyhow::Result<MoveTarget> {
+        if let Some(lpar) = &self.return_lpar {
+            return Ok(MoveTarget::Return { lpar: lpar.clone() });
         }
-    };
-    if !secs.is_finite() || secs <= 0.0 {
-        return Err(format!("{text:?} must be a positive duration"));
+        let (Some(source), Some(destination)) = (&self.from, &self.to) else {
+            bail!("give --from and --to, or --return LPAR");
+        };
+        Ok(MoveTarget::Given {
+            source: source.clone(),
+            destination: destination.clone(),
+        })
     }
-    Ok(Duration::from_secs_f64(secs))
 }
 
-/// Source, destination HVM and destination number of a move: as given, or for `--return` from the
-/// migration history (where the LPAR is now → where its last completed move came from).
-pub fn endpoints(
-    args: &MigrateArgs,
-    dirs: &ManagerDirs,
-) -> anyhow::Result<(LparRef, String, Option<LparNumber>)> {
-    if let Some(name) = &args.return_lpar {
-        let history = History::open(&dirs.history_db())?;
-        let Some(now) = history.lpar_history(name)?.into_iter().next() else {
-            bail!(
-                "no migration history for LPAR {name:?}; a return migration needs a completed move to undo"
-            );
-        };
-        let Some(origin) = history.where_from(name)? else {
-            bail!("LPAR {name:?} has no completed move in the history to return from");
-        };
-        let source = LparRef {
-            hvm: now.hvm,
-            lpar: LparSelector::Number(now.number),
-        };
-        return Ok((source, origin.hvm, Some(origin.number)));
-    }
-    let (Some(from), Some(to)) = (&args.from, &args.to) else {
-        bail!("give --from and --to, or --return LPAR");
-    };
-    let (hvm, number) = destination(to)?;
-    Ok((from.clone(), hvm, number))
-}
-
-pub fn destination(to: &str) -> anyhow::Result<(String, Option<LparNumber>)> {
-    match to.split_once('/') {
-        Some((hvm, n)) if !hvm.is_empty() => Ok((hvm.to_owned(), Some(n.parse()?))),
-        Some(_) => bail!("--to {to:?} is not HVM or HVM/NUMBER"),
-        None => Ok((to.to_owned(), None)),
+fn print_event(event: &MoveEvent) {
+    match event {
+        MoveEvent::Settled(r) => eprintln!("recovered an unfinished job: {}", describe_job(r)),
+        MoveEvent::SettleFailed(e) => eprintln!("warning: unfinished jobs could not be read: {e}"),
+        MoveEvent::Stage(stage) => eprintln!("{stage}"),
+        MoveEvent::Progress(_) => {}
     }
 }
 
@@ -228,37 +191,28 @@ pub async fn run(
         );
     }
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (source, dest, dest_number) = endpoints(&args, &ManagerDirs::for_profile(&profile))?;
-    let request = LiveMoveRequest {
-        source,
-        destination: dest,
-        dest_number,
-        options: MoveOptions {
-            downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1),
-            timeout_s: args.timeout.as_secs().max(1),
-            auto_converge: !args.no_auto_converge,
-            compression: args.compression.clone(),
-            verify: args.verify,
-            bandwidth_limit: (args.bandwidth_limit > 0).then(|| args.bandwidth_limit * 1_000_000),
-            ..MoveOptions::default()
-        },
+    let target = args.target()?;
+    let options = MoveOptions {
+        downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1),
+        timeout_s: args.timeout.as_secs().max(1),
+        auto_converge: !args.no_auto_converge,
+        compression: args.compression.clone(),
+        verify: args.verify,
+        bandwidth_limit: (args.bandwidth_limit > 0)
+            .then(|| args.bandwidth_limit.saturating_mul(1_000_000)),
+        ..MoveOptions::default()
     };
-    super::recover::settle_unfinished_first(&profile).await;
-    let cancel = CancellationToken::new();
-    let on_ctrl_c = cancel.clone();
-    let past_commit = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let committed = past_commit.clone();
+    let control = MoveControl::new();
+    let on_ctrl_c = control.clone();
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
-            if committed.load(std::sync::atomic::Ordering::Acquire) {
-                eprintln!(
+            match on_ctrl_c.cancel() {
+                CancelOutcome::PastCommit => eprintln!(
                     "cancel refused: the move passed its commit point, the destination is authoritative; it completes"
-                );
-            } else {
-                eprintln!("cancelling: the source keeps running…");
-                on_ctrl_c.cancel();
+                ),
+                CancelOutcome::Cancelling => eprintln!("cancelling: the source keeps running…"),
             }
         }
     });
@@ -273,20 +227,10 @@ pub async fn run(
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     };
-    let result = live_move(
-        &profile,
-        &request,
-        |p| {
-            if matches!(
-                p.stage,
-                JobStage::Committing | JobStage::Resuming | JobStage::Releasing
-            ) {
-                past_commit.store(true, std::sync::atomic::Ordering::Release);
-            }
-            bar.set_message(progress_line(p))
-        },
-        cancel,
-    )
+    let result = moves::live(&profile, &target, options, &control, |event| match &event {
+        MoveEvent::Progress(p) => bar.set_message(progress_line(p)),
+        other => bar.suspend(|| print_event(other)),
+    })
     .await;
     bar.finish_and_clear();
     Ok(result?)
@@ -298,20 +242,17 @@ pub async fn run_cold(
     args: MigrateArgs,
 ) -> anyhow::Result<ColdMoveReport> {
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
-    let (source, destination, dest_number) = endpoints(&args, &ManagerDirs::for_profile(&profile))?;
-    let request = ColdMoveRequest {
-        source,
-        destination,
-        dest_number,
+    let target = args.target()?;
+    let options = ShutdownOptions {
         processor_group: args.processor_group,
         remote_shutdown: args.shutdown,
         shutdown_wait: args.shutdown_wait,
         activate: args.activate,
     };
     let json = args.json;
-    let report = shutdown_move(&profile, &request, |stage| {
-        if !json {
-            eprintln!("{stage}");
+    let report = moves::shutdown(&profile, &target, options, |event| {
+        if !json || !matches!(event, MoveEvent::Stage(_)) {
+            print_event(&event);
         }
     })
     .await?;

@@ -14,10 +14,8 @@ mod wwn;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use lparmover::api::HvmClient;
-use lparmover::fleetview::{FleetSnapshot, LparRef};
+use lparmover::fleetview::LparRef;
 use lparmover::profile::Profile;
 use tracing_subscriber::EnvFilter;
 
@@ -139,7 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Fleet { json } => {
             let profile = load_profile(cli.profile)?;
-            let snapshot = FleetSnapshot::gather(&profile).await;
+            let snapshot = lparmover::ops::inventory(&profile).await;
             if json {
                 println!("{}", serde_json::to_string_pretty(&snapshot)?);
             } else {
@@ -156,26 +154,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: LparCommand::Show { lpar, json },
         } => {
             let profile = load_profile(cli.profile)?;
-            let hvm = profile.hvm(&lpar.hvm)?;
-            let client = HvmClient::new(hvm)?;
-            let inventory = client.inventory().await?;
-            let view = lpar.lpar.find(&inventory).with_context(|| {
-                format!(
-                    "no LPAR {:?} on HVM {}; its LPARs: {}",
-                    lpar.lpar,
-                    lpar.hvm,
-                    inventory
-                        .lpars
-                        .iter()
-                        .map(|l| format!("{} {}", l.lpar.number, l.lpar.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            })?;
+            let view = lparmover::ops::lpar(&profile, &lpar).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(view)?);
+                println!("{}", serde_json::to_string_pretty(&view)?);
             } else {
-                print!("{}", render::lpar(&lpar.hvm, view));
+                print!("{}", render::lpar(&lpar.hvm, &view));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -183,20 +166,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: LparCommand::Activate { lpar },
         } => {
             let profile = load_profile(cli.profile)?;
-            let client = HvmClient::new(profile.hvm(&lpar.hvm)?)?;
-            let inventory = client.inventory().await?;
-            let number = lpar
-                .lpar
-                .find(&inventory)
-                .with_context(|| {
-                    format!(
-                        "no LPAR {:?} on HVM {}; see `lparmover fleet`",
-                        lpar.lpar, lpar.hvm
-                    )
-                })?
-                .lpar
-                .number;
-            let view = client.activate(number, None).await?;
+            let view = lparmover::ops::activate(&profile, &lpar).await?;
             println!(
                 "{}/{} (LPAR {}) is {}",
                 lpar.hvm,
@@ -255,14 +225,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .max(1),
                 ..Default::default()
             };
-            let report = lparmover::jobs::rehearse(
-                &profile,
-                &args.from,
-                &args.to,
-                &options,
-                lparmover::jobs::rehearsal::DEFAULT_SAMPLE,
-            )
-            .await?;
+            let report = lparmover::ops::rehearse(&profile, &args.from, &args.to, &options).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -4,9 +4,9 @@
 use std::process::ExitCode;
 
 use anyhow::bail;
-use lparmover::dirs::ManagerDirs;
 use lparmover::fleetview::LparRef;
-use lparmover::jobs::wwn::{PendingRollback, pending, rollback_wwn};
+use lparmover::jobs::wwn::PendingRollback;
+use lparmover::ops::recover::{pending_wwn_rollbacks, rollback_wwn};
 use lparmover::profile::Profile;
 
 #[derive(Debug, clap::Args)]
@@ -42,7 +42,7 @@ pub async fn run(profile: &Profile, args: RollbackWwnArgs) -> anyhow::Result<Exi
             Some(t) if t.contains('/') => bail!("--list takes an HVM, not HVM/LPAR ({t:?})"),
             other => other,
         };
-        let (marks, unreachable) = pending(profile, hvm).await?;
+        let (marks, unreachable) = pending_wwn_rollbacks(profile, hvm).await?;
         if args.json {
             println!("{}", serde_json::to_string_pretty(&marks)?);
         } else {
@@ -66,7 +66,7 @@ pub async fn run(profile: &Profile, args: RollbackWwnArgs) -> anyhow::Result<Exi
         );
     };
     let target: LparRef = target.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-    let report = rollback_wwn(profile, &ManagerDirs::for_profile(profile), &target).await?;
+    let report = rollback_wwn(profile, &target).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {

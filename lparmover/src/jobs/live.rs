@@ -120,6 +120,29 @@ impl JobStage {
         }
     }
 
+    /// Whether the job has passed its commit point here: from this stage on the destination is
+    /// authoritative, a cancel is refused and the move completes.
+    pub fn is_past_commit(self) -> bool {
+        matches!(
+            self,
+            Self::Committing | Self::Resuming | Self::Releasing | Self::Completed
+        )
+    }
+
+    /// Every stage of a successful move, in order (what a progress view lists).
+    pub const SUCCESS_PATH: [JobStage; 10] = [
+        Self::Checking,
+        Self::Locking,
+        Self::BackingUp,
+        Self::Preparing,
+        Self::Transferring,
+        Self::Suspending,
+        Self::Committing,
+        Self::Resuming,
+        Self::Releasing,
+        Self::Completed,
+    ];
+
     /// `0x4050 (SRC) Transferring Memory Data`.
     pub fn display(self) -> String {
         format!("0x{:04X} {}", self.code(), self.label())

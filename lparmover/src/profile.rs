@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::write_atomic_mode;
 
 /// A profile that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +108,7 @@ impl Profile {
         })
     }
 
-    /// Writes the profile atomically (creating its directory).
+    /// Writes the profile atomically with mode 0600 (creating its directory).
     pub fn save(&self, path: &Path) -> Result<(), ProfileError> {
         let write_err = |source| ProfileError::Write {
             path: path.display().to_string(),
@@ -119,7 +119,8 @@ impl Profile {
         }
         let text = toml::to_string_pretty(self)
             .map_err(|e| write_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
-        write_atomic(path, text.as_bytes()).map_err(write_err)
+        // It holds every HVM's token: owner-only from the moment it exists.
+        write_atomic_mode(path, text.as_bytes(), 0o600).map_err(write_err)
     }
 
     /// The HVM named `name`.

@@ -1,6 +1,18 @@
-//! The desktop navigator for operators (DESIGN §7): fleet trees, checks, migration progress,
-//! recovery, policies and history, talking only through the lparmover library and never blocking
-//! its UI thread on I/O.
+//! The desktop navigator for operators (DESIGN §7).
 //!
-//! Status: the crate exists so the workspace has its final shape; the egui application arrives
-//! with its issue.
+//! Shape, as in the egui demo app and rerun's viewer:
+//! - [`model`]: the app state, no egui types, unit-tested;
+//! - [`windows`]: one file per window or panel; each draws the model and pushes typed
+//!   [`command::Command`]s, never doing I/O in a frame;
+//! - [`engine`]: a tokio runtime that runs the commands through the same `lparmover::ops`
+//!   operations the CLI calls and sends [`command::Event`]s back with a repaint;
+//! - [`app`]: the eframe app that ties them together.
+
+pub mod app;
+pub mod command;
+pub mod engine;
+pub mod icons;
+pub mod model;
+pub mod windows;
+
+pub use app::NavigatorApp;

@@ -376,8 +376,9 @@ pub fn run(input: &CheckInput) -> CheckReport {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testutil;
+#[cfg(any(test, feature = "testutil"))]
+#[doc(hidden)]
+pub mod testutil;
 
 #[cfg(test)]
 mod tests {

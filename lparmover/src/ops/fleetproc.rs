@@ -50,11 +50,17 @@ impl FleetDirs {
 /// Why a fleet could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum FleetError {
-    /// The hvmsim program is missing.
+    /// A program of the fleet is missing.
     #[error(
-        "hvmsim not found next to {me}; build it with `cargo build --release -p hvmsim` or set LPARMOVER_HVMSIM"
+        "{name} not found next to {me}; build it with `cargo build --release -p {package}` or set {env}"
     )]
-    NoHvmsim {
+    NotFound {
+        /// The program.
+        name: String,
+        /// Its package.
+        package: String,
+        /// The variable that names it.
+        env: String,
         /// This executable.
         me: String,
     },
@@ -85,7 +91,26 @@ pub enum FleetError {
 /// Finds the hvmsim executable: `$LPARMOVER_HVMSIM`, or next to this executable (under
 /// `cargo run`, built on the spot with the same profile first, so it is never stale).
 pub fn find_hvmsim() -> Result<PathBuf, FleetError> {
-    if let Some(path) = std::env::var_os("LPARMOVER_HVMSIM") {
+    find_program("hvmsim", "hvmsim", "LPARMOVER_HVMSIM")
+}
+
+/// Finds the `lparmover` CLI the same way (`$LPARMOVER_CLI`, or next to this executable).
+pub fn find_lparmover() -> Result<PathBuf, FleetError> {
+    find_program("lparmover", "lparmover", "LPARMOVER_CLI")
+}
+
+/// The directory the navigator keeps its embedded demo fleet in, across runs
+/// (`$XDG_STATE_HOME/lparmover/navigator-demo`, or `~/.local/state/…`).
+pub fn demo_workdir() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    state.join("lparmover").join("navigator-demo")
+}
+
+fn find_program(name: &str, package: &str, env: &str) -> Result<PathBuf, FleetError> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
     let io = |what: &str| {
@@ -94,15 +119,15 @@ pub fn find_hvmsim() -> Result<PathBuf, FleetError> {
     };
     let me = std::env::current_exe().map_err(io("locate this executable"))?;
     let dir = me.parent().unwrap_or(Path::new("."));
-    let sibling = dir.join("hvmsim");
+    let sibling = dir.join(name);
     if let Some(cargo) = std::env::var_os("CARGO") {
         let profile = dir.file_name().and_then(|n| n.to_str()).unwrap_or("debug");
         let profile = if profile == "debug" { "dev" } else { profile };
-        tracing::info!(profile, "building hvmsim");
+        tracing::info!(profile, name, "building");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "hvmsim", "--profile", profile])
+            .args(["build", "--quiet", "-p", package, "--bin", name, "--profile", profile])
             .status()
-            .map_err(io("run cargo to build hvmsim"))?;
+            .map_err(io("run cargo to build the fleet's programs"))?;
         if !status.success() {
             return Err(FleetError::Build(status.to_string()));
         }
@@ -110,7 +135,10 @@ pub fn find_hvmsim() -> Result<PathBuf, FleetError> {
     if sibling.exists() {
         return Ok(sibling);
     }
-    Err(FleetError::NoHvmsim {
+    Err(FleetError::NotFound {
+        name: name.to_owned(),
+        package: package.to_owned(),
+        env: env.to_owned(),
         me: me.display().to_string(),
     })
 }

@@ -25,6 +25,7 @@ pub mod fleetproc;
 pub mod logs;
 pub mod moves;
 pub mod recover;
+pub mod register;
 pub mod stall;
 pub mod target;
 
@@ -38,7 +39,7 @@ use crate::jobs::{self, JobError, RehearsalReport};
 use crate::model::Mode;
 use crate::profile::Profile;
 
-pub use target::{Destination, MoveTarget, parse_duration};
+pub use target::{Destination, Endpoints, MoveTarget, parse_duration};
 
 /// Every HVM of the profile, asked at once (a dead blade costs its connect timeout, never the
 /// others' answers).

@@ -1,0 +1,127 @@
+//! What the UI asks of the engine, and what the engine reports back. The windows only ever
+//! push [`Command`]s; the engine only ever sends [`Event`]s.
+
+use std::time::Duration;
+
+use lparmover::api::MoveOptions;
+use lparmover::checks::CheckReport;
+use lparmover::connectivity::ConnectivityReport;
+use lparmover::fleetview::{HvmSnapshot, LparRef};
+use lparmover::history::HistoryEntry;
+use lparmover::jobs::wwn::PendingRollback;
+use lparmover::jobs::{ColdMoveReport, LiveMoveReport, RehearsalReport};
+use lparmover::ops::logs::{FleetLogEntry, LogFilter};
+use lparmover::ops::moves::{MoveEvent, ShutdownOptions};
+use lparmover::ops::recover::RecoverySummary;
+use lparmover::ops::{CheckRequest, LparHistory, MoveTarget};
+
+/// A request from the UI.
+#[derive(Clone, Debug)]
+pub enum Command {
+    /// Ask every HVM for its inventory again.
+    Refresh,
+    /// Show Config: run the checks.
+    Check(CheckRequest),
+    /// Migration Execute, Concurrent Maintenance.
+    MoveLive {
+        /// What to move where.
+        target: MoveTarget,
+        /// Tunables.
+        options: MoveOptions,
+    },
+    /// Migration Execute, Shutdown mode.
+    MoveShutdown {
+        /// What to move where.
+        target: MoveTarget,
+        /// Shutdown-mode options.
+        options: ShutdownOptions,
+    },
+    /// Cancel the running live move.
+    Cancel,
+    /// Extend the running live move's timeout.
+    Extend {
+        /// By how much.
+        by: Duration,
+    },
+    /// Rehearsal.
+    Rehearse {
+        /// The LPAR.
+        source: LparRef,
+        /// Destination HVM.
+        destination: String,
+    },
+    /// Connectivity Test between two HVMs.
+    ConnectivityTest {
+        /// Source HVM.
+        source: String,
+        /// Destination HVM.
+        destination: String,
+    },
+    /// Recovery Execute.
+    Recover,
+    /// Rollback WWN of one LPAR.
+    RollbackWwn(LparRef),
+    /// The WWN Status List.
+    ListWwnRollbacks,
+    /// Migration History (all, or of one LPAR).
+    History(Option<String>),
+    /// System Logs.
+    Logs(LogFilter),
+}
+
+/// A report from the engine.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Settling unfinished jobs at start-up (before the first refresh) is done.
+    StartupSettled(Result<Vec<String>, String>),
+    /// A refresh started (`hvms` answers will follow, one per HVM).
+    RefreshStarted,
+    /// One HVM answered (or failed / timed out).
+    Hvm(Box<HvmSnapshot>),
+    /// Show Config finished.
+    Checked(Box<Result<CheckReport, String>>),
+    /// A move started.
+    MoveStarted {
+        /// The LPAR as named.
+        lpar: String,
+        /// Source HVM.
+        source: String,
+        /// Destination HVM.
+        destination: String,
+        /// Whether it is live.
+        live: bool,
+    },
+    /// Something a running move said.
+    Move(MoveEvent),
+    /// A live move ended.
+    LiveMoveDone(Box<Result<LiveMoveReport, String>>),
+    /// A Shutdown-mode move ended.
+    ShutdownMoveDone(Box<Result<ColdMoveReport, String>>),
+    /// What a cancel request did, in words.
+    CancelAnswer(String),
+    /// What an extend request did, in words.
+    ExtendAnswer(Result<String, String>),
+    /// A rehearsal ended.
+    Rehearsed(Box<Result<RehearsalReport, String>>),
+    /// A Connectivity Test ended.
+    Connectivity(Box<Result<ConnectivityReport, String>>),
+    /// Recovery Execute ended.
+    Recovered(Box<Result<RecoverySummary, String>>),
+    /// A Rollback WWN ended.
+    RolledBack(Result<String, String>),
+    /// The WWN Status List.
+    WwnRollbacks(Result<Vec<PendingRollback>, String>),
+    /// Migration History.
+    History(Box<Result<HistoryView, String>>),
+    /// System Logs.
+    Logs(Result<Vec<FleetLogEntry>, String>),
+}
+
+/// What the Migration History window shows.
+#[derive(Clone, Debug)]
+pub enum HistoryView {
+    /// Every migration instance, newest first.
+    All(Vec<HistoryEntry>),
+    /// One LPAR's Now / old1 … and rehearsals.
+    Lpar(LparHistory),
+}

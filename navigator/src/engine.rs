@@ -1,0 +1,422 @@
+//! The background engine: a tokio runtime that runs the UI's [`Command`]s through the same
+//! `lparmover::ops` operations the CLI calls and sends [`Event`]s back, waking the UI with a
+//! repaint. The UI thread never waits on it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use lparmover::api::HvmClient;
+use lparmover::connectivity::ProbeLimits;
+use lparmover::dirs::ManagerDirs;
+use lparmover::emg::{Emg, EmgError};
+use lparmover::fleetview::HvmSnapshot;
+use lparmover::ops::moves::{self, CancelOutcome, MoveControl, MoveEvent};
+use lparmover::ops::recover::{self, describe_job};
+use lparmover::ops::{self, Endpoints};
+use lparmover::profile::Profile;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
+use tracing::{Instrument, info_span, warn};
+
+use crate::command::{Command, Event, HistoryView};
+use crate::model::HVM_ANSWER_TIMEOUT;
+
+/// How often the fleet is refreshed on its own.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(3);
+
+/// Wakes the UI (a repaint) when an event is waiting.
+pub type Waker = Arc<dyn Fn() + Send + Sync>;
+
+/// The handle the UI holds.
+pub struct Engine {
+    commands: UnboundedSender<Command>,
+    events: mpsc::Receiver<Event>,
+    running_move: Arc<Mutex<Option<RunningMove>>>,
+    _runtime: tokio::runtime::Runtime,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone)]
+struct RunningMove {
+    control: MoveControl,
+    source: String,
+    job: Arc<Mutex<Option<String>>>,
+}
+
+#[derive(Clone)]
+struct Outbox {
+    tx: mpsc::Sender<Event>,
+    wake: Waker,
+}
+
+impl Outbox {
+    fn send(&self, event: Event) {
+        if self.tx.send(event).is_ok() {
+            (self.wake)();
+        }
+    }
+}
+
+impl Engine {
+    /// Starts the engine for a profile. `settle_first` settles unfinished jobs before the
+    /// first refresh and reports what it did.
+    pub fn start(profile: Profile, wake: Waker, settle_first: bool) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("navigator-engine")
+            .enable_all()
+            .build()?;
+        let (commands, rx) = unbounded_channel();
+        let (tx, events) = mpsc::channel();
+        let outbox = Outbox { tx, wake };
+        let running_move = Arc::new(Mutex::new(None));
+        let worker = Worker {
+            profile: Arc::new(profile),
+            outbox,
+            clients: Arc::new(Mutex::new(HashMap::new())),
+            in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
+            running_move: running_move.clone(),
+        };
+        runtime.spawn(worker.run(rx, settle_first));
+        Ok(Self {
+            commands,
+            events,
+            running_move,
+            _runtime: runtime,
+        })
+    }
+
+    /// Queues a command (never blocks).
+    pub fn send(&self, command: Command) {
+        let _ = self.commands.send(command);
+    }
+
+    /// The next waiting event, if any (never blocks).
+    pub fn try_recv(&self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+
+    /// Cancels the running move at once (used when the app quits before the commit point).
+    pub fn cancel_running_move(&self) -> Option<CancelOutcome> {
+        let running = self.running_move.lock().ok()?.clone()?;
+        Some(running.control.cancel())
+    }
+}
+
+#[derive(Clone)]
+struct Worker {
+    profile: Arc<Profile>,
+    outbox: Outbox,
+    clients: Arc<Mutex<HashMap<String, HvmClient>>>,
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    running_move: Arc<Mutex<Option<RunningMove>>>,
+}
+
+impl Worker {
+    async fn run(self, mut rx: UnboundedReceiver<Command>, settle_first: bool) {
+        if settle_first {
+            let result = recover::settle_unfinished(&self.profile)
+                .await
+                .map(|reports| reports.iter().map(describe_job).collect())
+                .map_err(|e| e.to_string());
+            self.outbox.send(Event::StartupSettled(result));
+        }
+        self.refresh();
+        let mut ticker = tokio::time::interval(REFRESH_EVERY);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                command = rx.recv() => match command {
+                    Some(command) => self.handle(command),
+                    None => return,
+                },
+                _ = ticker.tick() => self.refresh(),
+            }
+        }
+    }
+
+    fn client(&self, name: &str) -> Result<HvmClient, String> {
+        let mut clients = self.clients.lock().map_err(|e| e.to_string())?;
+        if let Some(c) = clients.get(name) {
+            return Ok(c.clone());
+        }
+        let hvm = self.profile.hvm(name).map_err(|e| e.to_string())?;
+        let client = HvmClient::new(hvm).map_err(|e| e.to_string())?;
+        clients.insert(name.to_owned(), client.clone());
+        Ok(client)
+    }
+
+    /// Asks every HVM at once; each answer (or timeout) is its own event, so a hung blade
+    /// never delays the others, and an HVM whose last request still hangs is not asked again.
+    fn refresh(&self) {
+        self.outbox.send(Event::RefreshStarted);
+        for hvm in &self.profile.hvms {
+            let name = hvm.name.clone();
+            if let Ok(mut in_flight) = self.in_flight.lock()
+                && !in_flight.insert(name.clone())
+            {
+                continue;
+            }
+            let me = self.clone();
+            let chassis = hvm.chassis.clone();
+            let url = hvm.url.clone();
+            tokio::spawn(async move {
+                let result = match me.client(&name) {
+                    Ok(client) => {
+                        match tokio::time::timeout(HVM_ANSWER_TIMEOUT, client.inventory()).await {
+                            Ok(Ok(inv)) => Ok(inv),
+                            Ok(Err(e)) => Err(e.emg()),
+                            Err(_) => Err(EmgError::new(
+                                Emg::ConnectionRefusedMms,
+                                format!(
+                                    "HVM {name} did not answer within {:.1} s",
+                                    HVM_ANSWER_TIMEOUT.as_secs_f64()
+                                ),
+                            )),
+                        }
+                    }
+                    Err(e) => Err(EmgError::new(Emg::ConnectionRefusedMms, e)),
+                };
+                if let Ok(mut in_flight) = me.in_flight.lock() {
+                    in_flight.remove(&name);
+                }
+                let (inventory, error) = match result {
+                    Ok(inv) => (Some(inv), None),
+                    Err(e) => (None, Some(e)),
+                };
+                me.outbox.send(Event::Hvm(Box::new(HvmSnapshot {
+                    name,
+                    chassis,
+                    url,
+                    inventory,
+                    error,
+                })));
+            });
+        }
+    }
+
+    fn handle(&self, command: Command) {
+        let me = self.clone();
+        match command {
+            Command::Refresh => self.refresh(),
+            Command::Check(request) => {
+                tokio::spawn(async move {
+                    let result = ops::check(&me.profile, &request)
+                        .await
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::Checked(Box::new(result)));
+                });
+            }
+            Command::MoveLive { target, options } => {
+                tokio::spawn(async move { me.move_live(target, options).await });
+            }
+            Command::MoveShutdown { target, options } => {
+                tokio::spawn(async move {
+                    let Some(endpoints) = me.announce(&target, false) else {
+                        return;
+                    };
+                    let outbox = me.outbox.clone();
+                    let result = moves::shutdown(&me.profile, &target, options, |e| {
+                        outbox.send(Event::Move(e));
+                    })
+                    .instrument(info_span!("navigator move", lpar = %endpoints.source))
+                    .await
+                    .map_err(|e| e.to_string());
+                    me.outbox.send(Event::ShutdownMoveDone(Box::new(result)));
+                    me.refresh();
+                });
+            }
+            Command::Cancel => {
+                let answer = match self.running_move.lock().ok().and_then(|m| m.clone()) {
+                    None => "No migration is running.".to_owned(),
+                    Some(m) => match m.control.cancel() {
+                        CancelOutcome::Cancelling => {
+                            "Cancelling: the source keeps running, the destination scrubs what it received.".to_owned()
+                        }
+                        CancelOutcome::PastCommit => {
+                            "Cancel refused: the move passed its commit point; the destination is authoritative and the move completes.".to_owned()
+                        }
+                    },
+                };
+                self.outbox.send(Event::CancelAnswer(answer));
+            }
+            Command::Extend { by } => {
+                tokio::spawn(async move {
+                    let running = me.running_move.lock().ok().and_then(|m| m.clone());
+                    let result = match running {
+                        None => Err("No migration is running.".to_owned()),
+                        Some(m) => {
+                            let job = m.job.lock().ok().and_then(|j| j.clone());
+                            match job {
+                                None => Err("The move has no job yet; try again in a moment.".to_owned()),
+                                Some(job) => moves::extend(&me.profile, &m.source, &job, by.as_secs())
+                                    .await
+                                    .map(|s| format!(
+                                        "Timeout extended by {} s; the move now times out in {} s.",
+                                        by.as_secs(),
+                                        s.progress.map_or(0, |p| p.timeout_in_s)
+                                    ))
+                                    .map_err(|e| format!("Extend timeout failed: {e}")),
+                            }
+                        }
+                    };
+                    me.outbox.send(Event::ExtendAnswer(result));
+                });
+            }
+            Command::Rehearse {
+                source,
+                destination,
+            } => {
+                tokio::spawn(async move {
+                    let result = ops::rehearse(
+                        &me.profile,
+                        &source,
+                        &destination,
+                        &lparmover::api::MoveOptions::default(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string());
+                    me.outbox.send(Event::Rehearsed(Box::new(result)));
+                });
+            }
+            Command::ConnectivityTest {
+                source,
+                destination,
+            } => {
+                tokio::spawn(async move {
+                    let result = ops::connectivity_test(
+                        &me.profile,
+                        &source,
+                        &destination,
+                        ProbeLimits::default(),
+                    )
+                    .await
+                    .map_err(|e| e.emg().to_string());
+                    me.outbox.send(Event::Connectivity(Box::new(result)));
+                });
+            }
+            Command::Recover => {
+                tokio::spawn(async move {
+                    let result = recover::recover_all(&me.profile, None)
+                        .await
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::Recovered(Box::new(result)));
+                    me.refresh();
+                });
+            }
+            Command::RollbackWwn(target) => {
+                tokio::spawn(async move {
+                    let result = recover::rollback_wwn(&me.profile, &target)
+                        .await
+                        .map(|r| format!("LPAR {}/{}: {}", r.hvm, r.lpar, r.detail))
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::RolledBack(result));
+                    me.list_wwn_rollbacks().await;
+                    me.refresh();
+                });
+            }
+            Command::ListWwnRollbacks => {
+                tokio::spawn(async move { me.list_wwn_rollbacks().await });
+            }
+            Command::History(lpar) => {
+                let dirs = ManagerDirs::for_profile(&me.profile);
+                tokio::task::spawn_blocking(move || {
+                    let result = match lpar {
+                        Some(l) => ops::lpar_history(&dirs, &l).map(HistoryView::Lpar),
+                        None => ops::history(&dirs, 200).map(HistoryView::All),
+                    }
+                    .map_err(|e| e.to_string());
+                    me.outbox.send(Event::History(Box::new(result)));
+                });
+            }
+            Command::Logs(filter) => {
+                tokio::spawn(async move {
+                    let (entries, unreachable) =
+                        ops::logs::fleet_logs(&me.profile, &filter, 500).await;
+                    let result = if entries.is_empty() && !unreachable.is_empty() {
+                        Err(unreachable
+                            .iter()
+                            .map(|(h, e)| format!("{h}: {e}"))
+                            .collect::<Vec<_>>()
+                            .join("; "))
+                    } else {
+                        Ok(entries)
+                    };
+                    me.outbox.send(Event::Logs(result));
+                });
+            }
+        }
+    }
+
+    async fn list_wwn_rollbacks(&self) {
+        let result = recover::pending_wwn_rollbacks(&self.profile, None)
+            .await
+            .map(|(marks, _)| marks)
+            .map_err(|e| e.to_string());
+        self.outbox.send(Event::WwnRollbacks(result));
+    }
+
+    /// Resolves the endpoints and tells the UI a move starts (or why it cannot).
+    fn announce(&self, target: &ops::MoveTarget, live: bool) -> Option<Endpoints> {
+        let endpoints = match target.resolve(&ManagerDirs::for_profile(&self.profile)) {
+            Ok(e) => e,
+            Err(e) => {
+                let done = if live {
+                    Event::LiveMoveDone(Box::new(Err(e.to_string())))
+                } else {
+                    Event::ShutdownMoveDone(Box::new(Err(e.to_string())))
+                };
+                self.outbox.send(done);
+                return None;
+            }
+        };
+        self.outbox.send(Event::MoveStarted {
+            lpar: endpoints.source.lpar.to_string(),
+            source: endpoints.source.hvm.clone(),
+            destination: endpoints.destination.hvm.clone(),
+            live,
+        });
+        Some(endpoints)
+    }
+
+    async fn move_live(&self, target: ops::MoveTarget, options: lparmover::api::MoveOptions) {
+        let Some(endpoints) = self.announce(&target, true) else {
+            return;
+        };
+        let running = RunningMove {
+            control: MoveControl::new(),
+            source: endpoints.source.hvm.clone(),
+            job: Arc::new(Mutex::new(None)),
+        };
+        if let Ok(mut slot) = self.running_move.lock() {
+            *slot = Some(running.clone());
+        }
+        let outbox = self.outbox.clone();
+        let job = running.job.clone();
+        let result = moves::live(&self.profile, &target, options, &running.control, |e| {
+            if let MoveEvent::Progress(p) = &e
+                && let Ok(mut j) = job.lock()
+                && j.is_none()
+            {
+                *j = Some(p.job.clone());
+            }
+            outbox.send(Event::Move(e));
+        })
+        .instrument(info_span!("navigator move", lpar = %endpoints.source))
+        .await;
+        if let Ok(mut slot) = self.running_move.lock() {
+            *slot = None;
+        }
+        if let Err(e) = &result {
+            warn!(error = %e, "live move failed");
+        }
+        self.outbox
+            .send(Event::LiveMoveDone(Box::new(result.map_err(|e| e.to_string()))));
+        self.refresh();
+    }
+}

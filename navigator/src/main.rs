@@ -1,0 +1,140 @@
+//! `navigator`: the operator's desktop app. With no options it starts the embedded demo fleet
+//! (kept across runs) and opens on it; with `--profile` it opens on a fleet started elsewhere.
+//! Without a display it says so and runs the headless demo instead.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use clap::Parser;
+use lparmover::model::fleet::DEMO_FLEET_TOML;
+use lparmover::ops::fleetproc::{FleetDirs, FleetProcess, demo_workdir, find_hvmsim, find_lparmover};
+use lparmover::profile::Profile;
+use navigator::NavigatorApp;
+use tracing_subscriber::EnvFilter;
+
+/// The operator's desktop app for lparmover.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Args {
+    /// Open on the fleet of this profile (started elsewhere) instead of the embedded demo fleet.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Where the embedded demo fleet keeps its state between runs.
+    #[arg(long)]
+    workdir: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("NAVIGATOR_LOG").unwrap_or_else(|_| EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Args::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn has_display() -> bool {
+    ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some_and(|d| !d.is_empty()))
+}
+
+fn headless_demo() -> anyhow::Result<ExitCode> {
+    let cli = find_lparmover()?;
+    let status = std::process::Command::new(&cli)
+        .arg("demo")
+        .status()
+        .with_context(|| format!("cannot run {}", cli.display()))?;
+    Ok(if status.success() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if !has_display() {
+        eprintln!(
+            "navigator: no display (DISPLAY and WAYLAND_DISPLAY are unset); running the headless demo (`lparmover demo`) instead"
+        );
+        return headless_demo();
+    }
+    let fleet: Arc<Mutex<Option<FleetProcess>>> = Arc::new(Mutex::new(None));
+    let profile = match &args.profile {
+        Some(path) => Profile::load(path)?,
+        None => {
+            let workdir = args.workdir.clone().unwrap_or_else(demo_workdir);
+            eprintln!(
+                "starting the embedded demo fleet (state kept in {}) …",
+                workdir.display()
+            );
+            let dirs = FleetDirs::in_workdir(&workdir, "demo", DEMO_FLEET_TOML)?;
+            let started = FleetProcess::start(&find_hvmsim()?, dirs)?;
+            let profile = Profile::load(&started.dirs().profile)?;
+            if let Ok(mut slot) = fleet.lock() {
+                *slot = Some(started);
+            }
+            profile
+        }
+    };
+    stop_fleet_on_signals(fleet.clone());
+    let options = eframe::NativeOptions {
+        viewport: egui::ViewportBuilder::default()
+            .with_title("lparmover navigator")
+            .with_inner_size([1280.0, 820.0]),
+        ..Default::default()
+    };
+    let result = eframe::run_native(
+        "lparmover navigator",
+        options,
+        Box::new(move |cc| Ok(Box::new(NavigatorApp::new(&cc.egui_ctx, profile)?))),
+    );
+    // The window closed: stop the demo fleet (its blades power their guests off).
+    if let Ok(mut slot) = fleet.lock() {
+        slot.take();
+    }
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!("navigator: the window could not open ({e}); running the headless demo instead");
+            headless_demo()
+        }
+    }
+}
+
+/// Ctrl-C and SIGTERM stop the demo fleet before the process ends, so nothing is left running.
+fn stop_fleet_on_signals(fleet: Arc<Mutex<Option<FleetProcess>>>) {
+    std::thread::spawn(move || {
+        let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
+            return;
+        };
+        runtime.block_on(async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        eprintln!("navigator: stopping the demo fleet");
+        if let Ok(mut slot) = fleet.lock() {
+            slot.take();
+        }
+        std::process::exit(130);
+    });
+}

@@ -1,0 +1,285 @@
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use lparmover::checks::{self, testutil};
+use lparmover::emg::{Emg, EmgError};
+use lparmover::fleetview::HvmSnapshot;
+use lparmover::jobs::{JobProgress, JobStage};
+use lparmover::model::{LparStatus, Mode};
+use lparmover::mover::Progress;
+use lparmover::ops::Destination;
+
+use super::*;
+use crate::command::Event;
+
+const DEMO: [(&str, &str); 4] = [
+    ("ch1-b1", "CH1"),
+    ("ch1-b2", "CH1"),
+    ("ch2-b1", "CH2"),
+    ("ch2-b2", "CH2"),
+];
+
+fn answered(model: &mut Model, name: &str) {
+    model.apply(
+        Duration::ZERO,
+        Event::Hvm(Box::new(HvmSnapshot {
+            name: name.into(),
+            chassis: String::new(),
+            url: String::new(),
+            inventory: Some(testutil::inventory(name)),
+            error: None,
+        })),
+    );
+}
+
+fn demo() -> Model {
+    let mut model = Model::new(
+        "demo",
+        DEMO.iter().map(|(h, c)| (h.to_string(), c.to_string())),
+    );
+    for (h, _) in DEMO {
+        answered(&mut model, h);
+    }
+    model
+}
+
+fn row<'a>(rows: &'a [TreeRow], label: &str) -> &'a TreeRow {
+    rows.iter()
+        .find(|r| r.label == label)
+        .unwrap_or_else(|| panic!("no row {label:?} in {:#?}", rows.iter().map(|r| &r.label).collect::<Vec<_>>()))
+}
+
+fn web01() -> SourcePick {
+    SourcePick {
+        hvm: "ch1-b1".into(),
+        number: testutil::inventory("ch1-b1")
+            .lpars
+            .iter()
+            .find(|l| l.lpar.name.as_str() == "web-01")
+            .unwrap()
+            .lpar
+            .number,
+        name: "web-01".into(),
+    }
+}
+
+#[test]
+fn trees_show_chassis_hvms_and_lpars_with_unique_labels() {
+    let mut model = demo();
+    let source = model.tree(Side::Source).to_vec();
+    let dest = model.tree(Side::Destination).to_vec();
+    assert_eq!(row(&source, "Source chassis CH1").icon, Icon::Chassis);
+    assert_eq!(row(&source, "Source ch1-b1").icon, Icon::HvmNormal);
+    let web = row(&source, "Source ch1-b1/web-01");
+    assert!(web.selectable, "an activated LPAR can move live");
+    assert_eq!(web.icon, Icon::LparActivated);
+    assert!(row(&dest, "Destination ch1-b2/Auto").selectable);
+    assert!(dest.iter().any(|r| matches!(r.kind, RowKind::Free { .. })));
+    let mut labels: Vec<_> = source.iter().chain(&dest).map(|r| &r.label).collect();
+    let total = labels.len();
+    labels.sort();
+    labels.dedup();
+    assert_eq!(labels.len(), total, "accessibility labels must be unique");
+}
+
+#[test]
+fn deactivated_lpars_are_selectable_only_in_shutdown_mode() {
+    let mut model = demo();
+    let deactivated = model
+        .tree(Side::Source)
+        .iter()
+        .find(|r| r.icon == Icon::LparNotSelectable)
+        .cloned()
+        .expect("the demo has a deactivated LPAR, not selectable for a live move");
+    assert!(!deactivated.selectable);
+    model.mode = Mode::Shutdown;
+    model.mode_changed();
+    let again = row(model.tree(Side::Source), &deactivated.label).clone();
+    assert!(again.selectable);
+    assert_eq!(again.icon, Icon::LparDeactivated);
+}
+
+#[test]
+fn collapsing_a_chassis_hides_its_hvms() {
+    let mut model = demo();
+    let before = model.tree(Side::Source).len();
+    model.toggle(Side::Source, &RowKind::Chassis("CH2".into()));
+    let rows = model.tree(Side::Source).to_vec();
+    assert!(rows.len() < before);
+    assert!(rows.iter().all(|r| r.label != "Source ch2-b1"));
+    assert_eq!(row(&rows, "Source chassis CH2").expanded, Some(false));
+    assert_eq!(
+        model.tree(Side::Destination).len(),
+        demo().tree(Side::Destination).len(),
+        "the other tree keeps its own expansion"
+    );
+}
+
+#[test]
+fn a_failed_update_keeps_the_last_inventory_and_shows_it_failed() {
+    let mut model = demo();
+    model.apply(
+        Duration::ZERO,
+        Event::Hvm(Box::new(HvmSnapshot {
+            name: "ch2-b1".into(),
+            chassis: String::new(),
+            url: String::new(),
+            inventory: None,
+            error: Some(EmgError::new(Emg::ConnectionRefusedMms, "did not answer within 1.5 s")),
+        })),
+    );
+    let rows = model.tree(Side::Source).to_vec();
+    let hvm = row(&rows, "Source ch2-b1");
+    assert_eq!(hvm.icon, Icon::HvmUpdateFailed);
+    assert!(hvm.hover.contains("1.5 s"), "{}", hvm.hover);
+    let lpars: Vec<_> = rows
+        .iter()
+        .filter(|r| matches!(&r.kind, RowKind::Lpar { hvm, .. } if hvm == "ch2-b1"))
+        .collect();
+    assert!(!lpars.is_empty(), "the last inventory stays visible");
+    assert!(lpars.iter().all(|r| r.icon == Icon::LparUpdateFailed && !r.selectable));
+    assert_eq!(row(&rows, "Source ch1-b1").icon, Icon::HvmNormal);
+}
+
+#[test]
+fn migration_needs_picks_then_a_clean_show_config_for_exactly_those_picks() {
+    let mut model = demo();
+    assert!(model.migration_allowed().unwrap_err().contains("Pick"));
+    model.pick_source(web01());
+    model.pick_destination(Destination::auto("ch2-b1"));
+    assert!(model.migration_allowed().unwrap_err().contains("Show Config"));
+    let request = model.check_request().unwrap();
+    model.check_started(request.clone());
+    assert!(model.migration_allowed().unwrap_err().contains("running"));
+    let report = checks::run(&testutil::input(
+        "ch1-b1",
+        "web-01",
+        "ch2-b1",
+        Mode::ConcurrentMaintenance,
+    ));
+    assert!(has_errors(&report), "ch2-b1's older EFI refuses a live move");
+    model.apply(Duration::ZERO, Event::Checked(Box::new(Ok(report))));
+    let why = model.migration_allowed().unwrap_err();
+    assert!(why.contains("Error row"), "{why}");
+    assert!(why.contains("EFI"), "{why}");
+
+    model.pick_destination(Destination::auto("ch1-b2"));
+    assert!(
+        model.migration_allowed().unwrap_err().contains("Show Config"),
+        "a report for another destination does not count"
+    );
+    let request = model.check_request().unwrap();
+    model.check_started(request);
+    let report = checks::run(&testutil::input(
+        "ch1-b1",
+        "web-01",
+        "ch1-b2",
+        Mode::ConcurrentMaintenance,
+    ));
+    model.apply(Duration::ZERO, Event::Checked(Box::new(Ok(report))));
+    assert!(model.migration_allowed().is_ok());
+}
+
+fn progress(stage: JobStage, sent: u64) -> Event {
+    Event::Move(lparmover::ops::moves::MoveEvent::Progress(JobProgress {
+        job: "job-20261201-000000-abcd".into(),
+        stage,
+        mover: Some(Progress {
+            wire_bytes_sent: sent,
+            memory_bytes_sent: sent,
+            bytes_remaining: 1_000_000_000u64.saturating_sub(sent),
+            ..Progress::default()
+        }),
+    }))
+}
+
+fn started(model: &mut Model) {
+    model.apply(
+        Duration::ZERO,
+        Event::MoveStarted {
+            lpar: "web-01".into(),
+            source: "ch1-b1".into(),
+            destination: "ch1-b2".into(),
+            live: true,
+        },
+    );
+}
+
+#[test]
+fn a_move_lists_its_stages_with_table_7_3_states_and_blocks_closing_as_it_should() {
+    let mut model = demo();
+    assert_eq!(model.close_decision(), CloseDecision::Close);
+    started(&mut model);
+    assert!(model.open.progress);
+    model.apply(Duration::from_secs(1), progress(JobStage::Preparing, 0));
+    model.apply(Duration::from_secs(2), progress(JobStage::Transferring, 1000));
+    let m = model.current_move.as_ref().unwrap();
+    assert_eq!(m.stages.len(), 2);
+    assert_eq!(m.stages[0].1, StageStatus::Done);
+    assert_eq!(m.stages[1].1, StageStatus::InProgress);
+    assert!(m.memory_moving());
+    assert_eq!(m.samples.len(), 2);
+    assert_eq!(model.close_decision(), CloseDecision::AskCancelOrWait);
+    assert!(model.migration_allowed().unwrap_err().contains("running"));
+    model.apply(Duration::from_secs(3), progress(JobStage::Committing, 2000));
+    assert_eq!(model.close_decision(), CloseDecision::WaitForCommit);
+    assert!(!model.current_move.as_ref().unwrap().memory_moving());
+}
+
+#[test]
+fn a_failed_move_marks_its_stage_failed_and_a_rollback_terminating() {
+    let mut model = demo();
+    started(&mut model);
+    model.apply(Duration::from_secs(1), progress(JobStage::Transferring, 10));
+    model.apply(Duration::from_secs(2), progress(JobStage::RollingBack, 10));
+    model.apply(
+        Duration::from_secs(3),
+        Event::LiveMoveDone(Box::new(Err("cancelled by the operator".into()))),
+    );
+    let m = model.current_move.as_ref().unwrap();
+    let states: Vec<_> = m.stages.iter().map(|s| s.1).collect();
+    assert_eq!(states, [StageStatus::Failed, StageStatus::Failed]);
+    assert!(matches!(m.outcome, Some(MoveOutcome::Failed(_))));
+    assert_eq!(model.close_decision(), CloseDecision::Close);
+}
+
+#[test]
+fn a_move_that_sends_nothing_for_the_window_is_flagged_stalled() {
+    let mut model = demo();
+    started(&mut model);
+    model.apply(Duration::from_secs(1), progress(JobStage::Transferring, 500));
+    let m = model.current_move.as_ref().unwrap();
+    assert_eq!(m.headway(Duration::from_secs(5)), Headway::Moving);
+    assert!(matches!(m.headway(Duration::from_secs(30)), Headway::Stalled(_)));
+}
+
+#[test]
+fn requires_recovery_is_counted_and_pinned_on_its_hvm() {
+    let mut model = demo();
+    let mut inv = testutil::inventory("ch1-b1");
+    inv.lpars[0].lpar.status = LparStatus::RequiresRecovery;
+    model.apply(
+        Duration::ZERO,
+        Event::Hvm(Box::new(HvmSnapshot {
+            name: "ch1-b1".into(),
+            chassis: String::new(),
+            url: String::new(),
+            inventory: Some(inv),
+            error: None,
+        })),
+    );
+    assert_eq!(model.lpars_requiring_recovery(), 1);
+    let rows = model.tree(Side::Source).to_vec();
+    assert_eq!(row(&rows, "Source ch1-b1").icon, Icon::HvmRequiresRecovery);
+    assert!(rows.iter().any(|r| r.icon == Icon::LparRequiresRecovery));
+}
+
+#[test]
+fn a_large_fleet_opens_on_its_hvms_with_their_lpars_folded() {
+    let hvms = (0..200).map(|i| (format!("b{i}"), format!("C{}", i / 10)));
+    let mut model = Model::new("large", hvms);
+    let rows = model.tree(Side::Source);
+    assert_eq!(rows.len(), 20 + 200, "chassis and HVM rows, no LPAR rows until opened");
+    assert!(rows.iter().all(|r| r.expanded.is_some()));
+}

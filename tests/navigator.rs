@@ -1,0 +1,156 @@
+//! The navigator driven by accessibility labels (egui_kittest, no renderer) against a real
+//! demo fleet: a live move end to end, an incompatible pair refused, a cancel mid-transfer,
+//! and a failed move recovered.
+
+use std::time::{Duration, Instant};
+
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT, Queryable};
+use lparmover::model::LparStatus;
+use lparmover::profile::Profile;
+use lpm_tests::{TestFleet, demo_fleet, find_lpar};
+use navigator::NavigatorApp;
+
+fn app(profile: Profile) -> Harness<'static, NavigatorApp> {
+    Harness::builder()
+        .with_size(egui::vec2(1400.0, 1000.0))
+        .build_eframe(move |cc| NavigatorApp::new(&cc.egui_ctx, profile).expect("engine starts"))
+}
+
+/// Steps frames until `done` holds (the engine works in the background meanwhile).
+fn wait_for(
+    harness: &mut Harness<'static, NavigatorApp>,
+    what: &str,
+    timeout: Duration,
+    done: impl Fn(&Harness<'static, NavigatorApp>) -> bool,
+) {
+    let start = Instant::now();
+    loop {
+        harness.step();
+        if done(harness) {
+            return;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "waited {timeout:?} for {what}; labels now: {:?}",
+            labels(harness)
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+fn labels(harness: &Harness<'static, NavigatorApp>) -> Vec<String> {
+    harness
+        .root()
+        .query_all(egui_kittest::kittest::By::new())
+        .filter_map(|n| n.accesskit_node().label())
+        .take(400)
+        .collect()
+}
+
+fn has(harness: &Harness<'static, NavigatorApp>, label: &str) -> bool {
+    harness.query_by_label(label).is_some()
+}
+
+fn has_text(harness: &Harness<'static, NavigatorApp>, part: &str) -> bool {
+    harness.query_all_by_label_contains(part).next().is_some()
+}
+
+fn click(harness: &mut Harness<'static, NavigatorApp>, label: &str) {
+    harness.get_by_label(label).click();
+    harness.step();
+    harness.step();
+}
+
+fn fleet() -> (tempfile::TempDir, TestFleet, Profile) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).expect("profile");
+    (dir, fleet, profile)
+}
+
+fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, dest: &str) {
+    wait_for(harness, source, Duration::from_secs(20), |h| has(h, source));
+    click(harness, source);
+    click(harness, dest);
+    click(harness, "Show Config");
+    wait_for(harness, "the check result", Duration::from_secs(30), |h| {
+        has_text(h, "Result: ")
+    });
+}
+
+#[test]
+fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm() {
+    let (_dir, _fleet, profile) = fleet();
+    let mut harness = app(profile.clone());
+    pick_and_check(&mut harness, "Source ch1-b1/web-01", "Destination ch1-b2/Auto");
+    assert!(has_text(&harness, "0 error(s)"), "{:?}", labels(&harness));
+    assert!(
+        !harness.get_by_label("Migration").accesskit_node().is_disabled(),
+        "Migration is enabled after a clean Show Config"
+    );
+    click(&mut harness, "Migration");
+    wait_for(&mut harness, "Migration completed!", Duration::from_secs(120), |h| {
+        has(h, "Migration completed!") || has_text(h, "Migration failed")
+    });
+    assert!(has(&harness, "Migration completed!"), "{:?}", labels(&harness));
+    wait_for(
+        &mut harness,
+        "web-01 under ch1-b2",
+        Duration::from_secs(15),
+        |h| has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01"),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let b2 = lparmover::api::HvmClient::new(profile.hvm("ch1-b2").expect("ch1-b2")).expect("client");
+    let moved = rt.block_on(find_lpar(&b2, "web-01")).expect("web-01 on ch1-b2");
+    assert_eq!(moved.lpar.status, LparStatus::Activated);
+}
+
+#[test]
+fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disabled() {
+    let (_dir, _fleet, profile) = fleet();
+    let mut harness = app(profile);
+    pick_and_check(&mut harness, "Source ch1-b1/web-01", "Destination ch2-b1/Auto");
+    assert!(has_text(&harness, "EFI"), "{:?}", labels(&harness));
+    assert!(has_text(&harness, "Action: "), "the Error row carries its action");
+    assert!(has_text(&harness, "Migration is disabled"));
+    assert!(
+        harness.get_by_label("Migration").accesskit_node().is_disabled(),
+        "Migration is refused while an Error row stands"
+    );
+}
+
+#[test]
+fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
+    let (_dir, _fleet, profile) = fleet();
+    let mut harness = app(profile.clone());
+    // db-01 is the demo's largest LPAR: its transfer lasts long enough to cancel.
+    pick_and_check(&mut harness, "Source ch1-b1/db-01", "Destination ch1-b2/Auto");
+    click(&mut harness, "Migration");
+    wait_for(&mut harness, "memory transfer", Duration::from_secs(60), |h| {
+        h.state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.memory_moving())
+            || has(h, "Migration completed!")
+    });
+    if has(&harness, "Migration completed!") {
+        panic!("the move finished before it could be cancelled; give db-01 more memory or dirty rate");
+    }
+    click(&mut harness, "Cancel");
+    wait_for(&mut harness, "the move to end", Duration::from_secs(60), |h| {
+        h.state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| !m.running())
+    });
+    assert!(has_text(&harness, "Migration failed"), "{:?}", labels(&harness));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let b1 = lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
+    let db = rt.block_on(find_lpar(&b1, "db-01")).expect("db-01 still on ch1-b1");
+    assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
+    assert!(db.runtime.is_some(), "its guest still runs");
+}

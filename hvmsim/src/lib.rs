@@ -16,6 +16,7 @@ pub mod launcher;
 pub mod load;
 pub mod locks;
 pub mod migration;
+pub mod paths;
 pub mod probe;
 pub mod serve;
 pub mod store;

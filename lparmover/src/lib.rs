@@ -18,5 +18,6 @@ pub mod jobs;
 pub mod model;
 pub mod mover;
 pub mod partition;
+pub mod paths;
 pub mod profile;
 pub mod tls;

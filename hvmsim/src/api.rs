@@ -391,6 +391,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/migrations/{job}/abort", post(abort_migration))
         .merge(crate::probe::routes())
         .merge(crate::wwn::routes())
+        .merge(crate::paths::routes())
         .with_state(service);
     Router::new()
         .nest(&format!("/{API_VERSION}"), v1)

@@ -11,7 +11,8 @@ use lparmover::api::{
 };
 use lparmover::emg::{Emg, EmgError};
 use lparmover::model::{
-    FleetBlade, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus, Workload, Wwpn,
+    FleetBlade, FleetNetwork, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus,
+    Workload, Wwpn,
 };
 
 use crate::deterrence::Operation;
@@ -39,6 +40,8 @@ pub struct BladeService {
     pub(crate) in_transition: Mutex<HashSet<LparNumber>>,
     pub(crate) started_at: DateTime<Utc>,
     pub(crate) backend: GuestBackend,
+    /// Which addresses this blade's fleet allows (migration paths are checked against it).
+    pub(crate) network: FleetNetwork,
     pub(crate) load: LoadMeter,
     pub(crate) migrations: crate::migration::Migrations,
     pub(crate) ports: PortTracker,
@@ -77,9 +80,15 @@ impl BladeService {
         store: StateDir,
         definition: &FleetBlade,
         backend: GuestBackend,
+        network: FleetNetwork,
     ) -> Result<(Arc<Self>, bool), StoreError> {
         let (state, fresh) = match store.load_state()? {
-            Some(state) => (state, false),
+            Some(mut state) => {
+                lparmover::model::blade::normalise_migration_paths(
+                    &mut state.blade.hvm.migration_paths,
+                );
+                (state, false)
+            }
             None => (HvmState::new(definition.blade.clone()), true),
         };
         let log = SystemLog::open(&store.log_path());
@@ -97,6 +106,7 @@ impl BladeService {
             in_transition: Mutex::new(HashSet::new()),
             started_at,
             backend,
+            network,
             load: LoadMeter::new(),
             ports,
         });

@@ -61,7 +61,9 @@ impl HvmState {
     pub const FORMAT: u32 = 1;
 
     /// A fresh HVM on `blade` with no LPARs.
-    pub fn new(blade: Blade) -> Self {
+    pub fn new(mut blade: Blade) -> Self {
+        // Paths of fleet files and backups written before paths had names and a primary use.
+        lparmover::model::blade::normalise_migration_paths(&mut blade.hvm.migration_paths);
         Self {
             format: Self::FORMAT,
             blade,

@@ -17,6 +17,10 @@ enum Command {
     Serve(hvmsim::serve::ServeArgs),
     /// Start every blade of a fleet file and write the manager's profile.
     Fleet(hvmsim::launcher::FleetArgs),
+    /// Write a generated fleet file (N blades in chassis of 10, M LPARs each, K activated) to
+    /// stdout, e.g. `hvmsim gen-fleet --blades 200 --lpars-per-blade 10 --activated 20 >
+    /// assets/fleets/large.toml`.
+    GenFleet(hvmsim::genfleet::GenFleetArgs),
     /// Measure a guest: activation time, dirty rate, dirty log, pause latency.
     BenchGuest(hvmsim::guest::bench::BenchGuestArgs),
     /// The VM process of one LPAR (started by its blade, not by hand).
@@ -32,6 +36,14 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Command::GenFleet(args) = &cli.command {
+        use std::io::Write as _;
+        let text = hvmsim::genfleet::generate(args)?;
+        let mut stdout = std::io::stdout().lock();
+        stdout.write_all(text.as_bytes())?;
+        stdout.flush()?;
+        return Ok(());
+    }
     if let Command::Vm(args) = cli.command {
         // No async runtime: the VM process is threads and blocking sockets.
         return hvmsim::vmproc::child::run(args);
@@ -41,6 +53,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
         Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
-        Command::Vm(_) => Ok(()),
+        Command::Vm(_) | Command::GenFleet(_) => Ok(()),
     }
 }

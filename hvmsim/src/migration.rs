@@ -38,7 +38,9 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
 #[derive(Default)]
 pub struct Migrations {
     identity: OnceLock<(lparmover::mover::Identity, String)>,
-    listener: tokio::sync::Mutex<Option<MigrationListener<Guest>>>,
+    /// The incoming-move endpoint, bound on the primary migration path at the first incoming
+    /// move and rebound when the primary path changes (`crate::paths`).
+    pub(crate) listener: tokio::sync::Mutex<Option<MigrationListener<Guest>>>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
 }
 
@@ -57,6 +59,18 @@ pub(crate) struct Settled {
 }
 
 impl Migrations {
+    /// Whether a move on this blade is not over yet (in memory; the state's records say the
+    /// same across restarts).
+    pub(crate) fn any_running(&self) -> bool {
+        lock(&self.jobs).values().any(|job| !job.phase().is_final())
+    }
+
+    /// A new migration listener on `ip` with this blade's identity.
+    pub(crate) fn bind_listener(&self, ip: IpAddr) -> Result<MigrationListener<Guest>, EmgError> {
+        let (identity, _) = self.identity()?;
+        MigrationListener::bind(SocketAddr::new(ip, 0), identity).map_err(|e| move_error(&e))
+    }
+
     /// Takes the guests the moves on this blade hold (process shutdown: they are stopped).
     pub(crate) fn take_guests(&self) -> Vec<Arc<Guest>> {
         lock(&self.jobs)
@@ -205,8 +219,7 @@ impl BladeService {
         lock(&self.state)
             .blade
             .hvm
-            .migration_paths
-            .first()
+            .primary_migration_path()
             .map(|p| IpAddr::V4(p.ip))
             .ok_or_else(|| {
                 EmgError::new(
@@ -376,12 +389,17 @@ impl BladeService {
         };
         let addr = {
             let mut listener = self.migrations.listener.lock().await;
-            if listener.is_none() {
-                let (identity, _) = self.migrations.identity()?;
-                *listener = Some(
-                    MigrationListener::bind(SocketAddr::new(ip, 0), identity)
-                        .map_err(|e| move_error(&e))?,
-                );
+            // A restore may have changed the primary path since the listener was bound (a
+            // `PUT /v1/migration-paths` rebinds it at once).
+            let stale = listener
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .filter(|a| a.ip() != ip);
+            if listener.is_none() || stale.is_some() {
+                *listener = Some(self.migrations.bind_listener(ip)?);
+                if let Some(old) = stale {
+                    tracing::info!(%old, %ip, "migration listener moved to the primary path");
+                }
             }
             let Some(l) = listener.as_ref() else {
                 return Err(EmgError::new(Emg::Internal, "migration listener missing"));

@@ -48,13 +48,12 @@ impl BladeService {
         Ok((mover, identity.cert_pem))
     }
 
-    /// The first migration path's address, or the catalogue's "Specified NIC was not found".
+    /// The primary migration path's address, or the catalogue's "Specified NIC was not found".
     fn probe_path(&self, missing: Emg) -> Result<IpAddr, EmgError> {
         lock(&self.state)
             .blade
             .hvm
-            .migration_paths
-            .first()
+            .primary_migration_path()
             .map(|p| IpAddr::V4(p.ip))
             .ok_or_else(|| {
                 EmgError::new(missing, format!("HVM {} has no migration path", self.name))

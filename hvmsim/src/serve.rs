@@ -77,14 +77,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let span = tracing::info_span!("blade", name = %definition.blade.name);
     let _entered = span.enter();
     crate::guest::memory::allow_shared_huge_pages();
-    let (service, fresh) = BladeService::open(store.clone(), definition, args.guest.into())?;
+    let (service, fresh) =
+        BladeService::open(store.clone(), definition, args.guest.into(), fleet.network)?;
     let ip = {
         let inv = service.inventory();
         inv.blade.hvm.management.ip
     };
+    // The certificate names the addresses of the first start; the mover pins certificates and
+    // does not check names, so a changed migration path needs no new certificate.
     let mut addresses = vec![IpAddr::V4(ip)];
     addresses.extend(
-        definition
+        service
+            .inventory()
             .blade
             .hvm
             .migration_paths

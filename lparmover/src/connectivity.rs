@@ -515,8 +515,9 @@ impl Default for ProbeLimits {
     }
 }
 
+/// The primary migration path's address: where the HVM's probe and migration endpoint listen.
 fn first_path(inv: &Inventory) -> Option<std::net::Ipv4Addr> {
-    inv.blade.hvm.migration_paths.first().map(|p| p.ip)
+    inv.blade.hvm.primary_migration_path().map(|p| p.ip)
 }
 
 /// Runs a Connectivity Test from `source` to `destination` (HVM names in the profile) and

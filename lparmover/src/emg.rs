@@ -113,6 +113,9 @@ pub enum Emg {
     IdentityInUse,
     /// The request body or a field was malformed.
     InvalidRequest,
+    /// A Migration Path Setting was refused: a field of a path is not valid (see
+    /// `crate::paths::PathSettingError`).
+    InvalidMigrationPathSetting,
     /// The request is not allowed in the LPAR's current status.
     InvalidLparState,
     /// The lease presented is not (or no longer) held.
@@ -473,6 +476,14 @@ impl Emg {
                 400,
                 "The request is not valid.",
                 "Correct the field named in the detail and retry; nothing was changed."
+            ),
+            Self::InvalidMigrationPathSetting => e!(
+                0x0000_0000_0F0F_0002,
+                1,
+                Mms,
+                400,
+                "The migration path setting is not valid.",
+                "Correct the path and field named in the detail (name, primary use, segment, IPv4 address, prefix, VLAN) and save again; the HVM kept its previous migration paths."
             ),
             Self::InvalidLparState => e!(
                 0x0000_0000_0F0B_0002,

@@ -19,5 +19,6 @@ pub mod model;
 pub mod mover;
 pub mod ops;
 pub mod partition;
+pub mod paths;
 pub mod profile;
 pub mod tls;

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 
 use super::types::{
     API_VERSION, HvmConfigDoc, Inventory, LEASE_HEADER, Lease, LoadFigures, LockRequest, LogEntry,
-    LparView, PortStates, WorkloadUpdate,
+    LparView, MigrationPaths, PortStates, SetMigrationPaths, WorkloadUpdate,
 };
 use crate::emg::{Emg, EmgError};
 use crate::model::{LparNumber, LparRequest, Workload};
@@ -162,6 +162,24 @@ impl HvmClient {
     /// Blade, HVM, resources and LPARs.
     pub async fn inventory(&self) -> Result<Inventory, ClientError> {
         self.get("/inventory").await
+    }
+
+    /// The HVM's migration paths (Migration Path Setting).
+    pub async fn migration_paths(&self) -> Result<MigrationPaths, ClientError> {
+        self.get("/migration-paths").await
+    }
+
+    /// Replaces the HVM's migration paths as a whole; refused with nothing changed when a path is
+    /// not valid ([`crate::emg::Emg::InvalidMigrationPathSetting`],
+    /// [`crate::emg::Emg::PathCollidesWithManagement`]) or while a migration runs on the HVM.
+    /// `lease`: a blade lease the caller holds, if any ([`crate::paths`] takes one).
+    pub async fn set_migration_paths(
+        &self,
+        request: &SetMigrationPaths,
+        lease: Option<&str>,
+    ) -> Result<MigrationPaths, ClientError> {
+        self.call(Method::PUT, "/migration-paths", Some(request), lease)
+            .await
     }
 
     /// Every LPAR.

@@ -16,6 +16,7 @@
 //! | GET | `/v1/config/backup` | → [`HvmConfigDoc`] |
 //! | POST | `/v1/config/restore` | [`HvmConfigDoc`] → [`HvmConfigDoc`] |
 //! | GET | `/v1/logs?after=N` | → `[LogEntry]` |
+//! | GET, PUT | `/v1/migration-paths` | [`SetMigrationPaths`] → [`MigrationPaths`] (see [`crate::paths`]) |
 //! | GET | `/v1/load` | → [`LoadFigures`] |
 //! | GET | `/v1/ports` | → [`PortStates`] |
 //! | GET, POST | `/v1/locks` | [`LockRequest`] → [`Lease`] |

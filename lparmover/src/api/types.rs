@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Blade, CardKind, GuestBackend, Lpar, LparNumber, Workload};
+use crate::model::{
+    Blade, CardKind, GuestBackend, Lpar, LparNumber, ManagementPath, MigrationPath, Workload,
+};
 use crate::partition::Heartbeat;
 
 /// Version of the management API this library speaks; every route starts with `/{API_VERSION}/`.
@@ -255,4 +257,38 @@ impl PortStates {
             .iter()
             .find(|p| p.kind == kind && p.slot == slot && p.port == port)
     }
+}
+
+/// An HVM's migration paths (`GET /v1/migration-paths`, and the answer of a `PUT`): what the
+/// Migration Path Setting window shows for the HVM.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrationPaths {
+    /// HVM name.
+    pub hvm: String,
+    /// The management path a migration path must not collide with.
+    pub management: ManagementPath,
+    /// The paths in the HVM's order; one of a non-empty list is primary.
+    pub paths: Vec<MigrationPath>,
+    /// Where the HVM's migration endpoint listens right now, when it has bound one (it binds on
+    /// the primary path at the first incoming move and rebinds when the primary path changes).
+    #[serde(default)]
+    pub listening: Option<std::net::SocketAddr>,
+}
+
+impl MigrationPaths {
+    /// The primary path, if any.
+    pub fn primary(&self) -> Option<&MigrationPath> {
+        self.paths.iter().find(|p| p.primary)
+    }
+}
+
+/// `PUT /v1/migration-paths`: the HVM's new list, replacing the old one as a whole. The HVM
+/// validates every path ([`crate::paths::validate`]) before it writes anything, and refuses
+/// while a migration runs on it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetMigrationPaths {
+    /// The new list.
+    pub paths: Vec<MigrationPath>,
 }

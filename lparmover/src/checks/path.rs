@@ -83,7 +83,10 @@ fn path_problems(blade: &Blade, path: &MigrationPath) -> (Vec<String>, Option<St
 
 fn migration_path(i: &CheckInput) -> Vec<CheckRow> {
     let (s, d) = (&i.source.inventory.blade, &i.destination.inventory.blade);
-    let (sp, dp) = (s.hvm.migration_paths.first(), d.hvm.migration_paths.first());
+    let (sp, dp) = (
+        s.hvm.primary_migration_path(),
+        d.hvm.primary_migration_path(),
+    );
     let g = Group::Path;
     if !i.live() {
         return vec![

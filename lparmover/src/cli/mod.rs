@@ -6,6 +6,7 @@ mod connectivity;
 mod demo;
 mod history;
 mod migrate;
+mod path;
 mod recover;
 mod render;
 mod restore;
@@ -66,6 +67,11 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Roll back the WWNs a failed live move left (HVM/LPAR), or list them (`[HVM] --list`).
     RollbackWwn(wwn::RollbackWwnArgs),
+    /// Migration Path Setting: list, add/replace or remove an HVM's migration paths.
+    Path {
+        #[command(subcommand)]
+        command: path::PathCommand,
+    },
     /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
     ConnectivityTest(connectivity::ConnectivityArgs),
 }
@@ -280,6 +286,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let profile = load_profile(cli.profile).ok();
             history::run(args, profile.as_ref())
         }
+        Command::Path { command } => path::run(&load_profile(cli.profile)?, command).await,
         Command::ConnectivityTest(args) => {
             connectivity::run(&load_profile(cli.profile)?, args).await
         }

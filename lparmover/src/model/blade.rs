@@ -110,10 +110,21 @@ pub struct ManagementPath {
     pub segment: Option<NicSegment>,
 }
 
-/// A migration path: an address on a shared NIC segment dedicated to migration traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A migration path: an address on a shared NIC segment dedicated to migration traffic (one row
+/// of the seed's Migration Path Setting window: name, primary use, segment, IPv4 address, subnet
+/// mask, VLAN). The HVM's migration endpoint listens on its primary path
+/// ([`HvmConfig::primary_migration_path`]); `crate::paths` validates and changes the list.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrationPath {
+    /// Name shown to operators, unique on the HVM (fleet files may leave it out: it then becomes
+    /// `mig-SEGMENT`, see [`normalise_migration_paths`]).
+    #[serde(default)]
+    pub name: String,
+    /// The path migrations use (exactly one path of a non-empty list is primary; a fleet file
+    /// that marks none makes its first path primary).
+    #[serde(default)]
+    pub primary: bool,
     /// NIC segment the address lives on.
     pub segment: NicSegment,
     /// IPv4 address.
@@ -124,6 +135,41 @@ pub struct MigrationPath {
     /// VLAN the path is tagged with, if any.
     #[serde(default)]
     pub vlan: Option<u16>,
+}
+
+impl MigrationPath {
+    /// The subnet mask of [`Self::prefix`], e.g. `255.255.255.0` for 24.
+    pub fn subnet_mask(&self) -> Ipv4Addr {
+        let bits = u32::from(self.prefix.min(32));
+        Ipv4Addr::from(if bits == 0 {
+            0
+        } else {
+            u32::MAX << (32 - bits)
+        })
+    }
+}
+
+/// Gives every unnamed path a name (`mig-SEGMENT`, `mig-SEGMENT-2`, …) and, when no path is
+/// primary, makes the first one primary: what fleet files and state files written before paths
+/// had names and a primary use mean.
+pub fn normalise_migration_paths(paths: &mut [MigrationPath]) {
+    for i in 0..paths.len() {
+        if paths[i].name.is_empty() {
+            let base = format!("mig-{}", paths[i].segment);
+            let mut name = base.clone();
+            let mut n = 1;
+            while paths.iter().any(|p| p.name.eq_ignore_ascii_case(&name)) {
+                n += 1;
+                name = format!("{base}-{n}");
+            }
+            paths[i].name = name;
+        }
+    }
+    if !paths.iter().any(|p| p.primary)
+        && let Some(first) = paths.first_mut()
+    {
+        first.primary = true;
+    }
 }
 
 fn default_prefix() -> u8 {
@@ -168,13 +214,24 @@ pub struct HvmConfig {
     pub vnic_system_no: VnicSystemNo,
     /// Management path.
     pub management: ManagementPath,
-    /// Migration paths (zero or more).
+    /// Migration paths (zero or more; one of a non-empty list is primary).
     #[serde(default)]
     pub migration_paths: Vec<MigrationPath>,
     /// Base of the WWN pool this HVM generates vFC names from.
     pub wwn_pool: Wwpn,
     /// vfcIDs this HVM may assign.
     pub vfc_ids: VfcIdRange,
+}
+
+impl HvmConfig {
+    /// The path migrations and Connectivity Tests use: the primary one (the first when a list
+    /// read from an old state marks none), or `None` when the HVM has no migration path.
+    pub fn primary_migration_path(&self) -> Option<&MigrationPath> {
+        self.migration_paths
+            .iter()
+            .find(|p| p.primary)
+            .or_else(|| self.migration_paths.first())
+    }
 }
 
 /// A processor group of an HVM: the LPARs of a group run only on the group's processors.

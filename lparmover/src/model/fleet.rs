@@ -167,9 +167,10 @@ impl Fleet {
                 })?,
                 None => Vec::new(),
             };
-            let blade: Blade = toml::Value::Table(table)
+            let mut blade: Blade = toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| parse_err(format!("{label}: {e}")))?;
+            super::blade::normalise_migration_paths(&mut blade.hvm.migration_paths);
             blades.push(FleetBlade { blade, lpars });
         }
         let fleet = Self {
@@ -251,7 +252,26 @@ impl Fleet {
                     blade.name
                 ));
             }
+            let primaries = blade
+                .hvm
+                .migration_paths
+                .iter()
+                .filter(|p| p.primary)
+                .count();
+            if primaries > 1 {
+                return Err(format!(
+                    "blade {:?}: {primaries} migration paths are marked primary; mark exactly one",
+                    blade.name
+                ));
+            }
+            let mut path_names = HashSet::new();
             for path in &blade.hvm.migration_paths {
+                if !path_names.insert(path.name.to_ascii_lowercase()) {
+                    return Err(format!(
+                        "blade {:?}: two migration paths are named {:?}; names must be unique",
+                        blade.name, path.name
+                    ));
+                }
                 if !self.network.allows(path.ip) {
                     return Err(format!(
                         "blade {:?}: migration path {} is not in {}",

@@ -8,8 +8,8 @@ pub mod mode;
 pub mod workload;
 
 pub use blade::{
-    Blade, CardKind, CardPort, Chassis, EfiBios, HvmConfig, HvmModel, PciCard, PortMode,
-    ProcessorGroup,
+    Blade, CardKind, CardPort, Chassis, EfiBios, HvmConfig, HvmModel, ManagementPath,
+    MigrationPath, PciCard, PortMode, ProcessorGroup,
 };
 pub use fleet::{Fleet, FleetBlade, FleetError, FleetNetwork};
 pub use ids::{

@@ -84,17 +84,31 @@ fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, de
 fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm() {
     let (_dir, _fleet, profile) = fleet();
     let mut harness = app(profile.clone());
-    pick_and_check(&mut harness, "Source ch1-b1/web-01", "Destination ch1-b2/Auto");
+    pick_and_check(
+        &mut harness,
+        "Source ch1-b1/web-01",
+        "Destination ch1-b2/Auto",
+    );
     assert!(has_text(&harness, "0 error(s)"), "{:?}", labels(&harness));
     assert!(
-        !harness.get_by_label("Migration").accesskit_node().is_disabled(),
+        !harness
+            .get_by_label("Migration")
+            .accesskit_node()
+            .is_disabled(),
         "Migration is enabled after a clean Show Config"
     );
     click(&mut harness, "Migration");
-    wait_for(&mut harness, "Migration completed!", Duration::from_secs(120), |h| {
-        has(h, "Migration completed!") || has_text(h, "Migration failed")
-    });
-    assert!(has(&harness, "Migration completed!"), "{:?}", labels(&harness));
+    wait_for(
+        &mut harness,
+        "Migration completed!",
+        Duration::from_secs(120),
+        |h| has(h, "Migration completed!") || has_text(h, "Migration failed"),
+    );
+    assert!(
+        has(&harness, "Migration completed!"),
+        "{:?}",
+        labels(&harness)
+    );
     wait_for(
         &mut harness,
         "web-01 under ch1-b2",
@@ -102,8 +116,11 @@ fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm
         |h| has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01"),
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b2 = lparmover::api::HvmClient::new(profile.hvm("ch1-b2").expect("ch1-b2")).expect("client");
-    let moved = rt.block_on(find_lpar(&b2, "web-01")).expect("web-01 on ch1-b2");
+    let b2 =
+        lparmover::api::HvmClient::new(profile.hvm("ch1-b2").expect("ch1-b2")).expect("client");
+    let moved = rt
+        .block_on(find_lpar(&b2, "web-01"))
+        .expect("web-01 on ch1-b2");
     assert_eq!(moved.lpar.status, LparStatus::Activated);
 }
 
@@ -111,12 +128,22 @@ fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm
 fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disabled() {
     let (_dir, _fleet, profile) = fleet();
     let mut harness = app(profile);
-    pick_and_check(&mut harness, "Source ch1-b1/web-01", "Destination ch2-b1/Auto");
+    pick_and_check(
+        &mut harness,
+        "Source ch1-b1/web-01",
+        "Destination ch2-b1/Auto",
+    );
     assert!(has_text(&harness, "EFI"), "{:?}", labels(&harness));
-    assert!(has_text(&harness, "Action: "), "the Error row carries its action");
+    assert!(
+        has_text(&harness, "Action: "),
+        "the Error row carries its action"
+    );
     assert!(has_text(&harness, "Migration is disabled"));
     assert!(
-        harness.get_by_label("Migration").accesskit_node().is_disabled(),
+        harness
+            .get_by_label("Migration")
+            .accesskit_node()
+            .is_disabled(),
         "Migration is refused while an Error row stands"
     );
 }
@@ -126,31 +153,54 @@ fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
     let (_dir, _fleet, profile) = fleet();
     let mut harness = app(profile.clone());
     // db-01 is the demo's largest LPAR: its transfer lasts long enough to cancel.
-    pick_and_check(&mut harness, "Source ch1-b1/db-01", "Destination ch1-b2/Auto");
+    pick_and_check(
+        &mut harness,
+        "Source ch1-b1/db-01",
+        "Destination ch1-b2/Auto",
+    );
     click(&mut harness, "Migration");
-    wait_for(&mut harness, "memory transfer", Duration::from_secs(60), |h| {
-        h.state()
-            .model
-            .current_move
-            .as_ref()
-            .is_some_and(|m| m.memory_moving())
-            || has(h, "Migration completed!")
-    });
+    wait_for(
+        &mut harness,
+        "memory transfer",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .current_move
+                .as_ref()
+                .is_some_and(|m| m.memory_moving())
+                || has(h, "Migration completed!")
+        },
+    );
     if has(&harness, "Migration completed!") {
-        panic!("the move finished before it could be cancelled; give db-01 more memory or dirty rate");
+        panic!(
+            "the move finished before it could be cancelled; give db-01 more memory or dirty rate"
+        );
     }
     click(&mut harness, "Cancel");
-    wait_for(&mut harness, "the move to end", Duration::from_secs(60), |h| {
-        h.state()
-            .model
-            .current_move
-            .as_ref()
-            .is_some_and(|m| !m.running())
-    });
-    assert!(has_text(&harness, "Migration failed"), "{:?}", labels(&harness));
+    wait_for(
+        &mut harness,
+        "the move to end",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .current_move
+                .as_ref()
+                .is_some_and(|m| !m.running())
+        },
+    );
+    assert!(
+        has_text(&harness, "Migration failed"),
+        "{:?}",
+        labels(&harness)
+    );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b1 = lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
-    let db = rt.block_on(find_lpar(&b1, "db-01")).expect("db-01 still on ch1-b1");
+    let b1 =
+        lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
+    let db = rt
+        .block_on(find_lpar(&b1, "db-01"))
+        .expect("db-01 still on ch1-b1");
     assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
     assert!(db.runtime.is_some(), "its guest still runs");
 }

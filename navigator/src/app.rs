@@ -54,6 +54,23 @@ impl Icons {
     }
 }
 
+/// DejaVu Sans (assets/fonts) behind egui's own fonts: the arrows, dashes and symbols of the
+/// library's messages ("ch1-b1 → ch1-b2") draw as glyphs, not boxes.
+fn install_fallback_font(ctx: &egui::Context) {
+    let families = [egui::FontFamily::Proportional, egui::FontFamily::Monospace]
+        .into_iter()
+        .map(|family| egui::epaint::text::InsertFontFamily {
+            family,
+            priority: egui::epaint::text::FontPriority::Lowest,
+        })
+        .collect();
+    ctx.add_font(egui::epaint::text::FontInsert {
+        name: "DejaVuSans".into(),
+        data: egui::FontData::from_static(include_bytes!("../../assets/fonts/DejaVuSans.ttf")),
+        families,
+    });
+}
+
 /// What the windows ask for during one frame (sent after it).
 #[derive(Debug, Default)]
 pub struct Outbox(Vec<Command>);
@@ -73,6 +90,7 @@ pub struct NavigatorApp {
     icons: Icons,
     clock: Instant,
     quit_after_move: bool,
+    tour: Option<crate::tour::Tour>,
 }
 
 impl std::fmt::Debug for NavigatorApp {
@@ -94,13 +112,23 @@ impl NavigatorApp {
                 .map(|h| (h.name.clone(), h.chassis.clone())),
         );
         let engine = Engine::start(profile, wake, true)?;
+        install_fallback_font(ctx);
         Ok(Self {
             model,
             engine,
             icons: Icons::load(ctx),
             clock: Instant::now(),
             quit_after_move: false,
+            tour: None,
         })
+    }
+
+    /// Runs the screenshot tour (`--tour DIR`) and closes when it is done.
+    pub fn with_tour(mut self, ctx: &egui::Context, dir: std::path::PathBuf) -> Self {
+        // Wherever the virtual pointer rests, no tooltip covers the screenshots.
+        ctx.all_styles_mut(|s| s.interaction.tooltip_delay = f32::INFINITY);
+        self.tour = Some(crate::tour::Tour::new(dir));
+        self
     }
 
     fn now(&self) -> Duration {
@@ -268,7 +296,12 @@ impl eframe::App for NavigatorApp {
         self.drain_events();
         self.handle_close(ctx);
         // The stall flag depends on time passing, not only on events.
-        if self.model.current_move.as_ref().is_some_and(|m| m.running()) {
+        if self
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.running())
+        {
             ctx.request_repaint_after(Duration::from_millis(500));
         }
     }
@@ -292,6 +325,12 @@ impl eframe::App for NavigatorApp {
         windows::logs::show(&ctx, &mut self.model, &mut outbox);
         windows::paths::show(&ctx, &mut self.model);
         self.close_dialog(&ctx);
+        if let Some(tour) = &mut self.tour {
+            outbox.0.extend(tour.drive(&ctx, &mut self.model));
+            if tour.done() {
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+            }
+        }
         for command in outbox.0 {
             self.dispatch(command);
         }

@@ -253,15 +253,25 @@ impl Worker {
                         Some(m) => {
                             let job = m.job.lock().ok().and_then(|j| j.clone());
                             match job {
-                                None => Err("The move has no job yet; try again in a moment.".to_owned()),
-                                Some(job) => moves::extend(&me.profile, &m.source, &job, by.as_secs())
-                                    .await
-                                    .map(|s| format!(
+                                None => {
+                                    Err("The move has no job yet; try again in a moment."
+                                        .to_owned())
+                                }
+                                Some(job) => moves::extend(
+                                    &me.profile,
+                                    &m.source,
+                                    &job,
+                                    by.as_secs(),
+                                )
+                                .await
+                                .map(|s| {
+                                    format!(
                                         "Timeout extended by {} s; the move now times out in {} s.",
                                         by.as_secs(),
                                         s.progress.map_or(0, |p| p.timeout_in_s)
-                                    ))
-                                    .map_err(|e| format!("Extend timeout failed: {e}")),
+                                    )
+                                })
+                                .map_err(|e| format!("Extend timeout failed: {e}")),
                             }
                         }
                     };
@@ -415,8 +425,9 @@ impl Worker {
         if let Err(e) = &result {
             warn!(error = %e, "live move failed");
         }
-        self.outbox
-            .send(Event::LiveMoveDone(Box::new(result.map_err(|e| e.to_string()))));
+        self.outbox.send(Event::LiveMoveDone(Box::new(
+            result.map_err(|e| e.to_string()),
+        )));
         self.refresh();
     }
 }

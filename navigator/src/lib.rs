@@ -13,6 +13,7 @@ pub mod command;
 pub mod engine;
 pub mod icons;
 pub mod model;
+pub mod tour;
 pub mod windows;
 
 pub use app::NavigatorApp;

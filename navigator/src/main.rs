@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use anyhow::Context;
 use clap::Parser;
 use lparmover::model::fleet::DEMO_FLEET_TOML;
-use lparmover::ops::fleetproc::{FleetDirs, FleetProcess, demo_workdir, find_hvmsim, find_lparmover};
+use lparmover::ops::fleetproc::{
+    FleetDirs, FleetProcess, demo_workdir, find_hvmsim, find_lparmover,
+};
 use lparmover::profile::Profile;
 use navigator::NavigatorApp;
 use tracing_subscriber::EnvFilter;
@@ -24,6 +26,10 @@ struct Args {
     /// Where the embedded demo fleet keeps its state between runs.
     #[arg(long)]
     workdir: Option<PathBuf>,
+    /// Walk through the main procedures, save a screenshot of each into DIR, and quit (the
+    /// README's screenshots; run under a display, e.g. `xvfb-run`).
+    #[arg(long, value_name = "DIR")]
+    tour: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -93,10 +99,20 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             .with_inner_size([1280.0, 820.0]),
         ..Default::default()
     };
+    let tour = args.tour.clone();
+    if let Some(dir) = &tour {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
     let result = eframe::run_native(
         "lparmover navigator",
         options,
-        Box::new(move |cc| Ok(Box::new(NavigatorApp::new(&cc.egui_ctx, profile)?))),
+        Box::new(move |cc| {
+            let app = NavigatorApp::new(&cc.egui_ctx, profile)?;
+            Ok(Box::new(match tour {
+                Some(dir) => app.with_tour(&cc.egui_ctx, dir),
+                None => app,
+            }))
+        }),
     );
     // The window closed: stop the demo fleet (its blades power their guests off).
     if let Ok(mut slot) = fleet.lock() {
@@ -105,7 +121,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
     match result {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
-            eprintln!("navigator: the window could not open ({e}); running the headless demo instead");
+            eprintln!(
+                "navigator: the window could not open ({e}); running the headless demo instead"
+            );
             headless_demo()
         }
     }

@@ -351,11 +351,14 @@ impl MoveView {
                 StageStatus::Done
             };
         }
-        if !failed && self.stages.last().is_none_or(|s| !s.0.contains("completed")) {
-            self.stages.push((
-                JobStage::Completed.display(),
-                StageStatus::Done,
-            ));
+        if !failed
+            && self
+                .stages
+                .last()
+                .is_none_or(|s| !s.0.contains("completed"))
+        {
+            self.stages
+                .push((JobStage::Completed.display(), StageStatus::Done));
         }
         self.outcome = Some(outcome);
     }
@@ -600,7 +603,9 @@ impl Model {
                         "Migration is disabled: {} Error row(s) stand in Show Config (first: {}). {}",
                         errors.len(),
                         row.item,
-                        row.action.as_deref().unwrap_or("Fix it and run Show Config again.")
+                        row.action
+                            .as_deref()
+                            .unwrap_or("Fix it and run Show Config again.")
                     )),
                 }
             }
@@ -849,9 +854,9 @@ impl Model {
                 };
                 match event {
                     MoveEvent::Progress(p) => m.observe(now, &p),
-                    MoveEvent::Settled(r) => m
-                        .notes
-                        .push(format!("Settled first: {}", describe_job(&r))),
+                    MoveEvent::Settled(r) => {
+                        m.notes.push(format!("Settled first: {}", describe_job(&r)))
+                    }
                     MoveEvent::SettleFailed(e) => m
                         .notes
                         .push(format!("Unfinished jobs could not be read: {e}")),
@@ -891,7 +896,8 @@ impl Model {
             m.finish(outcome);
         }
         if self.close_dialog && self.close_decision() == CloseDecision::Close {
-            self.notices.push("The move ended; the navigator closes.".into());
+            self.notices
+                .push("The move ended; the navigator closes.".into());
         }
     }
 

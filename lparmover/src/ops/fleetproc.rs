@@ -125,7 +125,16 @@ fn find_program(name: &str, package: &str, env: &str) -> Result<PathBuf, FleetEr
         let profile = if profile == "debug" { "dev" } else { profile };
         tracing::info!(profile, name, "building");
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", package, "--bin", name, "--profile", profile])
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                package,
+                "--bin",
+                name,
+                "--profile",
+                profile,
+            ])
             .status()
             .map_err(io("run cargo to build the fleet's programs"))?;
         if !status.success() {

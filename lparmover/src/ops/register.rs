@@ -36,7 +36,9 @@ pub enum RegisterError {
     #[error("{0:?} is not an HVM address like https://127.0.1.1:40123; give the management URL")]
     BadUrl(String),
     /// No TLS server there.
-    #[error("cannot fetch the certificate of {url}: {detail}; check the address and that the HVM runs")]
+    #[error(
+        "cannot fetch the certificate of {url}: {detail}; check the address and that the HVM runs"
+    )]
     Fetch {
         /// The URL.
         url: String,
@@ -289,7 +291,12 @@ mod tests {
 
     #[test]
     fn bad_addresses_are_refused_with_what_to_give() {
-        for bad in ["127.0.1.1:40123", "http://127.0.1.1:1", "https://", "https://nohost"] {
+        for bad in [
+            "127.0.1.1:40123",
+            "http://127.0.1.1:1",
+            "https://",
+            "https://nohost",
+        ] {
             let err = fetch_certificate(bad).unwrap_err().to_string();
             assert!(err.contains("not an HVM address"), "{bad}: {err}");
         }

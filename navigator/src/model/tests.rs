@@ -45,9 +45,12 @@ fn demo() -> Model {
 }
 
 fn row<'a>(rows: &'a [TreeRow], label: &str) -> &'a TreeRow {
-    rows.iter()
-        .find(|r| r.label == label)
-        .unwrap_or_else(|| panic!("no row {label:?} in {:#?}", rows.iter().map(|r| &r.label).collect::<Vec<_>>()))
+    rows.iter().find(|r| r.label == label).unwrap_or_else(|| {
+        panic!(
+            "no row {label:?} in {:#?}",
+            rows.iter().map(|r| &r.label).collect::<Vec<_>>()
+        )
+    })
 }
 
 fn web01() -> SourcePick {
@@ -126,7 +129,10 @@ fn a_failed_update_keeps_the_last_inventory_and_shows_it_failed() {
             chassis: String::new(),
             url: String::new(),
             inventory: None,
-            error: Some(EmgError::new(Emg::ConnectionRefusedMms, "did not answer within 1.5 s")),
+            error: Some(EmgError::new(
+                Emg::ConnectionRefusedMms,
+                "did not answer within 1.5 s",
+            )),
         })),
     );
     let rows = model.tree(Side::Source).to_vec();
@@ -138,7 +144,11 @@ fn a_failed_update_keeps_the_last_inventory_and_shows_it_failed() {
         .filter(|r| matches!(&r.kind, RowKind::Lpar { hvm, .. } if hvm == "ch2-b1"))
         .collect();
     assert!(!lpars.is_empty(), "the last inventory stays visible");
-    assert!(lpars.iter().all(|r| r.icon == Icon::LparUpdateFailed && !r.selectable));
+    assert!(
+        lpars
+            .iter()
+            .all(|r| r.icon == Icon::LparUpdateFailed && !r.selectable)
+    );
     assert_eq!(row(&rows, "Source ch1-b1").icon, Icon::HvmNormal);
 }
 
@@ -148,7 +158,12 @@ fn migration_needs_picks_then_a_clean_show_config_for_exactly_those_picks() {
     assert!(model.migration_allowed().unwrap_err().contains("Pick"));
     model.pick_source(web01());
     model.pick_destination(Destination::auto("ch2-b1"));
-    assert!(model.migration_allowed().unwrap_err().contains("Show Config"));
+    assert!(
+        model
+            .migration_allowed()
+            .unwrap_err()
+            .contains("Show Config")
+    );
     let request = model.check_request().unwrap();
     model.check_started(request.clone());
     assert!(model.migration_allowed().unwrap_err().contains("running"));
@@ -158,7 +173,10 @@ fn migration_needs_picks_then_a_clean_show_config_for_exactly_those_picks() {
         "ch2-b1",
         Mode::ConcurrentMaintenance,
     ));
-    assert!(has_errors(&report), "ch2-b1's older EFI refuses a live move");
+    assert!(
+        has_errors(&report),
+        "ch2-b1's older EFI refuses a live move"
+    );
     model.apply(Duration::ZERO, Event::Checked(Box::new(Ok(report))));
     let why = model.migration_allowed().unwrap_err();
     assert!(why.contains("Error row"), "{why}");
@@ -166,7 +184,10 @@ fn migration_needs_picks_then_a_clean_show_config_for_exactly_those_picks() {
 
     model.pick_destination(Destination::auto("ch1-b2"));
     assert!(
-        model.migration_allowed().unwrap_err().contains("Show Config"),
+        model
+            .migration_allowed()
+            .unwrap_err()
+            .contains("Show Config"),
         "a report for another destination does not count"
     );
     let request = model.check_request().unwrap();
@@ -213,7 +234,10 @@ fn a_move_lists_its_stages_with_table_7_3_states_and_blocks_closing_as_it_should
     started(&mut model);
     assert!(model.open.progress);
     model.apply(Duration::from_secs(1), progress(JobStage::Preparing, 0));
-    model.apply(Duration::from_secs(2), progress(JobStage::Transferring, 1000));
+    model.apply(
+        Duration::from_secs(2),
+        progress(JobStage::Transferring, 1000),
+    );
     let m = model.current_move.as_ref().unwrap();
     assert_eq!(m.stages.len(), 2);
     assert_eq!(m.stages[0].1, StageStatus::Done);
@@ -248,10 +272,16 @@ fn a_failed_move_marks_its_stage_failed_and_a_rollback_terminating() {
 fn a_move_that_sends_nothing_for_the_window_is_flagged_stalled() {
     let mut model = demo();
     started(&mut model);
-    model.apply(Duration::from_secs(1), progress(JobStage::Transferring, 500));
+    model.apply(
+        Duration::from_secs(1),
+        progress(JobStage::Transferring, 500),
+    );
     let m = model.current_move.as_ref().unwrap();
     assert_eq!(m.headway(Duration::from_secs(5)), Headway::Moving);
-    assert!(matches!(m.headway(Duration::from_secs(30)), Headway::Stalled(_)));
+    assert!(matches!(
+        m.headway(Duration::from_secs(30)),
+        Headway::Stalled(_)
+    ));
 }
 
 #[test]
@@ -280,6 +310,10 @@ fn a_large_fleet_opens_on_its_hvms_with_their_lpars_folded() {
     let hvms = (0..200).map(|i| (format!("b{i}"), format!("C{}", i / 10)));
     let mut model = Model::new("large", hvms);
     let rows = model.tree(Side::Source);
-    assert_eq!(rows.len(), 20 + 200, "chassis and HVM rows, no LPAR rows until opened");
+    assert_eq!(
+        rows.len(),
+        20 + 200,
+        "chassis and HVM rows, no LPAR rows until opened"
+    );
     assert!(rows.iter().all(|r| r.expanded.is_some()));
 }

@@ -19,7 +19,8 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
     let mut rerun = None;
     egui::Window::new("Migration Config Viewer")
         .open(&mut open)
-        .default_size([780.0, 520.0])
+        .default_pos([200.0, 60.0])
+        .default_size([1000.0, 640.0])
         .vscroll(true)
         .show(ctx, |ui| match &model.check {
             CheckState::NotRun => {
@@ -95,28 +96,33 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                                     None => ui.label(text),
                                 };
                                 cell(ui, row.verdict.label());
-                                cell(ui, &row.item);
+                                ui.vertical(|ui| {
+                                    ui.set_max_width(420.0);
+                                    cell(ui, &row.item);
+                                    if row.verdict != Verdict::Ok {
+                                        let c = color.unwrap_or(Color32::GRAY);
+                                        let wrapped = |ui: &mut egui::Ui, text: String| {
+                                            ui.add(
+                                                egui::Label::new(
+                                                    RichText::new(text).color(c).small(),
+                                                )
+                                                .wrap(),
+                                            );
+                                        };
+                                        if !row.detail.is_empty() {
+                                            wrapped(ui, row.detail.clone());
+                                        }
+                                        if let Some(emg) = &row.emg {
+                                            wrapped(ui, emg.clone());
+                                        }
+                                        if let Some(action) = &row.action {
+                                            wrapped(ui, format!("Action: {action}"));
+                                        }
+                                    }
+                                });
                                 cell(ui, &row.source);
                                 cell(ui, &row.destination);
                                 ui.end_row();
-                                if row.verdict != Verdict::Ok {
-                                    let c = color.unwrap_or(Color32::GRAY);
-                                    if !row.detail.is_empty() {
-                                        ui.label("");
-                                        ui.colored_label(c, &row.detail);
-                                        ui.end_row();
-                                    }
-                                    if let Some(emg) = &row.emg {
-                                        ui.label("");
-                                        ui.colored_label(c, emg);
-                                        ui.end_row();
-                                    }
-                                    if let Some(action) = &row.action {
-                                        ui.label("");
-                                        ui.colored_label(c, format!("Action: {action}"));
-                                        ui.end_row();
-                                    }
-                                }
                             }
                         });
                 }

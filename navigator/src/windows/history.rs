@@ -20,7 +20,9 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                 ui.text_edit_singleline(&mut model.history_lpar);
                 if ui.button("Show").clicked() || matches!(model.history, Pending::Idle) {
                     let lpar = model.history_lpar.trim();
-                    outbox.push(Command::History((!lpar.is_empty()).then(|| lpar.to_owned())));
+                    outbox.push(Command::History(
+                        (!lpar.is_empty()).then(|| lpar.to_owned()),
+                    ));
                     model.history = Pending::Running;
                 }
             });
@@ -32,19 +34,27 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                     ui.colored_label(ERROR_RED, e);
                 }
                 Pending::Done(HistoryView::Lpar(h)) => {
-                    egui::Grid::new("lpar-history").striped(true).show(ui, |ui| {
-                        for head in ["", "HVM", "LPAR number", "Date and time"] {
-                            ui.strong(head);
-                        }
-                        ui.end_row();
-                        for row in &h.placements {
-                            ui.label(&row.label);
-                            ui.label(&row.hvm);
-                            ui.label(row.number.to_string());
-                            ui.label(row.record.started_at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string());
+                    egui::Grid::new("lpar-history")
+                        .striped(true)
+                        .show(ui, |ui| {
+                            for head in ["", "HVM", "LPAR number", "Date and time"] {
+                                ui.strong(head);
+                            }
                             ui.end_row();
-                        }
-                    });
+                            for row in &h.placements {
+                                ui.label(&row.label);
+                                ui.label(&row.hvm);
+                                ui.label(row.number.to_string());
+                                ui.label(
+                                    row.record
+                                        .started_at
+                                        .with_timezone(&Local)
+                                        .format("%Y-%m-%d %H:%M:%S")
+                                        .to_string(),
+                                );
+                                ui.end_row();
+                            }
+                        });
                     if h.placements.is_empty() {
                         ui.label(format!("No migration history for {}.", h.lpar));
                     }
@@ -53,7 +63,9 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                             "Rehearsal {} → {} at {}: {}",
                             t.source_hvm,
                             t.dest_hvm,
-                            t.started_at.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S"),
+                            t.started_at
+                                .with_timezone(&Local)
+                                .format("%Y-%m-%d %H:%M:%S"),
                             t.result.label()
                         ));
                     }
@@ -72,7 +84,10 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
 }
 
 fn entry_line(e: &HistoryEntry) -> String {
-    let when = e.started_at().with_timezone(&Local).format("%Y-%m-%d %H:%M:%S");
+    let when = e
+        .started_at()
+        .with_timezone(&Local)
+        .format("%Y-%m-%d %H:%M:%S");
     match e {
         HistoryEntry::Move(m) => format!(
             "{when}  move {} {} → {}  {}{}",

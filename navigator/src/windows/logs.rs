@@ -34,7 +34,11 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                     })
                     .show_ui(ui, |ui| {
                         ui.selectable_value(&mut f.min_level, None, "all");
-                        ui.selectable_value(&mut f.min_level, Some(LogLevel::Warning), "warning and above");
+                        ui.selectable_value(
+                            &mut f.min_level,
+                            Some(LogLevel::Warning),
+                            "warning and above",
+                        );
                         ui.selectable_value(&mut f.min_level, Some(LogLevel::Error), "error");
                     });
                 ui.checkbox(&mut f.fc_events_only, "FC events only");
@@ -53,11 +57,9 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                 }
                 Pending::Done(entries) => {
                     let height = ui.text_style_height(&egui::TextStyle::Body);
-                    egui::ScrollArea::vertical().auto_shrink([false, false]).show_rows(
-                        ui,
-                        height,
-                        entries.len(),
-                        |ui, range| {
+                    egui::ScrollArea::vertical()
+                        .auto_shrink([false, false])
+                        .show_rows(ui, height, entries.len(), |ui, range| {
                             for e in &entries[range] {
                                 let text = format!(
                                     "{}  {:<8} {:<7} {:<9} {}",
@@ -73,8 +75,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                                     LogLevel::Info => ui.label(text),
                                 };
                             }
-                        },
-                    );
+                        });
                 }
             }
         });

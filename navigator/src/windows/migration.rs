@@ -82,8 +82,13 @@ pub fn ui(ui: &mut Ui, model: &mut Model, icons: &Icons, outbox: &mut Outbox) {
             && model.destination.is_some()
             && model.mode == Mode::ConcurrentMaintenance;
         if ui
-            .add_enabled(live_pick && !model.rehearsal.running(), egui::Button::new("Rehearsal"))
-            .on_disabled_hover_text("Pick a source LPAR and a destination HVM in Concurrent Maintenance mode.")
+            .add_enabled(
+                live_pick && !model.rehearsal.running(),
+                egui::Button::new("Rehearsal"),
+            )
+            .on_disabled_hover_text(
+                "Pick a source LPAR and a destination HVM in Concurrent Maintenance mode.",
+            )
             .clicked()
             && let (Some(s), Some(d)) = (&model.source, &model.destination)
         {
@@ -131,18 +136,20 @@ fn destination_groups(model: &Model) -> Vec<u8> {
 fn picks_ui(ui: &mut Ui, model: &Model) {
     ui.horizontal(|ui| {
         ui.label("Source:");
-        ui.strong(
-            model
-                .source
-                .as_ref()
-                .map_or("—".to_owned(), |s| format!("{}/{} (LPAR {})", s.hvm, s.name, s.number)),
-        );
+        ui.strong(model.source.as_ref().map_or("—".to_owned(), |s| {
+            format!("{}/{} (LPAR {})", s.hvm, s.name, s.number)
+        }));
         ui.separator();
         ui.label("Destination:");
-        ui.strong(model.destination.as_ref().map_or("—".to_owned(), |d| match d.number {
-            Some(n) => format!("{} LPAR {n}", d.hvm),
-            None => format!("{} (Auto)", d.hvm),
-        }));
+        ui.strong(
+            model
+                .destination
+                .as_ref()
+                .map_or("—".to_owned(), |d| match d.number {
+                    Some(n) => format!("{} LPAR {n}", d.hvm),
+                    None => format!("{} (Auto)", d.hvm),
+                }),
+        );
     });
 }
 
@@ -160,7 +167,7 @@ fn tree_ui(ui: &mut Ui, model: &mut Model, icons: &Icons, side: Side, height: f3
                 ui.horizontal(|ui| {
                     ui.add_space(f32::from(row.depth) * 16.0);
                     if let Some(open) = row.expanded {
-                        let arrow = if open { "⏷" } else { "⏵" };
+                        let arrow = if open { "−" } else { "+" };
                         if ui
                             .small_button(arrow)
                             .on_hover_text(if open { "Collapse" } else { "Expand" })
@@ -169,10 +176,14 @@ fn tree_ui(ui: &mut Ui, model: &mut Model, icons: &Icons, side: Side, height: f3
                             toggled = Some(row.kind.clone());
                         }
                     }
-                    ui.add(icons.image(row.icon, 16.0)).on_hover_text(&row.hover);
+                    ui.add(icons.image(row.icon, 16.0))
+                        .on_hover_text(&row.hover);
                     let selected = is_selected(model, side, &row.kind);
                     let response = ui
-                        .add_enabled(row.selectable, egui::Button::selectable(selected, &row.text))
+                        .add_enabled(
+                            row.selectable,
+                            egui::Button::selectable(selected, &row.text),
+                        )
                         .on_hover_text(&row.hover)
                         .on_disabled_hover_text(&row.hover);
                     let label = row.label.clone();

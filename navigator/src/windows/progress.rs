@@ -17,14 +17,21 @@ use crate::windows::config_viewer::{ERROR_RED, WARNING_AMBER};
 pub const EXTEND_STEP: Duration = Duration::from_secs(300);
 
 /// Draws the window when open.
-pub fn show(ctx: &egui::Context, model: &mut Model, icons: &Icons, now: Duration, outbox: &mut Outbox) {
+pub fn show(
+    ctx: &egui::Context,
+    model: &mut Model,
+    icons: &Icons,
+    now: Duration,
+    outbox: &mut Outbox,
+) {
     let Some(m) = &model.current_move else {
         return;
     };
     let mut open = model.open.progress;
     egui::Window::new("Migration Progress")
         .open(&mut open)
-        .default_size([720.0, 600.0])
+        .default_pos([300.0, 60.0])
+        .default_size([760.0, 640.0])
         .vscroll(true)
         .show(ctx, |ui| {
             ui.label(format!(
@@ -77,11 +84,11 @@ pub fn show(ctx: &egui::Context, model: &mut Model, icons: &Icons, now: Duration
                     };
                     row("Round", p.round.to_string());
                     row(
-                        "Memory sent",
+                        "Memory",
                         format!(
-                            "{:.0} of {:.0} MB, {:.0} MB remaining",
-                            p.memory_bytes_sent as f64 / 1e6,
+                            "{:.0} MB; {:.0} MB sent over all rounds, {:.0} MB remaining",
                             p.memory_size as f64 / 1e6,
+                            p.memory_bytes_sent as f64 / 1e6,
                             p.bytes_remaining as f64 / 1e6
                         ),
                     );

@@ -68,71 +68,76 @@ pub fn show(ctx: &egui::Context, model: &mut Model, icons: &Icons, outbox: &mut 
 pub fn show_rollback_wwn(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
     let mut open = model.open.rollback_wwn;
     let was_open = open;
-    egui::Window::new("Rollback WWN").open(&mut open).show(ctx, |ui| {
-        ui.horizontal(|ui| {
-            ui.label(format!(
-                "LPARs with WWNs pending rollback: {} LPARs",
-                model.lpars_with_wwns_pending_rollback()
-            ));
-            if ui.button("Refresh list").clicked() {
-                outbox.push(Command::ListWwnRollbacks);
-            }
-        });
-        match &model.wwn_rollbacks {
-            Pending::Idle => {
-                outbox.push(Command::ListWwnRollbacks);
-                model.wwn_rollbacks = Pending::Running;
-            }
-            Pending::Running => {
-                ui.spinner();
-            }
-            Pending::Failed(e) => {
-                ui.colored_label(ERROR_RED, e);
-            }
-            Pending::Done(marks) if marks.is_empty() => {
-                ui.label("No WWNs are pending rollback.");
-            }
-            Pending::Done(marks) => {
-                egui::Grid::new("wwn-status").striped(true).show(ui, |ui| {
-                    for h in ["HVM", "LPAR", "Job", "Since", "Reason", ""] {
-                        ui.strong(h);
-                    }
-                    ui.end_row();
-                    for p in marks {
-                        let m = &p.mark;
-                        ui.label(&p.hvm);
-                        ui.label(format!("{} ({})", m.lpar_name, m.lpar));
-                        ui.label(&m.job);
-                        ui.label(m.marked_at.format("%Y-%m-%d %H:%M:%S").to_string());
-                        ui.label(m.reason.label());
-                        if ui
-                            .add_enabled(!model.rollback.running(), egui::Button::new("Execute"))
-                            .clicked()
-                        {
-                            outbox.push(Command::RollbackWwn(LparRef {
-                                hvm: p.hvm.clone(),
-                                lpar: LparSelector::Number(m.lpar),
-                            }));
+    egui::Window::new("Rollback WWN")
+        .open(&mut open)
+        .show(ctx, |ui| {
+            ui.horizontal(|ui| {
+                ui.label(format!(
+                    "LPARs with WWNs pending rollback: {} LPARs",
+                    model.lpars_with_wwns_pending_rollback()
+                ));
+                if ui.button("Refresh list").clicked() {
+                    outbox.push(Command::ListWwnRollbacks);
+                }
+            });
+            match &model.wwn_rollbacks {
+                Pending::Idle => {
+                    outbox.push(Command::ListWwnRollbacks);
+                    model.wwn_rollbacks = Pending::Running;
+                }
+                Pending::Running => {
+                    ui.spinner();
+                }
+                Pending::Failed(e) => {
+                    ui.colored_label(ERROR_RED, e);
+                }
+                Pending::Done(marks) if marks.is_empty() => {
+                    ui.label("No WWNs are pending rollback.");
+                }
+                Pending::Done(marks) => {
+                    egui::Grid::new("wwn-status").striped(true).show(ui, |ui| {
+                        for h in ["HVM", "LPAR", "Job", "Since", "Reason", ""] {
+                            ui.strong(h);
                         }
                         ui.end_row();
-                    }
-                });
+                        for p in marks {
+                            let m = &p.mark;
+                            ui.label(&p.hvm);
+                            ui.label(format!("{} ({})", m.lpar_name, m.lpar));
+                            ui.label(&m.job);
+                            ui.label(m.marked_at.format("%Y-%m-%d %H:%M:%S").to_string());
+                            ui.label(m.reason.label());
+                            if ui
+                                .add_enabled(
+                                    !model.rollback.running(),
+                                    egui::Button::new("Execute"),
+                                )
+                                .clicked()
+                            {
+                                outbox.push(Command::RollbackWwn(LparRef {
+                                    hvm: p.hvm.clone(),
+                                    lpar: LparSelector::Number(m.lpar),
+                                }));
+                            }
+                            ui.end_row();
+                        }
+                    });
+                }
             }
-        }
-        match &model.rollback {
-            Pending::Done(text) => {
-                ui.label(text);
-                ui.label(RichText::new("Rollback completed!").strong());
+            match &model.rollback {
+                Pending::Done(text) => {
+                    ui.label(text);
+                    ui.label(RichText::new("Rollback completed!").strong());
+                }
+                Pending::Failed(e) => {
+                    ui.colored_label(ERROR_RED, e);
+                }
+                Pending::Running => {
+                    ui.spinner();
+                }
+                Pending::Idle => {}
             }
-            Pending::Failed(e) => {
-                ui.colored_label(ERROR_RED, e);
-            }
-            Pending::Running => {
-                ui.spinner();
-            }
-            Pending::Idle => {}
-        }
-    });
+        });
     if open && !was_open {
         model.wwn_rollbacks = Pending::Idle;
     }

@@ -1,0 +1,249 @@
+//! `navigator --tour DIR`: the README's screenshots, taken from the real window. The app walks
+//! through the main procedures on the demo fleet, through the same commands the buttons send,
+//! and saves a PNG of the window at each step.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use lparmover::ops::Destination;
+
+use crate::command::Command;
+use crate::model::{CheckState, Model, Pending, SourcePick};
+
+/// One step of the tour.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    WaitFleet,
+    PickPair,
+    ShowConfig,
+    PickIncompatible,
+    ShowConfigError,
+    Move,
+    MoveRunning,
+    MoveDone,
+    Rehearse,
+    Connectivity,
+    History,
+    Logs,
+    Done,
+}
+
+/// The tour's state.
+#[derive(Debug)]
+pub struct Tour {
+    dir: PathBuf,
+    step: Step,
+    since: Instant,
+    shot_pending: Option<Arc<AtomicBool>>,
+}
+
+impl Tour {
+    /// A tour saving its PNGs into `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            step: Step::WaitFleet,
+            since: Instant::now(),
+            shot_pending: None,
+        }
+    }
+
+    /// Whether it has finished.
+    pub fn done(&self) -> bool {
+        self.step == Step::Done
+    }
+
+    fn next(&mut self, step: Step) {
+        self.step = step;
+        self.since = Instant::now();
+    }
+
+    fn settled(&self) -> bool {
+        self.since.elapsed() > Duration::from_millis(700)
+    }
+
+    fn shoot(&mut self, ctx: &egui::Context, name: &'static str) {
+        let path = self.dir.join(format!("{name}.png"));
+        let saved = Arc::new(AtomicBool::new(false));
+        self.shot_pending = Some(saved.clone());
+        let repaint = ctx.clone();
+        let callback = egui::ScreenshotCallback::new(move |image: Arc<egui::ColorImage>| {
+            let [w, h] = image.size;
+            let bytes: Vec<u8> = image.pixels.iter().flat_map(|p| p.to_array()).collect();
+            let result = u32::try_from(w)
+                .ok()
+                .zip(u32::try_from(h).ok())
+                .and_then(|(w, h)| image::RgbaImage::from_raw(w, h, bytes));
+            match result.map(|img| img.save(&path)) {
+                Some(Ok(())) => eprintln!("tour: saved {}", path.display()),
+                Some(Err(e)) => eprintln!("tour: cannot save {}: {e}", path.display()),
+                None => eprintln!("tour: screenshot {} has a wrong size", path.display()),
+            }
+            saved.store(true, Ordering::Release);
+            repaint.request_repaint();
+        });
+        ctx.send_viewport_cmd(egui::ViewportCommand::Screenshot(callback));
+    }
+
+    /// Whether the last screenshot asked for has been saved.
+    fn collect(&mut self) -> bool {
+        match &self.shot_pending {
+            Some(saved) if !saved.load(Ordering::Acquire) => false,
+            _ => {
+                self.shot_pending = None;
+                true
+            }
+        }
+    }
+
+    /// Advances the tour; returns commands to send (as the buttons would).
+    pub fn drive(&mut self, ctx: &egui::Context, model: &mut Model) -> Vec<Command> {
+        ctx.request_repaint_after(Duration::from_millis(100));
+        if !self.collect() {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        let pick = |model: &mut Model, dest: &str| {
+            if let Some((hvm, view)) = model.find_lpar("web-01") {
+                let pick = SourcePick {
+                    hvm: hvm.to_owned(),
+                    number: view.lpar.number,
+                    name: "web-01".into(),
+                };
+                model.pick_source(pick);
+            }
+            model.pick_destination(Destination::auto(dest));
+        };
+        match self.step {
+            Step::WaitFleet => {
+                if model.hvms.iter().all(|h| h.answered) && self.settled() {
+                    self.next(Step::PickPair);
+                }
+            }
+            Step::PickPair => {
+                pick(model, "ch1-b2");
+                self.shoot(ctx, "migration-tab");
+                self.next(Step::ShowConfig);
+            }
+            Step::ShowConfig => match &model.check {
+                CheckState::NotRun => {
+                    if let Some(r) = model.check_request() {
+                        out.push(Command::Check(r));
+                    }
+                }
+                CheckState::Done(..) | CheckState::Failed(..) if self.settled() => {
+                    self.shoot(ctx, "show-config");
+                    self.next(Step::PickIncompatible);
+                }
+                _ => {}
+            },
+            Step::PickIncompatible => {
+                pick(model, "ch2-b1");
+                if let Some(r) = model.check_request() {
+                    out.push(Command::Check(r));
+                }
+                self.next(Step::ShowConfigError);
+            }
+            Step::ShowConfigError => {
+                if matches!(model.check, CheckState::Done(..)) && self.settled() {
+                    self.shoot(ctx, "show-config-error");
+                    self.next(Step::Move);
+                }
+            }
+            Step::Move
+                if self.settled()
+                    && matches!(model.check, CheckState::Done(..))
+                    && model
+                        .destination
+                        .as_ref()
+                        .is_some_and(|d| d.hvm == "ch2-b1") =>
+            {
+                pick(model, "ch1-b2");
+                if let Some(r) = model.check_request() {
+                    out.push(Command::Check(r));
+                }
+            }
+            Step::Move => {
+                if model.migration_allowed().is_ok() {
+                    model.open.config_viewer = false;
+                    if let Some(c) = crate::app::NavigatorApp::migration_command(model) {
+                        out.push(c);
+                    }
+                    self.next(Step::MoveRunning);
+                }
+            }
+            Step::MoveRunning => {
+                let m = model.current_move.as_ref();
+                if m.is_some_and(|m| m.samples.len() >= 4 || !m.running()) {
+                    self.shoot(ctx, "progress-running");
+                    self.next(Step::MoveDone);
+                }
+            }
+            Step::MoveDone => {
+                if model.current_move.as_ref().is_some_and(|m| !m.running()) && self.settled() {
+                    self.shoot(ctx, "progress-completed");
+                    self.next(Step::Rehearse);
+                }
+            }
+            Step::Rehearse => match &model.rehearsal {
+                Pending::Idle => {
+                    model.open.progress = false;
+                    if let Some((hvm, view)) = model.find_lpar("web-01") {
+                        let source = lparmover::fleetview::LparRef {
+                            hvm: hvm.to_owned(),
+                            lpar: lparmover::fleetview::LparSelector::Number(view.lpar.number),
+                        };
+                        model.open.rehearsal = true;
+                        model.rehearsal = Pending::Running;
+                        out.push(Command::Rehearse {
+                            source,
+                            destination: "ch1-b1".into(),
+                        });
+                    }
+                }
+                Pending::Done(_) | Pending::Failed(_) if self.settled() => {
+                    self.shoot(ctx, "rehearsal");
+                    self.next(Step::Connectivity);
+                }
+                _ => {}
+            },
+            Step::Connectivity => match &model.connectivity {
+                Pending::Idle => {
+                    model.open.rehearsal = false;
+                    model.open.connectivity = true;
+                    model.connectivity = Pending::Running;
+                    out.push(Command::ConnectivityTest {
+                        source: "ch1-b1".into(),
+                        destination: "ch1-b2".into(),
+                    });
+                }
+                Pending::Done(_) | Pending::Failed(_) if self.settled() => {
+                    self.shoot(ctx, "connectivity-test");
+                    self.next(Step::History);
+                }
+                _ => {}
+            },
+            Step::History => {
+                model.open.connectivity = false;
+                model.open.history = true;
+                if matches!(model.history, Pending::Done(_)) && self.settled() {
+                    self.shoot(ctx, "history");
+                    self.next(Step::Logs);
+                }
+            }
+            Step::Logs => {
+                model.open.history = false;
+                model.open.logs = true;
+                model.open.recovery = true;
+                if matches!(model.logs, Pending::Done(_)) && self.settled() {
+                    self.shoot(ctx, "logs-recovery");
+                    self.next(Step::Done);
+                }
+            }
+            Step::Done => {}
+        }
+        out
+    }
+}

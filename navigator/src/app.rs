@@ -153,6 +153,9 @@ impl NavigatorApp {
             Command::RollbackWwn(_) => self.model.rollback = Pending::Running,
             Command::History(_) => self.model.history = Pending::Running,
             Command::Logs(_) => self.model.logs = Pending::Running,
+            Command::SetPath { .. } | Command::RemovePath { .. } => {
+                self.model.path_change = Pending::Running;
+            }
             Command::Cancel => {
                 if let Some(m) = &mut self.model.current_move {
                     m.cancel_requested = true;
@@ -291,8 +294,9 @@ impl NavigatorApp {
     }
 }
 
-impl eframe::App for NavigatorApp {
-    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+impl NavigatorApp {
+    /// The work before a frame: fold engine events into the model, handle a close request.
+    pub fn before_frame(&mut self, ctx: &egui::Context) {
         self.drain_events();
         self.handle_close(ctx);
         // The stall flag depends on time passing, not only on events.
@@ -306,7 +310,8 @@ impl eframe::App for NavigatorApp {
         }
     }
 
-    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+    /// One frame of the whole app (eframe calls it; so does the frame benchmark).
+    pub fn frame_ui(&mut self, ui: &mut egui::Ui) {
         let ctx = ui.ctx().clone();
         let mut outbox = Outbox::default();
         let now = self.now();
@@ -323,7 +328,7 @@ impl eframe::App for NavigatorApp {
         windows::recovery::show_rollback_wwn(&ctx, &mut self.model, &mut outbox);
         windows::history::show(&ctx, &mut self.model, &mut outbox);
         windows::logs::show(&ctx, &mut self.model, &mut outbox);
-        windows::paths::show(&ctx, &mut self.model);
+        windows::paths::show(&ctx, &mut self.model, &mut outbox);
         self.close_dialog(&ctx);
         if let Some(tour) = &mut self.tour {
             outbox.0.extend(tour.drive(&ctx, &mut self.model));
@@ -334,5 +339,15 @@ impl eframe::App for NavigatorApp {
         for command in outbox.0 {
             self.dispatch(command);
         }
+    }
+}
+
+impl eframe::App for NavigatorApp {
+    fn logic(&mut self, ctx: &egui::Context, _frame: &mut eframe::Frame) {
+        self.before_frame(ctx);
+    }
+
+    fn ui(&mut self, ui: &mut egui::Ui, _frame: &mut eframe::Frame) {
+        self.frame_ui(ui);
     }
 }

@@ -67,6 +67,20 @@ pub enum Command {
     History(Option<String>),
     /// System Logs.
     Logs(LogFilter),
+    /// Migration Path Setting: add or replace a path (by name) on an HVM.
+    SetPath {
+        /// HVM.
+        hvm: String,
+        /// The path.
+        path: lparmover::model::MigrationPath,
+    },
+    /// Migration Path Setting: remove a path.
+    RemovePath {
+        /// HVM.
+        hvm: String,
+        /// Path name.
+        name: String,
+    },
 }
 
 /// A report from the engine.
@@ -76,6 +90,8 @@ pub enum Event {
     StartupSettled(Result<Vec<String>, String>),
     /// A refresh started (`hvms` answers will follow, one per HVM).
     RefreshStarted,
+    /// Every HVM asked by that refresh answered or failed, after this long.
+    RefreshDone(Duration),
     /// One HVM answered (or failed / timed out).
     Hvm(Box<HvmSnapshot>),
     /// Show Config finished.
@@ -115,6 +131,8 @@ pub enum Event {
     History(Box<Result<HistoryView, String>>),
     /// System Logs.
     Logs(Result<Vec<FleetLogEntry>, String>),
+    /// A Migration Path Setting change, in words.
+    PathChanged(Result<String, String>),
 }
 
 /// What the Migration History window shows.

@@ -41,6 +41,17 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// The engine's threads yield to the UI thread: refreshing hundreds of HVMs must never make
+/// a frame wait for a core.
+fn lower_this_threads_priority() {
+    // SAFETY: gettid has no preconditions; setpriority on our own thread id only changes its
+    // scheduling priority.
+    unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, u32::try_from(tid).unwrap_or(0), 10);
+    }
+}
+
 #[derive(Clone)]
 struct RunningMove {
     control: MoveControl,
@@ -69,6 +80,7 @@ impl Engine {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("navigator-engine")
+            .on_thread_start(lower_this_threads_priority)
             .enable_all()
             .build()?;
         let (commands, rx) = unbounded_channel();
@@ -106,6 +118,11 @@ impl Engine {
         let running = self.running_move.lock().ok()?.clone()?;
         Some(running.control.cancel())
     }
+}
+
+enum PathChange {
+    Set(lparmover::model::MigrationPath),
+    Remove(String),
 }
 
 #[derive(Clone)]
@@ -155,6 +172,8 @@ impl Worker {
     /// never delays the others, and an HVM whose last request still hangs is not asked again.
     fn refresh(&self) {
         self.outbox.send(Event::RefreshStarted);
+        let started = std::time::Instant::now();
+        let mut asked = Vec::new();
         for hvm in &self.profile.hvms {
             let name = hvm.name.clone();
             if let Ok(mut in_flight) = self.in_flight.lock()
@@ -165,7 +184,7 @@ impl Worker {
             let me = self.clone();
             let chassis = hvm.chassis.clone();
             let url = hvm.url.clone();
-            tokio::spawn(async move {
+            asked.push(tokio::spawn(async move {
                 let result = match me.client(&name) {
                     Ok(client) => {
                         match tokio::time::timeout(HVM_ANSWER_TIMEOUT, client.inventory()).await {
@@ -196,8 +215,13 @@ impl Worker {
                     inventory,
                     error,
                 })));
-            });
+            }));
         }
+        let outbox = self.outbox.clone();
+        tokio::spawn(async move {
+            futures::future::join_all(asked).await;
+            outbox.send(Event::RefreshDone(started.elapsed()));
+        });
     }
 
     fn handle(&self, command: Command) {
@@ -330,6 +354,12 @@ impl Worker {
                     me.refresh();
                 });
             }
+            Command::SetPath { hvm, path } => {
+                tokio::spawn(async move { me.change_path(hvm, PathChange::Set(path)).await });
+            }
+            Command::RemovePath { hvm, name } => {
+                tokio::spawn(async move { me.change_path(hvm, PathChange::Remove(name)).await });
+            }
             Command::ListWwnRollbacks => {
                 tokio::spawn(async move { me.list_wwn_rollbacks().await });
             }
@@ -361,6 +391,27 @@ impl Worker {
                 });
             }
         }
+    }
+
+    async fn change_path(&self, hvm: String, change: PathChange) {
+        let owner = format!(
+            "navigator@{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+        );
+        let result = match self.client(&hvm) {
+            Err(e) => Err(e),
+            Ok(client) => match change {
+                PathChange::Set(path) => lparmover::paths::set_path(&client, &owner, path)
+                    .await
+                    .map(|p| format!("{hvm}: {} migration path(s) stored", p.paths.len())),
+                PathChange::Remove(name) => lparmover::paths::remove_path(&client, &owner, &name)
+                    .await
+                    .map(|_| format!("{hvm}: path {name} removed")),
+            }
+            .map_err(|e| e.emg().to_string()),
+        };
+        self.outbox.send(Event::PathChanged(result));
+        self.refresh();
     }
 
     async fn list_wwn_rollbacks(&self) {

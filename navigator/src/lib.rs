@@ -9,6 +9,7 @@
 //! - [`app`]: the eframe app that ties them together.
 
 pub mod app;
+pub mod bench;
 pub mod command;
 pub mod engine;
 pub mod icons;

@@ -30,6 +30,16 @@ struct Args {
     /// README's screenshots; run under a display, e.g. `xvfb-run`).
     #[arg(long, value_name = "DIR")]
     tour: Option<PathBuf>,
+    /// Frame benchmark: frame times and refresh times on FLEET (started here) with some blades
+    /// frozen, against the demo fleet; prints PASS / FAIL. Needs no display.
+    #[arg(long, value_name = "FLEET")]
+    bench_frames: Option<PathBuf>,
+    /// Frame benchmark: how many of FLEET's blades to freeze (SIGSTOP).
+    #[arg(long, default_value_t = 10)]
+    freeze: usize,
+    /// Frame benchmark: seconds of frames per fleet.
+    #[arg(long, default_value_t = 20)]
+    bench_seconds: u64,
 }
 
 fn main() -> ExitCode {
@@ -68,6 +78,14 @@ fn headless_demo() -> anyhow::Result<ExitCode> {
 }
 
 fn run(args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(fleet) = &args.bench_frames {
+        let pass = navigator::bench::run(&find_hvmsim()?, fleet, args.freeze, args.bench_seconds)?;
+        return Ok(if pass {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
     if !has_display() {
         eprintln!(
             "navigator: no display (DISPLAY and WAYLAND_DISPLAY are unset); running the headless demo (`lparmover demo`) instead"

@@ -11,7 +11,7 @@ use lparmover::connectivity::ConnectivityReport;
 use lparmover::fleetview::{HvmSnapshot, LparRef, LparSelector};
 use lparmover::jobs::wwn::PendingRollback;
 use lparmover::jobs::{ColdMoveReport, JobProgress, JobStage, LiveMoveReport, RehearsalReport};
-use lparmover::model::{LparNumber, LparStatus, Mode};
+use lparmover::model::{LparNumber, LparStatus, MigrationPath, Mode};
 use lparmover::mover::Progress;
 use lparmover::ops::logs::{FleetLogEntry, LogFilter};
 use lparmover::ops::moves::MoveEvent;
@@ -392,6 +392,68 @@ impl<T> Pending<T> {
     }
 }
 
+/// The Migration Path Setting form (text as typed; parsed on Set).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PathForm {
+    /// HVM.
+    pub hvm: String,
+    /// Path name.
+    pub name: String,
+    /// NIC segment, e.g. `1b`.
+    pub segment: String,
+    /// IPv4 address.
+    pub ip: String,
+    /// Prefix length.
+    pub prefix: String,
+    /// VLAN (empty: untagged).
+    pub vlan: String,
+    /// Primary use.
+    pub primary: bool,
+}
+
+impl PathForm {
+    /// The path the form describes, or what is wrong with it (the HVM checks the rest).
+    pub fn path(&self) -> Result<MigrationPath, String> {
+        if self.hvm.is_empty() {
+            return Err("Pick an HVM.".into());
+        }
+        let name = self.name.trim();
+        if name.is_empty() {
+            return Err("Give the path a name.".into());
+        }
+        let segment = self
+            .segment
+            .trim()
+            .parse()
+            .map_err(|e| format!("NIC segment {:?}: {e}", self.segment))?;
+        let ip = self
+            .ip
+            .trim()
+            .parse()
+            .map_err(|_| format!("IPv4 address {:?} is not like 127.0.2.9", self.ip))?;
+        let prefix = self
+            .prefix
+            .trim()
+            .parse::<u8>()
+            .map_err(|_| format!("prefix {:?} is not a number from 8 to 30", self.prefix))?;
+        let vlan = match self.vlan.trim() {
+            "" => None,
+            v => Some(
+                v.parse::<u16>()
+                    .map_err(|_| format!("VLAN {v:?} is not a number from 1 to 4094"))?,
+            ),
+        };
+        Ok(MigrationPath {
+            name: name.to_owned(),
+            primary: self.primary,
+            segment,
+            ip,
+            prefix,
+            vlan,
+        })
+    }
+}
+
 /// Which windows are open.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenWindows {
@@ -435,6 +497,8 @@ pub struct Model {
     pub hvms: Vec<HvmEntry>,
     /// Whether a refresh is under way.
     pub refreshing: bool,
+    /// How long each finished refresh took (every HVM answered or failed), oldest first.
+    pub refreshes: Vec<Duration>,
     /// Migration mode chosen on the Migration tab.
     pub mode: Mode,
     /// Processor group on the destination (Shutdown mode; None: the LPAR's own).
@@ -473,6 +537,10 @@ pub struct Model {
     pub logs: Pending<Vec<FleetLogEntry>>,
     /// System Logs filter.
     pub log_filter: LogFilter,
+    /// Migration Path Setting form.
+    pub path_form: PathForm,
+    /// Last Migration Path Setting change.
+    pub path_change: Pending<String>,
     /// Open windows.
     pub open: OpenWindows,
     /// What happened at start-up and since, newest last (status bar).
@@ -509,6 +577,7 @@ impl Model {
             fleet: fleet.to_owned(),
             hvms,
             refreshing: false,
+            refreshes: Vec::new(),
             mode: Mode::ConcurrentMaintenance,
             processor_group: None,
             remote_shutdown: false,
@@ -528,6 +597,11 @@ impl Model {
             history_lpar: String::new(),
             logs: Pending::Idle,
             log_filter: LogFilter::default(),
+            path_form: PathForm {
+                prefix: "24".into(),
+                ..PathForm::default()
+            },
+            path_change: Pending::Idle,
             open: OpenWindows::default(),
             notices: Vec::new(),
             close_dialog: false,
@@ -802,6 +876,10 @@ impl Model {
                 .notices
                 .push(format!("Start-up recovery could not run: {e}")),
             Event::RefreshStarted => self.refreshing = true,
+            Event::RefreshDone(took) => {
+                self.refreshing = false;
+                self.refreshes.push(took);
+            }
             Event::Hvm(snapshot) => self.apply_hvm(*snapshot),
             Event::Checked(result) => {
                 let request = match &self.check {
@@ -819,6 +897,20 @@ impl Model {
                 destination,
                 live,
             } => {
+                // A move named by number shows its LPAR's name.
+                let lpar = lpar
+                    .parse::<LparNumber>()
+                    .ok()
+                    .and_then(|n| {
+                        self.hvm(&source)?
+                            .inventory
+                            .as_ref()?
+                            .lpars
+                            .iter()
+                            .find(|l| l.lpar.number == n)
+                            .map(|l| l.lpar.name.to_string())
+                    })
+                    .unwrap_or(lpar);
                 self.current_move = Some(MoveView {
                     lpar,
                     source,
@@ -888,6 +980,7 @@ impl Model {
             Event::WwnRollbacks(r) => self.wwn_rollbacks = Pending::from(r),
             Event::History(r) => self.history = Pending::from(*r),
             Event::Logs(r) => self.logs = Pending::from(r),
+            Event::PathChanged(r) => self.path_change = Pending::from(r),
         }
     }
 
@@ -915,9 +1008,6 @@ impl Model {
             (None, None) => entry.error = Some("no answer".into()),
         }
         self.tree_cache = [None, None];
-        if self.hvms.iter().all(|h| h.answered) {
-            self.refreshing = false;
-        }
     }
 
     /// What closing now would do (the close dialog asks accordingly).

@@ -219,7 +219,7 @@ fn started(model: &mut Model) {
     model.apply(
         Duration::ZERO,
         Event::MoveStarted {
-            lpar: "web-01".into(),
+            lpar: web01().number.to_string(),
             source: "ch1-b1".into(),
             destination: "ch1-b2".into(),
             live: true,
@@ -239,6 +239,7 @@ fn a_move_lists_its_stages_with_table_7_3_states_and_blocks_closing_as_it_should
         progress(JobStage::Transferring, 1000),
     );
     let m = model.current_move.as_ref().unwrap();
+    assert_eq!(m.lpar, "web-01");
     assert_eq!(m.stages.len(), 2);
     assert_eq!(m.stages[0].1, StageStatus::Done);
     assert_eq!(m.stages[1].1, StageStatus::InProgress);

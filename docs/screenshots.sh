@@ -10,6 +10,7 @@ fi
 cargo build --release -p navigator -p hvmsim -p lparmover
 workdir=$(mktemp -d)
 trap 'rm -rf "$workdir"' EXIT
-xvfb-run -a -s "-screen 0 1400x900x24" \
+# A manager data directory of its own: the history shows this tour's moves only.
+LPARMOVER_DATA="$workdir/data" xvfb-run -a -s "-screen 0 1400x900x24" \
   target/release/navigator --workdir "$workdir" --tour docs/screenshots
 ls -l docs/screenshots

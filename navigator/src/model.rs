@@ -985,6 +985,11 @@ impl Model {
     }
 
     fn finish_move(&mut self, outcome: MoveOutcome) {
+        if !matches!(outcome, MoveOutcome::Failed(_)) {
+            // The LPAR is elsewhere now: the old pick and its check no longer describe it.
+            self.source = None;
+            self.check = CheckState::NotRun;
+        }
         if let Some(m) = &mut self.current_move {
             m.finish(outcome);
         }

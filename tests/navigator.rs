@@ -1,6 +1,6 @@
 //! The navigator driven by accessibility labels (egui_kittest, no renderer) against a real
 //! demo fleet: a live move end to end, an incompatible pair refused, a cancel mid-transfer,
-//! and a failed move recovered.
+//! a failed move recovered, and a move a killed manager left settled when the app starts.
 
 use std::time::{Duration, Instant};
 
@@ -192,7 +192,13 @@ fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
     );
     assert!(
         has_text(&harness, "Migration failed"),
-        "{:?}",
+        "outcome {:?}; labels {:?}",
+        harness
+            .state()
+            .model
+            .current_move
+            .as_ref()
+            .map(|m| format!("{:?}", m.outcome)),
         labels(&harness)
     );
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -203,4 +209,124 @@ fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
         .expect("db-01 still on ch1-b1");
     assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
     assert!(db.runtime.is_some(), "its guest still runs");
+}
+
+fn own_data_dir(profile: &mut Profile, dir: &std::path::Path) -> std::path::PathBuf {
+    profile.data_dir = Some(dir.join("manager"));
+    let path = dir.join("manager-profile.toml");
+    profile.save(&path).expect("save the profile");
+    path
+}
+
+#[test]
+fn a_move_left_by_a_killed_manager_is_settled_when_the_navigator_starts_and_it_says_so() {
+    let (dir, _fleet, mut profile) = fleet();
+    let profile_path = own_data_dir(&mut profile, dir.path());
+    // A manager outside the app dies mid-copy (kill -9 at the first pre-copy round).
+    let mut manager = lpm_tests::manager_at_barrier(
+        &profile_path,
+        "round0",
+        &dir.path().join("fault"),
+        &["migrate", "--from", "ch1-b1/web-01", "--to", "ch1-b2"],
+    )
+    .expect("the manager reaches round 0");
+    manager.kill().expect("kill -9 the manager");
+    manager.wait().expect("reap it");
+
+    let mut harness = app(profile.clone());
+    wait_for(
+        &mut harness,
+        "start-up recovery",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .notices
+                .iter()
+                .any(|n| n.starts_with("Start-up recovery"))
+        },
+    );
+    let notices = harness.state().model.notices.clone();
+    assert!(
+        notices
+            .iter()
+            .any(|n| n.contains("rolled back") && n.contains("web-01")),
+        "the app says what it settled: {notices:?}"
+    );
+    wait_for(
+        &mut harness,
+        "the status bar to say so",
+        Duration::from_secs(10),
+        |h| has_text(h, "Start-up recovery"),
+    );
+    wait_for(
+        &mut harness,
+        "web-01 on ch1-b1",
+        Duration::from_secs(15),
+        |h| has(h, "Source ch1-b1/web-01"),
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let b1 =
+        lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
+    let web = rt
+        .block_on(find_lpar(&b1, "web-01"))
+        .expect("web-01 on ch1-b1");
+    assert_eq!(
+        web.lpar.status,
+        LparStatus::Activated,
+        "rolled back: the source runs"
+    );
+}
+
+#[test]
+fn a_failed_move_is_recovered_from_the_recovery_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, file) = demo_fleet(dir.path());
+    let b1 = lpm_tests::TestBlade::start(&file, "ch1-b1", &dir.path().join("b1")).expect("ch1-b1");
+    let mut b2 =
+        lpm_tests::TestBlade::start(&file, "ch1-b2", &dir.path().join("b2")).expect("ch1-b2");
+    let mut profile = lpm_tests::profile_of(&[&b1, &b2]);
+    own_data_dir(&mut profile, dir.path());
+    // The destination dies mid-copy: the move rolls back and leaves the source's WWNs to roll
+    // back (the destination may still be logged in with the migration WWPNs).
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let failed = rt.block_on(lpm_tests::live_move_losing_destination_mid_copy(
+        profile.clone(),
+        lpm_tests::web01_to_b2(lparmover::api::MoveOptions::default()),
+        &mut b2,
+    ));
+    assert!(failed.is_err(), "the move fails when its destination dies");
+    b2.restart().expect("ch1-b2 comes back");
+
+    let mut harness = app(profile.clone());
+    wait_for(
+        &mut harness,
+        "the pending rollback",
+        Duration::from_secs(30),
+        |h| has(h, "LPARs with WWNs pending rollback: 1 LPARs"),
+    );
+    click(&mut harness, "Recovery");
+    click(&mut harness, "Recovery Execute");
+    wait_for(
+        &mut harness,
+        "Recovery completed!",
+        Duration::from_secs(60),
+        |h| has(h, "Recovery completed!") || has_text(h, "Recovery failed"),
+    );
+    assert!(
+        has(&harness, "Recovery completed!"),
+        "{:?}",
+        labels(&harness)
+    );
+    wait_for(
+        &mut harness,
+        "no rollback pending",
+        Duration::from_secs(15),
+        |h| has(h, "LPARs with WWNs pending rollback: 0 LPARs"),
+    );
+    let web = rt
+        .block_on(find_lpar(&b1.client(), "web-01"))
+        .expect("web-01 on ch1-b1");
+    assert_eq!(web.lpar.status, LparStatus::Activated);
+    assert!(!web.wwn_rollback_pending);
 }

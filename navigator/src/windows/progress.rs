@@ -46,6 +46,70 @@ pub fn show(
                 ui.label(RichText::new(note).weak());
             }
             ui.separator();
+            // The result first: an operator sees it without scrolling.
+            match &m.outcome {
+                None => {}
+                Some(MoveOutcome::Live(r)) => {
+                    ui.heading("Migration completed!");
+                    let s = &r.summary;
+                    ui.label(format!(
+                        "LPAR {} moved {} → {} (LPAR {} there) in {:.2} s; suspension {}; {} rounds; {:.0} MB of memory as {:.0} MB on the wire; max throttle {} %",
+                        r.lpar,
+                        r.source,
+                        r.destination,
+                        r.dest_number,
+                        r.total.as_secs_f64(),
+                        r.suspension.map_or("not measured".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
+                        s.rounds,
+                        s.memory_bytes_sent as f64 / 1e6,
+                        s.wire_bytes as f64 / 1e6,
+                        s.max_throttle_percent
+                    ));
+                    for w in &r.warnings {
+                        ui.colored_label(WARNING_AMBER, w);
+                    }
+                }
+                Some(MoveOutcome::Shutdown(r)) => {
+                    ui.heading("Migration completed!");
+                    ui.label(format!(
+                        "LPAR {} moved {} → {} (LPAR {}) in Shutdown mode in {:.1} s{}",
+                        r.lpar,
+                        r.source,
+                        r.destination,
+                        r.dest_number,
+                        r.total_ms as f64 / 1000.0,
+                        if r.activated { "; activated on the destination" } else { "" }
+                    ));
+                }
+                Some(MoveOutcome::Failed(e)) => {
+                    ui.label(RichText::new("Migration failed").color(ERROR_RED).heading());
+                    ui.colored_label(ERROR_RED, e);
+                    let color = Color32::GRAY;
+                    ui.colored_label(color, "Recovery settled what it could; see Recovery for anything left.");
+                }
+            }
+
+            if m.running() {
+                ui.horizontal(|ui| {
+                    let moving = m.memory_moving();
+                    if ui
+                        .add_enabled(moving && !m.cancel_requested, egui::Button::new("Cancel"))
+                        .on_disabled_hover_text("Cancel is possible while memory is being transferred.")
+                        .clicked()
+                    {
+                        outbox.push(Command::Cancel);
+                    }
+                    if ui
+                        .add_enabled(moving, egui::Button::new("Extend timeout"))
+                        .on_hover_text(format!("Adds {} s to the move's timeout.", EXTEND_STEP.as_secs()))
+                        .clicked()
+                    {
+                        outbox.push(Command::Extend { by: EXTEND_STEP });
+                    }
+                    ui.spinner();
+                });
+            }
+
             for (stage, status) in &m.stages {
                 ui.horizontal(|ui| {
                     ui.add(icons.image(status.icon(), 16.0))
@@ -123,70 +187,6 @@ pub fn show(
                         plot.line(Line::new("dirty rate MB/s", series(|s| s.dirty_mbps)));
                         plot.line(Line::new("remaining MB", series(|s| s.remaining_mb)));
                     });
-            }
-            if m.running() {
-                ui.horizontal(|ui| {
-                    let moving = m.memory_moving();
-                    if ui
-                        .add_enabled(moving && !m.cancel_requested, egui::Button::new("Cancel"))
-                        .on_disabled_hover_text("Cancel is possible while memory is being transferred.")
-                        .clicked()
-                    {
-                        outbox.push(Command::Cancel);
-                    }
-                    if ui
-                        .add_enabled(moving, egui::Button::new("Extend timeout"))
-                        .on_hover_text(format!("Adds {} s to the move's timeout.", EXTEND_STEP.as_secs()))
-                        .clicked()
-                    {
-                        outbox.push(Command::Extend { by: EXTEND_STEP });
-                    }
-                    ui.spinner();
-                });
-            }
-            match &m.outcome {
-                None => {}
-                Some(MoveOutcome::Live(r)) => {
-                    ui.separator();
-                    ui.heading("Migration completed!");
-                    let s = &r.summary;
-                    ui.label(format!(
-                        "LPAR {} moved {} → {} (LPAR {} there) in {:.2} s; suspension {}; {} rounds; {:.0} MB of memory as {:.0} MB on the wire; max throttle {} %",
-                        r.lpar,
-                        r.source,
-                        r.destination,
-                        r.dest_number,
-                        r.total.as_secs_f64(),
-                        r.suspension.map_or("not measured".to_owned(), |d| format!("{:.1} ms", d.as_secs_f64() * 1e3)),
-                        s.rounds,
-                        s.memory_bytes_sent as f64 / 1e6,
-                        s.wire_bytes as f64 / 1e6,
-                        s.max_throttle_percent
-                    ));
-                    for w in &r.warnings {
-                        ui.colored_label(WARNING_AMBER, w);
-                    }
-                }
-                Some(MoveOutcome::Shutdown(r)) => {
-                    ui.separator();
-                    ui.heading("Migration completed!");
-                    ui.label(format!(
-                        "LPAR {} moved {} → {} (LPAR {}) in Shutdown mode in {:.1} s{}",
-                        r.lpar,
-                        r.source,
-                        r.destination,
-                        r.dest_number,
-                        r.total_ms as f64 / 1000.0,
-                        if r.activated { "; activated on the destination" } else { "" }
-                    ));
-                }
-                Some(MoveOutcome::Failed(e)) => {
-                    ui.separator();
-                    ui.label(RichText::new("Migration failed").color(ERROR_RED).heading());
-                    ui.colored_label(ERROR_RED, e);
-                    let color = Color32::GRAY;
-                    ui.colored_label(color, "Recovery settled what it could; see Recovery for anything left.");
-                }
             }
         });
     model.open.progress = open;

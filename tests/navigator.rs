@@ -62,6 +62,15 @@ fn click(harness: &mut Harness<'static, NavigatorApp>, label: &str) {
     harness.step();
 }
 
+/// LPAR `name` as HVM `hvm` of the profile reports it now.
+fn lpar_on(profile: &Profile, hvm: &str, name: &str) -> Option<lparmover::api::LparView> {
+    let client = lparmover::api::HvmClient::new(profile.hvm(hvm).expect("HVM in the profile"))
+        .expect("client");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(find_lpar(&client, name))
+}
+
 fn fleet() -> (tempfile::TempDir, TestFleet, Profile) {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, file) = demo_fleet(dir.path());
@@ -115,12 +124,7 @@ fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm
         Duration::from_secs(15),
         |h| has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01"),
     );
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b2 =
-        lparmover::api::HvmClient::new(profile.hvm("ch1-b2").expect("ch1-b2")).expect("client");
-    let moved = rt
-        .block_on(find_lpar(&b2, "web-01"))
-        .expect("web-01 on ch1-b2");
+    let moved = lpar_on(&profile, "ch1-b2", "web-01").expect("web-01 on ch1-b2");
     assert_eq!(moved.lpar.status, LparStatus::Activated);
 }
 
@@ -201,12 +205,7 @@ fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
             .map(|m| format!("{:?}", m.outcome)),
         labels(&harness)
     );
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b1 =
-        lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
-    let db = rt
-        .block_on(find_lpar(&b1, "db-01"))
-        .expect("db-01 still on ch1-b1");
+    let db = lpar_on(&profile, "ch1-b1", "db-01").expect("db-01 still on ch1-b1");
     assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
     assert!(db.runtime.is_some(), "its guest still runs");
 }
@@ -265,12 +264,7 @@ fn a_move_left_by_a_killed_manager_is_settled_when_the_navigator_starts_and_it_s
         Duration::from_secs(15),
         |h| has(h, "Source ch1-b1/web-01"),
     );
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let b1 =
-        lparmover::api::HvmClient::new(profile.hvm("ch1-b1").expect("ch1-b1")).expect("client");
-    let web = rt
-        .block_on(find_lpar(&b1, "web-01"))
-        .expect("web-01 on ch1-b1");
+    let web = lpar_on(&profile, "ch1-b1", "web-01").expect("web-01 on ch1-b1");
     assert_eq!(
         web.lpar.status,
         LparStatus::Activated,

@@ -11,10 +11,15 @@ use lparmover::profile::Profile;
 use lpm_tests::{TestFleet, demo_fleet, find_lpar};
 use navigator::NavigatorApp;
 
-fn app(profile: Profile) -> Harness<'static, NavigatorApp> {
+/// The app on the profile saved at `path` (where its Profile window registers HVMs).
+fn app(path: &std::path::Path) -> Harness<'static, NavigatorApp> {
+    let profile = Profile::load(path).expect("profile");
+    let path = path.to_owned();
     Harness::builder()
         .with_size(egui::vec2(1400.0, 1000.0))
-        .build_eframe(move |cc| NavigatorApp::new(&cc.egui_ctx, profile).expect("engine starts"))
+        .build_eframe(move |cc| {
+            NavigatorApp::new(&cc.egui_ctx, profile, path).expect("engine starts")
+        })
 }
 
 /// Steps frames until `done` holds (the engine works in the background meanwhile).
@@ -91,8 +96,8 @@ fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, de
 
 #[test]
 fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm() {
-    let (_dir, _fleet, profile) = fleet();
-    let mut harness = app(profile.clone());
+    let (_dir, fleet, profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
     pick_and_check(
         &mut harness,
         "Source ch1-b1/web-01",
@@ -130,8 +135,8 @@ fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm
 
 #[test]
 fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disabled() {
-    let (_dir, _fleet, profile) = fleet();
-    let mut harness = app(profile);
+    let (_dir, fleet, _profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
     pick_and_check(
         &mut harness,
         "Source ch1-b1/web-01",
@@ -154,8 +159,8 @@ fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disab
 
 #[test]
 fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
-    let (_dir, _fleet, profile) = fleet();
-    let mut harness = app(profile.clone());
+    let (_dir, fleet, profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
     // db-01 is the demo's largest LPAR: its transfer lasts long enough to cancel.
     pick_and_check(
         &mut harness,
@@ -232,7 +237,7 @@ fn a_move_left_by_a_killed_manager_is_settled_when_the_navigator_starts_and_it_s
     manager.kill().expect("kill -9 the manager");
     manager.wait().expect("reap it");
 
-    let mut harness = app(profile.clone());
+    let mut harness = app(&profile_path);
     wait_for(
         &mut harness,
         "start-up recovery",
@@ -280,7 +285,7 @@ fn a_failed_move_is_recovered_from_the_recovery_window() {
     let mut b2 =
         lpm_tests::TestBlade::start(&file, "ch1-b2", &dir.path().join("b2")).expect("ch1-b2");
     let mut profile = lpm_tests::profile_of(&[&b1, &b2]);
-    own_data_dir(&mut profile, dir.path());
+    let profile_path = own_data_dir(&mut profile, dir.path());
     // The destination dies mid-copy: the move rolls back and leaves the source's WWNs to roll
     // back (the destination may still be logged in with the migration WWPNs).
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -292,7 +297,7 @@ fn a_failed_move_is_recovered_from_the_recovery_window() {
     assert!(failed.is_err(), "the move fails when its destination dies");
     b2.restart().expect("ch1-b2 comes back");
 
-    let mut harness = app(profile.clone());
+    let mut harness = app(&profile_path);
     wait_for(
         &mut harness,
         "the pending rollback",
@@ -323,4 +328,210 @@ fn a_failed_move_is_recovered_from_the_recovery_window() {
         .expect("web-01 on ch1-b1");
     assert_eq!(web.lpar.status, LparStatus::Activated);
     assert!(!web.wwn_rollback_pending);
+}
+
+fn type_into(harness: &mut Harness<'static, NavigatorApp>, label: &str, text: &str) {
+    let role = if label == "Token" {
+        egui::accesskit::Role::PasswordInput
+    } else {
+        egui::accesskit::Role::TextInput
+    };
+    harness.get_by_role_and_label(role, label).focus();
+    harness.step();
+    harness.get_by_role_and_label(role, label).type_text(text);
+    harness.step();
+    harness.step();
+}
+
+#[test]
+fn an_hvm_is_registered_by_address_from_the_profile_window_with_its_fingerprint_pinned() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, fleet, full) = fleet();
+    // The manager knows every blade but ch2-b2; the operator registers it by address.
+    let far = full.hvm("ch2-b2").expect("ch2-b2 in the fleet").clone();
+    let mut managed = full.clone();
+    managed.hvms.retain(|h| h.name != "ch2-b2");
+    let path = own_data_dir(&mut managed, dir.path());
+    let mut harness = app(&path);
+    wait_for(&mut harness, "the fleet", Duration::from_secs(20), |h| {
+        has(h, "Source ch1-b1/web-01")
+    });
+    assert!(
+        !has_text(&harness, "Source ch2-b2"),
+        "ch2-b2 not managed yet"
+    );
+    click(&mut harness, "Profile");
+    type_into(&mut harness, "Address", &far.url);
+    click(&mut harness, "Fetch certificate");
+    let pinned = lparmover::ops::register::pinned_fingerprint(&far).expect("fingerprint");
+    wait_for(
+        &mut harness,
+        "the fingerprint",
+        Duration::from_secs(10),
+        |h| has(h, &pinned),
+    );
+    // What the blade's own console prints is what the window shows.
+    let console = lpm_tests::run_binary(
+        "hvmsim",
+        &[
+            "fingerprint",
+            "--state-dir",
+            &dir.path().join("state/ch2-b2").display().to_string(),
+        ],
+        Duration::from_secs(10),
+    )
+    .expect("hvmsim fingerprint");
+    assert_eq!(
+        String::from_utf8_lossy(&console.stdout).trim(),
+        format!("SHA-256 {pinned}")
+    );
+    type_into(&mut harness, "HVM name", "ch2-b2");
+    assert!(
+        harness
+            .get_by_label("Register")
+            .accesskit_node()
+            .is_disabled(),
+        "nothing is pinned before the operator confirms the fingerprint"
+    );
+    click(
+        &mut harness,
+        "The fingerprint is the HVM's own: pin this certificate",
+    );
+
+    // A wrong token is refused by the HVM and nothing is written.
+    let before = std::fs::read_to_string(&path).expect("profile");
+    type_into(&mut harness, "Token", "not-the-token");
+    click(&mut harness, "Register");
+    wait_for(&mut harness, "the refusal", Duration::from_secs(10), |h| {
+        has_text(h, "did not accept the registration")
+    });
+    assert_eq!(std::fs::read_to_string(&path).expect("profile"), before);
+
+    // The token imported from the fleet's own profile is accepted.
+    type_into(
+        &mut harness,
+        "Import token from fleet profile",
+        &fleet.profile_path.display().to_string(),
+    );
+    click(&mut harness, "Import token");
+    wait_for(&mut harness, "the token", Duration::from_secs(10), |h| {
+        has_text(h, "Token imported from")
+    });
+    click(&mut harness, "Register");
+    wait_for(
+        &mut harness,
+        "the registration",
+        Duration::from_secs(10),
+        |h| has_text(h, "Registered ch2-b2"),
+    );
+    wait_for(
+        &mut harness,
+        "ch2-b2's LPARs",
+        Duration::from_secs(15),
+        |h| has_text(h, "Source ch2-b2/"),
+    );
+    let saved = Profile::load(&path).expect("the saved profile");
+    let entry = saved.hvm("ch2-b2").expect("ch2-b2 registered");
+    assert_eq!(
+        entry.cert_pem.trim(),
+        far.cert_pem.trim(),
+        "exactly the certificate seen is pinned"
+    );
+    assert_eq!(entry.token, far.token);
+    assert_eq!(entry.chassis, far.chassis, "the blade's own chassis");
+    let mode = std::fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "the profile holds tokens: owner-only");
+}
+
+/// The window manager's close button.
+fn request_close(harness: &mut Harness<'static, NavigatorApp>) {
+    harness
+        .input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    harness.step();
+    harness.step();
+}
+
+fn commands_of_last_frame(harness: &Harness<'static, NavigatorApp>) -> Vec<String> {
+    harness
+        .output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .map(|v| v.commands.iter().map(|c| format!("{c:?}")).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn closing_mid_move_asks_first_and_cancel_and_quit_closes_once_the_source_runs_on() {
+    let (_dir, fleet, profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
+    pick_and_check(
+        &mut harness,
+        "Source ch1-b1/db-01",
+        "Destination ch1-b2/Auto",
+    );
+    click(&mut harness, "Migration");
+    wait_for(
+        &mut harness,
+        "memory transfer",
+        Duration::from_secs(60),
+        |h| {
+            h.state()
+                .model
+                .current_move
+                .as_ref()
+                .is_some_and(|m| m.memory_moving())
+                || has(h, "Migration completed!")
+        },
+    );
+    assert!(
+        !has(&harness, "Migration completed!"),
+        "the move finished before the close could be asked; give db-01 more memory"
+    );
+    request_close(&mut harness);
+    assert!(
+        has_text(&harness, "has not reached its commit point"),
+        "closing before the commit point asks: {:?}",
+        labels(&harness)
+    );
+    // Keep waiting: the dialog goes, the move goes on, nothing closes.
+    click(&mut harness, "Keep waiting");
+    assert!(!has_text(&harness, "has not reached its commit point"));
+    assert!(
+        harness
+            .state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.running()),
+        "the move still runs"
+    );
+    request_close(&mut harness);
+    click(&mut harness, "Cancel migration and quit");
+    let start = Instant::now();
+    let mut closed = false;
+    while start.elapsed() < Duration::from_secs(60) && !closed {
+        harness.step();
+        closed = commands_of_last_frame(&harness)
+            .iter()
+            .any(|c| c == "Close");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    assert!(closed, "the app closes once the cancelled move has ended");
+    assert!(
+        harness
+            .state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| !m.running()),
+        "it closed only after the move ended"
+    );
+    let db = lpar_on(&profile, "ch1-b1", "db-01").expect("db-01 still on ch1-b1");
+    assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
+    assert!(db.runtime.is_some(), "its guest still runs");
 }

@@ -147,6 +147,28 @@ impl BladeProcess {
 /// Stops blades together: SIGTERM to every one first, then waits for all of them (SIGKILL for
 /// those still running after [`STOP_TIMEOUT`]), so a fleet of hundreds stops in the time of its
 /// slowest blade, not in the sum of them.
+/// HVMs an operator registered by hand (the navigator's Profile window) in this fleet's
+/// profile, and the data directory set in it, survive the fleet rewriting the profile; a
+/// profile of another fleet is replaced whole.
+fn keep_hand_registered(profile: &mut Profile, path: &Path) {
+    let Ok(previous) = Profile::load(path) else {
+        return;
+    };
+    if previous.fleet != profile.fleet {
+        return;
+    }
+    let ours: Vec<String> = profile.hvms.iter().map(|h| h.name.clone()).collect();
+    profile.hvms.extend(
+        previous
+            .hvms
+            .into_iter()
+            .filter(|h| !ours.contains(&h.name)),
+    );
+    if profile.data_dir.is_none() {
+        profile.data_dir = previous.data_dir;
+    }
+}
+
 pub fn stop_all(blades: &mut [BladeProcess]) {
     blades.iter_mut().for_each(BladeProcess::terminate);
     let deadline = Instant::now() + STOP_TIMEOUT;
@@ -361,6 +383,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         profile.hvms.push(blade.profile_entry(endpoint, &fleet)?);
         tracing::info!(blade = %endpoint.name, url = %endpoint.url, "blade up");
     }
+    keep_hand_registered(&mut profile, &profile_path);
     profile.save(&profile_path)?;
     // One line on stdout that scripts and `lparmover demo` wait for.
     println!("READY {}", profile_path.display());
@@ -405,5 +428,47 @@ mod tests {
         let text = blade_fleet_text(&large, "ch020-b10").unwrap();
         assert!(text.len() < 20_000, "{} bytes", text.len());
         assert!(blade_fleet_text(&large, "nope").is_err());
+    }
+
+    fn hvm(name: &str) -> ProfileHvm {
+        ProfileHvm {
+            name: name.into(),
+            chassis: "CH1".into(),
+            url: format!("https://{name}:1"),
+            cert_pem: String::new(),
+            token: "t".into(),
+            migration_paths: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_rewritten_profile_keeps_hvms_registered_by_hand_only_for_the_same_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.toml");
+        let previous = Profile {
+            fleet: "demo".into(),
+            hvms: vec![hvm("ch1-b1"), hvm("far-b1")],
+            data_dir: Some(dir.path().join("data")),
+            ..Profile::default()
+        };
+        previous.save(&path).unwrap();
+        let mut fresh = Profile {
+            fleet: "demo".into(),
+            hvms: vec![hvm("ch1-b1")],
+            ..Profile::default()
+        };
+        keep_hand_registered(&mut fresh, &path);
+        let names: Vec<_> = fresh.hvms.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["ch1-b1", "far-b1"], "the fleet's own entry is the new one");
+        assert_eq!(fresh.data_dir, previous.data_dir);
+
+        let mut other = Profile {
+            fleet: "large".into(),
+            hvms: vec![hvm("ch001-b01")],
+            ..Profile::default()
+        };
+        keep_hand_registered(&mut other, &path);
+        assert_eq!(other.hvms.len(), 1, "another fleet's profile is replaced whole");
+        assert_eq!(other.data_dir, None);
     }
 }

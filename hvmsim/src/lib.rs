@@ -9,6 +9,7 @@ pub mod api;
 pub mod blade;
 pub mod deterrence;
 pub mod fcports;
+pub mod fingerprint;
 pub mod genfleet;
 pub mod guest;
 pub mod guests;

@@ -21,6 +21,9 @@ enum Command {
     /// stdout, e.g. `hvmsim gen-fleet --blades 200 --lpars-per-blade 10 --activated 20 >
     /// assets/fleets/large.toml`.
     GenFleet(hvmsim::genfleet::GenFleetArgs),
+    /// Print the SHA-256 fingerprint of the certificate a blade presents (compare it with the
+    /// navigator's Profile window before pinning).
+    Fingerprint(hvmsim::fingerprint::FingerprintArgs),
     /// Measure a guest: activation time, dirty rate, dirty log, pause latency.
     BenchGuest(hvmsim::guest::bench::BenchGuestArgs),
     /// The VM process of one LPAR (started by its blade, not by hand).
@@ -44,6 +47,10 @@ fn main() -> anyhow::Result<()> {
         stdout.flush()?;
         return Ok(());
     }
+    if let Command::Fingerprint(args) = &cli.command {
+        println!("{}", hvmsim::fingerprint::describe(args)?);
+        return Ok(());
+    }
     if let Command::Vm(args) = cli.command {
         // No async runtime: the VM process is threads and blocking sockets.
         return hvmsim::vmproc::child::run(args);
@@ -53,6 +60,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
         Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
-        Command::Vm(_) | Command::GenFleet(_) => Ok(()),
+        Command::Vm(_) | Command::GenFleet(_) | Command::Fingerprint(_) => Ok(()),
     }
 }

@@ -100,18 +100,17 @@ impl std::fmt::Debug for NavigatorApp {
 }
 
 impl NavigatorApp {
-    /// The app on a profile; the engine starts at once and settles unfinished jobs first.
-    pub fn new(ctx: &egui::Context, profile: Profile) -> std::io::Result<Self> {
+    /// The app on a profile read from `profile_path` (where the Profile window writes what it
+    /// registers); the engine starts at once and settles unfinished jobs first.
+    pub fn new(
+        ctx: &egui::Context,
+        profile: Profile,
+        profile_path: std::path::PathBuf,
+    ) -> std::io::Result<Self> {
         let repaint_ctx = ctx.clone();
         let wake: Waker = std::sync::Arc::new(move || repaint_ctx.request_repaint());
-        let model = Model::new(
-            &profile.fleet,
-            profile
-                .hvms
-                .iter()
-                .map(|h| (h.name.clone(), h.chassis.clone())),
-        );
-        let engine = Engine::start(profile, wake, true)?;
+        let model = Model::for_profile(&profile);
+        let engine = Engine::start(profile, profile_path, wake, true)?;
         install_fallback_font(ctx);
         Ok(Self {
             model,
@@ -155,6 +154,9 @@ impl NavigatorApp {
             Command::Logs(_) => self.model.logs = Pending::Running,
             Command::SetPath { .. } | Command::RemovePath { .. } => {
                 self.model.path_change = Pending::Running;
+            }
+            Command::Register(_) | Command::Unregister(_) => {
+                self.model.profile_change = Pending::Running;
             }
             Command::Cancel => {
                 if let Some(m) = &mut self.model.current_move {
@@ -234,6 +236,9 @@ impl NavigatorApp {
             ui.toggle_value(&mut open.history, "Migration History");
             ui.toggle_value(&mut open.logs, "System Logs");
             ui.toggle_value(&mut open.path_setting, "Migration Path Setting");
+            ui.toggle_value(&mut open.policy, "Migration Policy");
+            ui.toggle_value(&mut open.wwn_setting, "WWN Setting");
+            ui.toggle_value(&mut open.profile, "Profile");
             if self.model.current_move.is_some() {
                 ui.toggle_value(&mut open.progress, "Migration Progress");
             }
@@ -329,6 +334,8 @@ impl NavigatorApp {
         windows::history::show(&ctx, &mut self.model, &mut outbox);
         windows::logs::show(&ctx, &mut self.model, &mut outbox);
         windows::paths::show(&ctx, &mut self.model, &mut outbox);
+        windows::profile::show(&ctx, &mut self.model, &mut outbox);
+        windows::coming::show(&ctx, &mut self.model);
         self.close_dialog(&ctx);
         if let Some(tour) = &mut self.tour {
             outbox.0.extend(tour.drive(&ctx, &mut self.model));

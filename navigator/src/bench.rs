@@ -156,7 +156,7 @@ pub fn measure(
     deprioritise(&fleet_pids);
     let frozen: Vec<u32> = blades.iter().copied().take(freeze).collect();
     signal(&frozen, libc::SIGSTOP);
-    let result = run_frames(&profile, frozen.len(), seconds);
+    let result = run_frames(&profile, &fleet.dirs().profile, frozen.len(), seconds);
     signal(&frozen, libc::SIGCONT);
     drop(fleet);
     let mut figures = result?;
@@ -164,10 +164,15 @@ pub fn measure(
     Ok(figures)
 }
 
-fn run_frames(profile: &Profile, frozen: usize, seconds: u64) -> anyhow::Result<FleetFigures> {
+fn run_frames(
+    profile: &Profile,
+    profile_path: &std::path::Path,
+    frozen: usize,
+    seconds: u64,
+) -> anyhow::Result<FleetFigures> {
     let ctx = egui::Context::default();
     let started = Instant::now();
-    let mut app = NavigatorApp::new(&ctx, profile.clone())?;
+    let mut app = NavigatorApp::new(&ctx, profile.clone(), profile_path.to_owned())?;
     let mut times = Vec::new();
     let mut cpu_times = Vec::new();
     let mut frozen_shown_failed = None;

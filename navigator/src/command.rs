@@ -13,6 +13,7 @@ use lparmover::jobs::{ColdMoveReport, LiveMoveReport, RehearsalReport};
 use lparmover::ops::logs::{FleetLogEntry, LogFilter};
 use lparmover::ops::moves::{MoveEvent, ShutdownOptions};
 use lparmover::ops::recover::RecoverySummary;
+use lparmover::ops::register::{Registration, SeenCertificate};
 use lparmover::ops::{CheckRequest, LparHistory, MoveTarget};
 
 /// A request from the UI.
@@ -81,6 +82,21 @@ pub enum Command {
         /// Path name.
         name: String,
     },
+    /// Profile: fetch the certificate an address presents (not trusted yet).
+    FetchCertificate(String),
+    /// Profile: take an HVM's token from a fleet profile.
+    ImportToken {
+        /// The fleet profile file.
+        fleet_profile: std::path::PathBuf,
+        /// HVM name to look for.
+        name: String,
+        /// Address to look for.
+        url: String,
+    },
+    /// Profile: pin the confirmed certificate and register the HVM.
+    Register(Registration),
+    /// Profile: stop managing an HVM.
+    Unregister(String),
 }
 
 /// A report from the engine.
@@ -133,6 +149,13 @@ pub enum Event {
     Logs(Result<Vec<FleetLogEntry>, String>),
     /// A Migration Path Setting change, in words.
     PathChanged(Result<String, String>),
+    /// Profile: the certificate an address presented.
+    CertificateSeen(Result<SeenCertificate, String>),
+    /// Profile: a token imported from a fleet profile.
+    TokenImported(Result<String, String>),
+    /// Profile: a registration or removal took effect (the profile now, and what happened),
+    /// or why nothing changed.
+    ProfileChanged(Result<(Box<lparmover::profile::Profile>, String), String>),
 }
 
 /// What the Migration History window shows.

@@ -3,7 +3,8 @@
 //! repaint. The UI thread never waits on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, mpsc};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 use std::time::Duration;
 
 use lparmover::api::HvmClient;
@@ -13,6 +14,7 @@ use lparmover::emg::{Emg, EmgError};
 use lparmover::fleetview::HvmSnapshot;
 use lparmover::ops::moves::{self, CancelOutcome, MoveControl, MoveEvent};
 use lparmover::ops::recover::{self, describe_job};
+use lparmover::ops::register;
 use lparmover::ops::{self, Endpoints};
 use lparmover::profile::Profile;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
@@ -74,9 +76,15 @@ impl Outbox {
 }
 
 impl Engine {
-    /// Starts the engine for a profile. `settle_first` settles unfinished jobs before the
+    /// Starts the engine for the profile read from `profile_path` (where the Profile window
+    /// writes registrations). `settle_first` settles unfinished jobs before the
     /// first refresh and reports what it did.
-    pub fn start(profile: Profile, wake: Waker, settle_first: bool) -> std::io::Result<Self> {
+    pub fn start(
+        profile: Profile,
+        profile_path: PathBuf,
+        wake: Waker,
+        settle_first: bool,
+    ) -> std::io::Result<Self> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("navigator-engine")
@@ -88,7 +96,8 @@ impl Engine {
         let outbox = Outbox { tx, wake };
         let running_move = Arc::new(Mutex::new(None));
         let worker = Worker {
-            profile: Arc::new(profile),
+            shared_profile: Arc::new(RwLock::new(Arc::new(profile))),
+            profile_path,
             outbox,
             clients: Arc::new(Mutex::new(HashMap::new())),
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
@@ -127,7 +136,10 @@ enum PathChange {
 
 #[derive(Clone)]
 struct Worker {
-    profile: Arc<Profile>,
+    /// Swapped whole when the Profile window registers or removes an HVM.
+    shared_profile: Arc<RwLock<Arc<Profile>>>,
+    /// Where registrations are written (the profile the app opened).
+    profile_path: PathBuf,
     outbox: Outbox,
     clients: Arc<Mutex<HashMap<String, HvmClient>>>,
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
@@ -135,9 +147,33 @@ struct Worker {
 }
 
 impl Worker {
+    /// The profile as it is now.
+    fn profile(&self) -> Arc<Profile> {
+        match self.shared_profile.read() {
+            Ok(p) => p.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Makes `profile` the one every later command uses; forgets the clients of HVMs whose
+    /// entry changed (a new certificate or token) or went away.
+    fn replace_profile(&self, profile: Profile) {
+        let old = self.profile();
+        if let Ok(mut clients) = self.clients.lock() {
+            clients.retain(|name, _| {
+                old.hvms.iter().find(|h| &h.name == name)
+                    == profile.hvms.iter().find(|h| &h.name == name)
+            });
+        }
+        match self.shared_profile.write() {
+            Ok(mut p) => *p = Arc::new(profile),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(profile),
+        }
+    }
+
     async fn run(self, mut rx: UnboundedReceiver<Command>, settle_first: bool) {
         if settle_first {
-            let result = recover::settle_unfinished(&self.profile)
+            let result = recover::settle_unfinished(&self.profile())
                 .await
                 .map(|reports| reports.iter().map(describe_job).collect())
                 .map_err(|e| e.to_string());
@@ -162,7 +198,8 @@ impl Worker {
         if let Some(c) = clients.get(name) {
             return Ok(c.clone());
         }
-        let hvm = self.profile.hvm(name).map_err(|e| e.to_string())?;
+        let profile = self.profile();
+        let hvm = profile.hvm(name).map_err(|e| e.to_string())?;
         let client = HvmClient::new(hvm).map_err(|e| e.to_string())?;
         clients.insert(name.to_owned(), client.clone());
         Ok(client)
@@ -174,7 +211,8 @@ impl Worker {
         self.outbox.send(Event::RefreshStarted);
         let started = std::time::Instant::now();
         let mut asked = Vec::new();
-        for hvm in &self.profile.hvms {
+        let profile = self.profile();
+        for hvm in &profile.hvms {
             let name = hvm.name.clone();
             if let Ok(mut in_flight) = self.in_flight.lock()
                 && !in_flight.insert(name.clone())
@@ -230,7 +268,7 @@ impl Worker {
             Command::Refresh => self.refresh(),
             Command::Check(request) => {
                 tokio::spawn(async move {
-                    let result = ops::check(&me.profile, &request)
+                    let result = ops::check(&me.profile(), &request)
                         .await
                         .map_err(|e| e.to_string());
                     me.outbox.send(Event::Checked(Box::new(result)));
@@ -245,7 +283,7 @@ impl Worker {
                         return;
                     };
                     let outbox = me.outbox.clone();
-                    let result = moves::shutdown(&me.profile, &target, options, |e| {
+                    let result = moves::shutdown(&me.profile(), &target, options, |e| {
                         outbox.send(Event::Move(e));
                     })
                     .instrument(info_span!("navigator move", lpar = %endpoints.source))
@@ -282,7 +320,7 @@ impl Worker {
                                         .to_owned())
                                 }
                                 Some(job) => moves::extend(
-                                    &me.profile,
+                                    &me.profile(),
                                     &m.source,
                                     &job,
                                     by.as_secs(),
@@ -308,7 +346,7 @@ impl Worker {
             } => {
                 tokio::spawn(async move {
                     let result = ops::rehearse(
-                        &me.profile,
+                        &me.profile(),
                         &source,
                         &destination,
                         &lparmover::api::MoveOptions::default(),
@@ -324,7 +362,7 @@ impl Worker {
             } => {
                 tokio::spawn(async move {
                     let result = ops::connectivity_test(
-                        &me.profile,
+                        &me.profile(),
                         &source,
                         &destination,
                         ProbeLimits::default(),
@@ -336,7 +374,7 @@ impl Worker {
             }
             Command::Recover => {
                 tokio::spawn(async move {
-                    let result = recover::recover_all(&me.profile, None)
+                    let result = recover::recover_all(&me.profile(), None)
                         .await
                         .map_err(|e| e.to_string());
                     me.outbox.send(Event::Recovered(Box::new(result)));
@@ -345,7 +383,7 @@ impl Worker {
             }
             Command::RollbackWwn(target) => {
                 tokio::spawn(async move {
-                    let result = recover::rollback_wwn(&me.profile, &target)
+                    let result = recover::rollback_wwn(&me.profile(), &target)
                         .await
                         .map(|r| format!("LPAR {}/{}: {}", r.hvm, r.lpar, r.detail))
                         .map_err(|e| e.to_string());
@@ -360,11 +398,61 @@ impl Worker {
             Command::RemovePath { hvm, name } => {
                 tokio::spawn(async move { me.change_path(hvm, PathChange::Remove(name)).await });
             }
+            Command::FetchCertificate(url) => {
+                tokio::task::spawn_blocking(move || {
+                    let result = register::fetch_certificate(&url).map_err(|e| e.to_string());
+                    me.outbox.send(Event::CertificateSeen(result));
+                });
+            }
+            Command::ImportToken {
+                fleet_profile,
+                name,
+                url,
+            } => {
+                tokio::task::spawn_blocking(move || {
+                    let result = register::import_token(&fleet_profile, &name, &url)
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::TokenImported(result));
+                });
+            }
+            Command::Register(registration) => {
+                tokio::spawn(async move {
+                    let name = registration.name.trim().to_owned();
+                    let fingerprint = registration.certificate.fingerprint.clone();
+                    let result = register::register(&me.profile_path, registration)
+                        .await
+                        .map(|profile| {
+                            me.replace_profile(profile.clone());
+                            let said = format!(
+                                "Registered {name}: certificate {fingerprint} pinned, profile {} saved (owner-only).",
+                                me.profile_path.display()
+                            );
+                            (Box::new(profile), said)
+                        })
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::ProfileChanged(result));
+                    me.refresh();
+                });
+            }
+            Command::Unregister(name) => {
+                tokio::task::spawn_blocking(move || {
+                    let result = register::unregister(&me.profile_path, &name)
+                        .map(|profile| {
+                            me.replace_profile(profile.clone());
+                            (
+                                Box::new(profile),
+                                format!("Removed {name} from the profile; its LPARs keep running where they are."),
+                            )
+                        })
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::ProfileChanged(result));
+                });
+            }
             Command::ListWwnRollbacks => {
                 tokio::spawn(async move { me.list_wwn_rollbacks().await });
             }
             Command::History(lpar) => {
-                let dirs = ManagerDirs::for_profile(&me.profile);
+                let dirs = ManagerDirs::for_profile(&me.profile());
                 tokio::task::spawn_blocking(move || {
                     let result = match lpar {
                         Some(l) => ops::lpar_history(&dirs, &l).map(HistoryView::Lpar),
@@ -377,7 +465,7 @@ impl Worker {
             Command::Logs(filter) => {
                 tokio::spawn(async move {
                     let (entries, unreachable) =
-                        ops::logs::fleet_logs(&me.profile, &filter, 500).await;
+                        ops::logs::fleet_logs(&me.profile(), &filter, 500).await;
                     let result = if entries.is_empty() && !unreachable.is_empty() {
                         Err(unreachable
                             .iter()
@@ -415,7 +503,7 @@ impl Worker {
     }
 
     async fn list_wwn_rollbacks(&self) {
-        let result = recover::pending_wwn_rollbacks(&self.profile, None)
+        let result = recover::pending_wwn_rollbacks(&self.profile(), None)
             .await
             .map(|(marks, _)| marks)
             .map_err(|e| e.to_string());
@@ -424,7 +512,7 @@ impl Worker {
 
     /// Resolves the endpoints and tells the UI a move starts (or why it cannot).
     fn announce(&self, target: &ops::MoveTarget, live: bool) -> Option<Endpoints> {
-        let endpoints = match target.resolve(&ManagerDirs::for_profile(&self.profile)) {
+        let endpoints = match target.resolve(&ManagerDirs::for_profile(&self.profile())) {
             Ok(e) => e,
             Err(e) => {
                 let done = if live {
@@ -459,7 +547,7 @@ impl Worker {
         }
         let outbox = self.outbox.clone();
         let job = running.job.clone();
-        let result = moves::live(&self.profile, &target, options, &running.control, |e| {
+        let result = moves::live(&self.profile(), &target, options, &running.control, |e| {
             if let MoveEvent::Progress(p) = &e
                 && let Ok(mut j) = job.lock()
                 && j.is_none()

@@ -93,8 +93,8 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         return headless_demo();
     }
     let fleet: Arc<Mutex<Option<FleetProcess>>> = Arc::new(Mutex::new(None));
-    let profile = match &args.profile {
-        Some(path) => Profile::load(path)?,
+    let (profile, profile_path) = match &args.profile {
+        Some(path) => (Profile::load(path)?, path.clone()),
         None => {
             let workdir = args.workdir.clone().unwrap_or_else(demo_workdir);
             eprintln!(
@@ -103,11 +103,12 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             );
             let dirs = FleetDirs::in_workdir(&workdir, "demo", DEMO_FLEET_TOML)?;
             let started = FleetProcess::start(&find_hvmsim()?, dirs)?;
-            let profile = Profile::load(&started.dirs().profile)?;
+            let path = started.dirs().profile.clone();
+            let profile = Profile::load(&path)?;
             if let Ok(mut slot) = fleet.lock() {
                 *slot = Some(started);
             }
-            profile
+            (profile, path)
         }
     };
     stop_fleet_on_signals(fleet.clone());
@@ -125,7 +126,7 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
         "lparmover navigator",
         options,
         Box::new(move |cc| {
-            let app = NavigatorApp::new(&cc.egui_ctx, profile)?;
+            let app = NavigatorApp::new(&cc.egui_ctx, profile, profile_path)?;
             Ok(Box::new(match tour {
                 Some(dir) => app.with_tour(&cc.egui_ctx, dir),
                 None => app,

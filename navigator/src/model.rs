@@ -22,6 +22,10 @@ use lparmover::ops::{CheckRequest, Destination};
 use crate::command::{Event, HistoryView};
 use crate::icons::Icon;
 
+pub mod profile;
+
+use profile::{ProfileForm, RegisteredHvm};
+
 /// How long an HVM may take to answer a refresh before it shows "failed update".
 pub const HVM_ANSWER_TIMEOUT: Duration = Duration::from_millis(1500);
 
@@ -475,6 +479,12 @@ pub struct OpenWindows {
     pub logs: bool,
     /// Migration Path Setting.
     pub path_setting: bool,
+    /// Profile (register HVMs).
+    pub profile: bool,
+    /// Migration Policy (saved batches; comes with the policy runner).
+    pub policy: bool,
+    /// WWN Setting (the storage side; comes with the storage array).
+    pub wwn_setting: bool,
 }
 
 /// What closing the app would do now.
@@ -541,6 +551,12 @@ pub struct Model {
     pub path_form: PathForm,
     /// Last Migration Path Setting change.
     pub path_change: Pending<String>,
+    /// The profile's HVMs as the Profile window lists them.
+    pub registered: Vec<RegisteredHvm>,
+    /// The Profile window's registration form.
+    pub profile_form: ProfileForm,
+    /// The last registration or removal.
+    pub profile_change: Pending<String>,
     /// Open windows.
     pub open: OpenWindows,
     /// What happened at start-up and since, newest last (status bar).
@@ -602,10 +618,66 @@ impl Model {
                 ..PathForm::default()
             },
             path_change: Pending::Idle,
+            registered: Vec::new(),
+            profile_form: ProfileForm::default(),
+            profile_change: Pending::Idle,
             open: OpenWindows::default(),
             notices: Vec::new(),
             close_dialog: false,
         }
+    }
+
+    /// The model of a profile's fleet, none of its HVMs answered yet.
+    pub fn for_profile(profile: &lparmover::profile::Profile) -> Self {
+        let mut model = Self::new(
+            &profile.fleet,
+            profile
+                .hvms
+                .iter()
+                .map(|h| (h.name.clone(), h.chassis.clone())),
+        );
+        model.registered = RegisteredHvm::list(profile);
+        model
+    }
+
+    /// The profile changed (an HVM registered or removed): the trees follow it, keeping what
+    /// the HVMs still registered last answered.
+    pub fn set_profile(&mut self, profile: &lparmover::profile::Profile) {
+        let small = profile.hvms.len() <= 16;
+        let mut old: Vec<HvmEntry> = std::mem::take(&mut self.hvms);
+        for h in &profile.hvms {
+            let entry = match old
+                .iter()
+                .position(|e| e.name == h.name && e.chassis == h.chassis)
+            {
+                Some(i) => old.swap_remove(i),
+                None => {
+                    for side in [true, false] {
+                        self.expanded.insert((side, format!("c:{}", h.chassis)));
+                        if small {
+                            self.expanded.insert((side, format!("h:{}", h.name)));
+                        }
+                    }
+                    HvmEntry {
+                        name: h.name.clone(),
+                        chassis: h.chassis.clone(),
+                        inventory: None,
+                        error: None,
+                        answered: false,
+                    }
+                }
+            };
+            self.hvms.push(entry);
+        }
+        let gone = |hvm: &str| !profile.hvms.iter().any(|h| h.name == hvm);
+        if self.source.as_ref().is_some_and(|s| gone(&s.hvm)) {
+            self.source = None;
+        }
+        if self.destination.as_ref().is_some_and(|d| gone(&d.hvm)) {
+            self.destination = None;
+        }
+        self.registered = RegisteredHvm::list(profile);
+        self.tree_cache = [None, None];
     }
 
     /// "LPARs requiring recovery: N LPARs" — N.
@@ -881,6 +953,24 @@ impl Model {
                 self.refreshes.push(took);
             }
             Event::Hvm(snapshot) => self.apply_hvm(*snapshot),
+            Event::CertificateSeen(result) => self.profile_form.fetched(result),
+            Event::TokenImported(result) => self.profile_form.imported(result),
+            Event::ProfileChanged(Ok((profile, said))) => {
+                self.set_profile(&profile);
+                if self.profile_form.seen().is_some_and(|c| {
+                    profile
+                        .hvms
+                        .iter()
+                        .any(|h| h.url.trim_end_matches('/') == c.url)
+                }) {
+                    let import_from = std::mem::take(&mut self.profile_form.import_from);
+                    self.profile_form.clear();
+                    self.profile_form.import_from = import_from;
+                }
+                self.notices.push(said.clone());
+                self.profile_change = Pending::Done(said);
+            }
+            Event::ProfileChanged(Err(e)) => self.profile_change = Pending::Failed(e),
             Event::Checked(result) => {
                 let request = match &self.check {
                     CheckState::Running(r) => r.clone(),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use lparmover::ops::Destination;
 
 use crate::command::Command;
+use crate::model::profile::CertificateState;
 use crate::model::{CheckState, Model, Pending, SourcePick};
 
 /// One step of the tour.
@@ -27,6 +28,7 @@ enum Step {
     Connectivity,
     History,
     Logs,
+    Profile,
     Done,
 }
 
@@ -239,7 +241,31 @@ impl Tour {
                 model.open.recovery = true;
                 if matches!(model.logs, Pending::Done(_)) && self.settled() {
                     self.shoot(ctx, "logs-recovery");
-                    self.next(Step::Done);
+                    self.next(Step::Profile);
+                }
+            }
+            Step::Profile => {
+                model.open.logs = false;
+                model.open.recovery = false;
+                model.open.profile = true;
+                let form = &mut model.profile_form;
+                match &form.certificate {
+                    CertificateState::NotFetched => {
+                        if let Some(h) = model.registered.iter().find(|h| h.name == "ch2-b2") {
+                            form.url = h.url.clone();
+                            form.name = h.name.clone();
+                            if let Ok(url) = form.fetch_allowed() {
+                                form.fetch_started(url.clone());
+                                out.push(Command::FetchCertificate(url));
+                            }
+                        }
+                    }
+                    CertificateState::Seen(_) if !form.confirmed => form.confirmed = true,
+                    CertificateState::Seen(_) | CertificateState::Failed(_) if self.settled() => {
+                        self.shoot(ctx, "profile");
+                        self.next(Step::Done);
+                    }
+                    _ => {}
                 }
             }
             Step::Done => {}

@@ -6,6 +6,7 @@
 //! jobs run in-process and for every `lparmover` process started through [`run_binary`]; a test
 //! that needs a history of its own passes its own directory to [`run_binary_with_data`].
 
+pub mod display;
 pub mod netns;
 
 use std::ffi::OsStr;

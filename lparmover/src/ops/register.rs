@@ -203,7 +203,11 @@ pub fn fetch_certificate(url: &str) -> Result<SeenCertificate, RegisterError> {
 }
 
 fn pem_of(der: &[u8]) -> String {
-    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+    // LF line endings, as the blades write theirs: a pinned PEM reads the same everywhere.
+    pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    )
 }
 
 /// The token a fleet profile holds for the HVM at `url` (or of that name).
@@ -227,7 +231,7 @@ pub fn import_token(fleet_profile: &Path, name: &str, url: &str) -> Result<Strin
 pub struct Registration {
     /// HVM name.
     pub name: String,
-    /// Chassis.
+    /// Chassis (empty: the one the blade reports).
     pub chassis: String,
     /// The certificate seen and confirmed.
     pub certificate: SeenCertificate,
@@ -262,7 +266,14 @@ pub async fn register(path: &Path, registration: Registration) -> Result<Profile
         .inventory()
         .await
         .map_err(|e| RegisterError::Refused(e.to_string()))?;
+    // An empty chassis is the one the blade reports about itself.
+    let chassis = if hvm.chassis.is_empty() {
+        inventory.blade.chassis.clone()
+    } else {
+        hvm.chassis.clone()
+    };
     let hvm = ProfileHvm {
+        chassis,
         migration_paths: inventory
             .blade
             .hvm
@@ -279,8 +290,35 @@ pub async fn register(path: &Path, registration: Registration) -> Result<Profile
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(other) = profile
+        .hvms
+        .iter()
+        .find(|h| h.name != hvm.name && h.url.trim_end_matches('/') == hvm.url)
+    {
+        return Err(RegisterError::Invalid(format!(
+            "{} is already registered as {}; remove that HVM first or register it under its name",
+            hvm.url, other.name
+        )));
+    }
     profile.hvms.retain(|h| h.name != hvm.name);
     profile.hvms.push(hvm);
+    profile.save(path)?;
+    Ok(profile)
+}
+
+/// The SHA-256 fingerprint of the certificate pinned for a registered HVM (None: its PEM does
+/// not parse, which `HvmClient::new` reports on first use).
+pub fn pinned_fingerprint(hvm: &ProfileHvm) -> Option<String> {
+    let certs = crate::tls::parse_certs(&hvm.cert_pem).ok()?;
+    certs.first().map(|der| fingerprint(der.as_ref()))
+}
+
+/// Removes the HVM named `name` from the profile at `path` (written atomically, 0600). Its
+/// LPARs stay where they are; the manager only stops managing it.
+pub fn unregister(path: &Path, name: &str) -> Result<Profile, RegisterError> {
+    let mut profile = Profile::load(path)?;
+    profile.hvm(name)?;
+    profile.hvms.retain(|h| h.name != name);
     profile.save(path)?;
     Ok(profile)
 }

@@ -318,3 +318,150 @@ fn a_large_fleet_opens_on_its_hvms_with_their_lpars_folded() {
     );
     assert!(rows.iter().all(|r| r.expanded.is_some()));
 }
+
+fn seen(url: &str) -> lparmover::ops::register::SeenCertificate {
+    lparmover::ops::register::SeenCertificate {
+        url: url.into(),
+        pem: "-----BEGIN CERTIFICATE-----".into(),
+        fingerprint: "AB:CD".into(),
+    }
+}
+
+#[test]
+fn register_needs_the_certificate_of_the_address_typed_confirmed_a_name_and_a_token() {
+    use profile::{CertificateState, ProfileForm};
+    let mut form = ProfileForm::default();
+    assert!(form.fetch_allowed().is_err(), "no address yet");
+    form.url = "127.0.1.9:4000".into();
+    assert!(form.fetch_allowed().is_err(), "not an https address");
+    form.url = "https://127.0.1.9:4000/".into();
+    let url = form.fetch_allowed().unwrap();
+    assert_eq!(url, "https://127.0.1.9:4000");
+    form.fetch_started(url.clone());
+    assert!(form.fetch_allowed().is_err(), "one fetch at a time");
+    form.fetched(Ok(seen(&url)));
+    assert!(form.seen().is_some());
+    form.name = "far-b1".into();
+    form.token = "secret".into();
+    let why = form.registration(&[]).unwrap_err();
+    assert!(why.contains("Confirm"), "{why}");
+    form.confirmed = true;
+    let r = form.registration(&[]).unwrap();
+    assert_eq!(
+        (r.name.as_str(), r.certificate.url.as_str()),
+        ("far-b1", url.as_str())
+    );
+
+    // The address changes after the fetch: the certificate and the confirmation are gone.
+    form.url = "https://127.0.1.10:4000".into();
+    form.address_edited();
+    assert_eq!(form.certificate, CertificateState::NotFetched);
+    assert!(!form.confirmed);
+    assert!(
+        form.registration(&[])
+            .unwrap_err()
+            .contains("Fetch the certificate")
+    );
+
+    // A fetch answered after the address changed is not shown as this address's.
+    form.fetch_started("https://127.0.1.10:4000".into());
+    form.url = "https://127.0.1.11:4000".into();
+    form.fetched(Ok(seen("https://127.0.1.10:4000")));
+    assert!(form.seen().is_none());
+}
+
+#[test]
+fn an_address_registered_under_another_name_is_refused_before_anything_is_sent() {
+    use profile::{ProfileForm, RegisteredHvm};
+    let url = "https://127.0.1.9:4000";
+    let mut form = ProfileForm {
+        url: url.into(),
+        name: "second-name".into(),
+        token: "t".into(),
+        ..ProfileForm::default()
+    };
+    form.fetch_started(url.into());
+    form.fetched(Ok(seen(url)));
+    form.confirmed = true;
+    let registered = [RegisteredHvm {
+        name: "far-b1".into(),
+        chassis: "CH9".into(),
+        url: url.into(),
+        fingerprint: None,
+    }];
+    let why = form.registration(&registered).unwrap_err();
+    assert!(why.contains("already registered as far-b1"), "{why}");
+    form.name = "far-b1".into();
+    assert!(
+        form.registration(&registered).is_ok(),
+        "re-registering by its own name"
+    );
+}
+
+#[test]
+fn an_imported_token_fills_the_form_and_a_failed_import_says_why() {
+    use profile::ProfileForm;
+    let mut form = ProfileForm::default();
+    assert!(form.import_request().is_err(), "no fleet profile given");
+    form.import_from = "/tmp/fleet/profile.toml".into();
+    form.imported(Err("it registers no HVM at https://x".into()));
+    assert!(form.token.is_empty());
+    assert!(matches!(&form.import_note, Some(Err(e)) if e.contains("registers no HVM")));
+    form.imported(Ok("tok".into()));
+    assert_eq!(form.token, "tok");
+}
+
+fn profile_of(hvms: &[(&str, &str)]) -> lparmover::profile::Profile {
+    lparmover::profile::Profile {
+        fleet: "demo".into(),
+        hvms: hvms
+            .iter()
+            .map(|(name, chassis)| lparmover::profile::ProfileHvm {
+                name: (*name).into(),
+                chassis: (*chassis).into(),
+                url: format!("https://{name}:1"),
+                cert_pem: String::new(),
+                token: "t".into(),
+                migration_paths: Vec::new(),
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_registered_hvm_joins_the_trees_and_a_removed_one_leaves_with_its_picks() {
+    let mut model = demo();
+    model.pick_source(web01());
+    let mut hvms = DEMO.to_vec();
+    hvms.push(("far-b1", "CH9"));
+    model.apply(
+        Duration::ZERO,
+        Event::ProfileChanged(Ok((
+            Box::new(profile_of(&hvms)),
+            "Registered far-b1".into(),
+        ))),
+    );
+    let rows = model.tree(Side::Destination).to_vec();
+    row(&rows, "Destination chassis CH9");
+    row(&rows, "Destination far-b1");
+    assert!(
+        model.hvm("ch1-b1").unwrap().inventory.is_some(),
+        "HVMs still registered keep what they answered"
+    );
+    assert_eq!(model.registered.len(), 5);
+    assert!(model.notices.iter().any(|n| n == "Registered far-b1"));
+
+    // ch1-b1 removed: its LPARs leave the trees and the source pick goes with them.
+    let without: Vec<_> = hvms.into_iter().filter(|(h, _)| *h != "ch1-b1").collect();
+    model.apply(
+        Duration::ZERO,
+        Event::ProfileChanged(Ok((
+            Box::new(profile_of(&without)),
+            "Removed ch1-b1".into(),
+        ))),
+    );
+    assert!(model.source.is_none());
+    let rows = model.tree(Side::Source);
+    assert!(!rows.iter().any(|r| r.label.contains("ch1-b1")));
+}

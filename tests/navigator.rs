@@ -535,3 +535,42 @@ fn closing_mid_move_asks_first_and_cancel_and_quit_closes_once_the_source_runs_o
     assert_eq!(db.lpar.status, LparStatus::Activated, "the source runs on");
     assert!(db.runtime.is_some(), "its guest still runs");
 }
+
+#[test]
+fn a_shutdown_mode_move_shuts_the_guest_down_moves_it_and_activates_it_on_the_destination() {
+    let (_dir, fleet, profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
+    wait_for(&mut harness, "the fleet", Duration::from_secs(20), |h| {
+        has(h, "Source ch1-b1/web-01")
+    });
+    click(&mut harness, "Shutdown");
+    click(&mut harness, "Shut down the guest OS");
+    pick_and_check(
+        &mut harness,
+        "Source ch1-b1/web-01",
+        "Destination ch1-b2/Auto",
+    );
+    assert!(has_text(&harness, "0 error(s)"), "{:?}", labels(&harness));
+    click(&mut harness, "Migration");
+    wait_for(
+        &mut harness,
+        "Migration completed!",
+        Duration::from_secs(120),
+        |h| has(h, "Migration completed!") || has_text(h, "Migration failed"),
+    );
+    assert!(
+        has(&harness, "Migration completed!"),
+        "{:?}",
+        labels(&harness)
+    );
+    assert!(
+        !harness.state().model.current_move.as_ref().is_some_and(|m| m.live),
+        "the move ran in Shutdown mode"
+    );
+    wait_for(&mut harness, "web-01 under ch1-b2", Duration::from_secs(15), |h| {
+        has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01")
+    });
+    let moved = lpar_on(&profile, "ch1-b2", "web-01").expect("web-01 on ch1-b2");
+    assert_eq!(moved.lpar.status, LparStatus::Activated, "activated on the destination");
+    assert!(moved.runtime.is_some(), "its guest runs there");
+}

@@ -564,13 +564,25 @@ fn a_shutdown_mode_move_shuts_the_guest_down_moves_it_and_activates_it_on_the_de
         labels(&harness)
     );
     assert!(
-        !harness.state().model.current_move.as_ref().is_some_and(|m| m.live),
+        !harness
+            .state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.live),
         "the move ran in Shutdown mode"
     );
-    wait_for(&mut harness, "web-01 under ch1-b2", Duration::from_secs(15), |h| {
-        has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01")
-    });
+    wait_for(
+        &mut harness,
+        "web-01 under ch1-b2",
+        Duration::from_secs(15),
+        |h| has(h, "Source ch1-b2/web-01") && !has(h, "Source ch1-b1/web-01"),
+    );
     let moved = lpar_on(&profile, "ch1-b2", "web-01").expect("web-01 on ch1-b2");
-    assert_eq!(moved.lpar.status, LparStatus::Activated, "activated on the destination");
+    assert_eq!(
+        moved.lpar.status,
+        LparStatus::Activated,
+        "activated on the destination"
+    );
     assert!(moved.runtime.is_some(), "its guest runs there");
 }

@@ -802,3 +802,132 @@ async fn a_destination_busy_with_another_migration_refuses_until_it_is_done() {
         Some((2, LparStatus::Deactivated, 0))
     );
 }
+
+#[test]
+fn hvm_add_pins_only_the_expected_fingerprint_and_hvm_remove_forgets_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let fleet_profile = dir.path().join("fleet-profile.toml");
+    profile_of(&[&blade]).save(&fleet_profile).unwrap();
+    let mine = dir.path().join("mine.toml");
+    let mine_s = mine.to_str().unwrap();
+    let url = blade.profile.url.clone();
+    let expected = lparmover::ops::register::pinned_fingerprint(&blade.profile).unwrap();
+    let add = |fingerprint: &str| {
+        run_binary(
+            "lparmover",
+            &[
+                "--profile",
+                mine_s,
+                "hvm",
+                "add",
+                &url,
+                "--name",
+                "ch1-b2",
+                "--token-from",
+                fleet_profile.to_str().unwrap(),
+                "--fingerprint",
+                fingerprint,
+            ],
+            Duration::from_secs(30),
+        )
+        .unwrap()
+    };
+    // Another certificate than expected: refused with exit 3, nothing written.
+    let wrong = add("00:11:22");
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("not the one expected"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert!(!mine.exists(), "nothing written");
+    // Piped stdin and no --fingerprint: it does not pin unasked.
+    let unasked = run_binary(
+        "lparmover",
+        &[
+            "--profile",
+            mine_s,
+            "hvm",
+            "add",
+            &url,
+            "--name",
+            "ch1-b2",
+            "--token-from",
+            fleet_profile.to_str().unwrap(),
+        ],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    assert!(!unasked.status.success());
+    assert!(
+        stderr(&unasked).contains("pass it as --fingerprint"),
+        "{}",
+        stderr(&unasked)
+    );
+    assert!(!mine.exists());
+
+    let ok = add(&expected.to_lowercase());
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(
+        stdout(&ok).contains(&expected),
+        "the fingerprint is shown: {}",
+        stdout(&ok)
+    );
+    let saved = lparmover::profile::Profile::load(&mine).unwrap();
+    let entry = saved.hvm("ch1-b2").unwrap();
+    assert_eq!(entry.cert_pem.trim(), blade.profile.cert_pem.trim());
+    assert_eq!(entry.chassis, "CH1", "the blade's own chassis");
+    assert_eq!(
+        std::fs::metadata(&mine).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let list = run_binary(
+        "lparmover",
+        &["--profile", mine_s, "hvm", "list"],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(stdout(&list).contains(&expected), "{}", stdout(&list));
+    // The registered HVM is managed: its fleet view answers through the pinned certificate.
+    let fleet = run_binary(
+        "lparmover",
+        &["--profile", mine_s, "fleet"],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert!(fleet.status.success(), "{}", stderr(&fleet));
+    assert!(
+        stdout(&fleet).contains("web-01") || stdout(&fleet).contains("app-01"),
+        "{}",
+        stdout(&fleet)
+    );
+
+    let removed = run_binary(
+        "lparmover",
+        &["--profile", mine_s, "hvm", "remove", "ch1-b2"],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(removed.status.success(), "{}", stderr(&removed));
+    assert!(
+        lparmover::profile::Profile::load(&mine)
+            .unwrap()
+            .hvms
+            .is_empty()
+    );
+    let again = run_binary(
+        "lparmover",
+        &["--profile", mine_s, "hvm", "remove", "ch1-b2"],
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(!again.status.success());
+    assert!(
+        stderr(&again).contains("no HVM named"),
+        "{}",
+        stderr(&again)
+    );
+}

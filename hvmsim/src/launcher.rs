@@ -459,7 +459,11 @@ mod tests {
         };
         keep_hand_registered(&mut fresh, &path);
         let names: Vec<_> = fresh.hvms.iter().map(|h| h.name.as_str()).collect();
-        assert_eq!(names, ["ch1-b1", "far-b1"], "the fleet's own entry is the new one");
+        assert_eq!(
+            names,
+            ["ch1-b1", "far-b1"],
+            "the fleet's own entry is the new one"
+        );
         assert_eq!(fresh.data_dir, previous.data_dir);
 
         let mut other = Profile {
@@ -468,7 +472,11 @@ mod tests {
             ..Profile::default()
         };
         keep_hand_registered(&mut other, &path);
-        assert_eq!(other.hvms.len(), 1, "another fleet's profile is replaced whole");
+        assert_eq!(
+            other.hvms.len(),
+            1,
+            "another fleet's profile is replaced whole"
+        );
         assert_eq!(other.data_dir, None);
     }
 }

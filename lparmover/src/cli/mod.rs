@@ -5,6 +5,7 @@ mod check;
 mod connectivity;
 mod demo;
 mod history;
+mod hvm;
 mod migrate;
 mod path;
 mod recover;
@@ -71,6 +72,11 @@ enum Command {
     Path {
         #[command(subcommand)]
         command: path::PathCommand,
+    },
+    /// Register HVMs by address (certificate pinned on confirmation), list or remove them.
+    Hvm {
+        #[command(subcommand)]
+        command: hvm::HvmCommand,
     },
     /// Connectivity Test: handshake, latency, throughput and MTU over two HVMs' migration paths.
     ConnectivityTest(connectivity::ConnectivityArgs),
@@ -181,6 +187,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 view.lpar.status.label()
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Hvm { command } => {
+            let path = cli.profile.unwrap_or_else(Profile::default_path);
+            hvm::run(&path, command).await
         }
         Command::Check(args) => {
             let profile = load_profile(cli.profile)?;

@@ -21,4 +21,5 @@ pub mod ops;
 pub mod partition;
 pub mod paths;
 pub mod profile;
+pub mod testenv;
 pub mod tls;

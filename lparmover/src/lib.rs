@@ -12,6 +12,7 @@ pub mod connectivity;
 pub mod dirs;
 pub mod emg;
 pub mod fleetview;
+pub mod format;
 pub mod fsutil;
 pub mod history;
 pub mod jobs;

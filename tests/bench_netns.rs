@@ -1,7 +1,7 @@
 #![allow(clippy::unwrap_used)]
 //! The shaped path of the benchmark: namespaces, veth, `tc tbf`, and one real live move of a
 //! small LPAR over a 1 Gbit/s link through `lparmover bench live`. Skipped with a `SKIP:` line
-//! when not root or without namespace support.
+//! when not root or without namespace support — and failed instead when `CI` is set.
 
 use std::time::Duration;
 

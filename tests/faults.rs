@@ -807,8 +807,19 @@ fn fault_matrix_of_a_live_move() {
     }
     let shaper = Shaper::install();
     if shaper.is_none() {
-        eprintln!(
-            "SKIPPING drop/stall cells: `tc` with HTB on the loopback device is not available (run as root with iproute2)"
+        // Outside CI the drop/stall cells are then skipped (and shown so in the matrix).
+        lpm_tests::unavailable(
+            "fault_matrix_of_a_live_move (drop/stall cells)",
+            lpm_tests::Need::Tc,
+            &"`tc` with HTB on the loopback device does not work (run as root with iproute2)",
+        );
+    }
+    if let Err(why) = lpm_tests::tmpfs_mountable() {
+        // Outside CI the disk-full cells are then skipped (and shown so in the matrix).
+        lpm_tests::unavailable(
+            "fault_matrix_of_a_live_move (disk-full cells)",
+            lpm_tests::Need::Tmpfs,
+            &why,
         );
     }
     let shaper = Arc::new(shaper);

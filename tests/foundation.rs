@@ -44,6 +44,80 @@ fn new_lpar(name: &str) -> LparRequest {
     }
 }
 
+/// Every file of a state directory with its content (the system log aside: the first blade may
+/// log meanwhile, and a refused second one must not have written it anyway, checked by size).
+fn snapshot(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.file_name().is_some_and(|n| n != "logs.jsonl") {
+                let bytes = std::fs::read(&path).unwrap_or_default();
+                out.push((path.display().to_string(), bytes));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_blade_on_a_served_state_directory_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let state = dir.path().join("b1");
+    let mut blade = TestBlade::start(&fleet_file, "ch1-b1", &state).unwrap();
+    let client = blade.client();
+    let configs =
+        |v: Vec<lparmover::api::LparView>| v.into_iter().map(|l| l.lpar).collect::<Vec<_>>();
+    let before = configs(client.lpars().await.unwrap());
+    let files_before = snapshot(&state);
+    let started = std::time::Instant::now();
+    let out = run_binary(
+        "hvmsim",
+        &[
+            "serve",
+            "--fleet",
+            fleet_file.to_str().unwrap(),
+            "--blade",
+            "ch1-b1",
+            "--state-dir",
+            state.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "second blade started: {stderr}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "refused only after {:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains(&state.display().to_string())
+            && stderr.contains(&format!("PID {}", blade.pid())),
+        "the refusal names neither the directory nor the holder: {stderr}"
+    );
+    assert_eq!(
+        snapshot(&state),
+        files_before,
+        "the refused blade changed files"
+    );
+    assert_eq!(
+        configs(client.lpars().await.unwrap()),
+        before,
+        "the first blade changed"
+    );
+    // A crash releases the hold (the guests' VM processes, which outlive it, do not keep it).
+    blade.kill9();
+    blade.restart().unwrap();
+    assert_eq!(blade.client().lpars().await.unwrap().len(), before.len());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn defined_lpar_survives_kill_9_and_restart() {
     let dir = tempfile::tempdir().unwrap();

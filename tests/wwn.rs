@@ -255,7 +255,11 @@ async fn a_source_that_cannot_commit_during_recovery_leaves_the_destination_mark
     let mut disk = match FailingStateDisk::new(&b1_dir) {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("SKIPPING WWN rollback case (c): {why}");
+            lpm_tests::unavailable(
+                "a_source_that_cannot_commit_during_recovery_leaves_the_destination_marked",
+                lpm_tests::Need::Tmpfs,
+                &why,
+            );
             return;
         }
     };

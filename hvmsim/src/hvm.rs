@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 /// The persistent state of one HVM.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HvmState {
-    /// Format of the state file.
+    /// Format of the state file ([`Self::FORMAT`]; missing in files of before versions: 1).
+    #[serde(default = "lparmover::format::v1")]
     pub format: u32,
     /// Blade and HVM configuration.
     pub blade: Blade,
@@ -653,11 +654,11 @@ impl HvmState {
     /// first (a restore must never leave a guest running under a configuration that no longer
     /// has it), and the document must be consistent.
     pub fn restore(&mut self, doc: &HvmConfigDoc) -> Result<(), EmgError> {
-        if doc.format != HvmConfigDoc::FORMAT {
+        if doc.format > HvmConfigDoc::FORMAT {
             return Err(EmgError::new(
                 Emg::RestoreRejected,
                 format!(
-                    "document format {} is not {}",
+                    "the backup has format version {}, newer than this HVM reads (up to version {}); upgrade the HVM (hvmsim) first",
                     doc.format,
                     HvmConfigDoc::FORMAT
                 ),

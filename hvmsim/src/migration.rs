@@ -149,17 +149,9 @@ fn invalid(detail: impl Into<String>) -> EmgError {
     EmgError::new(Emg::InvalidRequest, detail)
 }
 
-/// The catalogue error of a failed move.
+/// The catalogue error of a failed move (its own kind: [`MoveError::emg`]).
 pub fn move_error(e: &MoveError) -> EmgError {
-    let kind = match e {
-        MoveError::Cancelled => Emg::TerminatedByUser,
-        MoveError::TimedOut { .. } => Emg::MemoryWriteIntensive,
-        MoveError::Connect { .. } | MoveError::ConnectionLost(_) | MoveError::PeerTimeout(..) => {
-            Emg::MoverConnectionRefused
-        }
-        _ => Emg::MoverConnectionRefused,
-    };
-    EmgError::new(kind, e.to_string())
+    e.emg()
 }
 
 fn parse_ticket(hex_ticket: &str) -> Result<JobTicket, EmgError> {

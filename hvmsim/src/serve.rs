@@ -74,6 +74,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         );
     };
     let store = StateDir::open(&args.state_dir)?;
+    // Before anything reads or writes the directory (state, VM sockets, logs): a second blade
+    // on it would adopt the same VMs and overwrite the first one's state.
+    let _hold = store.lock()?;
     let span = tracing::info_span!("blade", name = %definition.blade.name);
     let _entered = span.enter();
     crate::guest::memory::allow_shared_huge_pages();

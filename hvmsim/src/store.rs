@@ -8,7 +8,8 @@
 //!   identity/key.pem    its private key (0600)
 //!   identity/token      the management API bearer token (0600)
 //!   endpoint.json       where the API listens (read by the fleet launcher)
-//!   logs.jsonl          system log, one JSON entry per line
+//!   logs.jsonl          system log, one JSON entry per line (rotated: logs.1.jsonl …)
+//!   blade.lock          held (flock) by the `hvmsim serve` serving the directory; holds its PID
 //! ```
 
 use std::fs;
@@ -44,6 +45,27 @@ pub enum StoreError {
     /// Certificate generation failed.
     #[error("cannot create the HVM's certificate: {0}")]
     Tls(#[from] lparmover::tls::TlsError),
+    /// A file was written by a newer hvmsim.
+    #[error(transparent)]
+    Newer(#[from] lparmover::format::NewerFormat),
+    /// Another process serves this state directory.
+    #[error(
+        "state directory {path} is in use by another hvmsim serve (PID {pid}); stop that blade first, or give this one a state directory of its own"
+    )]
+    InUse {
+        /// The state directory.
+        path: String,
+        /// Who holds it, as it wrote in the lock file ("unknown" when unreadable).
+        pid: String,
+    },
+}
+
+/// The exclusive hold of a blade on its state directory: an `flock` on `blade.lock`, released
+/// by the kernel when the process ends (kill -9 included). The file descriptor is close-on-exec,
+/// so the VM processes a blade starts do not inherit the hold.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
 }
 
 /// Where the API of a blade listens, as the fleet launcher and the manager need it.
@@ -75,6 +97,43 @@ impl StateDir {
         };
         fs::create_dir_all(root.join("identity")).map_err(|e| dir.io(root, e))?;
         Ok(dir)
+    }
+
+    /// Takes the exclusive hold of this directory for the life of the process (or of the
+    /// returned [`DirLock`]). Fails at once, changing nothing, when another process holds it.
+    pub fn lock(&self) -> Result<DirLock, StoreError> {
+        use std::io::{Read, Seek, Write};
+        let path = self.root.join("blade.lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| self.io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid = match file.read_to_string(&mut text) {
+                    Ok(_) if !text.trim().is_empty() => text.trim().to_owned(),
+                    _ => "unknown".to_owned(),
+                };
+                return Err(StoreError::InUse {
+                    path: self.root.display().to_string(),
+                    pid,
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(self.io(&path, e)),
+        }
+        // Ours now: say who holds it (a reader of a half-written PID only gets a worse message).
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(pid.as_bytes()))
+            .and_then(|()| file.sync_data())
+            .map_err(|e| self.io(&path, e))?;
+        Ok(DirLock { _file: file })
     }
 
     /// The directory.
@@ -112,9 +171,22 @@ impl StateDir {
         write_atomic(&path, &bytes).map_err(|e| self.io(&path, e))
     }
 
-    /// The running state, if the HVM ran before.
+    /// The running state, if the HVM ran before. A state file of an older format is read (no
+    /// version: 1); one of a newer format is refused, naming the file and its version.
     pub fn load_state(&self) -> Result<Option<HvmState>, StoreError> {
-        self.read_json("state.json")
+        let mut state: Option<HvmState> = self.read_json("state.json")?;
+        if let Some(s) = &mut state {
+            lparmover::format::check(
+                &self.root.join("state.json"),
+                "blade state file",
+                "hvmsim",
+                s.format,
+                HvmState::FORMAT,
+            )?;
+            // Read into today's structure: the next save writes the current format.
+            s.format = HvmState::FORMAT;
+        }
+        Ok(state)
     }
 
     /// Persists the running state.
@@ -127,9 +199,19 @@ impl StateDir {
         self.write_json("saved-config.json", doc)
     }
 
-    /// The saved configuration, if any.
+    /// The saved configuration, if any (older formats read, a newer one refused).
     pub fn saved_config(&self) -> Result<Option<HvmConfigDoc>, StoreError> {
-        self.read_json("saved-config.json")
+        let doc: Option<HvmConfigDoc> = self.read_json("saved-config.json")?;
+        if let Some(d) = &doc {
+            lparmover::format::check(
+                &self.root.join("saved-config.json"),
+                "saved HVM configuration",
+                "hvmsim",
+                d.format,
+                HvmConfigDoc::FORMAT,
+            )?;
+        }
+        Ok(doc)
     }
 
     /// Where the API listened last time, if it ran before.
@@ -176,5 +258,90 @@ impl StateDir {
         self.write_secret(&token, new_token.as_bytes())?;
         write_atomic(&cert, identity.cert_pem.as_bytes()).map_err(|e| self.io(&cert, e))?;
         Ok((identity, new_token))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lparmover::model::{Fleet, fleet::DEMO_FLEET_TOML};
+
+    fn state() -> HvmState {
+        let fleet = Fleet::parse(DEMO_FLEET_TOML, "demo").unwrap();
+        HvmState::new(fleet.blade("ch1-b1").unwrap().blade.clone())
+    }
+
+    fn write_with_format(store: &StateDir, name: &str, value: serde_json::Value) {
+        std::fs::write(store.root().join(name), serde_json::to_vec(&value).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_state_file_without_a_version_is_version_1_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::open(dir.path()).unwrap();
+        let hvm = state();
+        let mut old = serde_json::to_value(&hvm).unwrap();
+        old.as_object_mut().unwrap().remove("format");
+        write_with_format(&store, "state.json", old);
+        let loaded = store.load_state().unwrap().unwrap();
+        assert_eq!(loaded, hvm, "an unversioned state file reads as version 1");
+
+        let mut newer = serde_json::to_value(&hvm).unwrap();
+        newer["format"] = (HvmState::FORMAT + 1).into();
+        newer["a_field_from_the_future"] = true.into();
+        write_with_format(&store, "state.json", newer);
+        let before = std::fs::read(store.root().join("state.json")).unwrap();
+        let err = store.load_state().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StoreError::Newer(_)), "{text}");
+        assert!(
+            text.contains(&format!("{}", dir.path().join("state.json").display()))
+                && text.contains(&format!("format version {}", HvmState::FORMAT + 1))
+                && text.contains("upgrade hvmsim"),
+            "{text}"
+        );
+        assert_eq!(
+            std::fs::read(store.root().join("state.json")).unwrap(),
+            before,
+            "a refused file is left as it was"
+        );
+    }
+
+    #[test]
+    fn saved_configurations_of_older_formats_are_read_and_newer_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::open(dir.path()).unwrap();
+        let doc = state().config_doc();
+        store.save_config(&doc).unwrap();
+        assert_eq!(store.saved_config().unwrap(), Some(doc.clone()));
+        let mut old = serde_json::to_value(&doc).unwrap();
+        old.as_object_mut().unwrap().remove("format");
+        write_with_format(&store, "saved-config.json", old);
+        assert_eq!(store.saved_config().unwrap().unwrap().format, 1);
+        let mut newer = serde_json::to_value(&doc).unwrap();
+        newer["format"] = (HvmConfigDoc::FORMAT + 1).into();
+        write_with_format(&store, "saved-config.json", newer);
+        let text = store.saved_config().unwrap_err().to_string();
+        assert!(
+            text.contains("saved-config.json is a saved HVM configuration of format version"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_served_directory_is_refused_to_a_second_holder_naming_the_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateDir::open(dir.path()).unwrap();
+        let hold = store.lock().unwrap();
+        // flock locks belong to open file descriptions: a second open in this process is a
+        // second holder, as another process would be.
+        let err = store.lock().unwrap_err();
+        assert!(
+            matches!(&err, StoreError::InUse { pid, .. } if *pid == std::process::id().to_string()),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&dir.path().display().to_string()));
+        drop(hold);
+        store.lock().expect("free again once the holder is gone");
     }
 }

@@ -58,6 +58,9 @@ pub enum BackupError {
     /// A backup file is not what the manifest says.
     #[error("backup file {path} is damaged: {detail}; restore from another backup set")]
     Damaged { path: String, detail: String },
+    /// A backup file was written by a newer lparmover or HVM.
+    #[error(transparent)]
+    Newer(#[from] crate::format::NewerFormat),
     /// No backup set for that job.
     #[error(
         "no complete backup set for job {job:?} under {dir}; list the sets with `lparmover restore-config --list`"
@@ -96,7 +99,8 @@ pub struct BackupEntry {
 /// What a backup set holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupManifest {
-    /// [`MANIFEST_FORMAT`].
+    /// [`MANIFEST_FORMAT`] (missing in manifests of before versions: 1).
+    #[serde(default = "crate::format::v1")]
     pub format: u32,
     /// Job the set was taken for.
     pub job: String,
@@ -230,6 +234,21 @@ impl BackupSet {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
+        // The version first: a newer manifest may not parse here, and must say so.
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "crate::format::v1")]
+            format: u32,
+        }
+        if let Ok(v) = serde_json::from_slice::<Version>(&bytes) {
+            crate::format::check(
+                &path,
+                "backup manifest",
+                "lparmover",
+                v.format,
+                MANIFEST_FORMAT,
+            )?;
+        }
         let manifest: BackupManifest =
             serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
                 path: path.display().to_string(),
@@ -239,9 +258,6 @@ impl BackupSet {
             path: path.display().to_string(),
             detail,
         };
-        if manifest.format != MANIFEST_FORMAT {
-            return Err(damaged(format!("manifest format {}", manifest.format)));
-        }
         if manifest.job != job || manifest.hvms.len() != 2 {
             return Err(damaged("not a two-HVM set of this job".into()));
         }
@@ -294,6 +310,13 @@ impl BackupSet {
                 }
                 let doc: HvmConfigDoc =
                     serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
+                crate::format::check(
+                    &path,
+                    "backed-up HVM configuration",
+                    "lparmover",
+                    doc.format,
+                    HvmConfigDoc::FORMAT,
+                )?;
                 if doc.blade_name != entry.hvm {
                     return Err(damaged(format!(
                         "taken from {:?}, not {:?}",
@@ -472,5 +495,71 @@ mod tests {
         let err = BackupSet::load(&dirs, "nope").unwrap_err();
         assert!(err.to_string().contains("--list"), "{err}");
         assert!(BackupSet::list(&dirs).unwrap().is_empty());
+    }
+
+    /// Writes a set for job `job` by hand: the manifest as `manifest` says (its `format` key
+    /// left out when `None`), the two documents with `doc_format`.
+    fn write_set(dirs: &ManagerDirs, job: &str, format: Option<u32>, doc_format: u32) {
+        let fleet =
+            crate::model::Fleet::parse(crate::model::fleet::DEMO_FLEET_TOML, "demo").unwrap();
+        let dir = dirs.backup_set(job);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut hvms = Vec::new();
+        for name in ["ch1-b1", "ch1-b2"] {
+            let doc = HvmConfigDoc {
+                format: doc_format,
+                blade_name: name.into(),
+                taken_at: Utc::now(),
+                blade: fleet.blade(name).unwrap().blade.clone(),
+                lpars: Vec::new(),
+            };
+            let bytes = serde_json::to_vec(&doc).unwrap();
+            std::fs::write(dir.join(format!("{name}.json")), &bytes).unwrap();
+            hvms.push(serde_json::json!({
+                "hvm": name, "file": format!("{name}.json"), "lpars": 0,
+                "blake3": blake3::hash(&bytes).to_hex().to_string(),
+            }));
+        }
+        let mut manifest = serde_json::json!({
+            "job": job, "taken_at": Utc::now(), "source": "ch1-b1",
+            "destination": "ch1-b2", "hvms": hvms,
+        });
+        if let Some(f) = format {
+            manifest["format"] = f.into();
+        }
+        std::fs::write(dir.join(MANIFEST), serde_json::to_vec(&manifest).unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_set_without_versions_is_version_1_and_newer_sets_are_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let dirs = ManagerDirs::new(dir.path());
+        write_set(&dirs, "old", None, HvmConfigDoc::FORMAT);
+        let old = BackupSet::load(&dirs, "old").unwrap();
+        assert_eq!(old.manifest.format, 1);
+        assert_eq!(old.documents().unwrap().len(), 2);
+
+        write_set(&dirs, "newer-manifest", Some(MANIFEST_FORMAT + 1), 1);
+        let err = BackupSet::load(&dirs, "newer-manifest").unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, BackupError::Newer(_)), "{text}");
+        assert!(
+            text.contains("newer-manifest/manifest.json is a backup manifest of format version")
+                && text.contains("upgrade lparmover"),
+            "{text}"
+        );
+
+        write_set(
+            &dirs,
+            "newer-doc",
+            Some(MANIFEST_FORMAT),
+            HvmConfigDoc::FORMAT + 1,
+        );
+        let set = BackupSet::load(&dirs, "newer-doc").unwrap();
+        let text = set.documents().unwrap_err().to_string();
+        assert!(
+            text.contains("ch1-b1.json is a backed-up HVM configuration of format version"),
+            "{text}"
+        );
     }
 }

@@ -90,8 +90,15 @@ pub enum Emg {
     TerminatedByUser,
     /// USB attached to the LPAR.
     UsbAttached,
-    /// Migration path broke during transfer.
+    /// Migration path broke during transfer (or could not be opened).
     MoverConnectionRefused,
+    /// The LPAR Movers broke their protocol: a malformed frame or a message the state does not
+    /// allow (not a connection problem: retrying over another path will not help).
+    MoverProtocolError,
+    /// The memory the destination received does not match the source's digest.
+    MemoryDigestMismatch,
+    /// The destination's LPAR Mover refused the move (ticket, protocol version, geometry).
+    MoverRefused,
     /// Pre-copy did not converge before the timeout.
     MemoryWriteIntensive,
     /// The LPAR was left inconsistent by a broken migration.
@@ -348,6 +355,30 @@ impl Emg {
                 502,
                 "Connection refused (LPAR Mover-LPAR Mover)",
                 "Check the connection between the source HVM and the destination HVM over the migration path, then retry."
+            ),
+            Self::MoverProtocolError => e!(
+                0x0000_0000_0F60_0004,
+                1,
+                LparMover,
+                502,
+                "LPAR Migration was canceled. Protocol error between the LPAR Movers.",
+                "The LPAR keeps running on the source. Check that both HVMs run the same firmware, then retry; if it fails the same way, collect the system logs of both HVMs."
+            ),
+            Self::MemoryDigestMismatch => e!(
+                0x0000_0000_0F61_0004,
+                1,
+                LparMover,
+                500,
+                "LPAR Migration was canceled. The memory received by the destination does not match the source.",
+                "The LPAR keeps running on the source and the destination was scrubbed. Retry the move; if it fails the same way, check the destination blade's memory and collect the system logs of both HVMs."
+            ),
+            Self::MoverRefused => e!(
+                0x0000_0000_0F62_0004,
+                1,
+                LparMover,
+                409,
+                "The destination LPAR Mover refused the migration.",
+                "Open the migration job again from the manager (a ticket is valid once) and check that the destination was prepared for this LPAR; the detail says why it refused."
             ),
             Self::NotEnoughMemory => e!(
                 0x0000_0000_F00B_0003,

@@ -33,7 +33,13 @@ pub enum ProfileError {
     /// No HVM of that name.
     #[error("no HVM named {name:?} in the profile; registered: {known}")]
     UnknownHvm { name: String, known: String },
+    /// Written by a newer lparmover (or fleet launcher).
+    #[error(transparent)]
+    Newer(#[from] crate::format::NewerFormat),
 }
+
+/// Format of the profile this build writes (a top-level `format = N`; none: version 1).
+pub const PROFILE_FORMAT: u32 = 1;
 
 /// One registered HVM.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -102,10 +108,24 @@ impl Profile {
             path: path.display().to_string(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ProfileError::Parse {
+        let parse_err = |e: toml::de::Error| ProfileError::Parse {
             path: path.display().to_string(),
             message: e.to_string(),
-        })
+        };
+        // The version first: a newer profile may not parse here, and must say so.
+        let mut table: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        let found = match table.remove("format") {
+            None => 1,
+            Some(v) => v
+                .as_integer()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| ProfileError::Parse {
+                    path: path.display().to_string(),
+                    message: format!("format must be a version number, not {v}"),
+                })?,
+        };
+        crate::format::check(path, "profile", "lparmover", found, PROFILE_FORMAT)?;
+        toml::Value::Table(table).try_into().map_err(parse_err)
     }
 
     /// Writes the profile atomically with mode 0600 (creating its directory).
@@ -117,8 +137,10 @@ impl Profile {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(write_err)?;
         }
-        let text = toml::to_string_pretty(self)
+        let body = toml::to_string_pretty(self)
             .map_err(|e| write_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        // A top-level key, so before every table.
+        let text = format!("format = {PROFILE_FORMAT}\n{body}");
         // It holds every HVM's token: owner-only from the moment it exists.
         write_atomic_mode(path, text.as_bytes(), 0o600).map_err(write_err)
     }
@@ -167,5 +189,33 @@ mod tests {
             profile.hvm("nope"),
             Err(ProfileError::UnknownHvm { .. })
         ));
+    }
+
+    #[test]
+    fn a_profile_without_a_version_is_version_1_and_a_newer_one_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("profile.toml");
+        let profile = Profile {
+            fleet: "demo".into(),
+            hvms: Vec::new(),
+            arrays: Vec::new(),
+            data_dir: None,
+        };
+        profile.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.starts_with("format = 1\n"), "{text}");
+        assert_eq!(Profile::load(&path).unwrap(), profile);
+        // Written before versions: no format key.
+        std::fs::write(&path, "fleet = \"demo\"\n").unwrap();
+        assert_eq!(Profile::load(&path).unwrap(), profile);
+        std::fs::write(&path, "format = 2\nfleet = \"demo\"\n[[future]]\nx = 1\n").unwrap();
+        let err = Profile::load(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, ProfileError::Newer(_)), "{text}");
+        assert!(
+            text.contains("profile.toml is a profile of format version 2")
+                && text.contains("upgrade lparmover"),
+            "{text}"
+        );
     }
 }

@@ -5,9 +5,15 @@
 //! fixes this test process's data directory to a fresh temporary one ([`test_data_dir`]), for
 //! jobs run in-process and for every `lparmover` process started through [`run_binary`]; a test
 //! that needs a history of its own passes its own directory to [`run_binary_with_data`].
+//!
+//! A test that needs root, `/dev/kvm`, `tc` or a tmpfs and cannot have it calls
+//! [`unavailable`] and returns: under CI (`CI` set) that fails the test, elsewhere it skips
+//! with a loud `SKIP:` line.
 
 pub mod display;
 pub mod netns;
+
+pub use lparmover::testenv::{Need, in_ci, unavailable};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -167,6 +173,11 @@ impl TestBlade {
             .no_proxy()
             .build()
             .expect("raw client")
+    }
+
+    /// The PID of the `hvmsim serve` process.
+    pub fn pid(&self) -> u32 {
+        self.process.child.id()
     }
 
     /// Kills the process with SIGKILL, as a crash would.
@@ -418,6 +429,25 @@ pub fn manager_at_barrier(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(manager)
+}
+
+/// Whether a tmpfs can be mounted here (root, and a kernel and container that allow it): mounts
+/// one on a temporary directory and unmounts it.
+pub fn tmpfs_mountable() -> Result<(), String> {
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let out = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(dir.path())
+        .output()
+        .map_err(|e| format!("cannot run mount: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "mount -t tmpfs failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let _ = Command::new("umount").arg(dir.path()).status();
+    Ok(())
 }
 
 /// A blade's state directory whose writes can be made to fail for real, the way a full disk

@@ -1,6 +1,6 @@
 //! Behaviour tests run on both backends: each body is one function taking the backend, and
 //! [`both_backends!`] makes a `soft_*` and a `kvm_*` test of it. The KVM tests skip loudly where
-//! `/dev/kvm` cannot be opened.
+//! `/dev/kvm` cannot be opened, and fail under CI (`lparmover::testenv`).
 
 #![allow(clippy::unwrap_used)]
 
@@ -272,11 +272,13 @@ fn vmm_writes_and_restored_bits_are_tracked(backend: GuestBackend) {
     assert!(g.read_pages(g.page_count(), &mut [0; PAGE_SIZE]).is_err());
 }
 
-fn kvm_usable() -> bool {
+/// Whether `test` can have KVM; when it cannot, fails under CI and skips loudly elsewhere
+/// (`lparmover::testenv`).
+fn kvm_usable(test: &str) -> bool {
     match super::kvm::probe() {
         Ok(()) => true,
         Err(why) => {
-            eprintln!("SKIP: /dev/kvm not available ({why}); KVM test not run");
+            lparmover::testenv::unavailable(test, lparmover::testenv::Need::Kvm, &why);
             false
         }
     }
@@ -289,7 +291,9 @@ macro_rules! both_backends {
         }
         mod kvm {
             $(#[test] fn $body() {
-                if super::kvm_usable() { super::$body(super::GuestBackend::Kvm) }
+                if super::kvm_usable(concat!("kvm::", stringify!($body))) {
+                    super::$body(super::GuestBackend::Kvm)
+                }
             })*
         }
     };
@@ -310,7 +314,7 @@ both_backends!(
 /// stops with an error naming the exit instead of hanging.
 #[test]
 fn kvm_unexpected_exit_stops_the_guest_with_an_error() {
-    if !kvm_usable() {
+    if !kvm_usable("kvm_unexpected_exit_stops_the_guest_with_an_error") {
         return;
     }
     let g = start(&spec(GuestBackend::Kvm, 16, 1.0, 1, 1)).unwrap();

@@ -96,7 +96,8 @@ pub struct Inventory {
 /// The persisted configuration of an HVM: what "save", "backup" and "restore" move around.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct HvmConfigDoc {
-    /// Format of this document.
+    /// Format of this document ([`Self::FORMAT`]; missing in documents of before versions: 1).
+    #[serde(default = "crate::format::v1")]
     pub format: u32,
     /// Blade this was taken from.
     pub blade_name: String,

@@ -53,9 +53,16 @@ pub enum HistoryError {
     },
     /// The database was written by a newer lparmover.
     #[error(
-        "the history database has schema version {found}, this lparmover knows up to {known}; use a newer lparmover"
+        "{path} is a migration history database of schema version {found}, newer than this lparmover reads (up to version {known}); upgrade lparmover to the version that wrote it"
     )]
-    SchemaTooNew { found: i64, known: i64 },
+    SchemaTooNew {
+        /// The database file (`:memory:` for an in-memory one).
+        path: String,
+        /// Its `user_version`.
+        found: i64,
+        /// [`schema::SCHEMA_VERSION`].
+        known: i64,
+    },
     /// A stored row does not parse.
     #[error("history row {id} is damaged: {detail}")]
     Damaged { id: i64, detail: String },

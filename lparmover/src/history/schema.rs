@@ -57,7 +57,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), HistoryError> {
         let step = usize::try_from(version)
             .ok()
             .and_then(|v| STEPS.get(v))
-            .ok_or(HistoryError::SchemaTooNew {
+            .ok_or_else(|| HistoryError::SchemaTooNew {
+                path: tx
+                    .path()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or(":memory:")
+                    .to_owned(),
                 found: version,
                 known: SCHEMA_VERSION,
             })?;
@@ -75,6 +80,33 @@ mod tests {
     #[test]
     fn steps_match_the_version() {
         assert_eq!(STEPS.len() as i64, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn a_newer_database_file_is_refused_naming_the_file_and_left_as_it_was() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.sqlite");
+        let conn = Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        drop(conn);
+        let Err(err) = super::super::History::open(&path) else {
+            panic!("a newer database must be refused");
+        };
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!(
+                "{} is a migration history database of schema version {}",
+                path.display(),
+                SCHEMA_VERSION + 1
+            )) && text.contains("upgrade lparmover"),
+            "{text}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION + 1);
     }
 
     #[test]

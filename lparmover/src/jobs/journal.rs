@@ -12,6 +12,10 @@
 //! still running in another manager. A torn last line (killed mid-write) is ignored: the step it
 //! announced is treated as not announced, which is safe because every step is announced before
 //! it runs and every blade call is idempotent or refused with a clear state error.
+//!
+//! Every line carries the journal format ([`JOURNAL_FORMAT`], `"format"`; a line without one is
+//! version 1). A line of a newer format is refused with [`JournalError::Newer`] — a manager must
+//! not drive a job it may misread — even where the rest of the line would not parse here.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, Write};
@@ -132,8 +136,13 @@ pub enum Entry {
     },
 }
 
+/// Format of the journal lines this manager writes (and the newest it reads).
+pub const JOURNAL_FORMAT: u32 = 1;
+
 #[derive(Serialize, Deserialize)]
 struct Line {
+    #[serde(default = "crate::format::v1")]
+    format: u32,
     at: DateTime<Utc>,
     #[serde(flatten)]
     entry: Entry,
@@ -167,6 +176,9 @@ pub enum JournalError {
     /// The file has no Begin entry.
     #[error("job journal {0} has no header; move the file aside")]
     NoHeader(PathBuf),
+    /// A line was written by a newer lparmover.
+    #[error(transparent)]
+    Newer(#[from] crate::format::NewerFormat),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> JournalError + '_ {
@@ -248,6 +260,7 @@ impl JobJournal {
     /// Appends one entry durably.
     pub fn append(&mut self, entry: Entry) -> Result<(), JournalError> {
         let mut text = serde_json::to_string(&Line {
+            format: JOURNAL_FORMAT,
             at: Utc::now(),
             entry: entry.clone(),
         })
@@ -386,6 +399,14 @@ pub fn read_facts(path: &Path) -> Result<JobFacts, JournalError> {
         if text.trim().is_empty() {
             continue;
         }
+        #[derive(Deserialize)]
+        struct Version {
+            #[serde(default = "crate::format::v1")]
+            format: u32,
+        }
+        if let Ok(v) = serde_json::from_str::<Version>(text) {
+            crate::format::check(path, "job journal", "lparmover", v.format, JOURNAL_FORMAT)?;
+        }
         let line: Line = match serde_json::from_str(text) {
             Ok(l) => l,
             Err(_) if i + 1 == count => break,
@@ -485,6 +506,60 @@ mod tests {
         assert!(
             matches!(err, JournalError::Corrupt { line: 2, .. }),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn lines_without_a_version_are_version_1_and_a_newer_line_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("j4.jsonl");
+        // A journal of before versions were written.
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"at":"2026-11-30T10:00:00Z","entry":"begin","job":"j4","kind":"live","lpar":"web-01","source_hvm":"a","source_number":1,"dest_hvm":"b"}"#,
+                "\n",
+                r#"{"at":"2026-11-30T10:00:01Z","entry":"commit-point"}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let facts = read_facts(&path).unwrap();
+        assert_eq!(facts.header, header("j4"));
+        assert!(facts.commit_point);
+        // One written by a newer manager, with an entry this one does not know.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(
+                format!(
+                    "{{\"format\":{},\"at\":\"2026-11-30T10:00:02Z\",\"entry\":\"settled-by-blades\"}}\n",
+                    JOURNAL_FORMAT + 1
+                )
+                .as_bytes(),
+            )
+            .unwrap();
+        let err = read_facts(&path).unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, JournalError::Newer(_)), "{text}");
+        assert!(
+            text.contains(&path.display().to_string())
+                && text.contains(&format!("format version {}", JOURNAL_FORMAT + 1))
+                && text.contains("upgrade lparmover"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn written_lines_carry_the_current_format() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dirs = ManagerDirs::new(tmp.path());
+        let _j = JobJournal::begin(&dirs, header("j5")).unwrap();
+        let text = std::fs::read_to_string(tmp.path().join("journal/j5.jsonl")).unwrap();
+        assert!(
+            text.starts_with(&format!("{{\"format\":{JOURNAL_FORMAT},")),
+            "{text}"
         );
     }
 }

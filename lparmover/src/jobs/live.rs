@@ -579,7 +579,13 @@ async fn watch_transfer(
             Phase::SwitchoverReady => return Ok(status),
             Phase::Failed | Phase::Cancelled | Phase::Aborted => {
                 let error = status.error.unwrap_or_else(|| {
-                    EmgError::new(Emg::MoverConnectionRefused, "the move stopped")
+                    EmgError::new(
+                        Emg::Internal,
+                        format!(
+                            "the source reported the move {:?} without saying why",
+                            status.phase
+                        ),
+                    )
                 });
                 return Err(error.into());
             }

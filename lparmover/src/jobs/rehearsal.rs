@@ -219,8 +219,11 @@ async fn sample_transfer(
             _ => {
                 let error = status.error.unwrap_or_else(|| {
                     EmgError::new(
-                        Emg::MoverConnectionRefused,
-                        "the rehearsal transfer stopped",
+                        Emg::Internal,
+                        format!(
+                            "the source reported the rehearsal transfer {:?} without saying why",
+                            status.phase
+                        ),
                     )
                 });
                 return Err(error.into());

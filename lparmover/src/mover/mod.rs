@@ -72,8 +72,24 @@ pub mod close_code {
     pub const ABORT: u32 = 1;
     /// A protocol error.
     pub const PROTOCOL: u32 = 2;
-    /// The receiver refused the move.
+    /// The receiver refused the connection (no certificate, unknown join secret).
     pub const REFUSED: u32 = 3;
+    /// The receiver refused the move for a [`super::wire::RefuseCode`]: `REFUSED_BASE + code`,
+    /// with the refusal's text as the close reason. The close carries the refusal because the
+    /// `Refused` message on the control stream may not arrive: stream data still in flight
+    /// when a connection closes is discarded, the CONNECTION_CLOSE frame is not.
+    pub const REFUSED_BASE: u32 = 0x100;
+
+    /// The close code of a refusal.
+    pub fn refused(code: super::wire::RefuseCode) -> u32 {
+        REFUSED_BASE + code as u32
+    }
+
+    /// The refusal a close code carries, if it is one.
+    pub fn refusal(close: u32) -> Option<super::wire::RefuseCode> {
+        let code = u16::try_from(close.checked_sub(REFUSED_BASE)?).ok()?;
+        super::wire::RefuseCode::from_u16(code).ok()
+    }
 }
 
 /// Why a move failed. Before the switch-over commit, every error leaves the source running
@@ -173,6 +189,35 @@ impl MoveError {
             }
             _ => "Migrate again; if it fails the same way, collect the HVM system logs.",
         }
+    }
+
+    /// The catalogue error an operator sees for this failure. Each kind keeps its own row: a
+    /// digest mismatch or a protocol error is never shown as a refused connection.
+    pub fn emg(&self) -> crate::emg::EmgError {
+        use crate::emg::Emg;
+        let kind = match self {
+            Self::Cancelled => Emg::TerminatedByUser,
+            Self::TimedOut { .. } => Emg::MemoryWriteIntensive,
+            Self::Connect { .. } | Self::ConnectionLost(_) | Self::PeerTimeout(..) => {
+                Emg::MoverConnectionRefused
+            }
+            Self::Wire(_) | Self::Protocol(_) | Self::Encode(_) | Self::Apply(_) => {
+                Emg::MoverProtocolError
+            }
+            Self::Refused {
+                code: wire::RefuseCode::Digest,
+                ..
+            } => Emg::MemoryDigestMismatch,
+            Self::Refused {
+                code: wire::RefuseCode::Protocol,
+                ..
+            } => Emg::MoverProtocolError,
+            Self::Refused { .. } => Emg::MoverRefused,
+            Self::DigestMismatch { .. } => Emg::MemoryDigestMismatch,
+            Self::AlreadyCommitted => Emg::InvalidLparState,
+            Self::Tls(_) | Self::Partition { .. } | Self::Internal(_) => Emg::Internal,
+        };
+        crate::emg::EmgError::new(kind, self.to_string())
     }
 
     pub(crate) fn partition(what: &'static str) -> impl FnOnce(PartitionError) -> Self {

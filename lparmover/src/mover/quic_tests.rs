@@ -416,6 +416,60 @@ async fn abort_after_suspend_resumes_the_source_and_scrubs_the_destination() {
     assert!(r.dst.is_all_zero());
 }
 
+/// A destination whose memory went bad: the digest check stops the move before the switch,
+/// and the failure says so — its own catalogue row, not "connection refused".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_digest_mismatch_fails_the_move_as_a_digest_mismatch() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 4 << 20,
+        dirty_rate: 1_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.verify = true;
+    // A page that is not zero at the start, so round 0 carries it.
+    let page = (0..r.src.page_count())
+        .find(|&p| {
+            let mut buf = vec![0u8; crate::partition::PAGE_SIZE];
+            r.src.read_pages(p, &mut buf).expect("read");
+            !crate::partition::is_zero_page(&buf)
+        })
+        .expect("a non-zero page");
+    r.dst.damage_writes_of(page);
+    let err = r.sender().run().await.expect_err("the digests differ");
+    // The destination compares first and refuses; its refusal reaches the source whether the
+    // Refused message or only the connection's close arrives.
+    assert!(
+        matches!(
+            err,
+            MoveError::DigestMismatch { .. }
+                | MoveError::Refused {
+                    code: RefuseCode::Digest,
+                    ..
+                }
+        ),
+        "{err}"
+    );
+    let shown = err.emg();
+    assert_eq!(shown.kind, crate::emg::Emg::MemoryDigestMismatch, "{shown}");
+    assert!(
+        shown.to_string().contains("does not match the source")
+            && shown.detail.contains("digest mismatch"),
+        "{shown}"
+    );
+    assert_source_running(&r.src);
+    let theirs = r
+        .incoming
+        .finished()
+        .await
+        .expect_err("the receiver refused");
+    assert_eq!(
+        theirs.emg().kind,
+        crate::emg::Emg::MemoryDigestMismatch,
+        "{theirs}"
+    );
+    assert!(r.dst.is_all_zero(), "destination scrubbed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn geometry_mismatch_is_refused() {
     let r = rig(MemGuestConfig {
@@ -522,7 +576,18 @@ async fn out_of_order_message_on_the_wire_is_refused_and_scrubbed() {
             .contains("Commit is not allowed in receiver state Receiving"),
         "{err}"
     );
+    assert_eq!(err.emg().kind, crate::emg::Emg::MoverProtocolError);
     assert!(r.dst.is_all_zero(), "partial memory must be scrubbed");
+    // The sender learns what went wrong from the close, not just that the connection went.
+    let closed = tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("closed by the receiver");
+    let sender_side = super::sender::closed_by_peer(closed);
+    assert!(
+        matches!(&sender_side, MoveError::Protocol(m) if m.contains("Commit is not allowed")),
+        "{sender_side}"
+    );
+    assert_eq!(sender_side.emg().kind, crate::emg::Emg::MoverProtocolError);
 }
 
 /// `LPM_BENCH_MIB=1024 LPM_BENCH_DIRTY=10000000 cargo test --release -p lparmover --lib

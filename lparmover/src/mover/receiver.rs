@@ -748,7 +748,7 @@ async fn refuse(
         // Give the refusal a moment to leave before closing.
         let _ = tokio::time::timeout(Duration::from_millis(500), send.stopped()).await;
     }
-    conn.close(close_code::REFUSED.into(), b"refused");
+    conn.close(close_code::refused(code).into(), why.as_bytes());
 }
 
 /// Shared between the control loop and the data streams: which round is accepted, and a lock
@@ -829,14 +829,16 @@ impl<P: Partition + 'static> Session<P> {
                 if let Err(se) = self.scrub().await {
                     warn!(error = %se, "scrubbing the destination after a failure failed");
                 }
-                let code = match &e {
-                    MoveError::Refused { .. } => close_code::REFUSED,
-                    _ => close_code::PROTOCOL,
+                // The close itself says what went wrong (quinn truncates the reason to fit the
+                // CONNECTION_CLOSE frame): the Refused message may not arrive before it.
+                let (code, reason) = match &e {
+                    MoveError::Refused { code: rc, message } => {
+                        let _ = send_msg(&mut send, &Message::refused(*rc, message.clone())).await;
+                        (close_code::refused(*rc), message.clone())
+                    }
+                    other => (close_code::PROTOCOL, other.to_string()),
                 };
-                if let MoveError::Refused { code: rc, message } = &e {
-                    let _ = send_msg(&mut send, &Message::refused(*rc, message.clone())).await;
-                }
-                self.conn.close(code.into(), b"receiver failed");
+                self.conn.close(code.into(), reason.as_bytes());
                 Err(e)
             }
         }

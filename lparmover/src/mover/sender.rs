@@ -224,6 +224,25 @@ struct Link {
     extra: Vec<(quinn::Endpoint, quinn::Connection)>,
 }
 
+/// The error for a connection the receiver closed: a refusal or a protocol error it reported
+/// keeps its kind (with its reason), anything else is a lost connection.
+pub(super) fn closed_by_peer(reason: quinn::ConnectionError) -> MoveError {
+    if let quinn::ConnectionError::ApplicationClosed(c) = &reason {
+        let text = String::from_utf8_lossy(&c.reason).into_owned();
+        let code = u32::try_from(c.error_code.into_inner()).unwrap_or(u32::MAX);
+        if code == close_code::PROTOCOL {
+            return MoveError::Protocol(format!("the destination stopped the move: {text}"));
+        }
+        if let Some(code) = close_code::refusal(code) {
+            return MoveError::Refused {
+                code,
+                message: text,
+            };
+        }
+    }
+    conn_lost(reason)
+}
+
 impl Link {
     async fn send(&mut self, m: &Message) -> Result<(), MoveError> {
         let bytes = m.encode()?;
@@ -239,7 +258,7 @@ impl Link {
             .close_reason()
             .or_else(|| self.extra.iter().find_map(|(_, c)| c.close_reason()));
         match reason {
-            Some(r) => conn_lost(r),
+            Some(r) => closed_by_peer(r),
             None => conn_lost(e),
         }
     }

@@ -62,6 +62,8 @@ struct Shared {
     cv: Condvar,
     vcpu: Mutex<Vec<u8>>,
     writes: AtomicU64,
+    /// A page whose incoming copy is damaged on write (`u64::MAX`: none).
+    damaged: AtomicU64,
 }
 
 /// An in-memory partition with an optional background writer.
@@ -129,6 +131,7 @@ impl MemPartition {
             cv: Condvar::new(),
             vcpu: Mutex::new(Vec::new()),
             writes: AtomicU64::new(0),
+            damaged: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -151,6 +154,12 @@ impl MemPartition {
             .map(|w| w.load(Ordering::Acquire))
             .collect();
         DirtyBitmap::from_words(self.shared.pages, words)
+    }
+
+    /// From now on, every write of `page` (an incoming copy) lands with its first byte
+    /// flipped: a destination whose memory goes bad, for the digest check to catch.
+    pub fn damage_writes_of(&self, page: u64) {
+        self.shared.damaged.store(page, Ordering::Relaxed);
     }
 
     /// A copy of all memory.
@@ -370,6 +379,11 @@ impl Partition for MemPartition {
         self.check(first_page, data.len())?;
         let start = first_page as usize * WORDS_PER_PAGE;
         copy_in(&self.shared.mem[start..start + data.len() / 8], data);
+        let damaged = self.shared.damaged.load(Ordering::Relaxed);
+        if damaged >= first_page && damaged < first_page + (data.len() / PAGE_SIZE) as u64 {
+            let word = &self.shared.mem[damaged as usize * WORDS_PER_PAGE];
+            word.fetch_xor(0xff, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -228,8 +228,25 @@ impl ClientCertVerifier for PinnedClientVerifier {
     }
 }
 
+/// Initial congestion window of migration connections: room for the largest MTU probe (one
+/// whole [`MAX_UDP_PAYLOAD`] datagram) and a full-sized packet beside it, twice over.
+///
+/// Why: quinn's default (14,720 bytes) is smaller than the MTU probes a loopback path climbs
+/// to (33 KB, 49 KB, … 65 KB), so right after the handshake one probe fills the window until
+/// the peer acknowledges it. quinn-proto 0.11.19 gates even the CONNECTION_CLOSE packet on the
+/// window, and a closed connection processes no more ACKs (quinn-rs/quinn#2785, fixed upstream
+/// by #2787, not yet released): a connection closed in that moment — a receiver refusing a
+/// join secret, a ticket or a digest — never sends its close, drains, and the peer gets a
+/// stateless reset instead of the reason. On a loaded host the peer's ACK comes late and that
+/// moment is wide. With this window a probe never fills it. A dedicated migration path
+/// (≥ 1 Gbit/s, short) takes a 256 KiB first flight without harm.
+pub const INITIAL_WINDOW: u64 = 4 * MAX_UDP_PAYLOAD as u64;
+
 fn transport() -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
+    let mut cubic = quinn::congestion::CubicConfig::default();
+    cubic.initial_window(INITIAL_WINDOW);
+    t.congestion_controller_factory(Arc::new(cubic));
     // Default windows: a short path does not need more (MEASURED.md). Room for many data streams.
     t.max_concurrent_uni_streams(64u32.into());
     t.max_concurrent_bidi_streams(4u32.into());

@@ -304,7 +304,7 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
-    fn from_u16(v: u16) -> Result<Self, WireError> {
+    pub(crate) fn from_u16(v: u16) -> Result<Self, WireError> {
         Ok(match v {
             1 => Self::Ticket,
             2 => Self::Version,

@@ -144,9 +144,6 @@ impl BladeProcess {
     }
 }
 
-/// Stops blades together: SIGTERM to every one first, then waits for all of them (SIGKILL for
-/// those still running after [`STOP_TIMEOUT`]), so a fleet of hundreds stops in the time of its
-/// slowest blade, not in the sum of them.
 /// HVMs an operator registered by hand (the navigator's Profile window) in this fleet's
 /// profile, and the data directory set in it, survive the fleet rewriting the profile; a
 /// profile of another fleet is replaced whole.
@@ -169,6 +166,9 @@ fn keep_hand_registered(profile: &mut Profile, path: &Path) {
     }
 }
 
+/// Stops blades together: SIGTERM to every one first, then waits for all of them (SIGKILL for
+/// those still running after [`STOP_TIMEOUT`]), so a fleet of hundreds stops in the time of its
+/// slowest blade, not in the sum of them.
 pub fn stop_all(blades: &mut [BladeProcess]) {
     blades.iter_mut().for_each(BladeProcess::terminate);
     let deadline = Instant::now() + STOP_TIMEOUT;

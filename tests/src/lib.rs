@@ -186,8 +186,11 @@ impl TestBlade {
         let _ = self.process.child.wait();
     }
 
-    /// Starts the blade again on the same state directory.
+    /// Starts the blade again on the same state directory, stopping it first (SIGTERM: its
+    /// guests power off) if it still runs.
     pub fn restart(&mut self) -> anyhow::Result<()> {
+        // A blade still running holds its state directory: stop it first (a no-op after kill9).
+        self.process.stop();
         let mut process = BladeProcess::spawn(
             &binary("hvmsim"),
             &self.fleet_file,

@@ -94,6 +94,25 @@ fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, de
     });
 }
 
+/// Moves db-01 (the demo's largest LPAR, whose transfer lasts long enough to act on) from
+/// ch1-b1 to ch1-b2 and returns while its memory moves.
+fn db01_moving_memory(harness: &mut Harness<'static, NavigatorApp>) {
+    pick_and_check(harness, "Source ch1-b1/db-01", "Destination ch1-b2/Auto");
+    click(harness, "Migration");
+    wait_for(harness, "memory transfer", Duration::from_secs(60), |h| {
+        h.state()
+            .model
+            .current_move
+            .as_ref()
+            .is_some_and(|m| m.memory_moving())
+            || has(h, "Migration completed!")
+    });
+    assert!(
+        !has(harness, "Migration completed!"),
+        "the move finished before it could be acted on; give db-01 more memory or dirty rate"
+    );
+}
+
 #[test]
 fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm() {
     let (_dir, fleet, profile) = fleet();
@@ -161,31 +180,7 @@ fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disab
 fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
     let (_dir, fleet, profile) = fleet();
     let mut harness = app(&fleet.profile_path);
-    // db-01 is the demo's largest LPAR: its transfer lasts long enough to cancel.
-    pick_and_check(
-        &mut harness,
-        "Source ch1-b1/db-01",
-        "Destination ch1-b2/Auto",
-    );
-    click(&mut harness, "Migration");
-    wait_for(
-        &mut harness,
-        "memory transfer",
-        Duration::from_secs(60),
-        |h| {
-            h.state()
-                .model
-                .current_move
-                .as_ref()
-                .is_some_and(|m| m.memory_moving())
-                || has(h, "Migration completed!")
-        },
-    );
-    if has(&harness, "Migration completed!") {
-        panic!(
-            "the move finished before it could be cancelled; give db-01 more memory or dirty rate"
-        );
-    }
+    db01_moving_memory(&mut harness);
     click(&mut harness, "Cancel");
     wait_for(
         &mut harness,
@@ -469,29 +464,7 @@ fn commands_of_last_frame(harness: &Harness<'static, NavigatorApp>) -> Vec<Strin
 fn closing_mid_move_asks_first_and_cancel_and_quit_closes_once_the_source_runs_on() {
     let (_dir, fleet, profile) = fleet();
     let mut harness = app(&fleet.profile_path);
-    pick_and_check(
-        &mut harness,
-        "Source ch1-b1/db-01",
-        "Destination ch1-b2/Auto",
-    );
-    click(&mut harness, "Migration");
-    wait_for(
-        &mut harness,
-        "memory transfer",
-        Duration::from_secs(60),
-        |h| {
-            h.state()
-                .model
-                .current_move
-                .as_ref()
-                .is_some_and(|m| m.memory_moving())
-                || has(h, "Migration completed!")
-        },
-    );
-    assert!(
-        !has(&harness, "Migration completed!"),
-        "the move finished before the close could be asked; give db-01 more memory"
-    );
+    db01_moving_memory(&mut harness);
     request_close(&mut harness);
     assert!(
         has_text(&harness, "has not reached its commit point"),

@@ -815,39 +815,9 @@ fn hvm_add_pins_only_the_expected_fingerprint_and_hvm_remove_forgets_it() {
     let mine_s = mine.to_str().unwrap();
     let url = blade.profile.url.clone();
     let expected = lparmover::ops::register::pinned_fingerprint(&blade.profile).unwrap();
-    let add = |fingerprint: &str| {
-        run_binary(
-            "lparmover",
-            &[
-                "--profile",
-                mine_s,
-                "hvm",
-                "add",
-                &url,
-                "--name",
-                "ch1-b2",
-                "--token-from",
-                fleet_profile.to_str().unwrap(),
-                "--fingerprint",
-                fingerprint,
-            ],
-            Duration::from_secs(30),
-        )
-        .unwrap()
-    };
-    // Another certificate than expected: refused with exit 3, nothing written.
-    let wrong = add("00:11:22");
-    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
-    assert!(
-        stderr(&wrong).contains("not the one expected"),
-        "{}",
-        stderr(&wrong)
-    );
-    assert!(!mine.exists(), "nothing written");
-    // Piped stdin and no --fingerprint: it does not pin unasked.
-    let unasked = run_binary(
-        "lparmover",
-        &[
+    let token_from = fleet_profile.to_str().unwrap();
+    let add = |more: &[&str]| {
+        let mut args = vec![
             "--profile",
             mine_s,
             "hvm",
@@ -856,11 +826,22 @@ fn hvm_add_pins_only_the_expected_fingerprint_and_hvm_remove_forgets_it() {
             "--name",
             "ch1-b2",
             "--token-from",
-            fleet_profile.to_str().unwrap(),
-        ],
-        Duration::from_secs(30),
-    )
-    .unwrap();
+            token_from,
+        ];
+        args.extend_from_slice(more);
+        run_binary("lparmover", &args, Duration::from_secs(30)).unwrap()
+    };
+    // Another certificate than expected: refused with exit 3, nothing written.
+    let wrong = add(&["--fingerprint", "00:11:22"]);
+    assert_eq!(wrong.status.code(), Some(3), "{}", stderr(&wrong));
+    assert!(
+        stderr(&wrong).contains("not the one expected"),
+        "{}",
+        stderr(&wrong)
+    );
+    assert!(!mine.exists(), "nothing written");
+    // Piped stdin and no --fingerprint: it does not pin unasked.
+    let unasked = add(&[]);
     assert!(!unasked.status.success());
     assert!(
         stderr(&unasked).contains("pass it as --fingerprint"),
@@ -869,7 +850,7 @@ fn hvm_add_pins_only_the_expected_fingerprint_and_hvm_remove_forgets_it() {
     );
     assert!(!mine.exists());
 
-    let ok = add(&expected.to_lowercase());
+    let ok = add(&["--fingerprint", &expected.to_lowercase()]);
     assert!(ok.status.success(), "{}", stderr(&ok));
     assert!(
         stdout(&ok).contains(&expected),

@@ -145,6 +145,19 @@ impl Shaper {
             .is_ok_and(|s| s.success())
     }
 
+    /// The one shaper of this process (tests that shape run side by side and share it; the
+    /// qdisc goes when the last of them drops it).
+    fn shared() -> Option<Arc<Self>> {
+        static SHARED: Mutex<std::sync::Weak<Shaper>> = Mutex::new(std::sync::Weak::new());
+        let mut slot = SHARED.lock().unwrap();
+        if let Some(s) = slot.upgrade() {
+            return Some(s);
+        }
+        let s = Arc::new(Self::install()?);
+        *slot = Arc::downgrade(&s);
+        Some(s)
+    }
+
     fn install() -> Option<Self> {
         Self::tc("qdisc del dev lo root");
         let ok = Self::tc("qdisc add dev lo root handle 1: htb default 1")
@@ -379,6 +392,27 @@ async fn check_invariants(
 ) -> Result<bool, String> {
     // "Requires recovery" is allowed only if `lparmover recover` clears it.
     recover_requiring_recovery(blades, profile).await?;
+    for client in blades.clients() {
+        let marks = client.wwn_rollbacks().await.map_err(|e| e.to_string())?;
+        if !marks.is_empty() {
+            return Err(format!(
+                "WWNs pending rollback left on {}: {:?}",
+                client.name(),
+                marks
+                    .iter()
+                    .map(|m| format!("{} ({})", m.lpar_name, m.job))
+                    .collect::<Vec<_>>()
+            ));
+        }
+        no_migration_records(&client).await?;
+    }
+    let (_, hb) = exactly_one_copy_runs(blades).await?;
+    Ok(hb >= hb_at_fault)
+}
+
+/// web-01 is activated on exactly one blade and its heartbeat advances there; no WWPN is logged
+/// in twice and no WWPN or MAC is defined twice. Returns that blade and the heartbeat read.
+async fn exactly_one_copy_runs(blades: &Blades) -> Result<(HvmClient, u64), String> {
     let mut running = Vec::new();
     let mut wwpns_logged_in = Vec::new();
     let mut names_defined = Vec::new();
@@ -394,41 +428,29 @@ async fn check_invariants(
             macs.extend(l.lpar.vnics.iter().map(|n| n.mac));
             if l.lpar.name.as_str() == "web-01" {
                 match l.lpar.status {
-                    LparStatus::Activated => running.push((client.clone(), l.clone())),
+                    LparStatus::Activated => running.push(client.clone()),
                     other => {
                         return Err(format!("web-01 is {} on {}", other.label(), client.name()));
                     }
                 }
             }
         }
-        let marks = client.wwn_rollbacks().await.map_err(|e| e.to_string())?;
-        if !marks.is_empty() {
-            return Err(format!(
-                "WWNs pending rollback left on {}: {:?}",
-                client.name(),
-                marks
-                    .iter()
-                    .map(|m| format!("{} ({})", m.lpar_name, m.job))
-                    .collect::<Vec<_>>()
-            ));
-        }
-        no_migration_records(&client).await?;
     }
     if running.len() != 1 {
         return Err(format!("web-01 is activated on {} blades", running.len()));
     }
     names_unique(&wwpns_logged_in, &names_defined, &macs)?;
-    let (client, _) = &running[0];
-    let (_, hb1) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
+    let client = running.remove(0);
+    let (_, hb1) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let (_, hb2) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
+    let (_, hb2) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
     if hb2 <= hb1 {
         return Err(format!(
             "web-01 on {} does not run (heartbeat {hb1} → {hb2})",
             client.name()
         ));
     }
-    Ok(hb2 >= hb_at_fault)
+    Ok((client, hb2))
 }
 
 fn unfinished_journals(data: &Path) -> Vec<PathBuf> {
@@ -604,9 +626,9 @@ impl Drop for Cell {
     }
 }
 
-fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> Verdict {
+fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> CellResult {
     if matches!(fault, Fault::DropPath | Fault::StallPath) && shaper.is_none() {
-        return Verdict::Skipped("tc/HTB unavailable".into());
+        return (Verdict::Skipped("tc/HTB unavailable".into()), None);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -614,8 +636,9 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
         .unwrap();
     let cell = match Cell::new(index, fault) {
         Ok(c) => c,
-        Err(v) => return v,
+        Err(v) => return (v, None),
     };
+    let mut at_fault = None;
     let verdict = (|| {
         let (mut blades, profile_path, data) = cell.start()?;
         let mut manager = cell.manager_at(
@@ -639,6 +662,7 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
             ],
         )?;
         let hb_at_fault = rt.block_on(highest_heartbeat(&blades));
+        at_fault = Some(rt.block_on(where_the_blades_are(&blades)));
         let fault_time = chrono::Utc::now();
         cell.inject(fault, index, &mut blades, &mut manager, shaper)?;
         // What a restarted manager does first.
@@ -680,17 +704,40 @@ fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> V
         drop(blades);
         Ok(kept_state)
     })();
-    match verdict {
+    let verdict = match verdict {
         Ok(true) => Verdict::Survived,
         Ok(false) => Verdict::Lost(
             "the guest booted again after the fault: its state before the fault is lost".into(),
         ),
         Err(e) => Verdict::Lost(e),
+    };
+    (verdict, at_fault)
+}
+
+/// A cell's verdict, and where the blades were when the fault hit (from their own status).
+type CellResult = (Verdict, Option<String>);
+
+/// web-01's status and its move's phase on each blade, e.g. `Migrating/switchover-ready ·
+/// Migrating/switchover-ready` (source · destination; `-` where a blade has none).
+async fn where_the_blades_are(blades: &Blades) -> String {
+    let mut sides = Vec::new();
+    for client in blades.clients() {
+        let status = heartbeat_on(&client)
+            .await
+            .map_or("-".to_string(), |(s, _)| s.label().to_string());
+        let phase = match client.migrations().await {
+            Ok(m) => m
+                .first()
+                .map_or("-".to_string(), |m| m.phase.as_str().to_string()),
+            Err(_) => "unreachable".to_string(),
+        };
+        sides.push(format!("{status}/{phase}"));
     }
+    sides.join(" · ")
 }
 
 /// Runs one cell: (index, stage, fault) → verdict.
-type CellRunner = dyn Fn(u32, &str, Fault) -> Verdict + Send + Sync;
+type CellRunner = dyn Fn(u32, &str, Fault) -> CellResult + Send + Sync;
 
 /// Runs the cells `stages × faults` (cell `i` gets index `base + i`, which picks its
 /// addresses), three at a time, and prints the matrix whatever the outcome — on the real
@@ -719,11 +766,11 @@ fn run_matrix(
         .copied()
         .filter(|(_, s, f)| only("LPM_FAULT_STAGES", s) && only("LPM_FAULT_KINDS", &f.to_string()))
         .collect();
-    let results: Arc<Mutex<Vec<(u32, Verdict)>>> = Arc::new(Mutex::new(
+    let results: Arc<Mutex<Vec<(u32, CellResult)>>> = Arc::new(Mutex::new(
         cells
             .iter()
             .filter(|c| !wanted.contains(c))
-            .map(|(i, _, _)| (*i, Verdict::Skipped("not selected".into())))
+            .map(|(i, _, _)| (*i, (Verdict::Skipped("not selected".into()), None)))
             .collect(),
     ));
     let queue = Arc::new(Mutex::new(wanted));
@@ -738,9 +785,10 @@ fn run_matrix(
                         return;
                     };
                     let started = Instant::now();
-                    let verdict = run(i, stage, fault);
+                    let (verdict, at_fault) = run(i, stage, fault);
                     eprintln!(
-                        "cell {stage:>13} × {fault:<22} → {} ({:.1} s){}",
+                        "cell {stage:>13} × {fault:<22} [{}] → {} ({:.1} s){}",
+                        at_fault.as_deref().unwrap_or("not reached"),
                         verdict.cell(),
                         started.elapsed().as_secs_f64(),
                         match &verdict {
@@ -748,7 +796,7 @@ fn run_matrix(
                             _ => String::new(),
                         }
                     );
-                    results.lock().unwrap().push((i, verdict));
+                    results.lock().unwrap().push((i, (verdict, at_fault)));
                 }
             })
         })
@@ -757,13 +805,14 @@ fn run_matrix(
         w.join().unwrap();
     }
     let results = results.lock().unwrap().clone();
-    let verdict_of = |i: u32| {
+    let result_of = |i: u32| {
         results
             .iter()
             .find(|(j, _)| *j == i)
-            .map(|(_, v)| v.clone())
+            .map(|(_, r)| r.clone())
             .unwrap()
     };
+    let verdict_of = |i: u32| result_of(i).0;
     let mut table = format!("\n{title} (faults × stages)\n{:<24}", "");
     for s in stages {
         table.push_str(&format!("{s:>14}"));
@@ -781,11 +830,42 @@ fn run_matrix(
         "survived: invariants hold and the LPAR kept its state (its heartbeat went on from where it\n\
          was at the fault); LOST: an invariant failed or the guest had to boot again\n",
     );
+    table.push_str(
+        "\nwhere the blades were at each injection, from their own status\n\
+         (source · destination: web-01's LPAR status / its move's phase)\n",
+    );
+    for (i, stage, fault) in &cells {
+        table.push_str(&format!(
+            "{stage:>13} × {:<22} {}\n",
+            fault.to_string(),
+            result_of(*i).1.as_deref().unwrap_or("not reached")
+        ));
+    }
     {
         use std::io::Write;
         // Not eprintln!: the test harness captures that for passing tests.
         let _ = std::io::stderr().write_all(table.as_bytes());
     }
+    let ran = cells
+        .iter()
+        .filter(|(i, _, _)| !matches!(verdict_of(*i), Verdict::Skipped(_)))
+        .count();
+    {
+        use std::io::Write;
+        // `.ci/run` prints this line.
+        let _ = writeln!(
+            std::io::stderr(),
+            "FAULT-MATRIX {title}: {ran} of {} cells ran",
+            cells.len()
+        );
+    }
+    let narrowed = std::env::var_os("LPM_FAULT_STAGES").is_some()
+        || std::env::var_os("LPM_FAULT_KINDS").is_some();
+    assert!(
+        ran == cells.len() || narrowed || !lpm_tests::in_ci(),
+        "{title}: only {ran} of the {} cells it defines ran (in CI every cell must run)",
+        cells.len()
+    );
     let lost: Vec<String> = cells
         .iter()
         .filter_map(|(i, s, f)| match verdict_of(*i) {
@@ -805,7 +885,7 @@ fn fault_matrix_of_a_live_move() {
     if !Path::new("/dev/kvm").exists() {
         eprintln!("NOTE: /dev/kvm is missing: the fault matrix runs on software guests");
     }
-    let shaper = Shaper::install();
+    let shaper = Shaper::shared();
     if shaper.is_none() {
         // Outside CI the drop/stall cells are then skipped (and shown so in the matrix).
         lpm_tests::unavailable(
@@ -828,7 +908,7 @@ fn fault_matrix_of_a_live_move() {
         &STAGES,
         &FAULTS,
         0,
-        Arc::new(move |i, stage, fault| run_cell(i, stage, fault, shaper.as_ref().as_ref())),
+        Arc::new(move |i, stage, fault| run_cell(i, stage, fault, shaper.as_ref().as_deref())),
     );
 }
 
@@ -850,15 +930,16 @@ const COLD_FAULTS: [Fault; 4] = [
     Fault::DiskFull,
 ];
 
-fn run_cold_cell(index: u32, stage: &str, fault: Fault) -> Verdict {
+fn run_cold_cell(index: u32, stage: &str, fault: Fault) -> CellResult {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
     let cell = match Cell::new(index, fault) {
         Ok(c) => c,
-        Err(v) => return v,
+        Err(v) => return (v, None),
     };
+    let mut at_fault = None;
     let verdict = (|| {
         let (mut blades, profile_path, data) = cell.start()?;
         let mut manager = cell.manager_at(
@@ -877,6 +958,7 @@ fn run_cold_cell(index: u32, stage: &str, fault: Fault) -> Verdict {
                 "--json",
             ],
         )?;
+        at_fault = Some(rt.block_on(where_the_blades_are(&blades)));
         cell.inject(fault, index, &mut blades, &mut manager, None)?;
         let out = lparmover(&profile_path, &["recover"]);
         let recover_said = String::from_utf8_lossy(&out.stdout).to_string();
@@ -888,10 +970,11 @@ fn run_cold_cell(index: u32, stage: &str, fault: Fault) -> Verdict {
         }
         Ok(())
     })();
-    match verdict {
+    let verdict = match verdict {
         Ok(()) => Verdict::Survived,
         Err(e) => Verdict::Lost(e),
-    }
+    };
+    (verdict, at_fault)
 }
 
 #[test]
@@ -961,4 +1044,350 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
             "moved exactly once"
         );
     });
+}
+
+// ─── Bounded suspension: the blades settle a switch-over without the manager ───────────────
+
+/// The switch-over lease these tests give the move (`--switchover-lease`).
+const LEASE: Duration = Duration::from_secs(2);
+/// Slack on top of the lease: the settlement itself, the source's resume, and the test's own
+/// 20 ms polling of the heartbeat over HTTPS.
+const SLACK: Duration = Duration::from_millis(1000);
+
+/// The matrix's move, with an explicit switch-over lease.
+const LEASED_MOVE: [&str; 15] = [
+    "migrate",
+    "--from",
+    "ch1-b1/web-01",
+    "--to",
+    "ch1-b2",
+    "--bandwidth-limit",
+    "40",
+    "--downtime-limit",
+    "100ms",
+    "--compression",
+    "never",
+    "--verify",
+    "--switchover-lease",
+    "2s",
+    "--json",
+];
+
+/// Polls both blades every 20 ms until web-01 is activated somewhere with its heartbeat past
+/// `hb_paused`; returns that blade's name and how long it took.
+async fn wait_until_running(
+    blades: &Blades,
+    hb_paused: u64,
+    limit: Duration,
+) -> Result<(String, Duration), String> {
+    let started = Instant::now();
+    loop {
+        for client in blades.clients() {
+            if let Some((LparStatus::Activated, hb)) = heartbeat_on(&client).await
+                && hb > hb_paused
+            {
+                return Ok((client.name().to_owned(), started.elapsed()));
+            }
+        }
+        if started.elapsed() > limit {
+            return Err(format!("web-01 did not run again within {limit:?}"));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The source's status of the cell's only job.
+async fn source_job(blades: &Blades) -> Option<lparmover::api::MigrationStatus> {
+    blades
+        .b1
+        .client()
+        .migrations()
+        .await
+        .ok()?
+        .into_iter()
+        .next()
+}
+
+/// Whether web-01's heartbeat stands still on the source for `span` (it is paused there).
+async fn stays_paused(blades: &Blades, span: Duration) -> Result<(), String> {
+    let before = heartbeat_on(&blades.b1.client()).await.map(|(_, hb)| hb);
+    tokio::time::sleep(span).await;
+    let after = heartbeat_on(&blades.b1.client()).await.map(|(_, hb)| hb);
+    if before != after {
+        return Err(format!(
+            "web-01 ran on the source without a verdict (heartbeat {before:?} → {after:?})"
+        ));
+    }
+    for client in blades.clients() {
+        if let Some((LparStatus::Activated, _)) = heartbeat_on(&client).await {
+            return Err(format!(
+                "web-01 runs on {} without a verdict",
+                client.name()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `lparmover recover` settles what the blades left and says they did it.
+fn recover_reports_the_blades(profile: &Path, expect: &str) -> Result<String, String> {
+    let out = lparmover(profile, &["recover"]);
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    if !out.status.success() || !said.contains("settled by the blades") || !said.contains(expect) {
+        return Err(format!(
+            "`lparmover recover` should report the blades' settlement ({expect}): {} {said}",
+            out.status
+        ));
+    }
+    Ok(said)
+}
+
+/// The history row of the cell's job, as `lparmover history --json` shows it.
+fn history_says(profile: &Path, want: &str) -> Result<(), String> {
+    let out = lparmover(profile, &["history", "--json"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !text.contains(want) || text.contains("in-progress") {
+        return Err(format!("the history should say {want:?}: {text}"));
+    }
+    Ok(())
+}
+
+/// kill -9 of the manager at `stage`; no `recover`: the guest runs again on exactly one blade
+/// (`runs_on`) within the lease plus slack, memory intact; then `recover` reports the blades'
+/// settlement (`settled`) and the history shows `result`.
+fn manager_killed_at(index: u32, stage: &str, runs_on: &str, settled: &str, result: &str) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cell = Cell::new(index, Fault::KillManager).unwrap();
+    let (blades, profile, data) = cell.start().unwrap();
+    let mut manager = cell.manager_at(&profile, stage, &LEASED_MOVE).unwrap();
+    let hb_paused = rt.block_on(highest_heartbeat(&blades));
+    let killed = Instant::now();
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+    let (on, after) = rt
+        .block_on(wait_until_running(
+            &blades,
+            hb_paused,
+            LEASE + SLACK + SLACK,
+        ))
+        .unwrap();
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "manager killed at {stage}: web-01 runs again on {on} {:.0} ms after the kill (lease {} ms)\n",
+            after.as_secs_f64() * 1e3,
+            LEASE.as_millis()
+        )
+        .as_bytes(),
+    );
+    assert_eq!(
+        on, runs_on,
+        "the guest runs on the blade the commit point chose"
+    );
+    assert!(
+        after <= LEASE + SLACK,
+        "the guest must run again within the lease plus slack after the manager died: {after:?}"
+    );
+    // After the commit point the copy on the destination never stopped; the source lets go
+    // once the lease lapsed.
+    let let_go = rt.block_on(async {
+        loop {
+            let source_still_holds = heartbeat_on(&blades.b1.client()).await.is_some();
+            if runs_on == "ch1-b1" || !source_still_holds {
+                return killed.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    assert!(
+        let_go <= LEASE + SLACK,
+        "the blades must settle within the lease plus slack: {let_go:?}"
+    );
+    // No `recover` yet: exactly one copy runs, from its own memory, names unique.
+    let (client, hb) = rt.block_on(exactly_one_copy_runs(&blades)).unwrap();
+    assert_eq!(client.name(), runs_on);
+    assert!(
+        hb > hb_paused,
+        "the heartbeat went on from where it was paused"
+    );
+    // The source is done with the job on its own.
+    let source = rt
+        .block_on(source_job(&blades))
+        .expect("the source knows the job");
+    assert!(
+        matches!(
+            source.settlement,
+            Some(lparmover::api::Settlement::Forward | lparmover::api::Settlement::Backward)
+        ),
+        "{source:?}"
+    );
+    recover_reports_the_blades(&profile, settled).unwrap();
+    assert!(
+        rt.block_on(check_invariants(&blades, &profile, hb_paused))
+            .unwrap()
+    );
+    assert!(unfinished_journals(&data).is_empty());
+    history_says(&profile, result).unwrap();
+}
+
+#[test]
+fn manager_killed_at_suspension_the_source_resumes_within_the_lease() {
+    manager_killed_at(100, "suspension", "ch1-b1", "fenced", "failed");
+}
+
+#[test]
+fn manager_killed_at_the_commit_point_the_source_resumes_within_the_lease() {
+    // The commit point is in the journal, but the destination never resumed: it fences.
+    manager_killed_at(101, "commit", "ch1-b1", "fenced", "failed");
+}
+
+#[test]
+fn manager_killed_after_the_commit_point_the_blades_finish_the_move() {
+    // The destination resumed: the source lets go and the blades swap identities.
+    manager_killed_at(102, "swap", "ch1-b2", "swapped identities", "completed");
+}
+
+#[test]
+fn a_manager_frozen_past_the_lease_gets_its_late_commit_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cell = Cell::new(103, Fault::KillManager).unwrap();
+    let (blades, profile, _data) = cell.start().unwrap();
+    let manager = cell.manager_at(&profile, "commit", &LEASED_MOVE).unwrap();
+    let hb_paused = rt.block_on(highest_heartbeat(&blades));
+    let pid = manager.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-STOP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    std::fs::write(cell.fault_dir().join("go"), b"go").unwrap();
+    let (on, after) = rt
+        .block_on(wait_until_running(
+            &blades,
+            hb_paused,
+            LEASE + SLACK + SLACK,
+        ))
+        .unwrap();
+    assert_eq!(on, "ch1-b1", "the destination fenced: the source resumed");
+    assert!(after <= LEASE + SLACK, "{after:?}");
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        Command::new("kill")
+            .args(["-CONT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = manager.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the late commit must not succeed");
+    assert!(said.contains("fenced"), "the refusal says why: {said}");
+    // The manager's own recovery acknowledged the fence: nothing left, one copy runs.
+    assert!(
+        rt.block_on(check_invariants(&blades, &profile, hb_paused))
+            .unwrap()
+    );
+    let (client, _) = rt.block_on(exactly_one_copy_runs(&blades)).unwrap();
+    assert_eq!(client.name(), "ch1-b1");
+}
+
+#[test]
+fn a_destination_killed_during_the_settlement_leaves_the_source_paused_for_recovery() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let cell = Cell::new(104, Fault::KillManager).unwrap();
+    let (mut blades, profile, _data) = cell.start().unwrap();
+    let mut manager = cell
+        .manager_at(&profile, "suspension", &LEASED_MOVE)
+        .unwrap();
+    let hb_paused = rt.block_on(highest_heartbeat(&blades));
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+    blades.b2.kill9();
+    // The lease lapses; nobody answers: the source stays paused and says so.
+    std::thread::sleep(LEASE + SLACK);
+    rt.block_on(stays_paused(&blades, Duration::from_secs(1)))
+        .unwrap();
+    let source = rt
+        .block_on(source_job(&blades))
+        .expect("the source knows the job");
+    assert!(
+        matches!(
+            source.settlement,
+            Some(lparmover::api::Settlement::DestinationUnreachable { .. })
+        ),
+        "{source:?}"
+    );
+    let logged = rt.block_on(blades.b1.client().logs(0)).unwrap_or_default();
+    assert!(
+        logged
+            .iter()
+            .any(|e| e.message.contains("stays paused here")),
+        "the source's log says it stays paused"
+    );
+    // Today's recovery takes over once the destination is back.
+    blades.b2.restart().unwrap();
+    let out = lparmover(&profile, &["recover"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(
+        rt.block_on(check_invariants(&blades, &profile, hb_paused))
+            .unwrap()
+    );
+}
+
+#[test]
+fn a_migration_path_dropped_during_the_settlement_holds_the_source_until_it_returns() {
+    let Some(shaper) = Shaper::shared() else {
+        lpm_tests::unavailable(
+            "a_migration_path_dropped_during_the_settlement_holds_the_source_until_it_returns",
+            lpm_tests::Need::Tc,
+            &"`tc` with HTB on the loopback device does not work (run as root with iproute2)",
+        );
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let index = 105;
+    let cell = Cell::new(index, Fault::DropPath).unwrap();
+    let (blades, profile, data) = cell.start().unwrap();
+    let mut manager = cell
+        .manager_at(&profile, "suspension", &LEASED_MOVE)
+        .unwrap();
+    let hb_paused = rt.block_on(highest_heartbeat(&blades));
+    let pref = 100 + 2 * index;
+    shaper.block(pref, &[cell.src_ip.as_str(), cell.dst_ip.as_str()]);
+    manager.kill().unwrap();
+    manager.wait().unwrap();
+    std::thread::sleep(LEASE + SLACK);
+    let held = rt.block_on(stays_paused(&blades, Duration::from_secs(1)));
+    shaper.unblock(pref, 2);
+    held.unwrap();
+    // The path is back: the next attempt gets the verdict (fenced), the source resumes.
+    let (on, after) = rt
+        .block_on(wait_until_running(
+            &blades,
+            hb_paused,
+            Duration::from_secs(10),
+        ))
+        .unwrap();
+    assert_eq!(on, "ch1-b1");
+    let _ = std::io::Write::write_all(
+        &mut std::io::stderr(),
+        format!(
+            "migration path back: web-01 runs again on ch1-b1 {:.0} ms later\n",
+            after.as_secs_f64() * 1e3
+        )
+        .as_bytes(),
+    );
+    rt.block_on(exactly_one_copy_runs(&blades)).unwrap();
+    recover_reports_the_blades(&profile, "fenced").unwrap();
+    assert!(
+        rt.block_on(check_invariants(&blades, &profile, hb_paused))
+            .unwrap()
+    );
+    assert!(unfinished_journals(&data).is_empty());
 }

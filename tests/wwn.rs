@@ -140,6 +140,7 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
                 dest_addr: "127.0.2.2:9".parse().unwrap(),
                 dest_cert_pem: b2.profile.cert_pem.clone(),
                 options: MoveOptions::default(),
+                exchange: Default::default(),
             },
             None,
         )

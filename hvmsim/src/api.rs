@@ -263,6 +263,13 @@ async fn swap_migration(
     Ok(Json(s.swap_migration(&job)?))
 }
 
+async fn renew_switchover_lease(
+    State(s): Svc,
+    Path(job): Path<String>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.renew_switchover_lease(&job)?))
+}
+
 async fn recover_lpar(State(s): Svc, Path(n): Path<String>) -> ApiResult<lparmover::api::LparView> {
     Ok(Json(s.recover_lpar(lpar_number(&n)?)?))
 }
@@ -382,6 +389,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/migrations", get(list_migrations))
         .route("/migrations/{job}", get(migration_status))
         .route("/migrations/{job}/swap", post(swap_migration))
+        .route("/migrations/{job}/lease", post(renew_switchover_lease))
         .route("/migrations/{job}/send", post(start_send))
         .route("/migrations/{job}/cancel", post(cancel_migration))
         .route("/migrations/{job}/extend", post(extend_migration))

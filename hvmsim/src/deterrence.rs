@@ -138,7 +138,11 @@ impl HvmState {
         let Some(lpar) = self.lpars.get(&number) else {
             return Standing::Other;
         };
-        let record = self.migrations.values().find(|r| r.lpar == number);
+        // A job the blades settled only waits for the manager's acknowledgement.
+        let record = self
+            .migrations
+            .values()
+            .find(|r| r.lpar == number && !r.phase.is_settled());
         if lpar.status == LparStatus::RequiresRecovery {
             Standing::RequiresRecovery
         } else if let Some(record) = record {
@@ -155,7 +159,7 @@ impl HvmState {
     /// The HVM's condition.
     pub fn condition(&self) -> HvmCondition {
         HvmCondition {
-            migration_in_progress: !self.migrations.is_empty()
+            migration_in_progress: self.migrations.values().any(|r| !r.phase.is_settled())
                 || self
                     .lpars
                     .values()

@@ -423,6 +423,22 @@ impl HvmClient {
         .await
     }
 
+    /// Source, while it is paused at switch-over: the manager is still there (renewed every
+    /// [`super::SWITCHOVER_LEASE_RENEWAL`]). Refused once the lease lapsed and the blades
+    /// settle the job between themselves.
+    pub async fn renew_switchover_lease(
+        &self,
+        job: &str,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        self.call::<(), _>(
+            Method::POST,
+            &format!("/migrations/{job}/lease"),
+            None,
+            None,
+        )
+        .await
+    }
+
     /// Destination, once the source logged out: the vFCs log in with the WWPNs.
     pub async fn swap_migration(&self, job: &str) -> Result<super::MigrationStatus, ClientError> {
         self.call::<(), _>(Method::POST, &format!("/migrations/{job}/swap"), None, None)

@@ -23,6 +23,12 @@
 //!   │                                                                 adopt exchanged names
 //! ```
 //!
+//! From `SwitchoverReady` until its commit the manager renews a switch-over lease on the source
+//! (`POST /migrations/{job}/lease`, every [`SWITCHOVER_LEASE_RENEWAL`]). If it lapses
+//! ([`MoveOptions::switchover_lease_ms`]) the two HVMs settle the job between themselves over a
+//! settlement connection: the destination's durable "resumed" or "fenced" record decides
+//! ([`RecordPhase::Fenced`], [`RecordPhase::Swapped`], [`Settlement`]).
+//!
 //! Only one HTTP call lies between the switch-over being ready and the guest running again.
 //! Before the commit point any failure or `cancel` leaves the source running (the sender restores
 //! it) and the destination drops its definition (`POST /migrations/{job}/abort`). Each HVM keeps a
@@ -56,7 +62,18 @@ pub struct MoveOptions {
     pub streams: usize,
     /// Cap on migration-path bytes per second (None = none).
     pub bandwidth_limit: Option<u64>,
+    /// How long the paused source waits without a renewal of the manager's switch-over lease
+    /// before it settles the job with the destination on its own, ms (default 2000).
+    pub switchover_lease_ms: u64,
 }
+
+impl MoveOptions {
+    /// Shortest switch-over lease: four of the manager's renewals must fit in it.
+    pub const MIN_SWITCHOVER_LEASE_MS: u64 = 4 * SWITCHOVER_LEASE_RENEWAL.as_millis() as u64;
+}
+
+/// How often the manager renews the switch-over lease while the source is paused.
+pub const SWITCHOVER_LEASE_RENEWAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Default for MoveOptions {
     fn default() -> Self {
@@ -68,6 +85,7 @@ impl Default for MoveOptions {
             verify: false,
             streams: 4,
             bandwidth_limit: None,
+            switchover_lease_ms: 2000,
         }
     }
 }
@@ -127,6 +145,10 @@ pub struct StartSend {
     pub dest_cert_pem: String,
     /// Tunables.
     pub options: MoveOptions,
+    /// Names the source adopts when it lets go of the LPAR (kept with its record from the start,
+    /// so the blades can finish a move between themselves when the manager is gone).
+    #[serde(default)]
+    pub exchange: NameExchange,
 }
 
 /// Which side of a move an HVM plays.
@@ -233,6 +255,45 @@ pub enum RecordPhase {
     Resumed,
     /// Source: the destination runs the LPAR; this HVM only has to let go.
     Committed,
+    /// Destination: the source's switch-over lease lapsed before this HVM resumed the LPAR, and
+    /// this HVM promised the source never to resume it (the commit point went the other way).
+    /// The definition is gone; the record stays until the manager acknowledges it (abort).
+    Fenced,
+    /// Destination: resumed, and the blades finished the identity swap between themselves (the
+    /// manager was gone); the record stays until the manager acknowledges it (swap).
+    Swapped,
+}
+
+impl RecordPhase {
+    /// Whether the blades settled the job between themselves: only the manager's
+    /// acknowledgement is left, the LPAR is no longer migrating.
+    pub fn is_settled(self) -> bool {
+        matches!(self, Self::Fenced | Self::Swapped)
+    }
+}
+
+/// How the blades settled a switch-over whose lease lapsed (the manager went silent while the
+/// source was paused).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum Settlement {
+    /// The lease lapsed; the source is asking the destination.
+    Settling {
+        /// How long the manager had been silent when the lease lapsed, ms.
+        silent_ms: u64,
+    },
+    /// The destination cannot be reached: the source stays paused (two running copies are
+    /// worse than a paused one) until it answers or the manager's recovery decides.
+    DestinationUnreachable {
+        /// Why the last attempt failed.
+        why: String,
+        /// Attempts so far.
+        attempts: u32,
+    },
+    /// The destination had resumed the LPAR: the source let go, the blades swapped identities.
+    Forward,
+    /// The destination had not resumed it and fenced the job: the source resumed the guest.
+    Backward,
 }
 
 /// Source: the commit, after the destination resumed.
@@ -271,6 +332,10 @@ pub struct MigrationStatus {
     /// This HVM's durable record of the move (None once its part is done).
     #[serde(default)]
     pub record: Option<MigrationRecord>,
+    /// Source: where the blades' own settlement of the switch-over stands (None while the
+    /// manager's lease holds).
+    #[serde(default)]
+    pub settlement: Option<Settlement>,
 }
 
 impl MigrationStatus {
@@ -289,6 +354,7 @@ impl MigrationStatus {
             heartbeat_counter: None,
             holds,
             record: None,
+            settlement: None,
         }
     }
 }

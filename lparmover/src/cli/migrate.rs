@@ -47,6 +47,10 @@ pub struct MigrateArgs {
     /// Cap on the migration path, MB/s (leave bandwidth to other traffic; 0 = none).
     #[arg(long, default_value_t = 0)]
     pub bandwidth_limit: u64,
+    /// How long the paused source waits for the manager at switch-over before the blades settle
+    /// the move between themselves (e.g. 2s; at least 2s).
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub switchover_lease: Duration,
     /// Shutdown mode: shut the guest OS down remotely if the LPAR is activated.
     #[arg(long)]
     pub shutdown: bool,
@@ -202,8 +206,17 @@ pub async fn run(
         verify: args.verify,
         bandwidth_limit: (args.bandwidth_limit > 0)
             .then(|| args.bandwidth_limit.saturating_mul(1_000_000)),
+        switchover_lease_ms: u64::try_from(args.switchover_lease.as_millis()).unwrap_or(u64::MAX),
         ..MoveOptions::default()
     };
+    if options.switchover_lease_ms < MoveOptions::MIN_SWITCHOVER_LEASE_MS {
+        bail!(
+            "--switchover-lease {} ms is too short: the manager renews it every {} ms, so give it at least {} ms",
+            options.switchover_lease_ms,
+            lparmover::api::SWITCHOVER_LEASE_RENEWAL.as_millis(),
+            MoveOptions::MIN_SWITCHOVER_LEASE_MS
+        );
+    }
     let control = MoveControl::new();
     let on_ctrl_c = control.clone();
     tokio::spawn(async move {

@@ -13,6 +13,11 @@
 //! announced is treated as not announced, which is safe because every step is announced before
 //! it runs and every blade call is idempotent or refused with a clear state error.
 //!
+//! The journal is the manager's intent, not the last word on a live move's commit: that is the
+//! destination's durable "resumed" or "fenced" record (`crate::api::RecordPhase`), since the
+//! blades settle a switch-over on their own when the manager goes silent while the source is
+//! paused. Recovery reads both.
+//!
 //! Every line carries the journal format ([`JOURNAL_FORMAT`], `"format"`; a line without one is
 //! version 1). A line of a newer format is refused with [`JournalError::Newer`] — a manager must
 //! not drive a job it may misread — even where the rest of the line would not parse here.
@@ -125,7 +130,9 @@ pub enum Entry {
         /// Why.
         error: String,
     },
-    /// The commit point: from here the move goes forward whatever happens.
+    /// The manager's commit point: it will tell the destination to resume. The move goes
+    /// forward unless the destination had already fenced the job (the manager's switch-over
+    /// lease lapsed first): the destination's durable record is the real commit point.
     CommitPoint,
     /// The job is over.
     Finished {

@@ -116,3 +116,37 @@ impl Leases {
         self.id(1)
     }
 }
+
+/// The manager's switch-over lease on a paused source, renewed every
+/// [`crate::api::SWITCHOVER_LEASE_RENEWAL`] while it lives. If the manager dies or freezes the
+/// renewals stop and, after the job's `switchover_lease_ms`, the blades settle the switch-over
+/// between themselves (hvmsim `migration::settlement`).
+#[derive(Debug)]
+pub struct SwitchoverLease {
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl SwitchoverLease {
+    /// Starts renewing the lease of `job` on the source.
+    pub fn hold(src: &HvmClient, job: &str) -> Self {
+        let src = src.clone();
+        let job = job.to_owned();
+        let renewer = tokio::spawn(async move {
+            let mut every = tokio::time::interval(crate::api::SWITCHOVER_LEASE_RENEWAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(e) = src.renew_switchover_lease(&job).await {
+                    tracing::warn!(job, error = %e, "switch-over lease not renewed");
+                }
+            }
+        });
+        Self { renewer }
+    }
+}
+
+impl Drop for SwitchoverLease {
+    fn drop(&mut self) {
+        self.renewer.abort();
+    }
+}

@@ -11,7 +11,10 @@
 //! 0x2010 (DST) prepare: reserve CPU + memory, define the LPAR paused, vFCs log in with the
 //!        migration WWPNs, expect the one-time ticket from the source's pinned certificate
 //! 0x4050 (SRC) pre-copy rounds over the migration path (QUIC), suspension, final pages + vCPUs
-//! 0x4070 commit point, journaled: from here the destination is authoritative
+//!        (from here until the source commits, the manager renews the source's switch-over lease;
+//!        if it goes silent the blades settle the job themselves: hvmsim `migration::settlement`)
+//! 0x4070 commit point, journaled: from here the destination is authoritative (the real commit is
+//!        the destination's durable "resumed" record; a "fenced" one written first refuses it)
 //! 0x4080 (DST) commit + resume (one call after the switch-over is ready: the guest's pause)
 //! 0x4090 (SRC) commit: vFCs log out; (DST) vFCs swap to the WWPNs; (SRC) release the LPAR and
 //!        adopt the exchanged names
@@ -28,7 +31,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use super::fault;
 use super::journal::{Entry, JobHeader, JobJournal, JobKind, JournalError, Outcome, Step};
-use super::leases::Leases;
+use super::leases::{Leases, SwitchoverLease};
 use super::recovery::{self, RecoveryReport};
 use crate::api::{
     ClientError, HvmClient, MigrationStatus, MoveOptions, Phase, PrepareIncoming, StartSend,
@@ -460,6 +463,7 @@ async fn run_locked(
         dest_addr: prepared.migration_addr,
         dest_cert_pem: prepared.cert_pem.clone(),
         options: request.options.clone(),
+        exchange: prepared.exchange.clone(),
     };
     journal.intent(Step::Send)?;
     if let Err(e) = src.start_send(&send, leases.source()).await {
@@ -470,6 +474,9 @@ async fn run_locked(
         Ok(status) => status,
         Err(e) => return Err(fail(profile, journal, e, emit).await),
     };
+    // The source holds the guest paused from here: renew its switch-over lease until it has
+    // committed, so that if this process dies the blades settle within the job's bound.
+    let switchover_lease = SwitchoverLease::hold(src, job);
     let summary_before_commit = ready.summary.clone().unwrap_or_default();
     fault::barrier("suspension").await;
 
@@ -492,6 +499,7 @@ async fn run_locked(
         Ok(c) => c,
         Err(e) => return Err(fail(profile, journal, e.into(), emit).await),
     };
+    drop(switchover_lease);
     journal.done(Step::SourceCommit)?;
     journal.intent(Step::Swap)?;
     if let Err(e) = dst.swap_migration(job).await {

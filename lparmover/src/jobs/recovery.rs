@@ -7,6 +7,8 @@
 //!
 //! | destination | commit point | source holds guest | → plan |
 //! |---|---|---|---|
+//! | fenced (the blades settled backward: the lease lapsed before it resumed) | any | any | backward: the source resumes if it has not, the destination's record is acknowledged |
+//! | swapped (the blades settled forward) | any | any | forward: acknowledge the destination's swap, release the source if it still holds |
 //! | resumed (running, or its record says so) | any | any | forward: source commits, destination swaps WWPNs, source releases |
 //! | holds every page (Ready) | yes | any | forward: destination resumes, then as above |
 //! | anything else | yes | yes (paused) | backward: source resumes, destination drops its copy |
@@ -35,10 +37,11 @@ use tracing::{info, warn};
 use super::journal::{self, Entry, JobFacts, JobJournal, JobKind, Outcome, Step};
 use crate::api::{
     ClientError, GuestHold, HvmClient, MarkWwnRollback, MigrationStatus, Phase, RecordPhase, Role,
-    WwnRollbackReason,
+    Settlement, WwnRollbackReason,
 };
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
+use crate::history::{History, MoveRecord, MoveResult, Placement};
 use crate::model::LparStatus;
 use crate::profile::Profile;
 
@@ -153,6 +156,14 @@ pub fn decide(facts: &JobFacts, src: &View, dst: &View) -> Plan {
     }
     let src_known = src.status().is_some();
     let dst_known = dst.status().is_some();
+    if dst.record() == Some(RecordPhase::Fenced) {
+        // The blades settled it backward (the switch-over lease lapsed before the destination
+        // resumed): the destination promised never to resume it, whatever the journal says.
+        return Plan::Backward {
+            abort_source: src.phase().is_some_and(|p| !p.is_final()),
+            abort_destination: true,
+        };
+    }
     let src_open = src.phase().is_some_and(|p| {
         matches!(
             p,
@@ -160,14 +171,21 @@ pub fn decide(facts: &JobFacts, src: &View, dst: &View) -> Plan {
         )
     });
     let dst_resumed = dst.phase() == Some(Phase::Resumed)
-        || dst.record() == Some(RecordPhase::Resumed)
+        || matches!(
+            dst.record(),
+            Some(RecordPhase::Resumed | RecordPhase::Swapped)
+        )
         || facts.is_done(Step::Resume);
     if dst_resumed {
         return Plan::Forward {
             write_commit_point: !facts.commit_point,
             resume_destination: false,
             commit_source: src.phase() == Some(Phase::SwitchoverReady),
-            swap_destination: dst.record() == Some(RecordPhase::Resumed),
+            // A "swapped" record only waits for the manager's acknowledgement (its own swap).
+            swap_destination: matches!(
+                dst.record(),
+                Some(RecordPhase::Resumed | RecordPhase::Swapped)
+            ),
             release_source: src_open,
         };
     }
@@ -390,6 +408,7 @@ pub async fn settle(
                     );
                     release_leases(&[&src, &dst], job).await;
                     journal.finish(Outcome::RolledBack, detail.clone())?;
+                    record_outcome(profile, &facts, Outcome::RolledBack, &detail, None, None);
                     report.outcome = Some(Outcome::RolledBack);
                     report.detail = detail;
                     return Ok(report);
@@ -467,11 +486,105 @@ pub async fn settle(
             )
         }
     };
+    let detail = match settled_by_blades(&src_view, &dst_view) {
+        Some(how) => format!("{how}; {detail}"),
+        None => detail,
+    };
     release_leases(&[&src, &dst], job).await;
     journal.finish(outcome, detail.clone())?;
+    record_outcome(
+        profile,
+        &facts,
+        outcome,
+        &detail,
+        dest_number,
+        suspension_seen(&src_view, &dst_view),
+    );
     report.outcome = Some(outcome);
     report.detail = detail;
     Ok(report)
+}
+
+/// What the blades did on their own before this recovery, in words (None: nothing).
+fn settled_by_blades(src: &View, dst: &View) -> Option<&'static str> {
+    let src_settled = src.status().and_then(|s| s.settlement.clone());
+    match (dst.record(), src_settled) {
+        (Some(RecordPhase::Fenced), _) | (_, Some(Settlement::Backward)) => Some(
+            "settled by the blades: the manager's switch-over lease lapsed before the destination resumed the LPAR, the destination fenced the job and the source resumed it",
+        ),
+        (Some(RecordPhase::Swapped), _) | (_, Some(Settlement::Forward)) => Some(
+            "settled by the blades: the manager's switch-over lease lapsed after the destination resumed the LPAR, the source let go and the blades swapped identities",
+        ),
+        _ => None,
+    }
+}
+
+/// The guest's pause as the two HVMs' heartbeat samplers saw it, when both still know.
+fn suspension_seen(src: &View, dst: &View) -> Option<std::time::Duration> {
+    let before = src.status()?.last_heartbeat_before_pause_ns?;
+    let after = dst.status()?.first_heartbeat_after_resume_ns?;
+    after
+        .checked_sub(before)
+        .map(std::time::Duration::from_nanos)
+}
+
+/// Writes the job's outcome into the Migration History (best effort: a history that cannot be
+/// written is a warning). The row the live move opened is finished; a missing one is made.
+fn record_outcome(
+    profile: &Profile,
+    facts: &JobFacts,
+    outcome: Outcome,
+    detail: &str,
+    dest_number: Option<crate::model::LparNumber>,
+    suspension: Option<std::time::Duration>,
+) {
+    let header = &facts.header;
+    if header.kind != JobKind::Live {
+        return;
+    }
+    let history = match History::open(&ManagerDirs::for_profile(profile).history_db()) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(job = %header.job, error = %e, "history unavailable; the recovered job is not recorded");
+            return;
+        }
+    };
+    let mut record = match history.job(&header.job) {
+        Ok(Some(r)) => r,
+        Ok(None) => MoveRecord {
+            job: header.job.clone(),
+            lpar: header.lpar.clone(),
+            source: Placement {
+                hvm: header.source_hvm.clone(),
+                number: header.source_number,
+            },
+            dest_hvm: header.dest_hvm.clone(),
+            dest_number: None,
+            mode: crate::model::Mode::ConcurrentMaintenance,
+            result: MoveResult::InProgress,
+            started_at: chrono::Utc::now(),
+            finished_at: None,
+            suspension: None,
+            detail: None,
+        },
+        Err(e) => {
+            warn!(job = %header.job, error = %e, "history unreadable; the recovered job is not recorded");
+            return;
+        }
+    };
+    record.result = match outcome {
+        Outcome::Completed => MoveResult::Completed,
+        Outcome::RolledBack | Outcome::NeedsRecovery => MoveResult::Failed,
+    };
+    if outcome == Outcome::Completed {
+        record.dest_number = dest_number;
+        record.suspension = record.suspension.or(suspension);
+    }
+    record.finished_at = Some(chrono::Utc::now());
+    record.detail = Some(format!("recovered: {detail}"));
+    if let Err(e) = history.record(&record) {
+        warn!(job = %header.job, error = %e, "history not recorded");
+    }
 }
 
 /// Marks an HVM's LPAR "WWNs pending rollback"; says so in words, or why it could not.

@@ -134,6 +134,7 @@ pub async fn rehearse(
                 dest_addr: prepared.migration_addr,
                 dest_cert_pem: prepared.cert_pem,
                 options: options.clone(),
+                exchange: prepared.exchange,
             };
             let sampled = sample_transfer(&job, &src, &send, leases.source(), sample).await;
             let (a, b) = tokio::join!(src.abort_migration(&job), dst.abort_migration(&job));

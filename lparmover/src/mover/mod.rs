@@ -44,6 +44,7 @@ pub mod pages;
 pub mod progress;
 pub mod receiver;
 pub mod sender;
+mod settle;
 pub mod testing;
 pub mod tls;
 pub mod udp;
@@ -53,10 +54,12 @@ pub mod wire;
 mod quic_tests;
 
 pub use progress::{MoveSummary, Progress, Stage};
-pub use receiver::{CommitHandle, IncomingMove, MigrationListener, ReceiveOutcome};
+pub use receiver::{
+    CommitHandle, IncomingMove, MigrationListener, ReceiveOutcome, SettleCall, SettleInbox,
+};
 pub use sender::{CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle};
 pub use tls::Identity;
-pub use wire::JobTicket;
+pub use wire::{JobTicket, SettleStep, Verdict};
 
 use crate::partition::{MemoryDigest, PartitionError};
 

@@ -668,3 +668,93 @@ fn bench_encoder() {
         );
     }
 }
+
+/// The manager went silent at switch-over: the source asks the destination on a settlement
+/// connection; the HVM behind the inbox answers (here: fenced), and the source takes the guest
+/// back. A second question gets the same durable answer; a stranger's ticket gets nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_asks_the_destination_and_a_fence_resumes_the_source() {
+    use super::wire::{SettleStep, Verdict};
+    let mut r = rig(MemGuestConfig {
+        memory_size: 4 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    let mut inbox = r.incoming.take_settlements().expect("inbox");
+    assert!(r.incoming.take_settlements().is_none(), "taken once");
+    // The destination's side: one durable decision, repeated to every question.
+    let asked = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = Arc::clone(&asked);
+    tokio::spawn(async move {
+        while let Some(call) = inbox.next().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            assert_eq!(call.step, SettleStep::Decide);
+            let _ = call.reply.send(Ok(Verdict::Fenced));
+        }
+    });
+    let ready = r.sender().run().await.expect("move");
+    assert!(r.src.is_paused());
+    let within = Duration::from_secs(2);
+    assert_eq!(
+        ready
+            .settle(SettleStep::Decide, within)
+            .await
+            .expect("answer"),
+        Verdict::Fenced
+    );
+    assert_eq!(
+        ready
+            .settle(SettleStep::Decide, within)
+            .await
+            .expect("answer"),
+        Verdict::Fenced,
+        "asked again, the same answer"
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 2);
+    // Another ticket from the same pinned source is refused.
+    let mut stranger = r.cfg.clone();
+    stranger.ticket = JobTicket::generate();
+    let other = super::settle::SettleDial {
+        bind_addr: stranger.bind_addr,
+        peer_addr: stranger.peer_addr,
+        identity: stranger.identity.clone(),
+        pinned_peer_cert: stranger.pinned_peer_cert.clone(),
+        ticket: stranger.ticket,
+    };
+    match other.ask(SettleStep::Decide, within).await {
+        Err(MoveError::Refused { code, .. }) => assert_eq!(code, RefuseCode::Ticket),
+        other => panic!("a stranger's ticket must be refused, got {other:?}"),
+    }
+    ready.resume_after_fence().expect("resume");
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    let _ = &r.listener;
+}
+
+/// Nobody answers (the destination's HVM is gone): each attempt fails within its bound, and
+/// the source stays paused — it never resumes on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_settlement_without_an_answer_leaves_the_source_paused() {
+    use super::wire::SettleStep;
+    let r = rig(MemGuestConfig {
+        memory_size: 4 << 20,
+        dirty_rate: 5_000_000,
+        ..MemGuestConfig::default()
+    });
+    let ready = r.sender().run().await.expect("move");
+    r.listener.close();
+    let started = std::time::Instant::now();
+    let answer = ready
+        .settle(SettleStep::Decide, Duration::from_millis(800))
+        .await;
+    assert!(answer.is_err(), "no destination, no verdict: {answer:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "bounded attempt"
+    );
+    assert!(
+        r.src.is_paused(),
+        "the source must stay paused without a verdict"
+    );
+    drop(ready);
+}

@@ -21,13 +21,17 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::pages::apply_batch;
 use super::tls::{self, Identity, PinnedClients};
 use super::wire::{
-    Encoding, Hello, JobTicket, Message, PROTOCOL_VERSION, PageBatch, RefuseCode, WireError,
+    Encoding, Hello, JobTicket, Message, PROTOCOL_VERSION, PageBatch, RefuseCode, SettleStep,
+    Verdict, WireError,
 };
 use super::{MoveError, close_code, conn_lost};
 use crate::partition::{MemoryDigest, PAGE_SIZE, Partition, VcpuState};
 
 /// How long a connected sender may take to send its Hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the HVM may take to answer a settlement (one durable state write).
+const SETTLE_ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The receiver's protocol state.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -337,11 +341,63 @@ struct Joinable<P> {
 
 type Sessions<P> = Arc<Mutex<HashMap<[u8; 32], Joinable<P>>>>;
 
+/// A settlement request from the source (its switch-over lease lapsed), for the HVM to answer
+/// from its durable record of the job ([`SettleInbox`]).
+#[derive(Debug)]
+pub struct SettleCall {
+    /// What the source asks.
+    pub step: SettleStep,
+    /// The answer: written durably before it is sent, or why it could not be given.
+    pub reply: oneshot::Sender<Result<Verdict, String>>,
+}
+
+/// A job the source may settle: its pinned certificate and where its requests go.
+struct Settler {
+    peer_cert: Vec<u8>,
+    calls: mpsc::Sender<SettleCall>,
+}
+
+type Settlers = Arc<Mutex<HashMap<[u8; 32], Settler>>>;
+
+/// The settlement requests of one incoming move. The HVM answers them until the job is settled
+/// on its side; dropping the inbox unregisters the job and stops trusting the source's
+/// certificate for it (the certificate stays pinned while either the move or the inbox lives).
+pub struct SettleInbox {
+    calls: mpsc::Receiver<SettleCall>,
+    ticket: [u8; 32],
+    settlers: Settlers,
+    pinned: PinnedClients,
+    peer_cert: Vec<u8>,
+}
+
+impl std::fmt::Debug for SettleInbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SettleInbox")
+    }
+}
+
+impl SettleInbox {
+    /// The next request (None once the listener is gone).
+    pub async fn next(&mut self) -> Option<SettleCall> {
+        self.calls.recv().await
+    }
+}
+
+impl Drop for SettleInbox {
+    fn drop(&mut self) {
+        if let Ok(mut s) = self.settlers.lock() {
+            s.remove(&self.ticket);
+        }
+        self.pinned.remove(&self.peer_cert);
+    }
+}
+
 /// What every connection handler of a listener shares.
 struct Shared<P> {
     jobs: Jobs<P>,
     pinned: PinnedClients,
     sessions: Sessions<P>,
+    settlers: Settlers,
 }
 
 impl<P> Clone for Shared<P> {
@@ -350,6 +406,7 @@ impl<P> Clone for Shared<P> {
             jobs: Arc::clone(&self.jobs),
             pinned: self.pinned.clone(),
             sessions: Arc::clone(&self.sessions),
+            settlers: Arc::clone(&self.settlers),
         }
     }
 }
@@ -370,6 +427,7 @@ pub struct MigrationListener<P: Partition + 'static> {
     endpoint: quinn::Endpoint,
     jobs: Jobs<P>,
     pinned: PinnedClients,
+    settlers: Settlers,
     accept: tokio::task::JoinHandle<()>,
 }
 
@@ -394,6 +452,7 @@ pub struct IncomingMove<P: Partition + 'static> {
     done: oneshot::Receiver<Result<ReceiveOutcome, MoveError>>,
     cancel: CancellationToken,
     commit: CancellationToken,
+    settle: Option<SettleInbox>,
 }
 
 impl<P: Partition + 'static> std::fmt::Debug for IncomingMove<P> {
@@ -424,6 +483,12 @@ impl<P: Partition + 'static> IncomingMove<P> {
         CommitHandle(self.commit.clone())
     }
 
+    /// The settlement requests the source will send if the manager's switch-over lease lapses
+    /// (once; the HVM keeps it until the job is settled on its side).
+    pub fn take_settlements(&mut self) -> Option<SettleInbox> {
+        self.settle.take()
+    }
+
     /// Waits until the move ends.
     pub async fn finished(self) -> Result<ReceiveOutcome, MoveError> {
         match self.done.await {
@@ -441,12 +506,14 @@ impl<P: Partition + 'static> MigrationListener<P> {
         let server = tls::server_config(identity, pinned.clone())?;
         let endpoint = tls::endpoint(addr, Some(server))?;
         let jobs: Jobs<P> = Arc::default();
+        let settlers: Settlers = Arc::default();
         let accept = tokio::spawn(accept_loop(
             endpoint.clone(),
             Shared {
                 jobs: Arc::clone(&jobs),
                 pinned: pinned.clone(),
                 sessions: Arc::default(),
+                settlers: Arc::clone(&settlers),
             },
         ));
         info!(addr = ?endpoint.local_addr().ok(), "migration listener bound");
@@ -454,6 +521,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
             endpoint,
             jobs,
             pinned,
+            settlers,
             accept,
         })
     }
@@ -477,7 +545,26 @@ impl<P: Partition + 'static> MigrationListener<P> {
         let (done_tx, done) = oneshot::channel();
         let cancel = CancellationToken::new();
         let commit = CancellationToken::new();
+        // One pin for the move's connections, one for the settlement inbox.
         self.pinned.add(peer_cert.as_ref());
+        self.pinned.add(peer_cert.as_ref());
+        let (calls_tx, calls) = mpsc::channel(4);
+        if let Ok(mut settlers) = self.settlers.lock() {
+            settlers.insert(
+                ticket.0,
+                Settler {
+                    peer_cert: peer_cert.to_vec(),
+                    calls: calls_tx,
+                },
+            );
+        }
+        let settle = SettleInbox {
+            calls,
+            ticket: ticket.0,
+            settlers: Arc::clone(&self.settlers),
+            pinned: self.pinned.clone(),
+            peer_cert: peer_cert.to_vec(),
+        };
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.insert(
                 ticket.0,
@@ -500,6 +587,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
             done,
             cancel,
             commit,
+            settle: Some(settle),
         }
     }
 
@@ -577,6 +665,10 @@ async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, sha
     };
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, Message::read_async(&mut recv)).await {
         Ok(Ok(Some(Message::Hello(h)))) => h,
+        Ok(Ok(Some(Message::Settle { ticket, step }))) => {
+            serve_settlement(&conn, &cert, &mut send, ticket, step, &shared.settlers).await;
+            return;
+        }
         other => {
             let why = match other {
                 Ok(Ok(Some(m))) => format!("expected Hello first, got {}", m.name()),
@@ -637,6 +729,63 @@ async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, sha
         Err(e) => warn!(error = %e, "incoming move failed; received memory scrubbed"),
     }
     let _ = done.send(result);
+}
+
+/// A settlement connection: the source's switch-over lease lapsed and it asks what the
+/// destination's durable record says (writing "fenced" when it had not resumed).
+async fn serve_settlement(
+    conn: &quinn::Connection,
+    cert: &[u8],
+    send: &mut quinn::SendStream,
+    ticket: JobTicket,
+    step: SettleStep,
+    settlers: &Settlers,
+) {
+    let calls = settlers.lock().ok().and_then(|s| {
+        s.iter()
+            .find(|(k, st)| JobTicket(**k).matches(&ticket) && st.peer_cert == cert)
+            .map(|(_, st)| st.calls.clone())
+    });
+    let Some(calls) = calls else {
+        refuse(
+            conn,
+            send,
+            RefuseCode::Ticket,
+            "no job to settle for this ticket here (its part of the move is over, or this HVM restarted since); the manager's recovery decides",
+        )
+        .await;
+        return;
+    };
+    let (reply, answer) = oneshot::channel();
+    if calls.send(SettleCall { step, reply }).await.is_err() {
+        refuse(
+            conn,
+            send,
+            RefuseCode::Settlement,
+            "the HVM no longer settles this job",
+        )
+        .await;
+        return;
+    }
+    match tokio::time::timeout(SETTLE_ANSWER_TIMEOUT, answer).await {
+        Ok(Ok(Ok(verdict))) => {
+            info!(?step, ?verdict, "settlement answered");
+            if send_msg(send, &Message::Verdict(verdict)).await.is_ok() {
+                let _ = send.finish();
+                let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            }
+        }
+        Ok(Ok(Err(why))) => refuse(conn, send, RefuseCode::Settlement, &why).await,
+        Ok(Err(_)) | Err(_) => {
+            refuse(
+                conn,
+                send,
+                RefuseCode::Settlement,
+                "the HVM did not answer the settlement in time",
+            )
+            .await;
+        }
+    }
 }
 
 /// An extra data connection: its first stream must open with the `Join` secret of a running

@@ -21,8 +21,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::pages::{BatchEncoder, BatchPlan, BatchStats, plan_batches};
 use super::progress::{CompressionChoice, MoveSummary, Progress, Stage};
+use super::settle::SettleDial;
 use super::tls::{self, Identity, SERVER_NAME};
-use super::wire::{Encoding, JobTicket, MAX_BATCH_PAGES, Message, WireError};
+use super::wire::{Encoding, JobTicket, MAX_BATCH_PAGES, Message, SettleStep, Verdict, WireError};
 use super::{MoveError, close_code, conn_lost};
 use crate::partition::{DirtyBitmap, MemoryDigest, PAGE_SIZE, Partition};
 
@@ -492,6 +493,7 @@ pub struct SwitchoverReady<P: Partition + 'static> {
     outstanding: DirtyBitmap,
     summary: MoveSummary,
     progress: watch::Sender<Progress>,
+    dial: SettleDial,
 }
 
 impl<P: Partition + 'static> std::fmt::Debug for SwitchoverReady<P> {
@@ -531,6 +533,36 @@ impl<P: Partition + 'static> SwitchoverReady<P> {
                 "acknowledging the commit",
             )),
         }
+    }
+
+    /// Asks the destination, over a new settlement connection, whether it resumed the LPAR;
+    /// if it had not, it fences the job (durably) before it answers. One attempt, bounded by
+    /// `within`; the caller retries while the destination cannot be reached.
+    pub async fn settle(&self, step: SettleStep, within: Duration) -> Result<Verdict, MoveError> {
+        self.dial.ask(step, within).await
+    }
+
+    /// The destination fenced the job (it will never resume it): the source takes the guest
+    /// back — un-throttled, its final dirty bits restored, resumed.
+    pub fn resume_after_fence(mut self) -> Result<(), MoveError> {
+        if let Some(link) = self.link.take() {
+            link.close(close_code::ABORT, b"fenced by the destination");
+        }
+        restore_source(self.partition.as_ref(), &self.outstanding, true)?;
+        self.progress.send_modify(|p| p.stage = Stage::Aborted);
+        Ok(())
+    }
+
+    /// The destination resumed the LPAR (its settlement verdict): the source stays paused for
+    /// its release and stops dirty tracking; nothing more goes over the move's connection.
+    pub fn let_go(mut self) {
+        if let Some(link) = self.link.take() {
+            link.close(close_code::DONE, b"the destination resumed");
+        }
+        if let Err(e) = self.partition.stop_dirty_tracking() {
+            warn!(error = %e, "stopping dirty tracking on the released source failed");
+        }
+        self.progress.send_modify(|p| p.stage = Stage::Committed);
     }
 
     /// Does not commit: the destination scrubs, the source is un-throttled and resumed with
@@ -698,6 +730,13 @@ impl<P: Partition + 'static> Sender<P> {
                     outstanding,
                     summary,
                     progress: self.progress.clone(),
+                    dial: SettleDial {
+                        bind_addr: self.cfg.bind_addr,
+                        peer_addr: self.cfg.peer_addr,
+                        identity: self.cfg.identity.clone(),
+                        pinned_peer_cert: self.cfg.pinned_peer_cert.clone(),
+                        ticket: self.cfg.ticket,
+                    },
                 })
             }
             Err(e) => {

@@ -5,7 +5,7 @@
 //! pinned DER (byte for byte) and check the handshake signature with its key. Names, dates and
 //! chains play no part: the pin is the trust.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -159,23 +159,29 @@ impl ServerCertVerifier for PinnedServer {
 
 /// The set of client certificates a listener currently expects (one per open job).
 #[derive(Debug, Default, Clone)]
-pub struct PinnedClients(Arc<RwLock<HashSet<Vec<u8>>>>);
+pub struct PinnedClients(Arc<RwLock<HashMap<Vec<u8>, usize>>>);
 
 impl PinnedClients {
-    /// Trusts `cert` until [`PinnedClients::remove`].
+    /// Trusts `cert` until as many [`PinnedClients::remove`] as `add` (two moves from the
+    /// same source each hold their own pin).
     pub fn add(&self, cert: &[u8]) {
-        if let Ok(mut set) = self.0.write() {
-            set.insert(cert.to_vec());
+        if let Ok(mut pins) = self.0.write() {
+            *pins.entry(cert.to_vec()).or_default() += 1;
         }
     }
-    /// Stops trusting `cert`.
+    /// Gives back one pin of `cert`.
     pub fn remove(&self, cert: &[u8]) {
-        if let Ok(mut set) = self.0.write() {
-            set.remove(cert);
+        if let Ok(mut pins) = self.0.write()
+            && let Some(count) = pins.get_mut(cert)
+        {
+            *count -= 1;
+            if *count == 0 {
+                pins.remove(cert);
+            }
         }
     }
     fn contains(&self, cert: &[u8]) -> bool {
-        self.0.read().map(|s| s.contains(cert)).unwrap_or(false)
+        self.0.read().map(|s| s.contains_key(cert)).unwrap_or(false)
     }
 }
 

@@ -35,6 +35,15 @@
 //!  or, at any time before Commit:
 //!  control: Abort{reason} ──────────────────────────────────────▶ scrub (zero) all received memory
 //!          ◀────────────────────────────────────────────── Aborted
+//!
+//!  settlement (the manager's switch-over lease lapsed while the source was paused): a new
+//!  connection from the same pinned certificate, one bidirectional stream
+//!  Settle{ticket, Decide} ──────────────────────────────────────▶ resumed already? else write
+//!                                                                 "fenced" durably (never resume)
+//!          ◀────────────────────────────────────────────── Verdict{Resumed | Fenced}
+//!  (Resumed: the source logs its vFCs out, then)
+//!  Settle{ticket, SourceLoggedOut} ─────────────────────────────▶ vFCs log in with the WWPNs
+//!          ◀────────────────────────────────────────────── Verdict{Resumed}
 //! ```
 //!
 //! The receiver is an explicit state machine ([`super::receiver::RecvState`], driven by the pure
@@ -301,6 +310,8 @@ pub enum RefuseCode {
     Partition = 5,
     /// The memory digest did not match.
     Digest = 6,
+    /// A settlement could not be answered (the HVM could not write its decision).
+    Settlement = 7,
 }
 
 impl RefuseCode {
@@ -312,9 +323,29 @@ impl RefuseCode {
             4 => Self::Protocol,
             5 => Self::Partition,
             6 => Self::Digest,
+            7 => Self::Settlement,
             _ => return Err(WireError::Malformed("unknown refusal code")),
         })
     }
+}
+
+/// What the source asks on a settlement connection (the manager's switch-over lease lapsed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SettleStep {
+    /// "Did you resume the LPAR? If not, promise never to": the destination answers from its
+    /// durable record, writing "fenced" first when it had not resumed.
+    Decide = 0,
+    /// "I logged the LPAR's vFCs out": the destination swaps to the WWPNs.
+    SourceLoggedOut = 1,
+}
+
+/// The destination's durable answer to a settlement.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// It will never resume this job: the source takes the guest back.
+    Fenced = 0,
+    /// It resumed the LPAR: the source lets go.
+    Resumed = 1,
 }
 
 /// Every message of the protocol.
@@ -348,6 +379,11 @@ pub enum Message {
     Aborted,
     /// Receiver → sender: the move is refused.
     Refused { code: RefuseCode, message: String },
+    /// Sender → receiver, first frame of a settlement connection (a new connection from the
+    /// same pinned certificate, presenting the job's ticket).
+    Settle { ticket: JobTicket, step: SettleStep },
+    /// Receiver → sender: the answer to a settlement, written durably before it is sent.
+    Verdict(Verdict),
 }
 
 const K_HELLO: u16 = 0x0001;
@@ -363,6 +399,8 @@ const K_ABORT: u16 = 0x000a;
 const K_ABORTED: u16 = 0x000b;
 const K_REFUSED: u16 = 0x000c;
 const K_JOIN: u16 = 0x000d;
+const K_SETTLE: u16 = 0x000e;
+const K_VERDICT: u16 = 0x000f;
 
 impl Message {
     /// The opening message of a move.
@@ -459,6 +497,8 @@ impl Message {
             Self::Abort { .. } => "Abort",
             Self::Aborted => "Aborted",
             Self::Refused { .. } => "Refused",
+            Self::Settle { .. } => "Settle",
+            Self::Verdict(_) => "Verdict",
         }
     }
 
@@ -477,6 +517,8 @@ impl Message {
             Self::Abort { .. } => K_ABORT,
             Self::Aborted => K_ABORTED,
             Self::Refused { .. } => K_REFUSED,
+            Self::Settle { .. } => K_SETTLE,
+            Self::Verdict(_) => K_VERDICT,
         }
     }
 
@@ -524,6 +566,11 @@ impl Message {
                 p.put_u16_le(*code as u16);
                 put_str(&mut p, message, MAX_REASON)?;
             }
+            Self::Settle { ticket, step } => {
+                p.put_slice(&ticket.0);
+                p.put_u8(*step as u8);
+            }
+            Self::Verdict(v) => p.put_u8(*v as u8),
         }
         if p.len() > MAX_PAYLOAD {
             return Err(WireError::Oversize {
@@ -543,7 +590,7 @@ impl Message {
         let kind = u16::from_le_bytes([header[0], header[1]]);
         let flags = u16::from_le_bytes([header[2], header[3]]);
         let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-        if !(K_HELLO..=K_JOIN).contains(&kind) {
+        if !(K_HELLO..=K_VERDICT).contains(&kind) {
             return Err(WireError::UnknownKind(kind));
         }
         if flags != 0 {
@@ -657,6 +704,19 @@ impl Message {
                     message: get_str(&mut r, MAX_REASON)?,
                 }
             }
+            K_SETTLE => Self::Settle {
+                ticket: JobTicket(take::<32>(&mut r)?),
+                step: match get_u8(&mut r)? {
+                    0 => SettleStep::Decide,
+                    1 => SettleStep::SourceLoggedOut,
+                    _ => return Err(WireError::Malformed("unknown settlement step")),
+                },
+            },
+            K_VERDICT => Self::Verdict(match get_u8(&mut r)? {
+                0 => Verdict::Fenced,
+                1 => Verdict::Resumed,
+                _ => return Err(WireError::Malformed("unknown settlement verdict")),
+            }),
             other => return Err(WireError::UnknownKind(other)),
         };
         if r.has_remaining() {
@@ -1009,6 +1069,16 @@ mod tests {
         roundtrip(Message::abort("cancelled by the operator"));
         roundtrip(Message::aborted());
         roundtrip(Message::refused(RefuseCode::Ticket, "unknown ticket"));
+        roundtrip(Message::Settle {
+            ticket,
+            step: SettleStep::Decide,
+        });
+        roundtrip(Message::Settle {
+            ticket,
+            step: SettleStep::SourceLoggedOut,
+        });
+        roundtrip(Message::Verdict(Verdict::Fenced));
+        roundtrip(Message::Verdict(Verdict::Resumed));
     }
 
     #[test]

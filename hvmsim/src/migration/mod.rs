@@ -25,6 +25,10 @@ use lparmover::mover::{
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
 
+mod settlement;
+
+use settlement::fenced_refusal;
+
 use crate::blade::{BladeService, lock};
 use crate::guest::{Guest, HeartbeatWatch};
 use crate::guests::GuestHandle;
@@ -99,6 +103,11 @@ struct Job {
     changed: tokio::sync::Notify,
     /// Destination: the migration path closed after Ready without a decision (memory kept).
     undecided: std::sync::atomic::AtomicBool,
+    /// Source: the manager's switch-over lease while the guest is paused.
+    lease: Mutex<settlement::Lease>,
+    /// Destination: the job is settled on this side (swapped, aborted): stop answering the
+    /// source's settlement requests.
+    settled_here: CancellationToken,
 }
 
 impl Job {
@@ -114,6 +123,8 @@ impl Job {
             watch: Mutex::new(None),
             changed: tokio::sync::Notify::new(),
             undecided: std::sync::atomic::AtomicBool::new(false),
+            lease: Mutex::new(settlement::Lease::default()),
+            settled_here: CancellationToken::new(),
         }
     }
 
@@ -266,7 +277,9 @@ impl BladeService {
         let guest = lock(&self.guests).get(&record.lpar).cloned();
         // The guest outlived the blade process in its VM process (see `crate::vmproc`).
         let holds = match (record.role, record.phase, guest) {
-            (Role::Destination, RecordPhase::Resumed, Some(_)) => GuestHold::Running,
+            (Role::Destination, RecordPhase::Resumed | RecordPhase::Swapped, Some(_)) => {
+                GuestHold::Running
+            }
             (Role::Source, RecordPhase::Started, Some(g)) if g.guest().is_paused() => {
                 GuestHold::Paused
             }
@@ -319,7 +332,7 @@ impl BladeService {
     /// Destination: defines the incoming LPAR paused with blank memory, reserves its resources
     /// and expects the source on the migration path.
     pub async fn prepare_incoming(
-        &self,
+        self: &Arc<Self>,
         request: &PrepareIncoming,
         lease: Option<&str>,
     ) -> Result<IncomingPrepared, EmgError> {
@@ -342,7 +355,7 @@ impl BladeService {
                     role: Role::Destination,
                     lpar: lpar.number,
                     phase: RecordPhase::Started,
-                    exchange: None,
+                    exchange: Some(exchange.clone()),
                 },
             );
             Ok((lpar, exchange))
@@ -420,11 +433,11 @@ impl BladeService {
     }
 
     fn watch_incoming(
-        &self,
+        self: &Arc<Self>,
         job_id: &str,
         number: LparNumber,
         guest: Arc<Guest>,
-        incoming: IncomingMove<Guest>,
+        mut incoming: IncomingMove<Guest>,
     ) {
         let cancel = {
             let token = CancellationToken::new();
@@ -449,6 +462,9 @@ impl BladeService {
         *lock(&job.incoming_commit) = Some(incoming.commit_handle());
         let job = Arc::new(job);
         lock(&self.migrations.jobs).insert(job_id.to_owned(), job.clone());
+        if let Some(inbox) = incoming.take_settlements() {
+            self.serve_settlements(job_id, &job, inbox);
+        }
         let token = cancel.0;
         let mut status_rx = incoming.status.clone();
         tokio::spawn(async move {
@@ -526,6 +542,14 @@ impl BladeService {
         let ticket = parse_ticket(&request.ticket)?;
         let dest_cert = parse_cert(&request.dest_cert_pem)?;
         let options: &MoveOptions = &request.options;
+        if options.switchover_lease_ms < MoveOptions::MIN_SWITCHOVER_LEASE_MS {
+            return Err(invalid(format!(
+                "switchover_lease_ms {} is too short: the manager renews the lease every {} ms, so it must be at least {} ms",
+                options.switchover_lease_ms,
+                lparmover::api::SWITCHOVER_LEASE_RENEWAL.as_millis(),
+                MoveOptions::MIN_SWITCHOVER_LEASE_MS
+            )));
+        }
         let ip = self.migration_ip().map_err(|_| {
             EmgError::new(
                 Emg::SourcePathMissing,
@@ -582,7 +606,7 @@ impl BladeService {
                     role: Role::Source,
                     lpar: request.lpar,
                     phase: RecordPhase::Started,
-                    exchange: None,
+                    exchange: Some(request.exchange.clone()),
                 },
             );
             Ok(())
@@ -603,6 +627,7 @@ impl BladeService {
         );
         *lock(&job.timeout) = Some(sender.timeout_handle());
         *lock(&job.watch) = Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD));
+        lock(&job.lease).bound = Duration::from_millis(options.switchover_lease_ms);
         let job = Arc::new(job);
         lock(&self.migrations.jobs).insert(request.job.clone(), job.clone());
         self.log.record(
@@ -628,10 +653,14 @@ impl BladeService {
                 Ok(ready) => {
                     let summary = ready.summary().clone();
                     *job.ready.lock().await = Some(ready);
+                    // The guest is paused from here until someone decides: the manager, or the
+                    // two blades once its lease lapses.
+                    lock(&job.lease).start();
                     job.update(|s| {
                         s.phase = Phase::SwitchoverReady;
                         s.summary = Some(summary);
                     });
+                    service.guard_switchover(&job_id, &job);
                 }
                 Err(e) => {
                     let error = move_error(&e);
@@ -706,6 +735,7 @@ impl BladeService {
     /// incoming move on this side and resumes the guest. Its vFCs stay logged in with the
     /// migration WWPNs until [`Self::swap_migration`] (the source still has the WWPNs).
     pub async fn resume_migration(&self, job_id: &str) -> Result<LparView, EmgError> {
+        self.refuse_if_fenced(job_id)?;
         let job = self.live_job(job_id, Role::Destination)?;
         let number = lock(&job.status).lpar;
         // The receiver tells the source it holds every page before its status reaches this job
@@ -732,8 +762,15 @@ impl BladeService {
                 }
             }
         }
-        // Durable before the guest may run: a restart must know it ran here.
+        // Durable before the guest may run: a restart must know it ran here. This write and
+        // the settlement's "fenced" are the two ways the commit point can go; whichever is
+        // written first wins (both go through `mutate`, one at a time).
         let lpar = self.mutate(|s| {
+            if let Some(record) = s.migrations.get(job_id)
+                && record.phase == RecordPhase::Fenced
+            {
+                return Err(fenced_refusal(job_id));
+            }
             let lpar = s.set_status(number, LparStatus::Activated)?;
             s.adopt_lpar_names(&lpar);
             if let Some(record) = s.migrations.get_mut(job_id) {
@@ -824,6 +861,10 @@ impl BladeService {
         body: &CommitRequest,
     ) -> Result<MigrationStatus, EmgError> {
         let job = self.live_job(job_id, Role::Source)?;
+        // The decision is taken under the switch-over's lock: the blades' own settlement (the
+        // lease lapsed) and this call never both act.
+        let mut ready_slot = job.ready.lock().await;
+        self.refuse_if_settled_backward(job_id, &job)?;
         match job.phase() {
             Phase::Committed | Phase::Released => return self.migration_status(job_id),
             Phase::SwitchoverReady => {}
@@ -852,7 +893,8 @@ impl BladeService {
         }
         self.set_fc_logins(number, Vec::new());
         job.update(|s| s.phase = Phase::Committed);
-        let ready = job.ready.lock().await.take();
+        let ready = ready_slot.take();
+        drop(ready_slot);
         let result = match ready {
             Some(ready) => ready.commit().await,
             None => Err(lparmover::mover::MoveError::Internal(
@@ -885,12 +927,18 @@ impl BladeService {
     /// Destination, once the source logged out: the vFCs log in with the WWPNs and this HVM's
     /// part of the move is done.
     pub fn swap_migration(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
+        self.swap_identities(job_id, false)
+    }
+
+    /// The swap itself. `by_blades`: the source asked for it while the manager is gone, so the
+    /// record stays ("swapped") until the manager acknowledges it with its own swap.
+    fn swap_identities(&self, job_id: &str, by_blades: bool) -> Result<MigrationStatus, EmgError> {
         let mut status = self.migration_status(job_id)?;
         let resumed = status.phase == Phase::Resumed
             || status
                 .record
                 .as_ref()
-                .is_some_and(|r| r.phase == RecordPhase::Resumed);
+                .is_some_and(|r| matches!(r.phase, RecordPhase::Resumed | RecordPhase::Swapped));
         if status.role != Role::Destination || !resumed {
             return Err(EmgError::new(
                 Emg::InvalidLparState,
@@ -902,10 +950,19 @@ impl BladeService {
         }
         let lpar = lock(&self.state).lpar(status.lpar)?.clone();
         let cleared = self.mutate(|s| {
-            s.migrations.remove(job_id);
+            if by_blades {
+                if let Some(record) = s.migrations.get_mut(job_id) {
+                    record.phase = RecordPhase::Swapped;
+                }
+            } else {
+                s.migrations.remove(job_id);
+            }
             // The identity swap completed the normal way: no WWNs left to roll back for the job.
             Ok(s.clear_wwn_rollbacks_of(job_id))
         })?;
+        if !by_blades && let Some(job) = lock(&self.migrations.jobs).get(job_id) {
+            job.settled_here.cancel();
+        }
         self.set_fc_logins(status.lpar, lpar.vfcs.iter().map(|v| v.wwpn).collect());
         for mark in cleared {
             self.log.record(
@@ -925,7 +982,9 @@ impl BladeService {
                 lpar.number, lpar.name
             ),
         );
-        status.record = None;
+        if !by_blades {
+            status.record = None;
+        }
         Ok(status)
     }
 
@@ -937,6 +996,10 @@ impl BladeService {
         body: &Release,
     ) -> Result<MigrationStatus, EmgError> {
         let status = self.migration_status(job_id)?;
+        if status.role == Role::Source && status.phase == Phase::Released {
+            // The blades finished the move between themselves (or a retry): nothing left.
+            return Ok(status);
+        }
         let allowed = status.role == Role::Source
             && (status.phase == Phase::Committed || status.phase == Phase::Interrupted);
         if !allowed {
@@ -988,10 +1051,19 @@ impl BladeService {
     pub async fn abort_migration(&self, job_id: &str) -> Result<MigrationStatus, EmgError> {
         let status = self.migration_status(job_id)?;
         let (role, number, phase) = (status.role, status.lpar, status.phase);
-        let resumed_here = status
+        if status
             .record
             .as_ref()
-            .is_some_and(|r| matches!(r.phase, RecordPhase::Resumed | RecordPhase::Committed));
+            .is_some_and(|r| r.phase == RecordPhase::Fenced)
+        {
+            return self.acknowledge_fence(job_id, status);
+        }
+        let resumed_here = status.record.as_ref().is_some_and(|r| {
+            matches!(
+                r.phase,
+                RecordPhase::Resumed | RecordPhase::Committed | RecordPhase::Swapped
+            )
+        });
         if resumed_here
             || matches!(phase, Phase::Resumed | Phase::Released)
             || (role == Role::Source && phase == Phase::Committed)
@@ -1005,7 +1077,13 @@ impl BladeService {
         match (role, live) {
             (Role::Source, Some(job)) => {
                 job.cancel.cancel();
-                if let Some(ready) = job.ready.lock().await.take() {
+                let mut ready_slot = job.ready.lock().await;
+                if job.phase().is_final() {
+                    // The blades settled it while this call waited for the switch-over's lock.
+                    drop(ready_slot);
+                    return self.migration_status(job_id);
+                }
+                if let Some(ready) = ready_slot.take() {
                     match ready.abort("the manager did not commit").await {
                         Ok(()) => {}
                         Err(lparmover::mover::MoveError::AlreadyCommitted) => {
@@ -1189,6 +1267,21 @@ impl BladeService {
                         "job {job}: incoming LPAR {number} was not resumed here; its copy and definition dropped"
                     )
                 }
+                (Role::Destination, RecordPhase::Fenced) => {
+                    // Fenced before the restart: its copy was dropped then; the record waits
+                    // for the manager's acknowledgement.
+                    to_stop.extend(adopted.remove(&number));
+                    format!("job {job}: fenced before the restart; nothing of it runs here")
+                }
+                (Role::Destination, RecordPhase::Swapped) => {
+                    // Resumed and swapped between the blades: it runs on its own WWPNs.
+                    if let Ok(lpar) = lock(&self.state).lpar(number) {
+                        migration_logins.push((number, lpar.vfcs.iter().map(|v| v.wwpn).collect()));
+                    }
+                    format!(
+                        "job {job}: LPAR {number} had resumed and swapped here (settled by the blades)"
+                    )
+                }
                 (Role::Destination, _) => {
                     // It ran here: it is re-activated like any running LPAR, on the migration
                     // WWPNs until the manager has the source log out.
@@ -1244,7 +1337,7 @@ impl BladeService {
         if let Some((job, _)) = lock(&self.state)
             .migrations
             .iter()
-            .find(|(_, r)| r.lpar == number)
+            .find(|(_, r)| r.lpar == number && !r.phase.is_settled())
         {
             return Err(EmgError::new(
                 Emg::InvalidLparState,

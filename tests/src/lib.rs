@@ -72,6 +72,7 @@ pub fn bin_dir() -> PathBuf {
 pub fn binary(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let started = std::time::Instant::now();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let profile = match bin_dir().file_name().and_then(|n| n.to_str()) {
             Some("debug") | None => "dev".to_owned(),
@@ -113,6 +114,12 @@ pub fn binary(name: &str) -> PathBuf {
             .status()
             .expect("run cargo build for the binaries");
         assert!(status.success(), "building hvmsim and lparmover failed");
+        // `cargo test` has built these already; a slow build here means features or flags
+        // differ between the two and every test binary pays for a second build.
+        let took = started.elapsed();
+        if took > std::time::Duration::from_secs(5) {
+            eprintln!("building hvmsim and lparmover for the tests took {took:.1?}");
+        }
     });
     bin_dir().join(name)
 }

@@ -75,26 +75,46 @@ fn check_shows_the_exact_failing_rows_of_the_demo_fleet() {
     let running = TestFleet::start(&fleet_file, dir.path()).unwrap();
     let profile = running.profile_path.to_str().unwrap();
 
-    // ch1-b1 ≡ ch1-b2: a live move passes (Warnings allowed, e.g. storage not checked).
+    // ch1-b1 ≡ ch1-b2: a live move passes (Warnings allowed). The demo fleet's array answers
+    // the storage rows: both blades cabled to ams1:0A, web-01's WWPN and migration WWPN in its
+    // host group there.
     let twin = check(profile, "ch1-b2", "concurrent");
     assert_eq!(errors(&twin), [], "{}", twin.text);
     assert_eq!(twin.code, Some(0));
     for group in ["[Server]", "[HBA]", "[NIC]", "[Storage]", "[Path]"] {
         assert!(twin.text.contains(group), "{group} missing:\n{}", twin.text);
     }
-    assert!(
-        twin.text
-            .contains("not checked: no storage array registered"),
-        "{}",
-        twin.text
-    );
-    let storage = twin.json["rows"]
+    let storage: Vec<&serde_json::Value> = twin.json["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|r| r["group"] == "storage")
-        .unwrap();
-    assert_eq!(storage["verdict"], "Warning");
+        .filter(|r| r["group"] == "storage")
+        .collect();
+    let items: Vec<&str> = storage
+        .iter()
+        .map(|r| r["item"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        items,
+        ["vFC 3/0 storage port", "vFC 3/0 host group"],
+        "{}",
+        twin.text
+    );
+    assert!(
+        storage.iter().all(|r| r["verdict"] == "OK"),
+        "{}",
+        twin.text
+    );
+    assert_eq!(storage[0]["source"], "ams1:0A");
+    assert_eq!(storage[0]["destination"], "ams1:0A");
+    assert!(
+        storage[1]["destination"]
+            .as_str()
+            .unwrap()
+            .ends_with("registered"),
+        "{}",
+        twin.text
+    );
 
     // ch2-b1 runs EFI/BIOS 10-40: Concurrent Maintenance needs the full version…
     let efi_live = check(profile, "ch2-b1", "concurrent");

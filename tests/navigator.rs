@@ -96,8 +96,25 @@ fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, de
 
 /// Moves db-01 (the demo's largest LPAR, whose transfer lasts long enough to act on) from
 /// ch1-b1 to ch1-b2 and returns while its memory moves.
-fn db01_moving_memory(harness: &mut Harness<'static, NavigatorApp>) {
+fn db01_moving_memory(harness: &mut Harness<'static, NavigatorApp>, profile: &Profile) {
     pick_and_check(harness, "Source ch1-b1/db-01", "Destination ch1-b2/Auto");
+    // The demo array does not hold db-01's migration WWPNs: that row is red, with its fix.
+    let fix = "register-migration ch1-b1/db-01";
+    assert!(has_text(harness, fix), "{:?}", labels(harness));
+    let target = "ch1-b1/db-01".parse().expect("LPAR reference");
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(lparmover::ops::storage::register_migration(
+            profile, &target,
+        ))
+        .expect("register db-01's migration WWPNs");
+    click(harness, "Show Config again");
+    wait_for(
+        harness,
+        "the storage rows to pass",
+        Duration::from_secs(30),
+        |h| has_text(h, "Result: ") && !has_text(h, fix),
+    );
     click(harness, "Migration");
     wait_for(harness, "memory transfer", Duration::from_secs(60), |h| {
         h.state()
@@ -166,7 +183,13 @@ fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disab
         has_text(&harness, "Action: "),
         "the Error row carries its action"
     );
-    assert!(has_text(&harness, "Migration is disabled"));
+    // The verdict's second line can land a frame after the first on a loaded machine.
+    wait_for(
+        &mut harness,
+        "the disabled-migration notice",
+        Duration::from_secs(10),
+        |h| has_text(h, "Migration is disabled"),
+    );
     assert!(
         harness
             .get_by_label("Migration")
@@ -180,7 +203,7 @@ fn an_incompatible_destination_shows_the_efi_error_row_and_migration_stays_disab
 fn a_move_cancelled_mid_transfer_leaves_the_source_running() {
     let (_dir, fleet, profile) = fleet();
     let mut harness = app(&fleet.profile_path);
-    db01_moving_memory(&mut harness);
+    db01_moving_memory(&mut harness, &profile);
     click(&mut harness, "Cancel");
     wait_for(
         &mut harness,
@@ -464,7 +487,7 @@ fn commands_of_last_frame(harness: &Harness<'static, NavigatorApp>) -> Vec<Strin
 fn closing_mid_move_asks_first_and_cancel_and_quit_closes_once_the_source_runs_on() {
     let (_dir, fleet, profile) = fleet();
     let mut harness = app(&fleet.profile_path);
-    db01_moving_memory(&mut harness);
+    db01_moving_memory(&mut harness, &profile);
     request_close(&mut harness);
     assert!(
         has_text(&harness, "has not reached its commit point"),

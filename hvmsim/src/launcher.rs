@@ -72,8 +72,32 @@ impl BladeProcess {
             .arg("--state-dir")
             .arg(state_dir)
             .arg("--guest")
-            .arg(guest)
-            .stdin(Stdio::null());
+            .arg(guest);
+        Self::start(command, blade, state_dir)
+    }
+
+    /// Starts `hvmsim array` for array `array` of the fleet file (it reads the whole fleet on
+    /// its first start, to give every LPAR its host groups).
+    pub fn spawn_array(
+        exe: &Path,
+        fleet_file: &Path,
+        array: &str,
+        state_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(exe);
+        command
+            .arg("array")
+            .arg("--fleet")
+            .arg(fleet_file)
+            .arg("--array")
+            .arg(array)
+            .arg("--state-dir")
+            .arg(state_dir);
+        Self::start(command, array, state_dir)
+    }
+
+    fn start(mut command: Command, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        command.stdin(Stdio::null());
         // SAFETY: the closure runs in the forked child before exec and only calls prctl, which is
         // async-signal-safe; it touches no memory shared with the parent.
         unsafe {
@@ -86,9 +110,9 @@ impl BladeProcess {
         }
         let child = command
             .spawn()
-            .with_context(|| format!("cannot start {}", exe.display()))?;
+            .with_context(|| format!("cannot start {:?}", command.get_program()))?;
         Ok(Self {
-            name: blade.to_owned(),
+            name: name.to_owned(),
             state_dir: state_dir.to_owned(),
             child,
         })
@@ -160,6 +184,13 @@ fn keep_hand_registered(profile: &mut Profile, path: &Path) {
             .hvms
             .into_iter()
             .filter(|h| !ours.contains(&h.name)),
+    );
+    let our_arrays: Vec<String> = profile.arrays.iter().map(|a| a.name.clone()).collect();
+    profile.arrays.extend(
+        previous
+            .arrays
+            .into_iter()
+            .filter(|a| !our_arrays.contains(&a.name)),
     );
     if profile.data_dir.is_none() {
         profile.data_dir = previous.data_dir;
@@ -285,6 +316,34 @@ pub fn profile_entry(
     })
 }
 
+/// A profile entry for an array from its state directory and endpoint; the credentials of its
+/// first account are saved with it (the seed's "Save password setting"), so the manager's
+/// registration works on the demo fleet without a prompt.
+pub fn array_profile_entry(
+    state_dir: &Path,
+    endpoint: &Endpoint,
+    fleet: &Fleet,
+) -> anyhow::Result<lparmover::profile::ProfileArray> {
+    let cert_pem = std::fs::read_to_string(state_dir.join("identity/cert.pem"))?;
+    let token = std::fs::read_to_string(state_dir.join("identity/token"))?
+        .trim()
+        .to_owned();
+    let credentials = fleet
+        .array(&endpoint.name)
+        .and_then(|a| a.security.accounts.first())
+        .map(|a| lparmover::api::array::Credentials {
+            user: a.user.clone(),
+            password: a.password.clone(),
+        });
+    Ok(lparmover::profile::ProfileArray {
+        name: endpoint.name.clone(),
+        url: endpoint.url.clone(),
+        cert_pem,
+        token,
+        credentials,
+    })
+}
+
 /// Name of the one-blade fleet file the launcher writes into each blade's state directory.
 pub const BLADE_FLEET_FILE: &str = "fleet.toml";
 
@@ -309,6 +368,24 @@ pub fn blade_fleet_text(fleet: &Fleet, blade: &str) -> anyhow::Result<String> {
             .cloned()
             .collect(),
         blades: vec![fb.clone()],
+        arrays: fleet
+            .arrays
+            .iter()
+            .filter(|a| {
+                fb.blade.cards.iter().any(|c| {
+                    c.ports
+                        .iter()
+                        .any(|p| p.storage.as_ref().is_some_and(|s| s.array == a.name))
+                })
+            })
+            // What a blade needs of an array is where it is and its ports; its accounts and
+            // first-start registrations stay with the array.
+            .map(|a| lparmover::model::StorageArray {
+                security: Default::default(),
+                migration_wwpns_registered: Vec::new(),
+                ..a.clone()
+            })
+            .collect(),
     };
     let body = toml::to_string(&one)
         .with_context(|| format!("cannot write the fleet file of blade {blade}"))?;
@@ -343,6 +420,30 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| default_state_root(&fleet.name));
     let profile_path = args.profile.clone().unwrap_or_else(Profile::default_path);
     let exe = std::env::current_exe().context("cannot find the hvmsim executable")?;
+    // Arrays first: a blade logs its vFCs in at the array's fabric as it boots.
+    let mut arrays = Vec::new();
+    for array in &fleet.arrays {
+        let dir = root.join("arrays").join(array.name.as_str());
+        StateDir::open(&dir)?;
+        arrays.push(BladeProcess::spawn_array(
+            &exe,
+            &file,
+            array.name.as_str(),
+            &dir,
+        )?);
+    }
+    let (mut arrays, array_endpoints) = tokio::task::spawn_blocking(
+        move || -> anyhow::Result<(Vec<BladeProcess>, Vec<Endpoint>)> {
+            match wait_all_ready(&mut arrays, START_TIMEOUT) {
+                Ok(endpoints) => Ok((arrays, endpoints)),
+                Err(e) => {
+                    stop_all(&mut arrays);
+                    Err(e)
+                }
+            }
+        },
+    )
+    .await??;
     let mut blades = Vec::new();
     for fb in &fleet.blades {
         let dir = root.join(&fb.blade.name);
@@ -373,12 +474,28 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             }
         },
     )
-    .await??;
-    let (mut blades, endpoints) = started;
+    .await;
+    let (mut blades, endpoints) = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) => {
+            stop_all(&mut arrays);
+            return Err(e);
+        }
+        Err(e) => {
+            stop_all(&mut arrays);
+            return Err(e.into());
+        }
+    };
     let mut profile = Profile {
         fleet: fleet.name.clone(),
         ..Profile::default()
     };
+    for (array, endpoint) in arrays.iter().zip(&array_endpoints) {
+        profile
+            .arrays
+            .push(array_profile_entry(&array.state_dir, endpoint, &fleet)?);
+        tracing::info!(array = %endpoint.name, url = %endpoint.url, "array up");
+    }
     for (blade, endpoint) in blades.iter().zip(&endpoints) {
         profile.hvms.push(blade.profile_entry(endpoint, &fleet)?);
         tracing::info!(blade = %endpoint.name, url = %endpoint.url, "blade up");
@@ -396,7 +513,7 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             _ = tokio::signal::ctrl_c() => break,
             _ = term.recv() => break,
             _ = tick.tick() => {
-                for blade in &mut blades {
+                for blade in blades.iter_mut().chain(arrays.iter_mut()) {
                     if let Ok(Some(status)) = blade.child.try_wait() {
                         tracing::warn!(blade = %blade.name, %status, "blade process exited; restart it with `hvmsim serve` (its state is kept)");
                     }
@@ -405,7 +522,11 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
         }
     }
     tracing::info!("stopping the fleet");
-    tokio::task::spawn_blocking(move || stop_all(&mut blades)).await?;
+    tokio::task::spawn_blocking(move || {
+        stop_all(&mut blades);
+        stop_all(&mut arrays);
+    })
+    .await?;
     Ok(())
 }
 
@@ -421,6 +542,10 @@ mod tests {
             let text = blade_fleet_text(&demo, &fb.blade.name).unwrap();
             let one = Fleet::parse(&text, "one").unwrap();
             assert_eq!(one.blades, vec![fb.clone()]);
+            assert!(
+                !text.contains("demo-array-pw"),
+                "a blade's extract holds no array password"
+            );
             assert_eq!(one.chassis.len(), 1);
             assert_eq!(one.network, demo.network);
         }

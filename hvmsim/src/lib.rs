@@ -6,6 +6,7 @@
 //! manager (lparmover) decides.
 
 pub mod api;
+pub mod array;
 pub mod blade;
 pub mod deterrence;
 pub mod fcports;

@@ -15,7 +15,9 @@ struct Cli {
 enum Command {
     /// Run one blade (its HVM, LPAR guests and management API).
     Serve(hvmsim::serve::ServeArgs),
-    /// Start every blade of a fleet file and write the manager's profile.
+    /// Run one storage array of a fleet file (host groups, LUs, fabric logins, its API).
+    Array(hvmsim::array::serve::ArrayArgs),
+    /// Start every blade and array of a fleet file and write the manager's profile.
     Fleet(hvmsim::launcher::FleetArgs),
     /// Write a generated fleet file (N blades in chassis of 10, M LPARs each, K activated) to
     /// stdout, e.g. `hvmsim gen-fleet --blades 200 --lpars-per-blade 10 --activated 20 >
@@ -58,6 +60,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     match cli.command {
         Command::Serve(args) => runtime.block_on(hvmsim::serve::run(args)),
+        Command::Array(args) => runtime.block_on(hvmsim::array::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
         Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
         Command::Vm(_) | Command::GenFleet(_) | Command::Fingerprint(_) => Ok(()),

@@ -48,7 +48,7 @@ impl From<GuestChoice> for GuestBackend {
     }
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = tokio::net::TcpSocket::new_v4()?;
     // A restarted blade takes back the port it had, even with connections of its previous life
     // still in TIME_WAIT.

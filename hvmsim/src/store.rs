@@ -73,7 +73,7 @@ pub struct DirLock {
 pub struct Endpoint {
     /// Blade name.
     pub name: String,
-    /// Chassis.
+    /// Chassis (empty for a storage array).
     pub chassis: String,
     /// `https://IP:PORT`.
     pub url: String,
@@ -148,7 +148,10 @@ impl StateDir {
         }
     }
 
-    fn read_json<T: DeserializeOwned>(&self, name: &str) -> Result<Option<T>, StoreError> {
+    pub(crate) fn read_json<T: DeserializeOwned>(
+        &self,
+        name: &str,
+    ) -> Result<Option<T>, StoreError> {
         let path = self.root.join(name);
         match fs::read(&path) {
             Ok(bytes) => {
@@ -164,7 +167,7 @@ impl StateDir {
         }
     }
 
-    fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
+    pub(crate) fn write_json<T: Serialize>(&self, name: &str, value: &T) -> Result<(), StoreError> {
         let path = self.root.join(name);
         let bytes = serde_json::to_vec_pretty(value)
             .map_err(|e| self.io(&path, io::Error::new(io::ErrorKind::InvalidData, e)))?;

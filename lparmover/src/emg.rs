@@ -206,6 +206,10 @@ pub enum Emg {
     ProcessorGroupNotDefined,
     /// The processor group has fewer processors than the LPAR.
     ProcessorGroupTooSmall,
+    /// A vFC's FC port is cabled to different array ports on the two blades.
+    StoragePortsDiffer,
+    /// A WWPN's host group on its cabled port presents no LU.
+    BootLuUnreachable,
 }
 
 /// One row of the catalogue.
@@ -849,6 +853,22 @@ impl Emg {
                 409,
                 "The MMS could not define an LPAR because the specified processor group has fewer processors than the LPAR.",
                 "Choose a processor group with at least as many processors as the LPAR has, add processors to the group on the destination HVM, or give the LPAR fewer processors; then retry."
+            ),
+            Self::StoragePortsDiffer => e!(
+                0x0000_0000_0F53_0001,
+                1,
+                Mmc,
+                409,
+                "The FC cables from the source and destination server blades are not connected to the same ports on the same storage device.",
+                "Connect the FC port on both blades to the same array port through the FC switch modules, or choose a destination blade cabled like the source."
+            ),
+            Self::BootLuUnreachable => e!(
+                0x0000_0000_0F54_0001,
+                1,
+                Mmc,
+                409,
+                "The boot LU cannot be accessed: the host group of the WWPN presents no LU.",
+                "Map the LPAR's boot LU to its host group on the array (or register the WWPN to the host group that presents it), then retry."
             ),
         }
     }

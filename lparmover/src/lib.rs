@@ -22,5 +22,6 @@ pub mod ops;
 pub mod partition;
 pub mod paths;
 pub mod profile;
+pub mod storage;
 pub mod testenv;
 pub mod tls;

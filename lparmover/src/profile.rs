@@ -33,6 +33,11 @@ pub enum ProfileError {
     /// No HVM of that name.
     #[error("no HVM named {name:?} in the profile; registered: {known}")]
     UnknownHvm { name: String, known: String },
+    /// No storage array of that name.
+    #[error(
+        "no storage array named {name:?} in the profile; registered: {known} (register one with `storagecli array add`)"
+    )]
+    UnknownArray { name: String, known: String },
     /// Written by a newer lparmover (or fleet launcher).
     #[error(transparent)]
     Newer(#[from] crate::format::NewerFormat),
@@ -66,8 +71,16 @@ pub struct ProfileHvm {
 pub struct ProfileArray {
     /// Array name.
     pub name: String,
-    /// Base URL of its API.
+    /// Base URL of its API, e.g. `https://127.0.4.1:40200`.
     pub url: String,
+    /// The array's certificate, pinned at registration (PEM).
+    pub cert_pem: String,
+    /// Bearer token for its API.
+    pub token: String,
+    /// The user ID and password of a protected array, when the operator chose to save them
+    /// (the seed's "Save password setting"); the profile is written with mode 0600.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials: Option<crate::api::array::Credentials>,
 }
 
 /// The manager's profile.
@@ -158,6 +171,25 @@ impl Profile {
                     .map(|h| h.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
+            })
+    }
+
+    /// The storage array named `name`.
+    pub fn array(&self, name: &str) -> Result<&ProfileArray, ProfileError> {
+        self.arrays
+            .iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| ProfileError::UnknownArray {
+                name: name.to_owned(),
+                known: match self.arrays.len() {
+                    0 => "none".to_owned(),
+                    _ => self
+                        .arrays
+                        .iter()
+                        .map(|a| a.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                },
             })
     }
 }

@@ -1,5 +1,14 @@
-//! The storage command line (DESIGN §5): host groups, migration-WWPN registration, exports and
-//! replication pairs against simulated array daemons.
+//! The storage command line (DESIGN §5): register arrays, list host groups, register / remove /
+//! rename WWPNs, back up host groups, log in to protected arrays, set accounts, and export the
+//! WWPN / migration-WWPN registration of every vFC as CSV, against array daemons
+//! (`hvmsim array`). The array CLI's own command names are accepted too ([`aliases`]).
 //!
-//! Status: the crate exists so the workspace has its final shape; the array API and its commands
-//! arrive with their issue.
+//! Exit status: 0 done; 1 the array refused (the message id says why); 2 the command line or a
+//! value is wrong; 3 the array or an HVM cannot be reached; 4 the API token, the login or the
+//! password was refused.
+
+pub mod aliases;
+pub mod render;
+
+/// The array or an HVM cannot be reached.
+pub const EXIT_UNREACHABLE: u8 = 3;

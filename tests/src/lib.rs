@@ -74,10 +74,10 @@ pub fn binary(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let started = std::time::Instant::now();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let profile = match bin_dir().file_name().and_then(|n| n.to_str()) {
-            Some("debug") | None => "dev".to_owned(),
-            Some(other) => other.to_owned(),
-        };
+        let profile = bin_dir()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .map(str::to_owned);
         let mut build = Command::new(cargo);
         // Cargo gives a test process the variables of the crate under test; a build script
         // that watches one of them (ring's watches CARGO_MANIFEST_DIR) would otherwise see it
@@ -99,26 +99,28 @@ pub fn binary(name: &str) -> PathBuf {
                 build.env_remove(&*name);
             }
         }
-        let status = build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "hvmsim",
-                "-p",
-                "lparmover",
-                "--bins",
-                "--profile",
-                &profile,
-            ])
-            .status()
-            .expect("run cargo build for the binaries");
-        assert!(status.success(), "building hvmsim and lparmover failed");
+        // The same selection `cargo test --workspace` compiles (every package, its tests and so
+        // its dev-dependencies): cargo resolves features over what it builds, and building only
+        // the two binaries resolved them differently and rebuilt much of the tree a second time
+        // (measured at 200 s in CI). With the same selection everything is fresh but the
+        // binaries themselves.
+        build.args(["build", "--quiet", "--workspace", "--bins", "--tests"]);
+        match profile.as_deref() {
+            Some("debug") | None => {}
+            Some("release") => {
+                build.arg("--release");
+            }
+            Some(other) => {
+                build.args(["--profile", other]);
+            }
+        }
+        let status = build.status().expect("run cargo build for the binaries");
+        assert!(status.success(), "building the workspace binaries failed");
         // `cargo test` has built these already; a slow build here means features or flags
         // differ between the two and every test binary pays for a second build.
         let took = started.elapsed();
         if took > std::time::Duration::from_secs(5) {
-            eprintln!("building hvmsim and lparmover for the tests took {took:.1?}");
+            eprintln!("building the workspace binaries for the tests took {took:.1?}");
         }
     });
     bin_dir().join(name)
@@ -213,6 +215,79 @@ impl TestBlade {
 }
 
 impl Drop for TestBlade {
+    fn drop(&mut self) {
+        self.process.stop();
+    }
+}
+
+/// One storage array running as its own `hvmsim array` process.
+#[derive(Debug)]
+pub struct TestArray {
+    name: String,
+    fleet: Fleet,
+    fleet_file: PathBuf,
+    state_dir: PathBuf,
+    process: BladeProcess,
+    /// Profile entry (address, pinned certificate, token, the fleet's first account).
+    pub profile: lparmover::profile::ProfileArray,
+}
+
+impl TestArray {
+    /// Starts array `name` of the fleet file with its state in `state_dir`.
+    pub fn start(fleet_file: &Path, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        test_data_dir();
+        let fleet = Fleet::load(fleet_file)?;
+        let mut process =
+            BladeProcess::spawn_array(&binary("hvmsim"), fleet_file, name, state_dir)?;
+        let endpoint = process.wait_ready(Duration::from_secs(60))?;
+        let profile = hvmsim::launcher::array_profile_entry(state_dir, &endpoint, &fleet)?;
+        Ok(Self {
+            name: name.to_owned(),
+            fleet,
+            fleet_file: fleet_file.to_owned(),
+            state_dir: state_dir.to_owned(),
+            process,
+            profile,
+        })
+    }
+
+    /// Its state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    /// The bytes of its state file (to prove a refused request changed nothing).
+    pub fn state_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.state_dir.join(hvmsim::array::service::STATE_FILE))
+            .expect("read the array state file")
+    }
+
+    /// Kills the process with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+
+    /// Starts the array again on the same state directory.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop();
+        let mut process = BladeProcess::spawn_array(
+            &binary("hvmsim"),
+            &self.fleet_file,
+            &self.name,
+            &self.state_dir,
+        )?;
+        let endpoint = process.wait_ready(Duration::from_secs(60))?;
+        let credentials = self.profile.credentials.clone();
+        self.profile =
+            hvmsim::launcher::array_profile_entry(&self.state_dir, &endpoint, &self.fleet)?;
+        self.profile.credentials = credentials;
+        self.process = process;
+        Ok(())
+    }
+}
+
+impl Drop for TestArray {
     fn drop(&mut self) {
         self.process.stop();
     }

@@ -79,16 +79,10 @@ impl HvmClient {
             hvm: hvm.name.clone(),
             source,
         })?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
-            .no_proxy()
-            .build()
-            .map_err(|e| ClientError::Protocol {
-                hvm: hvm.name.clone(),
-                detail: format!("cannot build HTTP client: {e}"),
-            })?;
+        let http = pinned_http_with(tls).map_err(|detail| ClientError::Protocol {
+            hvm: hvm.name.clone(),
+            detail,
+        })?;
         Ok(Self {
             name: hvm.name.clone(),
             base: hvm.url.trim_end_matches('/').to_owned(),
@@ -569,7 +563,25 @@ impl HvmClient {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An HTTP client that trusts only `tls`'s pinned certificate, with this module's timeouts and
+/// no proxy (management traffic stays on the management network).
+fn pinned_http_with(tls: rustls::ClientConfig) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .connect_timeout(CONNECT_TIMEOUT)
+        .timeout(REQUEST_TIMEOUT)
+        .no_proxy()
+        .build()
+        .map_err(|e| format!("cannot build HTTP client: {e}"))
+}
+
+/// An HTTP client that trusts only the certificate `cert_pem`.
+pub(crate) fn pinned_http(cert_pem: &str) -> Result<reqwest::Client, String> {
+    let tls = pinned_client_config(cert_pem).map_err(|e| e.to_string())?;
+    pinned_http_with(tls)
+}
+
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -28,6 +28,7 @@
 //! Every request carries `Authorization: Bearer TOKEN`; mutating requests on a locked LPAR or
 //! blade carry the lease id in the `x-lparmover-lease` header.
 
+pub mod array;
 mod client;
 mod migration;
 mod types;

@@ -2,6 +2,7 @@
 
 use chrono::Utc;
 
+use super::storage::ArrayFacts;
 use super::{CheckInput, CheckReport, HvmFacts, StorageFacts, run};
 use crate::api::{ClientError, HvmClient};
 use crate::fleetview::LparRef;
@@ -52,23 +53,26 @@ async fn facts(client: &HvmClient) -> Result<HvmFacts, GatherError> {
     })
 }
 
-/// What the profile's arrays can tell. There is no array client yet: with no array registered
-/// the storage row says so; with arrays registered it says they could not be asked.
-fn storage_facts(profile: &Profile) -> StorageFacts {
+/// What the profile's arrays say: every registered array's host groups, asked at once (a
+/// protected array with saved credentials is logged in to and out of); any array that cannot
+/// be asked makes storage "not checked" with the reason.
+pub async fn storage_facts(profile: &Profile) -> StorageFacts {
     if profile.arrays.is_empty() {
-        StorageFacts::NoArrayRegistered
-    } else {
-        StorageFacts::Unavailable {
-            reason: format!(
-                "array client not available yet for {}",
-                profile
-                    .arrays
-                    .iter()
-                    .map(|a| a.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
+        return StorageFacts::NoArrayRegistered;
+    }
+    let asked = futures::future::join_all(profile.arrays.iter().map(|a| async move {
+        let host_groups = crate::storage::with_session(a, |c| async move { c.host_groups().await })
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>(ArrayFacts {
+            name: a.name.clone(),
+            host_groups,
+        })
+    }))
+    .await;
+    match asked.into_iter().collect::<Result<Vec<_>, _>>() {
+        Ok(arrays) => StorageFacts::Arrays { arrays },
+        Err(reason) => StorageFacts::Unavailable { reason },
     }
 }
 
@@ -108,7 +112,11 @@ pub async fn gather_for(
 ) -> Result<CheckReport, GatherError> {
     let source_client = HvmClient::new(profile.hvm(&lpar.hvm)?)?;
     let dest_client = HvmClient::new(profile.hvm(destination)?)?;
-    let (source, destination) = tokio::join!(facts(&source_client), facts(&dest_client));
+    let (source, destination, storage) = tokio::join!(
+        facts(&source_client),
+        facts(&dest_client),
+        storage_facts(profile)
+    );
     let (source, destination) = (source?, destination?);
     let found = lpar
         .lpar
@@ -136,7 +144,7 @@ pub async fn gather_for(
         mode,
         dest_number: choice.number,
         processor_group: choice.processor_group,
-        storage: storage_facts(profile),
+        storage,
         now: Utc::now(),
     };
     Ok(run(&input))

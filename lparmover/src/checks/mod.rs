@@ -36,8 +36,9 @@ use crate::api::{Inventory, LoadFigures, PortStates};
 use crate::emg::{Emg, EmgError};
 use crate::model::{Lpar, LparNumber, Mode};
 
+pub use gather::storage_facts;
 pub use gather::{DestinationChoice, GatherError, gather, gather_for};
-pub use storage::{ArrayFacts, HostGroupFacts, StorageFacts};
+pub use storage::{ArrayFacts, StorageFacts};
 
 /// The group a row is shown in (the seed's configuration tables).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

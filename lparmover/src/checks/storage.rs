@@ -1,16 +1,17 @@
-//! Storage rows: the same boot LU reachable from both blades and, for a live move, each migration
-//! WWPN in the host group of its WWPN (table 2-9 "SAN security").
+//! Storage rows (table 2-9 "Storage device" and "SAN security"): per vFC, the FC port is cabled
+//! to the same array port on both blades; its WWPN is in a host group of that port that
+//! presents an LU (the boot LU is reachable); and, for a live move, the migration WWPN of the
+//! same vfcID is in that host group too.
 //!
-//! There is no storage array client yet, so [`StorageFacts::NoArrayRegistered`] (or
-//! [`StorageFacts::Unavailable`]) yields one clearly labelled Warning row: "not checked". When an
-//! array client exists, it fills [`StorageFacts::Arrays`] and the host-group rules below apply
-//! unchanged.
+//! The facts come from the arrays registered in the profile ([`StorageFacts::Arrays`]); with
+//! none registered, or none reachable, one clearly labelled Warning row says "not checked".
 
 use serde::Serialize;
 
 use super::{CheckInput, CheckRow, Group, Rule};
+use crate::api::array::HostGroup;
 use crate::emg::Emg;
-use crate::model::Wwpn;
+use crate::model::{Blade, StorageCable, Vfc};
 
 /// The Storage rules.
 pub const RULES: &[Rule] = &[Rule {
@@ -42,18 +43,7 @@ pub struct ArrayFacts {
     /// Array name.
     pub name: String,
     /// Host groups on its ports.
-    pub host_groups: Vec<HostGroupFacts>,
-}
-
-/// A host group: the WWPNs allowed to reach its LUs through one array port.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct HostGroupFacts {
-    /// Array port, e.g. `0A`.
-    pub port: String,
-    /// Host group name.
-    pub name: String,
-    /// Registered WWPNs.
-    pub wwpns: Vec<Wwpn>,
+    pub host_groups: Vec<HostGroup>,
 }
 
 fn storage(i: &CheckInput) -> Vec<CheckRow> {
@@ -73,65 +63,167 @@ fn storage(i: &CheckInput) -> Vec<CheckRow> {
             CheckRow::ok(Group::Storage, what, "not checked", "not checked")
                 .warning(Emg::StorageNotChecked, format!("not checked: {reason}")),
         ],
-        StorageFacts::Arrays { arrays } => host_groups(i, arrays),
+        StorageFacts::Arrays { arrays } => i
+            .lpar
+            .vfcs
+            .iter()
+            .flat_map(|v| {
+                let source = cable(&i.source.inventory.blade, v);
+                let destination = cable(&i.destination.inventory.blade, v);
+                // A destination without the FC port at all is the HBA rules' Error; the cable
+                // of a port that is not there is no second finding.
+                let ports = match i.destination.inventory.blade.fc_port(v.port) {
+                    Some(_) => same_ports(v, source, destination),
+                    None => CheckRow::ok(
+                        Group::Storage,
+                        format!("vFC {} storage port", v.port),
+                        shown(source),
+                        "no such FC port",
+                    )
+                    .warning(
+                        Emg::StorageNotChecked,
+                        format!(
+                            "not checked: the destination has no FC port {} (see HBA)",
+                            v.port
+                        ),
+                    ),
+                };
+                [ports, host_group(i, arrays, v, source)]
+            })
+            .collect(),
     }
 }
 
-/// Per vFC: its WWPN is in a host group (its LUs are reachable); for a live move its migration
-/// WWPN is in every host group its WWPN is in.
-fn host_groups(i: &CheckInput, arrays: &[ArrayFacts]) -> Vec<CheckRow> {
-    i.lpar
-        .vfcs
+fn cable<'a>(blade: &'a Blade, v: &Vfc) -> Option<&'a StorageCable> {
+    blade.fc_port(v.port).and_then(|p| p.storage.as_ref())
+}
+
+fn shown(cable: Option<&StorageCable>) -> String {
+    cable.map_or_else(|| "no array".to_owned(), ToString::to_string)
+}
+
+/// The FC cables of both blades reach the same port of the same array.
+fn same_ports(
+    v: &Vfc,
+    source: Option<&StorageCable>,
+    destination: Option<&StorageCable>,
+) -> CheckRow {
+    let row = CheckRow::ok(
+        Group::Storage,
+        format!("vFC {} storage port", v.port),
+        shown(source),
+        shown(destination),
+    );
+    match (source, destination) {
+        (Some(s), Some(d)) if s == d => row,
+        (None, None) => row.warning(
+            Emg::StorageNotChecked,
+            format!(
+                "not checked: FC port {} reaches no storage array on either blade",
+                v.port
+            ),
+        ),
+        _ => row.error(
+            Emg::StoragePortsDiffer,
+            format!(
+                "FC port {} goes to {} on the source and to {} on the destination",
+                v.port,
+                shown(source),
+                shown(destination)
+            ),
+        ),
+    }
+}
+
+/// The WWPN is in a host group of its array port that presents an LU; for a live move the
+/// migration WWPN is in every such group too.
+fn host_group(
+    i: &CheckInput,
+    arrays: &[ArrayFacts],
+    v: &Vfc,
+    cable: Option<&StorageCable>,
+) -> CheckRow {
+    let item = format!("vFC {} host group", v.port);
+    let Some(cable) = cable else {
+        return CheckRow::ok(Group::Storage, item, "no array", "").warning(
+            Emg::StorageNotChecked,
+            format!("not checked: FC port {} reaches no storage array", v.port),
+        );
+    };
+    let Some(array) = arrays.iter().find(|a| a.name == cable.array.as_str()) else {
+        return CheckRow::ok(Group::Storage, item, cable.to_string(), "").warning(
+            Emg::StorageNotChecked,
+            format!(
+                "not checked: array {} is not registered with the manager (storagecli array add)",
+                cable.array
+            ),
+        );
+    };
+    let groups: Vec<&HostGroup> = array
+        .host_groups
         .iter()
-        .map(|v| {
-            let groups: Vec<(&ArrayFacts, &HostGroupFacts)> = arrays
-                .iter()
-                .flat_map(|a| a.host_groups.iter().map(move |g| (a, g)))
-                .filter(|(_, g)| g.wwpns.contains(&v.wwpn))
-                .collect();
-            let names = groups
-                .iter()
-                .map(|(a, g)| format!("{} {} {}", a.name, g.port, g.name))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let item = format!("vFC {} host group", v.port);
-            if groups.is_empty() {
-                return CheckRow::ok(Group::Storage, item, v.wwpn.to_string(), "none").error(
-                    Emg::WwpnNotInHostGroup,
-                    format!("WWPN {} is in no host group", v.wwpn),
-                );
-            }
-            let row = CheckRow::ok(Group::Storage, item, format!("{} in {names}", v.wwpn), "");
-            if !i.live() {
-                return CheckRow {
-                    destination: "WWPN moves with the LPAR".into(),
-                    ..row
-                };
-            }
-            let missing: Vec<String> = groups
-                .iter()
-                .filter(|(_, g)| !g.wwpns.contains(&v.migration_wwpn))
-                .map(|(a, g)| format!("{} {} {}", a.name, g.port, g.name))
-                .collect();
-            let row = CheckRow {
-                destination: format!("migration WWPN {}", v.migration_wwpn),
-                ..row
-            };
-            if missing.is_empty() {
-                row
-            } else {
-                row.error(
-                    Emg::MigrationWwpnNotRegistered,
-                    format!(
-                        "migration WWPN {} (vfcID {}) is missing from {}",
-                        v.migration_wwpn,
-                        v.vfc_id.get(),
-                        missing.join(", ")
-                    ),
-                )
-            }
-        })
-        .collect()
+        .filter(|g| g.port == cable.port && g.permits(v.wwpn))
+        .collect();
+    let names = |groups: &[&HostGroup]| {
+        groups
+            .iter()
+            .map(|g| format!("{} {}", array.name, g.label()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if groups.is_empty() {
+        return CheckRow::ok(Group::Storage, item, v.wwpn.to_string(), "none").error(
+            Emg::WwpnNotInHostGroup,
+            format!(
+                "WWPN {} is in no host group of {} port {}",
+                v.wwpn, array.name, cable.port
+            ),
+        );
+    }
+    let row = CheckRow::ok(
+        Group::Storage,
+        item,
+        format!("{} in {}", v.wwpn, names(&groups)),
+        "",
+    );
+    if groups.iter().all(|g| g.luns.is_empty()) {
+        return row.error(
+            Emg::BootLuUnreachable,
+            format!("{} presents no LU", names(&groups)),
+        );
+    }
+    if !i.live() {
+        return CheckRow {
+            destination: "WWPN moves with the LPAR".into(),
+            ..row
+        };
+    }
+    let missing: Vec<&HostGroup> = groups
+        .iter()
+        .copied()
+        .filter(|g| !g.permits(v.migration_wwpn))
+        .collect();
+    if missing.is_empty() {
+        return CheckRow {
+            destination: format!("migration WWPN {} registered", v.migration_wwpn),
+            ..row
+        };
+    }
+    CheckRow {
+        destination: format!("migration WWPN {} not registered", v.migration_wwpn),
+        ..row
+    }
+    .error(
+        Emg::MigrationWwpnNotRegistered,
+        format!(
+            "migration WWPN {} (vfcID {}) is missing from {}; register it with `lparmover wwn register-migration {}/{}`",
+            v.migration_wwpn,
+            v.vfc_id.get(),
+            names(&missing),
+            i.source_name(),
+            i.lpar.name.as_str()
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -156,30 +248,79 @@ mod tests {
     }
 
     #[test]
-    fn migration_wwpn_must_share_the_host_group() {
+    fn migration_wwpn_must_share_the_host_group_of_the_cabled_port() {
         let mut i = live();
         let v = i.lpar.vfcs[0].clone();
-        let group = |wwpns| ArrayFacts {
+        let port = "0A".parse().unwrap();
+        let cable: crate::model::StorageCable = format!("ams1:{port}").parse().unwrap();
+        for facts in [&mut i.source, &mut i.destination] {
+            for card in &mut facts.inventory.blade.cards {
+                for p in &mut card.ports {
+                    if card.slot == v.port.slot && p.port == v.port.port {
+                        p.storage = Some(cable.clone());
+                    }
+                }
+            }
+        }
+        let group = |wwns: Vec<crate::model::Wwpn>, luns| ArrayFacts {
             name: "ams1".into(),
-            host_groups: vec![HostGroupFacts {
-                port: "0A".into(),
+            host_groups: vec![HostGroup {
+                port,
+                number: crate::model::HostGroupNumber::new(1).unwrap(),
                 name: "web".into(),
-                wwpns,
+                wwns: wwns
+                    .into_iter()
+                    .map(|wwpn| crate::api::array::WwnEntry {
+                        wwpn,
+                        nickname: String::new(),
+                    })
+                    .collect(),
+                luns,
             }],
         };
-        i.storage = StorageFacts::Arrays {
-            arrays: vec![group(vec![v.wwpn, v.migration_wwpn])],
+        let lun0 = vec![crate::api::array::LunMapping {
+            lun: 0,
+            lu: crate::api::array::LuNumber(0),
+        }];
+        let verdicts = |i: &CheckInput| {
+            storage(i)
+                .into_iter()
+                .map(|r| (r.verdict, r.code))
+                .collect::<Vec<_>>()
         };
-        assert_eq!(storage(&i)[0].verdict, Verdict::Ok);
         i.storage = StorageFacts::Arrays {
-            arrays: vec![group(vec![v.wwpn])],
+            arrays: vec![group(vec![v.wwpn, v.migration_wwpn], lun0.clone())],
         };
-        assert_eq!(storage(&i)[0].code, Some(Emg::MigrationWwpnNotRegistered));
+        assert_eq!(
+            verdicts(&i)[..2],
+            [(Verdict::Ok, None), (Verdict::Ok, None)]
+        );
+        i.storage = StorageFacts::Arrays {
+            arrays: vec![group(vec![v.wwpn], lun0.clone())],
+        };
+        assert_eq!(verdicts(&i)[1].1, Some(Emg::MigrationWwpnNotRegistered));
+        assert!(
+            storage(&i)[1]
+                .detail
+                .contains("lparmover wwn register-migration")
+        );
         i.mode = crate::model::Mode::Shutdown;
-        assert_eq!(storage(&i)[0].verdict, Verdict::Ok);
+        assert_eq!(verdicts(&i)[1].0, Verdict::Ok);
         i.storage = StorageFacts::Arrays {
-            arrays: vec![group(vec![])],
+            arrays: vec![group(vec![v.wwpn], Vec::new())],
         };
-        assert_eq!(storage(&i)[0].code, Some(Emg::WwpnNotInHostGroup));
+        assert_eq!(verdicts(&i)[1].1, Some(Emg::BootLuUnreachable));
+        i.storage = StorageFacts::Arrays {
+            arrays: vec![group(vec![], lun0)],
+        };
+        assert_eq!(verdicts(&i)[1].1, Some(Emg::WwpnNotInHostGroup));
+        for card in &mut i.destination.inventory.blade.cards {
+            for p in &mut card.ports {
+                if card.slot == v.port.slot && p.port == v.port.port {
+                    p.storage = Some("ams1:1A".parse().unwrap());
+                }
+            }
+        }
+        assert_eq!(verdicts(&i)[0].1, Some(Emg::StoragePortsDiffer));
     }
 }

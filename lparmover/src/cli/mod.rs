@@ -11,6 +11,7 @@ mod path;
 mod recover;
 mod render;
 mod restore;
+mod san;
 mod wwn;
 
 use std::path::PathBuf;
@@ -68,6 +69,12 @@ enum Command {
     Recover(recover::RecoverArgs),
     /// Roll back the WWNs a failed live move left (HVM/LPAR), or list them (`[HVM] --list`).
     RollbackWwn(wwn::RollbackWwnArgs),
+    /// SAN security: the WWPN / migration-WWPN registration of every vFC, and an LPAR's
+    /// migration WWPNs registered or removed in one command.
+    Wwn {
+        #[command(subcommand)]
+        command: san::WwnCommand,
+    },
     /// Migration Path Setting: list, add/replace or remove an HVM's migration paths.
     Path {
         #[command(subcommand)]
@@ -297,6 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             history::run(args, profile.as_ref())
         }
         Command::Path { command } => path::run(&load_profile(cli.profile)?, command).await,
+        Command::Wwn { command } => san::run(&load_profile(cli.profile)?, command).await,
         Command::ConnectivityTest(args) => {
             connectivity::run(&load_profile(cli.profile)?, args).await
         }

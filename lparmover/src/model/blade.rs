@@ -61,6 +61,10 @@ pub struct CardPort {
     pub mode: PortMode,
     /// Link speed in Mbit/s.
     pub speed_mbps: u32,
+    /// FC ports: the storage array port the cable goes to (through the FC switch module), as
+    /// `ARRAY:PORT`; none when the port reaches no registered array.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<super::StorageCable>,
 }
 
 /// A NIC or FC HBA card in a PCI slot.

@@ -22,6 +22,7 @@ use serde::Serialize;
 
 use super::blade::{Blade, Chassis};
 use super::lpar::LparRequest;
+use super::storage::StorageArray;
 
 /// A fleet file that cannot be used; says where and what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +99,9 @@ pub struct Fleet {
     /// Blades.
     #[serde(rename = "blade")]
     pub blades: Vec<FleetBlade>,
+    /// Storage arrays the blades' FC ports are cabled to.
+    #[serde(rename = "array", default, skip_serializing_if = "Vec::is_empty")]
+    pub arrays: Vec<StorageArray>,
 }
 
 impl Fleet {
@@ -147,9 +151,15 @@ impl Fleet {
             }
             None => Vec::new(),
         };
+        let arrays: Vec<StorageArray> = match doc.remove("array") {
+            Some(v) => v
+                .try_into()
+                .map_err(|e: toml::de::Error| parse_err(format!("[[array]]: {e}")))?,
+            None => Vec::new(),
+        };
         if let Some(key) = doc.keys().next() {
             return Err(parse_err(format!(
-                "unknown top-level key `{key}`; expected name, network, [[chassis]] and [[blade]]"
+                "unknown top-level key `{key}`; expected name, network, [[chassis]], [[blade]] and [[array]]"
             )));
         }
         let mut blades = Vec::with_capacity(blade_values.len());
@@ -178,6 +188,7 @@ impl Fleet {
             network,
             chassis,
             blades,
+            arrays,
         };
         fleet.validate().map_err(|message| FleetError::Invalid {
             path: origin.to_owned(),
@@ -337,7 +348,95 @@ impl Fleet {
                 }
             }
         }
+        self.validate_storage(&addresses)
+    }
+
+    /// Arrays: each valid on its own, names and addresses unique, every cable on an FC port
+    /// ending on a port an array of the fleet has.
+    fn validate_storage(&self, blade_addresses: &HashSet<Ipv4Addr>) -> Result<(), String> {
+        let mut names = HashSet::new();
+        let mut addresses = HashSet::new();
+        for array in &self.arrays {
+            array.validate()?;
+            if !names.insert(array.name.as_str()) {
+                return Err(format!(
+                    "two arrays are named {:?}; names must be unique",
+                    array.name.as_str()
+                ));
+            }
+            for c in &array.controllers {
+                if !self.network.allows(c.ip) {
+                    return Err(format!(
+                        "array {}: controller {} address {} is not in {}",
+                        array.name,
+                        c.number,
+                        c.ip,
+                        self.network.range()
+                    ));
+                }
+                if blade_addresses.contains(&c.ip) || !addresses.insert(c.ip) {
+                    return Err(format!(
+                        "array {}: controller address {} is used twice",
+                        array.name, c.ip
+                    ));
+                }
+            }
+        }
+        for FleetBlade { blade, .. } in &self.blades {
+            for card in &blade.cards {
+                for port in &card.ports {
+                    let Some(cable) = &port.storage else { continue };
+                    if card.kind != super::CardKind::FcHba {
+                        return Err(format!(
+                            "blade {:?}: port {} of the NIC in slot {} has a storage cable ({cable}); only FC HBA ports reach arrays",
+                            blade.name, port.port, card.slot
+                        ));
+                    }
+                    let Some(array) = self.array(cable.array.as_str()) else {
+                        return Err(format!(
+                            "blade {:?}: FC port {}/{} is cabled to array {}, which no [[array]] defines",
+                            blade.name, card.slot, port.port, cable.array
+                        ));
+                    };
+                    if !array.ports.contains(&cable.port) {
+                        return Err(format!(
+                            "blade {:?}: FC port {}/{} is cabled to port {} of array {}, which has ports {}",
+                            blade.name,
+                            card.slot,
+                            port.port,
+                            cable.port,
+                            array.name,
+                            array
+                                .ports
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ));
+                    }
+                }
+            }
+        }
+        for array in &self.arrays {
+            for lpar in &array.migration_wwpns_registered {
+                let known = self
+                    .blades
+                    .iter()
+                    .any(|b| b.lpars.iter().any(|l| l.name.as_str() == lpar));
+                if !known {
+                    return Err(format!(
+                        "array {}: migration_wwpns_registered names LPAR {lpar:?}, which no blade of the fleet defines",
+                        array.name
+                    ));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The storage array named `name`.
+    pub fn array(&self, name: &str) -> Option<&StorageArray> {
+        self.arrays.iter().find(|a| a.name.as_str() == name)
     }
 
     /// The blade named `name`.
@@ -399,7 +498,8 @@ mod tests {
             )
             .replace("127.0.1.", "198.18.1.")
             .replace("127.0.2.", "198.19.2.")
-            .replace("127.0.3.1", "198.18.3.1");
+            .replace("127.0.3.1", "198.18.3.1")
+            .replace("127.0.4.", "198.18.4.");
         let fleet = Fleet::parse(&bench, "bench.toml").unwrap();
         assert_eq!(fleet.network, FleetNetwork::NetnsBench);
         // … and then loopback and every other range are refused.

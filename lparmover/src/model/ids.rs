@@ -555,6 +555,199 @@ impl fmt::Debug for FcPort {
 }
 string_serde!(FcPort);
 
+/// A port of a storage array: its controller's digit and the port's letter, e.g. `0A` or `1B`
+/// (the `0 A` of the seed's `auhgwwn … -permhg 0 A`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArrayPort {
+    controller: u8,
+    letter: u8,
+}
+
+impl ArrayPort {
+    /// Controller `controller` (0–9), port `letter` (A–Z).
+    pub fn new(controller: u8, letter: char) -> Result<Self, InvalidId> {
+        format!("{controller}{letter}").parse()
+    }
+    /// The controller's number.
+    pub fn controller(self) -> u8 {
+        self.controller
+    }
+    /// The port's letter.
+    pub fn letter(self) -> char {
+        char::from(self.letter)
+    }
+}
+
+impl FromStr for ArrayPort {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || {
+            InvalidId::new(
+                "array port",
+                s,
+                "expected a controller digit and a port letter, e.g. 0A or 1B",
+            )
+        };
+        let compact: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+        let bytes = compact.as_bytes();
+        match bytes {
+            [digit, letter] if digit.is_ascii_digit() && letter.is_ascii_alphabetic() => Ok(Self {
+                controller: digit - b'0',
+                letter: letter.to_ascii_uppercase(),
+            }),
+            _ => Err(bad()),
+        }
+    }
+}
+impl fmt::Display for ArrayPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}{}", self.controller, char::from(self.letter))
+    }
+}
+impl fmt::Debug for ArrayPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArrayPort({self})")
+    }
+}
+string_serde!(ArrayPort);
+
+/// A host group's number on its array port, 0–254, shown with three digits (`001`); group 000
+/// is the port's default group.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub struct HostGroupNumber(u8);
+
+impl HostGroupNumber {
+    /// The largest host group number.
+    pub const MAX: u8 = 254;
+    /// From 0..=254.
+    pub fn new(n: u8) -> Result<Self, InvalidId> {
+        if n > Self::MAX {
+            return Err(InvalidId::new(
+                "host group number",
+                &n.to_string(),
+                "host group numbers run from 000 to 254",
+            ));
+        }
+        Ok(Self(n))
+    }
+    /// The number.
+    pub fn get(self) -> u8 {
+        self.0
+    }
+}
+impl TryFrom<u8> for HostGroupNumber {
+    type Error = InvalidId;
+    fn try_from(n: u8) -> Result<Self, Self::Error> {
+        Self::new(n)
+    }
+}
+impl From<HostGroupNumber> for u8 {
+    fn from(n: HostGroupNumber) -> u8 {
+        n.0
+    }
+}
+impl FromStr for HostGroupNumber {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let n: u8 = s.trim().parse().map_err(|_| {
+            InvalidId::new(
+                "host group number",
+                s,
+                "expected a number from 000 to 254, e.g. 001",
+            )
+        })?;
+        Self::new(n)
+    }
+}
+impl fmt::Display for HostGroupNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:03}", self.0)
+    }
+}
+impl fmt::Debug for HostGroupNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "HostGroupNumber({self})")
+    }
+}
+
+/// The name of a storage array: letters, digits, `-` and `_`, at most 32 characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ArrayName(String);
+
+impl ArrayName {
+    /// The longest name accepted.
+    pub const MAX_LEN: usize = 32;
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl FromStr for ArrayName {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let ok = !s.is_empty()
+            && s.len() <= Self::MAX_LEN
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !ok {
+            return Err(InvalidId::new(
+                "array name",
+                s,
+                format!(
+                    "use 1 to {} letters, digits, '-' or '_', e.g. ams1",
+                    Self::MAX_LEN
+                ),
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+}
+impl fmt::Display for ArrayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Debug for ArrayName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ArrayName({self})")
+    }
+}
+string_serde!(ArrayName);
+
+/// Where an FC port's cable ends: a port of a storage array, written `ARRAY:PORT` (e.g.
+/// `ams1:0A`).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StorageCable {
+    /// The array.
+    pub array: ArrayName,
+    /// Its port.
+    pub port: ArrayPort,
+}
+impl FromStr for StorageCable {
+    type Err = InvalidId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (array, port) = s.trim().split_once(':').ok_or_else(|| {
+            InvalidId::new("storage cable", s, "expected ARRAY:PORT, e.g. ams1:0A")
+        })?;
+        Ok(Self {
+            array: array.parse()?,
+            port: port.parse()?,
+        })
+    }
+}
+impl fmt::Display for StorageCable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.array, self.port)
+    }
+}
+impl fmt::Debug for StorageCable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StorageCable({self})")
+    }
+}
+string_serde!(StorageCable);
+
 /// A vfcID: the index of a virtual FC HBA on an HVM (1–255). WWPN, WWNN and migration WWPN of a vFC
 /// are all generated from it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -597,6 +790,25 @@ mod tests {
         let b: Wwpn = "50060E80102A3C00".parse().unwrap();
         assert_eq!(a, b);
         assert_eq!(a.to_string(), "50:06:0e:80:10:2a:3c:00");
+    }
+
+    #[test]
+    fn storage_identities_parse_what_operators_type_and_say_what_is_wrong() {
+        let port: ArrayPort = "0a".parse().unwrap();
+        assert_eq!(port.to_string(), "0A");
+        assert_eq!("0 A".parse::<ArrayPort>().unwrap(), port);
+        for bad in ["", "A0", "0", "0AB", "x1", "0é"] {
+            let err = bad.parse::<ArrayPort>().unwrap_err();
+            assert!(err.reason.contains("e.g. 0A"), "{bad:?}: {err}");
+        }
+        assert_eq!("001".parse::<HostGroupNumber>().unwrap().to_string(), "001");
+        assert!("255".parse::<HostGroupNumber>().is_err());
+        assert!("-1".parse::<HostGroupNumber>().is_err());
+        let cable: StorageCable = "ams1:1b".parse().unwrap();
+        assert_eq!(cable.to_string(), "ams1:1B");
+        assert!("ams1".parse::<StorageCable>().is_err());
+        assert!("a b:0A".parse::<StorageCable>().is_err());
+        assert!("x".repeat(33).parse::<ArrayName>().is_err());
     }
 
     #[test]

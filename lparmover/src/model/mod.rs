@@ -5,6 +5,7 @@ pub mod fleet;
 pub mod ids;
 pub mod lpar;
 pub mod mode;
+pub mod storage;
 pub mod workload;
 
 pub use blade::{
@@ -13,9 +14,10 @@ pub use blade::{
 };
 pub use fleet::{Fleet, FleetBlade, FleetError, FleetNetwork};
 pub use ids::{
-    FcPort, FirmwareVersion, InvalidId, LparName, LparNumber, MacAddr, NicSegment, VfcId,
-    VnicSystemNo, Wwnn, Wwpn,
+    ArrayName, ArrayPort, FcPort, FirmwareVersion, HostGroupNumber, InvalidId, LparName,
+    LparNumber, MacAddr, NicSegment, StorageCable, VfcId, VnicSystemNo, Wwnn, Wwpn,
 };
 pub use lpar::{Lpar, LparRequest, LparStatus, ProcessorMode, Processors, Vfc, Vnic};
 pub use mode::Mode;
+pub use storage::{ArrayController, ArraySecurity, SecurityMode, StorageArray};
 pub use workload::{GuestBackend, GuestSpec, Workload};

@@ -27,6 +27,7 @@ pub mod moves;
 pub mod recover;
 pub mod register;
 pub mod stall;
+pub mod storage;
 pub mod target;
 
 use crate::api::{HvmClient, LparView, MoveOptions};

@@ -1,0 +1,257 @@
+//! The array's HTTPS API (`lparmover::api::array` has the route table): parses requests into
+//! calls on [`ArrayService`] and renders answers and [`ArrayError`]s as JSON.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lparmover::api::API_VERSION;
+use lparmover::api::array::{
+    ArrayError, ArrayErrorCode, AssignWwn, Credentials, FabricLoginRequest, FabricLogoutRequest,
+    RenameWwn, SESSION_HEADER, SetSecurity,
+};
+use lparmover::model::{ArrayPort, HostGroupNumber, Wwpn};
+
+use super::service::ArrayService;
+
+/// An [`ArrayError`] as an HTTP answer.
+struct Refusal(ArrayError);
+
+impl From<ArrayError> for Refusal {
+    fn from(e: ArrayError) -> Self {
+        Self(e)
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.0.code.entry().http_status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        (status, Json(self.0)).into_response()
+    }
+}
+
+/// A JSON body whose parse errors come back as catalogue errors naming the problem.
+struct Body<T>(T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    Json<T>: FromRequest<S, Rejection = JsonRejection>,
+    S: Send + Sync,
+{
+    type Rejection = Refusal;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(Refusal(ArrayError::new(
+                ArrayErrorCode::InvalidRequest,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+type Svc = State<Arc<ArrayService>>;
+type Answer<T> = Result<Json<T>, Refusal>;
+
+fn invalid(e: impl std::fmt::Display) -> Refusal {
+    Refusal(ArrayError::new(
+        ArrayErrorCode::InvalidRequest,
+        e.to_string(),
+    ))
+}
+
+fn session(headers: &HeaderMap) -> Option<&str> {
+    headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok())
+}
+
+/// Port, group number and (optionally) WWPN from the path.
+fn group_of(port: &str, group: &str) -> Result<(ArrayPort, HostGroupNumber), Refusal> {
+    Ok((
+        port.parse().map_err(invalid)?,
+        group.parse().map_err(invalid)?,
+    ))
+}
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let ok =
+        presented.is_some_and(|p| crate::api::constant_time_eq(p.as_bytes(), token.as_bytes()));
+    if ok {
+        next.run(request).await
+    } else {
+        Refusal(ArrayError::new(
+            ArrayErrorCode::Unauthorized,
+            "missing or wrong bearer token",
+        ))
+        .into_response()
+    }
+}
+
+async fn info(State(s): Svc) -> Answer<lparmover::api::array::ArrayInfo> {
+    Ok(Json(s.info()))
+}
+
+async fn login(
+    State(s): Svc,
+    Body(c): Body<Credentials>,
+) -> Answer<lparmover::api::array::Session> {
+    Ok(Json(s.login(&c)?))
+}
+
+async fn logout(State(s): Svc, headers: HeaderMap) -> StatusCode {
+    s.logout(session(&headers));
+    StatusCode::NO_CONTENT
+}
+
+async fn set_security(
+    State(s): Svc,
+    headers: HeaderMap,
+    Body(r): Body<SetSecurity>,
+) -> Answer<lparmover::api::array::ArrayInfo> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.set_security(&r)?))
+}
+
+async fn remove_security(
+    State(s): Svc,
+    headers: HeaderMap,
+) -> Answer<lparmover::api::array::ArrayInfo> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.remove_security()?))
+}
+
+async fn host_groups(
+    State(s): Svc,
+    headers: HeaderMap,
+) -> Answer<Vec<lparmover::api::array::HostGroup>> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.host_groups()))
+}
+
+async fn backup(
+    State(s): Svc,
+    headers: HeaderMap,
+) -> Answer<lparmover::api::array::HostGroupBackup> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.backup()))
+}
+
+async fn host_group(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path((port, group)): Path<(String, String)>,
+) -> Answer<lparmover::api::array::HostGroup> {
+    s.authorize(session(&headers))?;
+    let (port, group) = group_of(&port, &group)?;
+    Ok(Json(s.host_group(port, group)?))
+}
+
+async fn assign(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path((port, group)): Path<(String, String)>,
+    Body(r): Body<AssignWwn>,
+) -> Answer<lparmover::api::array::HostGroup> {
+    s.authorize(session(&headers))?;
+    let (port, group) = group_of(&port, &group)?;
+    Ok(Json(s.assign(port, group, &r)?))
+}
+
+async fn remove(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path((port, group, wwpn)): Path<(String, String, String)>,
+) -> Answer<lparmover::api::array::HostGroup> {
+    s.authorize(session(&headers))?;
+    let (port, group) = group_of(&port, &group)?;
+    let wwpn: Wwpn = wwpn.parse().map_err(invalid)?;
+    Ok(Json(s.remove(port, group, wwpn)?))
+}
+
+async fn rename(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path((port, group, wwpn)): Path<(String, String, String)>,
+    Body(r): Body<RenameWwn>,
+) -> Answer<lparmover::api::array::HostGroup> {
+    s.authorize(session(&headers))?;
+    let (port, group) = group_of(&port, &group)?;
+    let wwpn: Wwpn = wwpn.parse().map_err(invalid)?;
+    Ok(Json(s.rename(port, group, wwpn, &r.nickname)?))
+}
+
+async fn lus(State(s): Svc, headers: HeaderMap) -> Answer<Vec<lparmover::api::array::Lu>> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.lus()))
+}
+
+async fn logins(State(s): Svc) -> Answer<Vec<lparmover::api::array::FabricLogin>> {
+    Ok(Json(s.logins()))
+}
+
+async fn fabric_login(
+    State(s): Svc,
+    Body(r): Body<FabricLoginRequest>,
+) -> Answer<lparmover::api::array::FabricLogin> {
+    Ok(Json(s.fabric_login(&r)?))
+}
+
+async fn fabric_logout(
+    State(s): Svc,
+    Body(r): Body<FabricLogoutRequest>,
+) -> Result<StatusCode, Refusal> {
+    s.fabric_logout(&r)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn no_route() -> Refusal {
+    Refusal(ArrayError::new(
+        ArrayErrorCode::NotFound,
+        format!("routes live under /{API_VERSION}/"),
+    ))
+}
+
+/// The whole API.
+pub fn router(service: Arc<ArrayService>, token: String) -> Router {
+    let managed = Router::new()
+        .route("/array", get(info))
+        .route("/session", post(login).delete(logout))
+        .route(
+            "/security",
+            axum::routing::put(set_security).delete(remove_security),
+        )
+        .route("/host-groups", get(host_groups))
+        .route("/host-groups/backup", get(backup))
+        .route("/host-groups/{port}/{group}", get(host_group))
+        .route("/host-groups/{port}/{group}/wwns", post(assign))
+        .route(
+            "/host-groups/{port}/{group}/wwns/{wwpn}",
+            axum::routing::delete(remove).patch(rename),
+        )
+        .route("/lus", get(lus))
+        .route_layer(middleware::from_fn_with_state(
+            Arc::new(token),
+            require_token,
+        ));
+    // FC has no password: any vFC may ask to log in; LUN security decides what it reaches.
+    let fabric = Router::new()
+        .route("/fabric/logins", get(logins))
+        .route("/fabric/login", post(fabric_login))
+        .route("/fabric/logout", post(fabric_logout));
+    Router::new()
+        .nest(&format!("/{API_VERSION}"), managed.merge(fabric))
+        .fallback(no_route)
+        .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
+        .with_state(service)
+}

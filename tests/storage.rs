@@ -1,0 +1,323 @@
+//! The storage side end to end: an `hvmsim array` process with the demo fleet's host groups,
+//! driven through `storagecli` (its own names and the array CLI's) and `lparmover wwn`, with
+//! real blades for the checks; bad input is refused with its message id and changes nothing,
+//! and a kill -9 loses nothing.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use lparmover::api::array::ArrayClient;
+use lparmover::profile::Profile;
+use lpm_tests::{TestArray, TestBlade, binary, demo_fleet, profile_of, test_data_dir};
+
+fn storagecli(profile: &Path, args: &[&str], password: Option<&str>) -> Output {
+    let mut command = Command::new(binary("storagecli"));
+    command
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("LPARMOVER_DATA", test_data_dir())
+        .stdin(std::process::Stdio::null());
+    if let Some(p) = password {
+        command.env("STORAGECLI_PASSWORD", p);
+    }
+    command.output().expect("run storagecli")
+}
+
+fn lparmover(profile: &Path, args: &[&str]) -> Output {
+    Command::new(binary("lparmover"))
+        .arg("--profile")
+        .arg(profile)
+        .args(args)
+        .env("LPARMOVER_DATA", test_data_dir())
+        .output()
+        .expect("run lparmover")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Asserts `out` failed with exit code `code` and a message naming `id`.
+fn refused(out: &Output, code: i32, id: &str) {
+    assert_eq!(out.status.code(), Some(code), "{}", text(out));
+    assert!(text(out).contains(id), "expected {id}: {}", text(out));
+}
+
+fn profile_with_array(dir: &Path, array: &TestArray, blades: &[&TestBlade]) -> std::path::PathBuf {
+    let mut profile = profile_of(blades);
+    profile.arrays.push(array.profile.clone());
+    let path = dir.join("profile.toml");
+    profile.save(&path).expect("save profile");
+    path
+}
+
+#[test]
+fn host_groups_survive_a_kill_9_and_bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let mut array = TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[]);
+
+    let listed = storagecli(&profile, &["hostgroup", "list", "ams1"], None);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let table = text(&listed);
+    for name in ["web-01", "db-01", "app-01", "mail-01"] {
+        assert!(table.contains(name), "no host group {name}:\n{table}");
+    }
+
+    // The array CLI's name for the same list.
+    let referred = storagecli(&profile, &["auhgwwn", "-unit", "ams1", "-refer"], None);
+    assert!(referred.status.success(), "{}", text(&referred));
+    assert!(
+        text(&referred).contains("web-01-MIG-3-0"),
+        "{}",
+        text(&referred)
+    );
+
+    let wwpn = "50:00:08:70:00:0f:00:01";
+    let before = array.state_bytes();
+    refused(
+        &storagecli(
+            &profile,
+            &["wwn", "register", "ams1", "0A", "001", "50:00:zz"],
+            None,
+        ),
+        2,
+        "invalid WWPN",
+    );
+    refused(
+        &storagecli(
+            &profile,
+            &["wwn", "register", "ams1", "0A", "099", wwpn],
+            None,
+        ),
+        1,
+        "STG-0202",
+    );
+    refused(
+        &storagecli(
+            &profile,
+            &["wwn", "register", "ams1", "9Z", "001", wwpn],
+            None,
+        ),
+        1,
+        "STG-0201",
+    );
+    refused(
+        &storagecli(
+            &profile,
+            &["login", "ams1", "--user", "admin"],
+            Some("not-the-password"),
+        ),
+        4,
+        "STG-0102",
+    );
+    let mut without_login: Profile = Profile::load(&profile).unwrap();
+    without_login.arrays[0].credentials = None;
+    let anonymous = dir.path().join("anonymous.toml");
+    without_login.save(&anonymous).unwrap();
+    refused(
+        &storagecli(
+            &anonymous,
+            &["wwn", "register", "ams1", "0A", "001", wwpn],
+            None,
+        ),
+        4,
+        "STG-0101",
+    );
+    assert_eq!(
+        array.state_bytes(),
+        before,
+        "refused requests changed the array"
+    );
+
+    let added = storagecli(
+        &profile,
+        &[
+            "wwn",
+            "register",
+            "ams1",
+            "0A",
+            "001",
+            wwpn,
+            "--nickname",
+            "spare",
+        ],
+        None,
+    );
+    assert!(added.status.success(), "{}", text(&added));
+    assert!(text(&added).contains("STG-I101"), "{}", text(&added));
+    let after_add = array.state_bytes();
+    refused(
+        &storagecli(
+            &profile,
+            &["wwn", "register", "ams1", "0A", "001", wwpn],
+            None,
+        ),
+        1,
+        "STG-0204",
+    );
+    assert_eq!(
+        array.state_bytes(),
+        after_add,
+        "a duplicate changed the array"
+    );
+
+    array.kill9();
+    array.restart().unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[]);
+    let shown = storagecli(
+        &profile,
+        &["--json", "hostgroup", "show", "ams1", "0A", "001"],
+        None,
+    );
+    assert!(shown.status.success(), "{}", text(&shown));
+    let group: lparmover::api::array::HostGroup = serde_json::from_slice(&shown.stdout).unwrap();
+    let kept = group.wwns.iter().find(|w| w.wwpn.to_string() == wwpn);
+    assert_eq!(
+        kept.map(|w| w.nickname.as_str()),
+        Some("spare"),
+        "the registration a client was told about survives kill -9"
+    );
+    let removed = storagecli(
+        &profile,
+        &[
+            "auhgwwn", "-unit", "ams1", "-rm", "-permhg", "0", "A", wwpn, "-gno", "001",
+        ],
+        None,
+    );
+    assert!(removed.status.success(), "{}", text(&removed));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_wwpn_registered_in_one_command_turns_the_check_green() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let array = TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[&b1, &b2]);
+
+    // db-01's migration WWPNs are not registered: exactly those rows fail, and only them.
+    let storage_errors = |out: &Output| -> Vec<(String, String)> {
+        let report: serde_json::Value =
+            serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(out)));
+        report["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["group"] == "storage" && r["verdict"] == "Error")
+            .map(|r| {
+                (
+                    r["item"].as_str().unwrap_or_default().to_owned(),
+                    r["code"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let check = |lpar: &str| {
+        lparmover(
+            &profile,
+            &[
+                "check",
+                "--from",
+                lpar,
+                "--to",
+                "ch1-b2",
+                "--mode",
+                "concurrent",
+                "--json",
+            ],
+        )
+    };
+    let before = check("ch1-b1/db-01");
+    let errors = storage_errors(&before);
+    assert_eq!(errors.len(), 2, "{errors:?}: {}", text(&before));
+    assert!(
+        errors
+            .iter()
+            .all(|(_, code)| code.contains("migration-wwpn-not-registered")),
+        "{errors:?}"
+    );
+    assert!(storage_errors(&check("ch1-b1/web-01")).is_empty());
+
+    let status = storagecli(&profile, &["wwn", "export-csv"], None);
+    assert!(status.status.success(), "{}", text(&status));
+    let csv = String::from_utf8_lossy(&status.stdout).into_owned();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], lparmover::storage::CSV_HEADER);
+    // ch1-b1: web-01 (1 vFC), db-01 (2), batch-01 (1); ch1-b2: app-01 (1).
+    assert_eq!(lines.len(), 1 + 5, "{csv}");
+    let db = lines
+        .iter()
+        .filter(|l| l.contains(",db-01,"))
+        .collect::<Vec<_>>();
+    assert_eq!(db.len(), 2);
+    assert!(
+        db.iter()
+            .all(|l| l.contains(",Registered,") && l.contains(",Unregistered,")),
+        "{db:?}"
+    );
+
+    let registered = lparmover(&profile, &["wwn", "register-migration", "ch1-b1/db-01"]);
+    assert!(registered.status.success(), "{}", text(&registered));
+    assert!(
+        text(&registered).contains("2 of 2"),
+        "{}",
+        text(&registered)
+    );
+    assert!(storage_errors(&check("ch1-b1/db-01")).is_empty());
+    let again = lparmover(&profile, &["wwn", "register-migration", "ch1-b1/db-01"]);
+    assert!(
+        text(&again).contains("0 of 2"),
+        "registering twice changes nothing: {}",
+        text(&again)
+    );
+
+    // A migration WWPN whose WWPN is not registered cannot be (table 7-5's third state).
+    let loaded = Profile::load(&profile).unwrap();
+    let web = b1.client().lpars().await.unwrap();
+    let web = web
+        .iter()
+        .find(|l| l.lpar.name.as_str() == "web-01")
+        .unwrap();
+    let web_wwpn = web.lpar.vfcs[0].wwpn;
+    let client = ArrayClient::new(&loaded.arrays[0]).unwrap();
+    let session = client
+        .login(loaded.arrays[0].credentials.as_ref().unwrap())
+        .await
+        .unwrap();
+    let client = client.with_session(Some(session.token));
+    let groups = client.host_groups().await.unwrap();
+    let group = groups.iter().find(|g| g.permits(web_wwpn)).unwrap();
+    client
+        .remove(group.port, group.number, web_wwpn)
+        .await
+        .unwrap();
+    client
+        .remove(group.port, group.number, web.lpar.vfcs[0].migration_wwpn)
+        .await
+        .unwrap();
+    let before = array.state_bytes();
+    let unregistrable = lparmover(&profile, &["wwn", "register-migration", "ch1-b1/web-01"]);
+    assert!(!unregistrable.status.success());
+    assert!(
+        text(&unregistrable).contains("cannot be registered")
+            && text(&unregistrable).contains("nothing was changed"),
+        "{}",
+        text(&unregistrable)
+    );
+    assert_eq!(array.state_bytes(), before);
+    let csv = storagecli(&profile, &["wwn", "export-csv", "--hvm", "ch1-b1"], None);
+    let web_line = String::from_utf8_lossy(&csv.stdout)
+        .lines()
+        .find(|l| l.contains(",web-01,"))
+        .map(str::to_owned)
+        .unwrap();
+    assert!(web_line.contains("Unregistrable"), "{web_line}");
+}

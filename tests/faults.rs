@@ -100,7 +100,7 @@ impl Verdict {
     }
 }
 
-/// A small two-blade fleet (ch1-b1 running web-01 at 128 MiB, ch1-b2 empty) with migration
+/// A small two-blade fleet (ch1-b1 running web-01 at 128 MiB, ch1-b2 empty, no array) with migration
 /// addresses of its own, so cells can run side by side and be shaped one by one.
 fn cell_fleet(src_ip: &str, dst_ip: &str) -> String {
     let blocks: Vec<&str> = DEMO_FLEET_TOML.split("[[blade]]").collect();
@@ -124,8 +124,14 @@ fn cell_fleet(src_ip: &str, dst_ip: &str) -> String {
         }
         out
     };
-    let b1 = keep_lpar(blocks[1], Some("web-01"));
-    let b2 = keep_lpar(blocks[2], None);
+    // The cells run without the demo's storage array: their FC ports reach none.
+    let uncabled = |blade: &str| {
+        blade
+            .replace(", storage = \"ams1:0A\"", "")
+            .replace(", storage = \"ams1:1A\"", "")
+    };
+    let b1 = uncabled(&keep_lpar(blocks[1], Some("web-01")));
+    let b2 = uncabled(&keep_lpar(blocks[2], None));
     assert!(b1.contains("name = \"ch1-b1\"") && b2.contains("name = \"ch1-b2\""));
     format!("{header}[[blade]]{b1}[[blade]]{b2}")
         .replace("ip = \"127.0.2.1\"", &format!("ip = \"{src_ip}\""))

@@ -2,6 +2,7 @@
 //! driven through `storagecli` (its own names and the array CLI's) and `lparmover wwn`, with
 //! real blades for the checks; bad input is refused with its message id and changes nothing,
 //! and a kill -9 loses nothing.
+#![allow(clippy::unwrap_used)]
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -320,4 +321,160 @@ async fn a_migration_wwpn_registered_in_one_command_turns_the_check_green() {
         .map(str::to_owned)
         .unwrap();
     assert!(web_line.contains("Unregistrable"), "{web_line}");
+}
+
+/// The array's fabric view of `wwpn`: the blade that has it logged in.
+async fn logged_in_by(array: &TestArray, wwpn: lparmover::model::Wwpn) -> Option<String> {
+    ArrayClient::new(&array.profile)
+        .unwrap()
+        .fabric_logins()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.wwpn == wwpn)
+        .map(|l| l.blade)
+}
+
+/// Waits (up to 10 s) until `wwpn` is logged in by `blade` (or by nobody, for `None`).
+async fn wait_logged_in(array: &TestArray, wwpn: lparmover::model::Wwpn, blade: Option<&str>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let now = logged_in_by(array, wwpn).await;
+        if now.as_deref() == blade {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{wwpn}: logged in by {now:?}, expected {blade:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_array_sees_the_logins_swap_at_switch_over_and_vfcs_show_wwn_unknown_while_it_is_down()
+{
+    use lparmover::api::FabricLoginState;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let mut array = TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let b1 =
+        TestBlade::start_cabled(&fleet_file, "ch1-b1", &dir.path().join("b1"), &[&array]).unwrap();
+    let b2 =
+        TestBlade::start_cabled(&fleet_file, "ch1-b2", &dir.path().join("b2"), &[&array]).unwrap();
+    let mut profile = profile_of(&[&b1, &b2]);
+    profile.arrays.push(array.profile.clone());
+
+    let web = lpm_tests::find_lpar(&b1.client(), "web-01").await.unwrap();
+    let (wwpn, migration_wwpn) = (web.lpar.vfcs[0].wwpn, web.lpar.vfcs[0].migration_wwpn);
+    wait_logged_in(&array, wwpn, Some("ch1-b1")).await;
+    assert_eq!(logged_in_by(&array, migration_wwpn).await, None);
+
+    // The destination logs web-01's vFC in with its migration WWPN while memory moves, and
+    // switches to the WWPN once the source has let go of it.
+    let report = lparmover::jobs::live_move(
+        &profile,
+        &lpm_tests::web01_to_b2(lparmover::api::MoveOptions::default()),
+        |_| {},
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(report.suspension.is_some());
+    wait_logged_in(&array, wwpn, Some("ch1-b2")).await;
+    assert_eq!(
+        logged_in_by(&array, migration_wwpn).await,
+        None,
+        "after the swap the destination runs on the WWPN, its migration WWPN is logged out"
+    );
+
+    // The array goes away: the vFC's WWN state is unknown, and comes back with the array.
+    array.kill9();
+    let dst = b2.client();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let view = lpm_tests::find_lpar(&dst, "web-01").await.unwrap();
+        if view
+            .fabric
+            .iter()
+            .any(|f| matches!(f.state, FabricLoginState::Unknown { .. }))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", view.fabric);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    array.restart().unwrap();
+    wait_logged_in(&array, wwpn, Some("ch1-b2")).await;
+    let view = lpm_tests::find_lpar(&dst, "web-01").await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut view = view;
+    while view
+        .fabric
+        .iter()
+        .any(|f| f.state != FabricLoginState::LoggedIn)
+    {
+        assert!(std::time::Instant::now() < deadline, "{:?}", view.fabric);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        view = lpm_tests::find_lpar(&dst, "web-01").await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_wwpn_the_array_refuses_cancels_the_move_with_fc_login_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let array = TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let b1 =
+        TestBlade::start_cabled(&fleet_file, "ch1-b1", &dir.path().join("b1"), &[&array]).unwrap();
+    let b2 =
+        TestBlade::start_cabled(&fleet_file, "ch1-b2", &dir.path().join("b2"), &[&array]).unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[&b1, &b2]);
+    let registered = lparmover(&profile, &["wwn", "register-migration", "ch1-b1/db-01"]);
+    assert!(registered.status.success(), "{}", text(&registered));
+
+    // The checks pass; between them and the destination's preparation the registration goes.
+    let fault_dir = dir.path().join("fault");
+    let mut manager = lpm_tests::manager_at_barrier(
+        &profile,
+        "backed-up",
+        &fault_dir,
+        &["migrate", "--from", "ch1-b1/db-01", "--to", "ch1-b2"],
+    )
+    .unwrap();
+    let db = lpm_tests::find_lpar(&b1.client(), "db-01").await.unwrap();
+    let migration_wwpn = db.lpar.vfcs[0].migration_wwpn;
+    let loaded = Profile::load(&profile).unwrap();
+    let client = ArrayClient::new(&loaded.arrays[0]).unwrap();
+    let session = client
+        .login(loaded.arrays[0].credentials.as_ref().unwrap())
+        .await
+        .unwrap();
+    let client = client.with_session(Some(session.token));
+    let group = client
+        .host_groups()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|g| g.permits(migration_wwpn))
+        .unwrap();
+    client
+        .remove(group.port, group.number, migration_wwpn)
+        .await
+        .unwrap();
+    std::fs::write(fault_dir.join("go"), b"go").unwrap();
+    let status = tokio::task::spawn_blocking(move || manager.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let log = std::fs::read_to_string(fault_dir.join("manager.log")).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("FC Login timeout (Migration WWN)"), "{log}");
+    let still = lpm_tests::find_lpar(&b1.client(), "db-01").await.unwrap();
+    assert_eq!(still.lpar.status, lparmover::model::LparStatus::Activated);
+    assert!(
+        lpm_tests::find_lpar(&b2.client(), "db-01").await.is_none(),
+        "nothing of db-01 is left on the destination"
+    );
+    assert_eq!(logged_in_by(&array, migration_wwpn).await, None);
 }

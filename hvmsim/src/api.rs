@@ -80,14 +80,18 @@ fn lease(headers: &HeaderMap) -> Option<String> {
 type Svc = State<Arc<BladeService>>;
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
-async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
+/// Whether `headers` carry `Authorization: Bearer TOKEN` for this `token` (compared in
+/// constant time).
+pub(crate) fn bearer_ok(headers: &HeaderMap, token: &str) -> bool {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok = presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()));
-    if ok {
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes()))
+}
+
+async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
+    if bearer_ok(request.headers(), &token) {
         next.run(request).await
     } else {
         ApiError(EmgError::new(
@@ -98,7 +102,7 @@ async fn require_token(State(token): State<Arc<String>>, request: Request, next:
     }
 }
 
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 

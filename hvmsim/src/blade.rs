@@ -45,7 +45,13 @@ pub struct BladeService {
     pub(crate) load: LoadMeter,
     pub(crate) migrations: crate::migration::Migrations,
     pub(crate) ports: PortTracker,
+    /// Logs the vFCs in at the storage arrays' fabric, when the blade is cabled to any.
+    pub(crate) fabric: std::sync::OnceLock<Arc<crate::fabric::FabricAgent>>,
 }
+
+/// How long a destination waits for the array to confirm the migration WWPNs' FC login (the
+/// seed's default: twice the login delay plus 5 s).
+pub const FC_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding one of these locks is a bug already reported by the panic itself;
@@ -109,6 +115,7 @@ impl BladeService {
             network,
             load: LoadMeter::new(),
             ports,
+            fabric: std::sync::OnceLock::new(),
         });
         Ok((service, fresh))
     }
@@ -355,21 +362,106 @@ impl BladeService {
             .get(&lpar.number)
             .cloned()
             .unwrap_or_default();
+        let fabric = self
+            .fabric
+            .get()
+            .map(|f| f.states_of(&fc_logins))
+            .unwrap_or_default();
         LparView {
             lpar,
             runtime,
             fc_logins,
+            fabric,
             wwn_rollback_pending,
         }
     }
 
+    /// Starts logging this blade's vFCs in at the arrays whose state directories are `arrays`.
+    pub fn attach_fabric(self: &Arc<Self>, arrays: &[std::path::PathBuf]) -> anyhow::Result<()> {
+        if arrays.is_empty() {
+            return Ok(());
+        }
+        let agent = crate::fabric::FabricAgent::new(&self.name, arrays)?;
+        if self.fabric.set(agent.clone()).is_ok() {
+            agent.spawn(Arc::downgrade(self));
+        }
+        Ok(())
+    }
+
+    /// Destination of a live move: logs `lpar`'s vFCs in with their migration WWPNs and waits
+    /// until the arrays confirm them ([`FC_LOGIN_TIMEOUT`]); without a fabric, nothing to wait
+    /// for.
+    pub(crate) async fn confirm_migration_logins(&self, lpar: &Lpar) -> Result<(), String> {
+        let Some(agent) = self.fabric.get().cloned() else {
+            return Ok(());
+        };
+        let wwpns: Vec<Wwpn> = lpar.vfcs.iter().map(|v| v.migration_wwpn).collect();
+        self.set_fc_logins(lpar.number, wwpns.clone());
+        let wanted = self.wanted_fabric();
+        let handled: Vec<Wwpn> = wwpns
+            .into_iter()
+            .filter(|w| wanted.contains_key(w))
+            .collect();
+        if handled.is_empty() {
+            return Ok(());
+        }
+        agent.confirm(&handled, FC_LOGIN_TIMEOUT).await
+    }
+
+    /// Every WWPN the LPARs' vFCs use now, with the FC port and the array port its cable
+    /// reaches (ports cabled to no array this blade reaches are left out).
+    pub(crate) fn wanted_fabric(&self) -> std::collections::BTreeMap<Wwpn, crate::fabric::Wanted> {
+        let Some(agent) = self.fabric.get() else {
+            return std::collections::BTreeMap::new();
+        };
+        let logins = lock(&self.fc_logins).clone();
+        let state = lock(&self.state);
+        let mut wanted = std::collections::BTreeMap::new();
+        for (number, wwpns) in logins {
+            let Some(lpar) = state.lpars.get(&number) else {
+                continue;
+            };
+            for wwpn in wwpns {
+                let Some(vfc) = lpar
+                    .vfcs
+                    .iter()
+                    .find(|v| v.wwpn == wwpn || v.migration_wwpn == wwpn)
+                else {
+                    continue;
+                };
+                let Some(cable) = state
+                    .blade
+                    .fc_port(vfc.port)
+                    .and_then(|p| p.storage.clone())
+                else {
+                    continue;
+                };
+                if agent.serves(&cable.array) {
+                    wanted.insert(
+                        wwpn,
+                        crate::fabric::Wanted {
+                            port: vfc.port,
+                            cable,
+                        },
+                    );
+                }
+            }
+        }
+        wanted
+    }
+
     /// Logs the LPAR's vFCs in to the fabric with `wwpns` (empty: logs them out).
     pub(crate) fn set_fc_logins(&self, number: LparNumber, wwpns: Vec<Wwpn>) {
-        let mut logins = lock(&self.fc_logins);
-        if wwpns.is_empty() {
-            logins.remove(&number);
-        } else {
-            logins.insert(number, wwpns);
+        {
+            let mut logins = lock(&self.fc_logins);
+            if wwpns.is_empty() {
+                logins.remove(&number);
+            } else {
+                logins.insert(number, wwpns);
+            }
+        }
+        if let Some(agent) = self.fabric.get() {
+            agent.wake();
         }
     }
 

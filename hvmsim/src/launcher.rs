@@ -57,6 +57,19 @@ impl BladeProcess {
         state_dir: &Path,
         guest: GuestChoice,
     ) -> anyhow::Result<Self> {
+        Self::spawn_cabled(exe, fleet_file, blade, state_dir, guest, &[])
+    }
+
+    /// [`Self::spawn`] for a blade whose FC ports are cabled to the arrays whose state
+    /// directories are `arrays`: its vFCs log in at their fabric.
+    pub fn spawn_cabled(
+        exe: &Path,
+        fleet_file: &Path,
+        blade: &str,
+        state_dir: &Path,
+        guest: GuestChoice,
+        arrays: &[PathBuf],
+    ) -> anyhow::Result<Self> {
         let guest = match guest {
             GuestChoice::Auto => "auto",
             GuestChoice::Kvm => "kvm",
@@ -73,6 +86,9 @@ impl BladeProcess {
             .arg(state_dir)
             .arg("--guest")
             .arg(guest);
+        for dir in arrays {
+            command.arg("--array").arg(dir);
+        }
         Self::start(command, blade, state_dir)
     }
 
@@ -371,13 +387,7 @@ pub fn blade_fleet_text(fleet: &Fleet, blade: &str) -> anyhow::Result<String> {
         arrays: fleet
             .arrays
             .iter()
-            .filter(|a| {
-                fb.blade.cards.iter().any(|c| {
-                    c.ports
-                        .iter()
-                        .any(|p| p.storage.as_ref().is_some_and(|s| s.array == a.name))
-                })
-            })
+            .filter(|a| fb.blade.reaches_array(&a.name))
             // What a blade needs of an array is where it is and its ports; its accounts and
             // first-start registrations stay with the array.
             .map(|a| lparmover::model::StorageArray {
@@ -454,12 +464,19 @@ pub async fn run(args: FleetArgs) -> anyhow::Result<()> {
             blade_fleet_text(&fleet, &fb.blade.name)?.as_bytes(),
         )
         .with_context(|| format!("cannot write {}", blade_file.display()))?;
-        blades.push(BladeProcess::spawn(
+        let cabled: Vec<PathBuf> = fleet
+            .arrays
+            .iter()
+            .filter(|a| fb.blade.reaches_array(&a.name))
+            .map(|a| root.join("arrays").join(a.name.as_str()))
+            .collect();
+        blades.push(BladeProcess::spawn_cabled(
             &exe,
             &blade_file,
             &fb.blade.name,
             &dir,
             args.guest,
+            &cabled,
         )?);
     }
     tracing::info!(blades = blades.len(), file = %file.display(), elapsed = ?t0.elapsed(), "blade processes started");

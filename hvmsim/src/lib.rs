@@ -9,6 +9,7 @@ pub mod api;
 pub mod array;
 pub mod blade;
 pub mod deterrence;
+pub mod fabric;
 pub mod fcports;
 pub mod fingerprint;
 pub mod genfleet;

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Guest implementation for activated LPARs.
     #[arg(long, value_enum, default_value = "auto")]
     pub guest: GuestChoice,
+    /// State directory of a storage array this blade's FC ports are cabled to (repeat for
+    /// each); its vFCs log in at that array's fabric.
+    #[arg(long = "array", value_name = "DIR")]
+    pub arrays: Vec<PathBuf>,
 }
 
 /// Guest implementation on the command line.
@@ -55,6 +59,27 @@ pub(crate) fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(1024)?.into_std()
+}
+
+/// Waits for SIGTERM or Ctrl-C (or for the server `serving` to end, an error), then lets the
+/// server finish the requests under way.
+pub(crate) async fn until_stopped(
+    serving: tokio::task::JoinHandle<std::io::Result<()>>,
+    handle: &axum_server::Handle<std::net::SocketAddr>,
+    what: &str,
+) -> anyhow::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        result = serving => {
+            result??;
+            bail!("{what} stopped unexpectedly");
+        }
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    Ok(())
 }
 
 /// Runs one blade until SIGTERM or Ctrl-C.
@@ -122,6 +147,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
     let serving = tokio::spawn(async move { server.serve(app.into_make_service()).await });
 
+    service.attach_fabric(&args.arrays)?;
     service
         .boot(definition, fresh)
         .await
@@ -136,17 +162,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     })?;
     tracing::info!(%addr, fresh, "management API listening");
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        result = serving => {
-            result??;
-            bail!("management API stopped unexpectedly");
-        }
-    }
-    tracing::info!("shutting down");
-    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
+    until_stopped(serving, &handle, "management API").await?;
     let svc = service.clone();
     tokio::task::spawn_blocking(move || svc.shutdown()).await?;
     Ok(())

@@ -210,6 +210,8 @@ pub enum Emg {
     StoragePortsDiffer,
     /// A WWPN's host group on its cabled port presents no LU.
     BootLuUnreachable,
+    /// The destination could not log the LPAR's vFCs in with their migration WWPNs.
+    FcLoginTimeoutMigrationWwn,
 }
 
 /// One row of the catalogue.
@@ -869,6 +871,14 @@ impl Emg {
                 409,
                 "The boot LU cannot be accessed: the host group of the WWPN presents no LU.",
                 "Map the LPAR's boot LU to its host group on the array (or register the WWPN to the host group that presents it), then retry."
+            ),
+            Self::FcLoginTimeoutMigrationWwn => e!(
+                0x0000_0007_0021_0002,
+                1,
+                DstHvm,
+                409,
+                "LPAR Migration was canceled. FC Login timeout (Migration WWN).",
+                "Register the LPAR's migration WWPNs to the host groups of its WWPNs (`lparmover wwn register-migration HVM/LPAR`), check that the destination's FC ports reach the same array ports and that the array answers, then execute the LPAR migration again."
             ),
         }
     }

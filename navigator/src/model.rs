@@ -81,6 +81,7 @@ pub fn lpar_icon(view: &LparView, failed: bool) -> Icon {
     }
     match view.shown_status() {
         LparStatus::Deactivated => Icon::LparDeactivated,
+        LparStatus::Activated if wwn_unknown(view) => Icon::LparWwnUnknown,
         LparStatus::Activated if uses_migration_wwpns(view) => Icon::LparMigrationWwpn,
         LparStatus::Activated => Icon::LparActivated,
         LparStatus::Migrating => Icon::LparMigrating,
@@ -88,6 +89,14 @@ pub fn lpar_icon(view: &LparView, failed: bool) -> Icon {
         LparStatus::Blocked => Icon::LparBlocked,
         LparStatus::WwnRollbackPending => Icon::LparWwnRollback,
     }
+}
+
+/// Whether the array one of the LPAR's vFCs logs in at cannot be asked (table 7-2's "the state
+/// of assigned WWNs is Unknown").
+fn wwn_unknown(view: &LparView) -> bool {
+    view.fabric
+        .iter()
+        .any(|f| matches!(f.state, lparmover::api::FabricLoginState::Unknown { .. }))
 }
 
 /// Whether the LPAR reaches its LUs through a migration WWPN right now.

@@ -141,6 +141,7 @@ pub struct TestBlade {
     fleet_file: PathBuf,
     state_dir: PathBuf,
     process: BladeProcess,
+    arrays: Vec<PathBuf>,
     /// Profile entry (address, pinned certificate, token).
     pub profile: ProfileHvm,
 }
@@ -148,14 +149,26 @@ pub struct TestBlade {
 impl TestBlade {
     /// Starts blade `name` of the fleet file with its state in `state_dir`.
     pub fn start(fleet_file: &Path, name: &str, state_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_cabled(fleet_file, name, state_dir, &[])
+    }
+
+    /// [`Self::start`] with the blade's vFCs logging in at the fabric of `arrays`.
+    pub fn start_cabled(
+        fleet_file: &Path,
+        name: &str,
+        state_dir: &Path,
+        arrays: &[&TestArray],
+    ) -> anyhow::Result<Self> {
         test_data_dir();
         let fleet = Fleet::load(fleet_file)?;
-        let mut process = BladeProcess::spawn(
+        let arrays: Vec<PathBuf> = arrays.iter().map(|a| a.state_dir().to_owned()).collect();
+        let mut process = BladeProcess::spawn_cabled(
             &binary("hvmsim"),
             fleet_file,
             name,
             state_dir,
             GuestChoice::Auto,
+            &arrays,
         )?;
         let endpoint = process.wait_ready(Duration::from_secs(60))?;
         let profile = process.profile_entry(&endpoint, &fleet)?;
@@ -165,6 +178,7 @@ impl TestBlade {
             fleet_file: fleet_file.to_owned(),
             state_dir: state_dir.to_owned(),
             process,
+            arrays,
             profile,
         })
     }
@@ -200,12 +214,13 @@ impl TestBlade {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         // A blade still running holds its state directory: stop it first (a no-op after kill9).
         self.process.stop();
-        let mut process = BladeProcess::spawn(
+        let mut process = BladeProcess::spawn_cabled(
             &binary("hvmsim"),
             &self.fleet_file,
             &self.name,
             &self.state_dir,
             GuestChoice::Auto,
+            &self.arrays,
         )?;
         let endpoint = process.wait_ready(Duration::from_secs(60))?;
         self.profile = process.profile_entry(&endpoint, &self.fleet)?;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -80,14 +80,7 @@ fn group_of(port: &str, group: &str) -> Result<(ArrayPort, HostGroupNumber), Ref
 }
 
 async fn require_token(State(token): State<Arc<String>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    let ok =
-        presented.is_some_and(|p| crate::api::constant_time_eq(p.as_bytes(), token.as_bytes()));
-    if ok {
+    if crate::api::bearer_ok(request.headers(), &token) {
         next.run(request).await
     } else {
         Refusal(ArrayError::new(

@@ -80,16 +80,5 @@ pub async fn run(args: ArrayArgs) -> anyhow::Result<()> {
         pid: std::process::id(),
     })?;
     tracing::info!(%addr, fresh, host_groups = service.host_groups().len(), "array API listening");
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        result = serving => {
-            result??;
-            bail!("array API stopped unexpectedly");
-        }
-    }
-    tracing::info!("shutting down");
-    handle.graceful_shutdown(Some(std::time::Duration::from_secs(2)));
-    Ok(())
+    crate::serve::until_stopped(serving, &handle, "array API").await
 }

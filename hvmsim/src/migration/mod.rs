@@ -361,6 +361,25 @@ impl BladeService {
             Ok((lpar, exchange))
         })?;
         let number = lpar.number;
+        // The array decides whether the migration WWPNs may log in (LUN security): refused or
+        // not confirmed in time, the move is canceled before any memory is reserved.
+        if let Err(reason) = self.confirm_migration_logins(&lpar).await {
+            self.set_fc_logins(number, Vec::new());
+            let _ = self.mutate(|s| {
+                s.migrations.remove(&request.job);
+                s.set_status(number, LparStatus::Deactivated)?;
+                s.delete(number)
+            });
+            self.log.record(
+                LogLevel::Error,
+                "migration",
+                format!(
+                    "job {}: FC login of LPAR {} ({}) with its migration WWPNs failed: {reason}",
+                    request.job, number, lpar.name
+                ),
+            );
+            return Err(EmgError::new(Emg::FcLoginTimeoutMigrationWwn, reason));
+        }
         let spec = GuestSpec {
             memory_bytes: lpar.memory_mib * 1024 * 1024,
             vcpus: lpar.processors.count,

@@ -44,6 +44,50 @@ pub struct GuestRuntime {
     pub achieved_dirty_mbps: f64,
 }
 
+/// Where a WWPN's fabric login stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "state")]
+pub enum FabricLoginState {
+    /// The array has it logged in through this blade.
+    LoggedIn,
+    /// Another vFC still holds it (a switch-over in progress); tried again shortly.
+    Waiting {
+        /// Who holds it.
+        reason: String,
+    },
+    /// The array refused it (e.g. not in a host group of the port).
+    Refused {
+        /// The array's message.
+        reason: String,
+    },
+    /// The array cannot be asked: the "WWN unknown" state of table 7-2.
+    Unknown {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl FabricLoginState {
+    /// One line for tables and logs.
+    pub fn label(&self) -> String {
+        match self {
+            Self::LoggedIn => "logged in".to_owned(),
+            Self::Waiting { reason } => format!("waiting: {reason}"),
+            Self::Refused { reason } => format!("refused: {reason}"),
+            Self::Unknown { reason } => format!("WWN unknown: {reason}"),
+        }
+    }
+}
+
+/// One WWPN's fabric login.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FabricState {
+    /// The WWPN.
+    pub wwpn: crate::model::Wwpn,
+    /// Where it stands.
+    pub state: FabricLoginState,
+}
+
 /// An LPAR with what its guest is doing right now.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LparView {
@@ -56,6 +100,10 @@ pub struct LparView {
     /// is an incoming destination of a live move).
     #[serde(default)]
     pub fc_logins: Vec<crate::model::Wwpn>,
+    /// What the storage arrays' fabric says about each WWPN of `fc_logins` whose FC port is
+    /// cabled to an array the blade reaches (empty where no port reaches one).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fabric: Vec<FabricState>,
     /// A failed live move left WWNs of this LPAR to roll back (status shown as
     /// [`crate::model::LparStatus::WwnRollbackPending`] by [`Self::shown_status`]).
     #[serde(default)]

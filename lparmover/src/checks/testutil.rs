@@ -114,6 +114,7 @@ pub fn inventory(name: &str) -> Inventory {
                 lpar,
                 runtime: None,
                 fc_logins: Vec::new(),
+                fabric: Vec::new(),
                 wwn_rollback_pending: false,
             })
             .collect(),

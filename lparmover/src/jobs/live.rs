@@ -429,6 +429,7 @@ async fn run_locked(
         return Err(e.into());
     }
     journal.done(Step::Backup)?;
+    fault::barrier("backed-up").await;
 
     emit(JobStage::Preparing, None);
     let ticket = JobTicket::generate();

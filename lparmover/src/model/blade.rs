@@ -320,6 +320,15 @@ impl Blade {
             .map(|g| g.processors)
     }
 
+    /// Whether any FC port of the blade is cabled to array `name`.
+    pub fn reaches_array(&self, name: &super::ArrayName) -> bool {
+        self.cards.iter().any(|c| {
+            c.ports
+                .iter()
+                .any(|p| p.storage.as_ref().is_some_and(|s| &s.array == name))
+        })
+    }
+
     /// The FC port, if the blade has that card and port.
     pub fn fc_port(&self, port: FcPort) -> Option<&CardPort> {
         self.card(port.slot)

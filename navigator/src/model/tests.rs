@@ -465,3 +465,21 @@ fn a_registered_hvm_joins_the_trees_and_a_removed_one_leaves_with_its_picks() {
     let rows = model.tree(Side::Source);
     assert!(!rows.iter().any(|r| r.label.contains("ch1-b1")));
 }
+
+#[test]
+fn an_lpar_whose_array_cannot_be_asked_shows_wwn_unknown() {
+    use lparmover::api::{FabricLoginState, FabricState};
+    let mut view = testutil::inventory("ch1-b1").lpars[0].clone();
+    assert_eq!(super::lpar_icon(&view, false), Icon::LparActivated);
+    let wwpn = view.lpar.vfcs[0].wwpn;
+    view.fc_logins = vec![wwpn];
+    view.fabric = vec![FabricState {
+        wwpn,
+        state: FabricLoginState::LoggedIn,
+    }];
+    assert_eq!(super::lpar_icon(&view, false), Icon::LparActivated);
+    view.fabric[0].state = FabricLoginState::Unknown {
+        reason: "array ams1 cannot be reached".into(),
+    };
+    assert_eq!(super::lpar_icon(&view, false), Icon::LparWwnUnknown);
+}

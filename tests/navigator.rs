@@ -582,3 +582,43 @@ fn a_shutdown_mode_move_shuts_the_guest_down_moves_it_and_activates_it_on_the_de
     );
     assert!(moved.runtime.is_some(), "its guest runs there");
 }
+
+#[test]
+fn wwn_setting_lists_every_vfc_registers_db01_and_exports_csv() {
+    let (dir, fleet, _profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
+    click(&mut harness, "WWN Setting");
+    // db-01's migration WWPNs are not registered on the demo array: it offers Add.
+    wait_for(&mut harness, "the WWN list", Duration::from_secs(30), |h| {
+        has(h, "Add ch1-b1/db-01")
+    });
+    assert!(
+        has(&harness, "Delete ch1-b1/web-01"),
+        "{:?}",
+        labels(&harness)
+    );
+    click(&mut harness, "Add ch1-b1/db-01");
+    wait_for(
+        &mut harness,
+        "db-01 registered",
+        Duration::from_secs(30),
+        |h| has(h, "Delete ch1-b1/db-01"),
+    );
+    assert!(has_text(
+        &harness,
+        "registered in 2 of 2 host group entries"
+    ));
+
+    let csv = dir.path().join("wwn.csv");
+    harness.state_mut().model.wwn_csv_path = csv.display().to_string();
+    click(&mut harness, "Export CSV");
+    wait_for(&mut harness, "the export", Duration::from_secs(30), |h| {
+        has_text(h, "vFCs exported to")
+    });
+    let text = std::fs::read_to_string(&csv).expect("the CSV was written");
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], lparmover::storage::CSV_HEADER);
+    let db: Vec<&&str> = lines.iter().filter(|l| l.contains(",db-01,")).collect();
+    assert_eq!(db.len(), 2, "{text}");
+    assert!(db.iter().all(|l| !l.contains("Unregistered")), "{text}");
+}

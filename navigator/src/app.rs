@@ -335,6 +335,7 @@ impl NavigatorApp {
         windows::logs::show(&ctx, &mut self.model, &mut outbox);
         windows::paths::show(&ctx, &mut self.model, &mut outbox);
         windows::profile::show(&ctx, &mut self.model, &mut outbox);
+        windows::wwn_setting::show(&ctx, &mut self.model, &self.icons, &mut outbox);
         windows::coming::show(&ctx, &mut self.model);
         self.close_dialog(&ctx);
         if let Some(tour) = &mut self.tour {

@@ -97,6 +97,17 @@ pub enum Command {
     Register(Registration),
     /// Profile: stop managing an HVM.
     Unregister(String),
+    /// WWN Setting: the registration of every vFC.
+    WwnStatus,
+    /// WWN Setting: register (true) or remove (false) an LPAR's migration WWPNs.
+    ChangeMigrationWwpns {
+        /// The LPAR.
+        lpar: LparRef,
+        /// Register or remove.
+        register: bool,
+    },
+    /// WWN Setting: write the CSV export to a file.
+    ExportWwnCsv(std::path::PathBuf),
 }
 
 /// A report from the engine.
@@ -156,6 +167,12 @@ pub enum Event {
     /// Profile: a registration or removal took effect (the profile now, and what happened),
     /// or why nothing changed.
     ProfileChanged(Result<(Box<lparmover::profile::Profile>, String), String>),
+    /// WWN Setting: the registration of every vFC.
+    WwnStatus(Box<Result<lparmover::ops::storage::WwnStatus, String>>),
+    /// WWN Setting: what a registration change did, in words.
+    WwnChanged(Result<String, String>),
+    /// WWN Setting: where the CSV went.
+    WwnCsv(Result<String, String>),
 }
 
 /// What the Migration History window shows.

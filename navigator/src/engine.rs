@@ -448,6 +448,54 @@ impl Worker {
                     me.outbox.send(Event::ProfileChanged(result));
                 });
             }
+            Command::WwnStatus => {
+                tokio::spawn(async move { me.wwn_status().await });
+            }
+            Command::ChangeMigrationWwpns { lpar, register } => {
+                tokio::spawn(async move {
+                    let profile = me.profile();
+                    let result = if register {
+                        lparmover::ops::storage::register_migration(&profile, &lpar).await
+                    } else {
+                        lparmover::ops::storage::remove_migration(&profile, &lpar).await
+                    };
+                    let result = result
+                        .map(|steps| {
+                            let changed = steps.iter().filter(|s| s.changed).count();
+                            format!(
+                                "{lpar}: migration WWPNs {} in {changed} of {} host group entries",
+                                if register { "registered" } else { "removed" },
+                                steps.len()
+                            )
+                        })
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::WwnChanged(result));
+                    me.wwn_status().await;
+                });
+            }
+            Command::ExportWwnCsv(path) => {
+                tokio::spawn(async move {
+                    let result = match lparmover::ops::storage::wwn_status(&me.profile(), None)
+                        .await
+                    {
+                        Ok(status) => {
+                            let csv = lparmover::storage::export_csv(&status.rows);
+                            let target = path.clone();
+                            tokio::task::spawn_blocking(move || {
+                                lparmover::fsutil::write_atomic(&target, csv.as_bytes())
+                            })
+                            .await
+                            .map_err(|e| e.to_string())
+                            .and_then(|r| r.map_err(|e| e.to_string()))
+                            .map(|()| {
+                                format!("{} vFCs exported to {}", status.rows.len(), path.display())
+                            })
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    me.outbox.send(Event::WwnCsv(result));
+                });
+            }
             Command::ListWwnRollbacks => {
                 tokio::spawn(async move { me.list_wwn_rollbacks().await });
             }
@@ -500,6 +548,13 @@ impl Worker {
         };
         self.outbox.send(Event::PathChanged(result));
         self.refresh();
+    }
+
+    async fn wwn_status(&self) {
+        let result = lparmover::ops::storage::wwn_status(&self.profile(), None)
+            .await
+            .map_err(|e| e.to_string());
+        self.outbox.send(Event::WwnStatus(Box::new(result)));
     }
 
     async fn list_wwn_rollbacks(&self) {

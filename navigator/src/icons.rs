@@ -29,11 +29,16 @@ pub enum Icon {
     ExecQueued,
     ExecFailed,
     ExecTerminating,
+    WwpnRegistered,
+    WwpnUnregistered,
+    MigWwpnRegistered,
+    MigWwpnUnregistered,
+    MigWwpnUnregistrable,
 }
 
 impl Icon {
     /// Every icon, in manifest order.
-    pub const ALL: [Icon; 23] = [
+    pub const ALL: [Icon; 28] = [
         Self::Chassis,
         Self::Auto,
         Self::HvmNormal,
@@ -57,6 +62,11 @@ impl Icon {
         Self::ExecQueued,
         Self::ExecFailed,
         Self::ExecTerminating,
+        Self::WwpnRegistered,
+        Self::WwpnUnregistered,
+        Self::MigWwpnRegistered,
+        Self::MigWwpnUnregistered,
+        Self::MigWwpnUnregistrable,
     ];
 
     /// The manifest id (= PNG file stem).
@@ -85,6 +95,11 @@ impl Icon {
             Self::ExecQueued => "exec_queued",
             Self::ExecFailed => "exec_failed",
             Self::ExecTerminating => "exec_terminating",
+            Self::WwpnRegistered => "wwpn_registered",
+            Self::WwpnUnregistered => "wwpn_unregistered",
+            Self::MigWwpnRegistered => "mig_wwpn_registered",
+            Self::MigWwpnUnregistered => "mig_wwpn_unregistered",
+            Self::MigWwpnUnregistrable => "mig_wwpn_unregistrable",
         }
     }
 
@@ -121,6 +136,11 @@ impl Icon {
             ExecQueued => "exec_queued",
             ExecFailed => "exec_failed",
             ExecTerminating => "exec_terminating",
+            WwpnRegistered => "wwpn_registered",
+            WwpnUnregistered => "wwpn_unregistered",
+            MigWwpnRegistered => "mig_wwpn_registered",
+            MigWwpnUnregistered => "mig_wwpn_unregistered",
+            MigWwpnUnregistrable => "mig_wwpn_unregistrable",
         )
     }
 

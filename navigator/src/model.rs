@@ -91,6 +91,26 @@ pub fn lpar_icon(view: &LparView, failed: bool) -> Icon {
     }
 }
 
+/// Tables 7-4 and 7-5: the State (Vfc) and State (Mig) icons of a vFC (none where its array
+/// could not be asked).
+pub fn registration_icons(
+    row: &lparmover::storage::VfcRegistration,
+) -> (Option<Icon>, Option<Icon>) {
+    use lparmover::storage::{MigrationWwpnState as M, WwpnState as W};
+    let vfc = match row.wwpn_state {
+        W::Registered => Some(Icon::WwpnRegistered),
+        W::Unregistered => Some(Icon::WwpnUnregistered),
+        W::Unknown => None,
+    };
+    let mig = match row.migration_state {
+        M::Registered => Some(Icon::MigWwpnRegistered),
+        M::Unregistered => Some(Icon::MigWwpnUnregistered),
+        M::Unregistrable => Some(Icon::MigWwpnUnregistrable),
+        M::Unknown => None,
+    };
+    (vfc, mig)
+}
+
 /// Whether the array one of the LPAR's vFCs logs in at cannot be asked (table 7-2's "the state
 /// of assigned WWNs is Unknown").
 fn wwn_unknown(view: &LparView) -> bool {
@@ -492,7 +512,7 @@ pub struct OpenWindows {
     pub profile: bool,
     /// Migration Policy (saved batches; comes with the policy runner).
     pub policy: bool,
-    /// WWN Setting (the storage side; comes with the storage array).
+    /// WWN Setting (every vFC's WWPN and migration-WWPN registration).
     pub wwn_setting: bool,
 }
 
@@ -548,6 +568,14 @@ pub struct Model {
     pub wwn_rollbacks: Pending<Vec<PendingRollback>>,
     /// Last Rollback WWN.
     pub rollback: Pending<String>,
+    /// WWN Setting: the registration of every vFC.
+    pub wwn_status: Pending<lparmover::ops::storage::WwnStatus>,
+    /// WWN Setting: the last registration change.
+    pub wwn_change: Pending<String>,
+    /// WWN Setting: where Export CSV writes.
+    pub wwn_csv_path: String,
+    /// WWN Setting: the last export.
+    pub wwn_csv: Pending<String>,
     /// Migration History.
     pub history: Pending<HistoryView>,
     /// LPAR the history window asks for (empty: all).
@@ -618,6 +646,13 @@ impl Model {
             recovery: Pending::Idle,
             wwn_rollbacks: Pending::Idle,
             rollback: Pending::Idle,
+            wwn_status: Pending::Idle,
+            wwn_change: Pending::Idle,
+            wwn_csv_path: std::env::temp_dir()
+                .join("lparmover-wwn.csv")
+                .display()
+                .to_string(),
+            wwn_csv: Pending::Idle,
             history: Pending::Idle,
             history_lpar: String::new(),
             logs: Pending::Idle,
@@ -1077,6 +1112,9 @@ impl Model {
             Event::Recovered(r) => self.recovery = Pending::from(*r),
             Event::RolledBack(r) => self.rollback = Pending::from(r),
             Event::WwnRollbacks(r) => self.wwn_rollbacks = Pending::from(r),
+            Event::WwnStatus(r) => self.wwn_status = Pending::from(*r),
+            Event::WwnChanged(r) => self.wwn_change = Pending::from(r),
+            Event::WwnCsv(r) => self.wwn_csv = Pending::from(r),
             Event::History(r) => self.history = Pending::from(*r),
             Event::Logs(r) => self.logs = Pending::from(r),
             Event::PathChanged(r) => self.path_change = Pending::from(r),

@@ -29,6 +29,7 @@ enum Step {
     History,
     Logs,
     Profile,
+    WwnSetting,
     Done,
 }
 
@@ -263,9 +264,17 @@ impl Tour {
                     CertificateState::Seen(_) if !form.confirmed => form.confirmed = true,
                     CertificateState::Seen(_) | CertificateState::Failed(_) if self.settled() => {
                         self.shoot(ctx, "profile");
-                        self.next(Step::Done);
+                        self.next(Step::WwnSetting);
                     }
                     _ => {}
+                }
+            }
+            Step::WwnSetting => {
+                model.open.profile = false;
+                model.open.wwn_setting = true;
+                if matches!(model.wwn_status, Pending::Done(_)) && self.settled() {
+                    self.shoot(ctx, "wwn-setting");
+                    self.next(Step::Done);
                 }
             }
             Step::Done => {}

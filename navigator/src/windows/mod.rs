@@ -10,3 +10,4 @@ pub mod profile;
 pub mod progress;
 pub mod recovery;
 pub mod trials;
+pub mod wwn_setting;

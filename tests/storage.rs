@@ -49,6 +49,18 @@ fn refused(out: &Output, code: i32, id: &str) {
     assert!(text(out).contains(id), "expected {id}: {}", text(out));
 }
 
+/// A client of the profile's first array, logged in with its saved account.
+async fn logged_in_client(profile: &Path) -> ArrayClient {
+    let loaded = Profile::load(profile).unwrap();
+    let array = &loaded.arrays[0];
+    let client = ArrayClient::new(array).unwrap();
+    let session = client
+        .login(array.credentials.as_ref().unwrap())
+        .await
+        .unwrap();
+    client.with_session(Some(session.token))
+}
+
 fn profile_with_array(dir: &Path, array: &TestArray, blades: &[&TestBlade]) -> std::path::PathBuf {
     let mut profile = profile_of(blades);
     profile.arrays.push(array.profile.clone());
@@ -281,19 +293,13 @@ async fn a_migration_wwpn_registered_in_one_command_turns_the_check_green() {
     );
 
     // A migration WWPN whose WWPN is not registered cannot be (table 7-5's third state).
-    let loaded = Profile::load(&profile).unwrap();
     let web = b1.client().lpars().await.unwrap();
     let web = web
         .iter()
         .find(|l| l.lpar.name.as_str() == "web-01")
         .unwrap();
     let web_wwpn = web.lpar.vfcs[0].wwpn;
-    let client = ArrayClient::new(&loaded.arrays[0]).unwrap();
-    let session = client
-        .login(loaded.arrays[0].credentials.as_ref().unwrap())
-        .await
-        .unwrap();
-    let client = client.with_session(Some(session.token));
+    let client = logged_in_client(&profile).await;
     let groups = client.host_groups().await.unwrap();
     let group = groups.iter().find(|g| g.permits(web_wwpn)).unwrap();
     client
@@ -444,13 +450,7 @@ async fn a_migration_wwpn_the_array_refuses_cancels_the_move_with_fc_login_timeo
     .unwrap();
     let db = lpm_tests::find_lpar(&b1.client(), "db-01").await.unwrap();
     let migration_wwpn = db.lpar.vfcs[0].migration_wwpn;
-    let loaded = Profile::load(&profile).unwrap();
-    let client = ArrayClient::new(&loaded.arrays[0]).unwrap();
-    let session = client
-        .login(loaded.arrays[0].credentials.as_ref().unwrap())
-        .await
-        .unwrap();
-    let client = client.with_session(Some(session.token));
+    let client = logged_in_client(&profile).await;
     let group = client
         .host_groups()
         .await

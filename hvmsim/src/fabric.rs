@@ -73,6 +73,8 @@ pub struct Wanted {
 #[derive(Debug)]
 pub struct FabricAgent {
     blade: String,
+    /// The arrays it serves (fixed at start; `links` is locked while a round runs).
+    served: Vec<ArrayName>,
     links: tokio::sync::Mutex<Vec<ArrayLink>>,
     /// What the arrays said about each wanted WWPN.
     states: Mutex<BTreeMap<Wwpn, FabricLoginState>>,
@@ -105,6 +107,7 @@ impl FabricAgent {
         }
         Ok(Arc::new(Self {
             blade: blade.to_owned(),
+            served: links.iter().map(|l| l.name.clone()).collect(),
             links: tokio::sync::Mutex::new(links),
             states: Mutex::new(BTreeMap::new()),
             logged: Mutex::new(BTreeMap::new()),
@@ -114,10 +117,7 @@ impl FabricAgent {
 
     /// Whether the agent reaches array `name`.
     pub fn serves(&self, name: &ArrayName) -> bool {
-        self.links
-            .try_lock()
-            .map(|l| l.iter().any(|a| &a.name == name))
-            .unwrap_or(true)
+        self.served.contains(name)
     }
 
     /// Reconciles soon.

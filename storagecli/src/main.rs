@@ -266,6 +266,19 @@ fn write_out(file: Option<&Path>, text: &str) -> anyhow::Result<()> {
     }
 }
 
+/// Saves (or forgets, with `None`) the login of array `array` in the profile at `path`.
+fn save_login(
+    profile: &mut Profile,
+    path: &Path,
+    array: &str,
+    credentials: Option<Credentials>,
+) -> anyhow::Result<()> {
+    if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
+        entry.credentials = credentials;
+    }
+    Ok(profile.save(path)?)
+}
+
 /// A profile entry for the array whose state directory is `dir`.
 fn from_state_dir(name: &str, dir: &Path) -> anyhow::Result<ProfileArray> {
     #[derive(serde::Deserialize)]
@@ -578,10 +591,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let client = ArrayClient::new(&a)?;
             let session = client.login(&credentials).await?;
             client.with_session(Some(session.token)).logout().await?;
-            if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
-                entry.credentials = Some(credentials.clone());
-            }
-            profile.save(&path)?;
+            save_login(&mut profile, &path, &array, Some(credentials.clone()))?;
             println!(
                 "STG-I201 Logged in to {array} as {}; the login is saved in {} (mode 0600) until `storagecli logout {array}`.",
                 credentials.user,
@@ -591,10 +601,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Logout { array } => {
             let mut profile = load(&path)?;
             profile.array(&array)?;
-            if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
-                entry.credentials = None;
-            }
-            profile.save(&path)?;
+            save_login(&mut profile, &path, &array, None)?;
             println!("STG-I202 Logged out of {array}; no login is saved for it any more.");
         }
         Command::Account { command } => {
@@ -612,10 +619,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     let info =
                         with_session(&a, |c| async move { c.set_security(&request).await }).await?;
-                    if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
-                        entry.credentials = Some(credentials);
-                    }
-                    profile.save(&path)?;
+                    save_login(&mut profile, &path, &array, Some(credentials))?;
                     println!(
                         "STG-I301 {} set on {array}; the new login is saved in {}.",
                         info.security.label(),
@@ -625,10 +629,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 AccountCommand::Remove { array } => {
                     let a = profile.array(&array)?.clone();
                     with_session(&a, |c| async move { c.remove_security().await }).await?;
-                    if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
-                        entry.credentials = None;
-                    }
-                    profile.save(&path)?;
+                    save_login(&mut profile, &path, &array, None)?;
                     println!("STG-I302 Protection removed from {array}.");
                 }
             }

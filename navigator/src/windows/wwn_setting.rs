@@ -140,18 +140,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, icons: &Icons, outbox: &mut 
                     }
                 }
             }
-            match &model.wwn_change {
-                Pending::Done(text) => {
-                    ui.label(text);
-                }
-                Pending::Failed(e) => {
-                    ui.colored_label(ERROR_RED, e);
-                }
-                Pending::Running => {
-                    ui.spinner();
-                }
-                Pending::Idle => {}
-            }
+            outcome(ui, &model.wwn_change);
             ui.separator();
             ui.horizontal(|ui| {
                 ui.label("CSV file");
@@ -164,21 +153,26 @@ pub fn show(ctx: &egui::Context, model: &mut Model, icons: &Icons, outbox: &mut 
                     model.wwn_csv = Pending::Running;
                 }
             });
-            match &model.wwn_csv {
-                Pending::Done(text) => {
-                    ui.label(text);
-                }
-                Pending::Failed(e) => {
-                    ui.colored_label(ERROR_RED, e);
-                }
-                Pending::Running => {
-                    ui.spinner();
-                }
-                Pending::Idle => {}
-            }
+            outcome(ui, &model.wwn_csv);
         });
     if open && !was_open {
         model.wwn_status = Pending::Idle;
     }
     model.open.wwn_setting = open;
+}
+
+/// What the last change or export said: its words, its error in red, or a spinner meanwhile.
+fn outcome(ui: &mut egui::Ui, pending: &Pending<String>) {
+    match pending {
+        Pending::Done(text) => {
+            ui.label(text);
+        }
+        Pending::Failed(e) => {
+            ui.colored_label(ERROR_RED, e);
+        }
+        Pending::Running => {
+            ui.spinner();
+        }
+        Pending::Idle => {}
+    }
 }

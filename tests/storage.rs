@@ -478,3 +478,234 @@ async fn a_migration_wwpn_the_array_refuses_cancels_the_move_with_fc_login_timeo
     );
     assert_eq!(logged_in_by(&array, migration_wwpn).await, None);
 }
+
+/// The first word of `storagecli lu digest LU`.
+fn digest(profile: &Path, lu: &str) -> String {
+    let out = storagecli(profile, &["lu", "digest", lu], None);
+    assert!(out.status.success(), "{}", text(&out));
+    text(&out)
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "{}", text(out));
+    text(out)
+}
+
+/// Asserts the seed's output style: `NAME Start  yyyy/mm/dd hh:mm:ss` … `NAME Normal End  …`.
+fn seed_style(out: &str, name: &str) {
+    for title in [format!("{name} Start"), format!("{name} Normal End")] {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&title))
+            .unwrap_or_else(|| panic!("no {title:?} line in:\n{out}"));
+        let stamp = line[title.len()..].trim();
+        assert!(
+            chrono::NaiveDateTime::parse_from_str(stamp, "%Y/%m/%d %H:%M:%S").is_ok(),
+            "{title} has no time stamp: {line:?}"
+        );
+    }
+}
+
+#[test]
+fn replication_pairs_copy_for_real_and_a_kill_9_in_mid_copy_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let mut array = TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[]);
+    let (mv, rv) = ("web-01-boot", "web-01-rv");
+
+    assert_ne!(
+        digest(&profile, mv),
+        digest(&profile, rv),
+        "a boot LU is not empty"
+    );
+    let replicated = ok(&storagecli(
+        &profile,
+        &["pair", "replicate", mv, "--wait"],
+        None,
+    ));
+    seed_style(&replicated, "Replicate");
+    assert_eq!(
+        digest(&profile, mv),
+        digest(&profile, rv),
+        "after Replicate"
+    );
+
+    // In the Replicate state the RV is Not Ready and MV writes reach it.
+    refused(
+        &storagecli(&profile, &["lu", "write", rv, "--text", "x"], None),
+        1,
+        "STG-0504",
+    );
+    ok(&storagecli(
+        &profile,
+        &[
+            "lu",
+            "write",
+            mv,
+            "--offset",
+            "5000000",
+            "--text",
+            "written while replicated",
+        ],
+        None,
+    ));
+    // The array CLI's names for Separate.
+    let separated = ok(&storagecli(
+        &profile,
+        &["iSMrc_separate", "-mv", mv, "-mvflg", "ld", "-wait"],
+        None,
+    ));
+    seed_style(&separated, "Separate");
+    let at_separate = digest(&profile, mv);
+    assert_eq!(
+        at_separate,
+        digest(&profile, rv),
+        "the RV has every write before Separate"
+    );
+
+    // Separated: writes to one volume do not reach the other.
+    ok(&storagecli(
+        &profile,
+        &[
+            "lu",
+            "write",
+            mv,
+            "--offset",
+            "9000000",
+            "--text",
+            "after separate",
+        ],
+        None,
+    ));
+    assert_eq!(
+        digest(&profile, rv),
+        at_separate,
+        "an MV write reached the separated RV"
+    );
+    ok(&storagecli(
+        &profile,
+        &[
+            "lu",
+            "write",
+            rv,
+            "--offset",
+            "20000000",
+            "--text",
+            "backup mark",
+        ],
+        None,
+    ));
+    let rv_content = digest(&profile, rv);
+    assert_ne!(digest(&profile, mv), rv_content);
+
+    // Restore with protect: the MV gets the RV back, the pair separates by itself, and the RV
+    // is left as it was.
+    let restored = ok(&storagecli(
+        &profile,
+        &["pair", "restore", mv, "--mode", "protect", "--wait"],
+        None,
+    ));
+    seed_style(&restored, "Restore");
+    assert_eq!(digest(&profile, mv), rv_content, "the MV is the RV again");
+    assert_eq!(digest(&profile, rv), rv_content);
+    let read = storagecli(
+        &profile,
+        &["lu", "read", mv, "--offset", "20000000", "--length", "11"],
+        None,
+    );
+    assert_eq!(read.stdout, b"backup mark", "{}", text(&read));
+    let status = storagecli(&profile, &["--json", "pair", "status", mv], None);
+    let pairs: Vec<lparmover::api::array::Pair> = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(pairs[0].state, lparmover::api::array::PairState::Separated);
+
+    // Bad input: clear errors, nothing changed.
+    let before = array.state_bytes();
+    refused(
+        &storagecli(&profile, &["pair", "replicate", "db-01-rv"], None),
+        1,
+        "STG-0501",
+    );
+    refused(
+        &storagecli(
+            &profile,
+            &["pair", "set", "--mv", mv, "--rv", "db-01-boot"],
+            None,
+        ),
+        1,
+        "STG-0502",
+    );
+    refused(
+        &storagecli(
+            &profile,
+            &["lu", "write", mv, "--offset", "67108864", "--text", "x"],
+            None,
+        ),
+        2,
+        "STG-0001",
+    );
+    refused(
+        &storagecli(&profile, &["pair", "replicate", "no-such-lu"], None),
+        1,
+        "no LU \"no-such-lu\"",
+    );
+    let waited = storagecli(&profile, &["pair", "wait", mv, "--cond", "sync"], None);
+    assert_eq!(waited.status.code(), Some(5), "{}", text(&waited));
+    assert!(
+        text(&waited).contains("pair replicate"),
+        "{}",
+        text(&waited)
+    );
+    assert_eq!(
+        array.state_bytes(),
+        before,
+        "refused requests changed the array"
+    );
+
+    // kill -9 while a whole-volume copy runs: the restarted array finishes it.
+    let (db, db_rv) = ("db-01-boot", "db-01-rv");
+    let chunk = dir.path().join("chunk.bin");
+    std::fs::write(&chunk, "0123456789abcdef".repeat(65536)).unwrap();
+    let chunk = chunk.to_str().unwrap();
+    for i in 0..48u64 {
+        let offset = (i << 20).to_string();
+        ok(&storagecli(
+            &profile,
+            &["lu", "write", db, "--offset", &offset, "--file", chunk],
+            None,
+        ));
+    }
+    ok(&storagecli(
+        &profile,
+        &["iSMrc_replicate", "-mv", db, "-mvflg", "ld"],
+        None,
+    ));
+    array.kill9();
+    array.restart().unwrap();
+    let profile = profile_with_array(dir.path(), &array, &[]);
+    let after = storagecli(&profile, &["--json", "pair", "list"], None);
+    let pairs: Vec<lparmover::api::array::Pair> = serde_json::from_slice(&after.stdout).unwrap();
+    let db_pair = pairs.iter().find(|p| p.mv_name == db).unwrap();
+    assert!(
+        matches!(
+            db_pair.state,
+            lparmover::api::array::PairState::Replicating
+                | lparmover::api::array::PairState::Replicated
+        ),
+        "the Replicate a client was told about survives kill -9: {db_pair:?}"
+    );
+    ok(&storagecli(
+        &profile,
+        &["pair", "wait", db, "--cond", "sync", "--timeout", "60"],
+        None,
+    ));
+    assert_eq!(
+        digest(&profile, db),
+        digest(&profile, db_rv),
+        "after a restart mid-copy"
+    );
+}

@@ -22,6 +22,7 @@ pub mod ops;
 pub mod partition;
 pub mod paths;
 pub mod profile;
+pub mod replication;
 pub mod storage;
 pub mod testenv;
 pub mod tls;

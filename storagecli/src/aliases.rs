@@ -15,6 +15,16 @@
 //! | `aulogout -unit U` | `logout U` |
 //! | `auaccountenv -set -uid ID -authentication\|-password -unit U` | `account set U --user ID --mode …` |
 //! | `auaccountenv -rm -unit U` | `account remove U` |
+//! | `iSMrc_pair -pair -mv MV -mvflg ld -rv RV -rvflg ld` | `pair set --mv MV --rv RV` |
+//! | `iSMrc_pair -unpair -mv MV -mvflg ld` | `pair unset MV` |
+//! | `iSMrc_replicate -mv MV -mvflg ld [-rv RV -rvflg ld] [-file F] [-wait]` | `pair replicate MV [--rv RV] [--file F] [--wait]` |
+//! | `iSMrc_separate -mv MV -mvflg ld [-wait]` | `pair separate MV [--wait]` |
+//! | `iSMrc_restore -mv MV -mvflg ld -mode protect\|update [-wait]` | `pair restore MV --mode … [--wait]` |
+//! | `iSMrc_wait -mv MV -mvflg ld -cond sync\|sep\|rst` | `pair wait MV --cond …` |
+//! | `iSMrc_query -mv MV -mvflg ld` | `pair status MV` |
+//!
+//! ReplicationControl names volumes by logical disk name (`-mvflg ld`) or number; `-unit U`
+//! picks the array when the profile has several.
 
 /// A command line using the array CLI's names, rewritten; others are returned unchanged.
 pub fn translate(args: Vec<String>) -> Result<Vec<String>, String> {
@@ -31,11 +41,15 @@ pub fn translate(args: Vec<String>) -> Result<Vec<String>, String> {
     let Some(command) = args.get(at).cloned() else {
         return Ok(args);
     };
-    if !command.starts_with("au") {
+    if !command.starts_with("au") && !command.starts_with("iSMrc_") {
         return Ok(args);
     }
     let mut out = args[..at].to_vec();
     let rest = Options::parse(&args[at + 1..])?;
+    if command.starts_with("iSMrc_") {
+        out.extend(replication(&command, &rest)?);
+        return Ok(out);
+    }
     let unit = || {
         rest.value("-unit")
             .ok_or_else(|| format!("{command}: -unit ARRAY is required"))
@@ -144,6 +158,85 @@ pub fn translate(args: Vec<String>) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// ReplicationControl's commands.
+fn replication(command: &str, rest: &Options) -> Result<Vec<String>, String> {
+    for flag in ["-mvflg", "-rvflg"] {
+        if let Some(kind) = rest.value(flag)
+            && kind != "ld"
+        {
+            return Err(format!(
+                "{command}: {flag} {kind}: volumes are named by logical disk (ld) here; give {flag} ld and the LU's name or number"
+            ));
+        }
+    }
+    let mv = || {
+        rest.value("-mv")
+            .ok_or_else(|| format!("{command}: -mv VOLUME is required"))
+    };
+    let mut out = vec!["pair".to_owned()];
+    let volumes = |out: &mut Vec<String>| -> Result<(), String> {
+        match rest.value("-file") {
+            Some(file) => out.extend(["--file".to_owned(), file]),
+            None => out.push(mv()?),
+        }
+        if let Some(rv) = rest.value("-rv") {
+            out.extend(["--rv".to_owned(), rv]);
+        }
+        Ok(())
+    };
+    match command {
+        "iSMrc_pair" if rest.flag("-pair") => {
+            let rv = rest
+                .value("-rv")
+                .ok_or("iSMrc_pair -pair: -rv VOLUME is required")?;
+            out.extend([
+                "set".to_owned(),
+                "--mv".to_owned(),
+                mv()?,
+                "--rv".to_owned(),
+                rv,
+            ]);
+        }
+        "iSMrc_pair" if rest.flag("-unpair") => out.extend(["unset".to_owned(), mv()?]),
+        "iSMrc_pair" => return Err("iSMrc_pair: give -pair or -unpair".into()),
+        "iSMrc_replicate" | "iSMrc_separate" | "iSMrc_restore" => {
+            out.push(command.trim_start_matches("iSMrc_").to_owned());
+            volumes(&mut out)?;
+            if command == "iSMrc_restore" {
+                let mode = rest.value("-mode").unwrap_or_else(|| "update".into());
+                out.extend(["--mode".to_owned(), mode]);
+            }
+            if rest.flag("-wait") {
+                out.push("--wait".into());
+            }
+        }
+        "iSMrc_wait" => {
+            let cond = rest
+                .value("-cond")
+                .ok_or("iSMrc_wait: -cond sync|sep|rst is required")?;
+            out.push("wait".into());
+            volumes(&mut out)?;
+            out.extend(["--cond".to_owned(), cond]);
+        }
+        "iSMrc_query" => {
+            out.push("status".into());
+            volumes(&mut out)?;
+        }
+        other => {
+            return Err(format!(
+                "{other}: not a ReplicationControl command storagecli knows; it knows iSMrc_pair, iSMrc_replicate, iSMrc_separate, iSMrc_restore, iSMrc_wait and iSMrc_query"
+            ));
+        }
+    }
+    if let Some(unit) = rest.value("-unit") {
+        out.extend(["--array".to_owned(), unit]);
+    }
+    if rest.flag("-json") || rest.flag("--json") {
+        out.push("--json".into());
+    }
+    Ok(out)
+}
+
 fn words(w: &[&str]) -> Vec<String> {
     w.iter().map(|s| (*s).to_owned()).collect()
 }
@@ -162,6 +255,12 @@ const VALUED: &[&str] = &[
     "-newwname",
     "newwname",
     "-statedir",
+    "-mv",
+    "-rv",
+    "-mvflg",
+    "-rvflg",
+    "-mode",
+    "-cond",
 ];
 
 impl Options {
@@ -265,6 +364,39 @@ mod tests {
             "--profile p.toml --json array list",
             "global options before the array CLI's name stay"
         );
+    }
+
+    #[test]
+    fn replication_control_command_lines_become_pair_subcommands() {
+        assert_eq!(
+            t("iSMrc_replicate -mv dev001 -mvflg ld -rv dev002 -rvflg ld").unwrap(),
+            "pair replicate dev001 --rv dev002"
+        );
+        assert_eq!(
+            t("iSMrc_separate -mv dev001 -mvflg ld -wait").unwrap(),
+            "pair separate dev001 --wait"
+        );
+        assert_eq!(
+            t("iSMrc_restore -file disks.txt -mode protect").unwrap(),
+            "pair restore --file disks.txt --mode protect"
+        );
+        assert_eq!(
+            t("iSMrc_wait -file disks.txt -cond sep").unwrap(),
+            "pair wait --file disks.txt --cond sep"
+        );
+        assert_eq!(
+            t("iSMrc_pair -pair -mv web-01-boot -mvflg ld -rv web-01-rv -rvflg ld -unit ams1")
+                .unwrap(),
+            "pair set --mv web-01-boot --rv web-01-rv --array ams1"
+        );
+        assert_eq!(t("iSMrc_query -mv 0000").unwrap(), "pair status 0000");
+        assert!(t("iSMrc_separate -wait").unwrap_err().contains("-mv"));
+        assert!(
+            t("iSMrc_separate -mv G: -mvflg drv")
+                .unwrap_err()
+                .contains("-mvflg ld")
+        );
+        assert!(t("iSMrc_wait -mv dev001").unwrap_err().contains("-cond"));
     }
 
     #[test]

@@ -13,14 +13,16 @@ use lparmover::model::{ArrayPort, HostGroupNumber, SecurityMode, Wwpn};
 use lparmover::ops::storage::{StorageOpError, wwn_status};
 use lparmover::profile::{Profile, ProfileArray};
 use lparmover::storage::{export_csv, with_session};
-use storagecli::{EXIT_UNREACHABLE, aliases, render};
+use storagecli::{EXIT_UNREACHABLE, EXIT_WAIT_FAILED, aliases, render};
 
-/// Storage arrays: host groups, WWPN registration, accounts, exports.
+mod volumes;
+
+/// Storage arrays: host groups, WWPN registration, accounts, exports, LUs and replication pairs.
 #[derive(Parser, Debug)]
 #[command(
     version,
     about,
-    after_help = "The array CLI's names work too: auunitadd, auunitref, auhgwwn, auhgout, aulogin, aulogout, auaccountenv.\nExit status: 0 done, 1 refused by the array, 2 bad command line or value, 3 unreachable, 4 token, login or password refused."
+    after_help = "The array CLI's names work too: auunitadd, auunitref, auhgwwn, auhgout, aulogin, aulogout, auaccountenv, and ReplicationControl's iSMrc_pair, iSMrc_replicate, iSMrc_separate, iSMrc_restore, iSMrc_wait, iSMrc_query.\nExit status: 0 done, 1 refused by the array, 2 bad command line or value, 3 unreachable, 4 token, login or password refused, 5 a wait ended without the state (fault, timeout, or a state that leads elsewhere)."
 )]
 struct Cli {
     /// Manager profile holding the registered arrays (default: the manager's default profile).
@@ -73,6 +75,16 @@ enum Command {
     Fabric {
         /// Array.
         array: String,
+    },
+    /// LUs: list, digest, host reads and writes.
+    Lu {
+        #[command(subcommand)]
+        command: volumes::LuCommand,
+    },
+    /// Replication pairs (seed 002): set, replicate, separate, restore, wait, status.
+    Pair {
+        #[command(subcommand)]
+        command: volumes::PairCommand,
     },
 }
 
@@ -634,6 +646,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 }
             }
         }
+        Command::Lu { command } => volumes::run_lu(&load(&path)?, command, json).await?,
+        Command::Pair { command } => volumes::run_pair(&load(&path)?, command, json).await?,
         Command::Fabric { array } => {
             let profile = load(&path)?;
             let a = profile.array(&array)?;
@@ -650,6 +664,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The exit code for an error: the array's catalogue row when it refused.
 fn exit_code(e: &anyhow::Error) -> u8 {
+    if let Some(volumes::WaitFailed(wait)) = e.downcast_ref::<volumes::WaitFailed>() {
+        return match wait {
+            lparmover::replication::PairWaitError::Array(ArrayClientError::Unreachable {
+                ..
+            }) => EXIT_UNREACHABLE,
+            _ => EXIT_WAIT_FAILED,
+        };
+    }
     let array = e.downcast_ref::<ArrayClientError>().or_else(|| {
         e.downcast_ref::<StorageOpError>().and_then(|s| match s {
             StorageOpError::Array(a) => Some(a),

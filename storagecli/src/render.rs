@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use lparmover::api::array::{ArrayInfo, FabricLogin, HostGroup, Lu};
+use lparmover::api::array::{ArrayInfo, FabricLogin, HostGroup, Lu, Pair, RvAccess};
 
 /// Pads cells to the widest of each column.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -181,6 +181,147 @@ pub fn logins(logins: &[FabricLogin]) -> String {
         })
         .collect();
     table(&["WWPN", "Blade", "FC port", "Array port", "Since"], &body)
+}
+
+/// `lu list`.
+pub fn lus(lus: &[Lu], pairs: &[Pair]) -> String {
+    let role = |lu: &Lu| {
+        pairs
+            .iter()
+            .find_map(|p| {
+                if p.mv == lu.number {
+                    Some(format!("MV of {} {}", p.rv, p.rv_name))
+                } else if p.rv == lu.number {
+                    Some(format!("RV of {} {}", p.mv, p.mv_name))
+                } else {
+                    None
+                }
+            })
+            .unwrap_or_default()
+    };
+    let rows: Vec<Vec<String>> = lus
+        .iter()
+        .map(|l| {
+            vec![
+                l.number.to_string(),
+                l.name.clone(),
+                l.size_mib.to_string(),
+                role(l),
+            ]
+        })
+        .collect();
+    table(&["LU", "Name", "MiB", "Pair"], &rows)
+}
+
+fn when(at: Option<chrono::DateTime<chrono::Utc>>) -> String {
+    at.map(stamp).unwrap_or_else(|| "-".into())
+}
+
+/// The seed's time stamps: local time, `2001/02/21 11:06:13`.
+pub fn stamp(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.with_timezone(&chrono::Local)
+        .format("%Y/%m/%d %H:%M:%S")
+        .to_string()
+}
+
+/// `pair list`.
+pub fn pairs(pairs: &[Pair]) -> String {
+    let rows: Vec<Vec<String>> = pairs
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{} {}", p.mv, p.mv_name),
+                format!("{} {}", p.rv, p.rv_name),
+                p.state.code().to_owned(),
+                p.state.label().to_owned(),
+                match p.rv_access {
+                    RvAccess::Rw => "rw".into(),
+                    RvAccess::Nr => "nr".into(),
+                },
+                if p.state.copying() {
+                    format!("{}%", p.progress_percent())
+                } else {
+                    "-".into()
+                },
+                p.difference_mib.to_string(),
+                when(p.started_at),
+                when(p.ended_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "MV",
+            "RV",
+            "State",
+            "",
+            "RV access",
+            "Copied",
+            "Diff MiB",
+            "Started",
+            "Ended",
+        ],
+        &rows,
+    )
+}
+
+/// `pair status` (iSMrc_query): one pair, field by field.
+pub fn pair(p: &Pair) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "MV:{:<22}{}", p.mv.to_string(), p.mv_name);
+    let _ = writeln!(out, "RV:{:<22}{}", p.rv.to_string(), p.rv_name);
+    let _ = writeln!(
+        out,
+        "{:<25}{} ({})",
+        "State:",
+        p.state.code(),
+        p.state.label()
+    );
+    let _ = writeln!(
+        out,
+        "{:<25}{}",
+        "RV Access:",
+        match p.rv_access {
+            RvAccess::Rw => "rw (Read/Write)",
+            RvAccess::Nr => "nr (Not Ready)",
+        }
+    );
+    if let Some(mode) = p.restore_mode {
+        let _ = writeln!(out, "{:<25}{mode:?}", "Restore Mode:");
+    }
+    let _ = writeln!(
+        out,
+        "{:<25}{}",
+        "RV Holds A Copy:",
+        if p.synchronized { "yes" } else { "no" }
+    );
+    if p.state.copying() || p.copy_remaining_mib > 0 {
+        let _ = writeln!(
+            out,
+            "{:<25}{}% ({} of {} MiB to go)",
+            "Copy Progress:",
+            p.progress_percent(),
+            p.copy_remaining_mib,
+            p.copy_total_mib
+        );
+    }
+    let _ = writeln!(out, "{:<25}{} MiB", "Difference:", p.difference_mib);
+    let _ = writeln!(out, "{:<25}{}", "Start Time:", when(p.started_at));
+    let _ = writeln!(out, "{:<25}{}", "End Time:", when(p.ended_at));
+    if let Some(f) = &p.fault {
+        let _ = writeln!(out, "{:<25}{f}", "Fault:");
+    }
+    out
+}
+
+/// The seed's operation block: `Replicate Start          2001/02/21 11:06:13`, then the
+/// volumes.
+pub fn operation(title: &str, at: chrono::DateTime<chrono::Utc>, p: &Pair) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{title:<25}{}", stamp(at));
+    let _ = writeln!(out, "MV:{:<22}{}", p.mv.to_string(), p.mv_name);
+    let _ = writeln!(out, "RV:{:<22}{}", p.rv.to_string(), p.rv_name);
+    out
 }
 
 #[cfg(test)]

@@ -3,8 +3,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +13,8 @@ use axum::{Json, Router};
 use lparmover::api::API_VERSION;
 use lparmover::api::array::{
     ArrayError, ArrayErrorCode, AssignWwn, Credentials, FabricLoginRequest, FabricLogoutRequest,
-    RenameWwn, SESSION_HEADER, SetSecurity,
+    LuDigest, LuNumber, LuRange, Pair, RenameWwn, RestoreRequest, SESSION_HEADER, SetPair,
+    SetSecurity,
 };
 use lparmover::model::{ArrayPort, HostGroupNumber, Wwpn};
 
@@ -189,6 +190,98 @@ async fn lus(State(s): Svc, headers: HeaderMap) -> Answer<Vec<lparmover::api::ar
     Ok(Json(s.lus()))
 }
 
+fn lu_of(text: &str) -> Result<LuNumber, Refusal> {
+    text.parse().map_err(invalid)
+}
+
+fn range(query: Result<Query<LuRange>, QueryRejection>) -> Result<LuRange, Refusal> {
+    query
+        .map(|Query(r)| r)
+        .map_err(|e| invalid(format!("{e}; give ?offset=BYTES[&length=BYTES]")))
+}
+
+async fn lu_digest(State(s): Svc, headers: HeaderMap, Path(lu): Path<String>) -> Answer<LuDigest> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.lu_digest(lu_of(&lu)?)?))
+}
+
+async fn lu_read(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(lu): Path<String>,
+    query: Result<Query<LuRange>, QueryRejection>,
+) -> Result<Vec<u8>, Refusal> {
+    s.authorize(session(&headers))?;
+    let r = range(query)?;
+    let length = r
+        .length
+        .ok_or_else(|| invalid("a read needs &length=BYTES"))?;
+    Ok(s.lu_read(lu_of(&lu)?, r.offset, length)?)
+}
+
+async fn lu_write(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(lu): Path<String>,
+    query: Result<Query<LuRange>, QueryRejection>,
+    body: axum::body::Bytes,
+) -> Result<StatusCode, Refusal> {
+    s.authorize(session(&headers))?;
+    let r = range(query)?;
+    if r.length.is_some_and(|l| l != body.len() as u64) {
+        return Err(invalid(
+            "length does not match the body; leave it out for writes",
+        ));
+    }
+    s.lu_write(lu_of(&lu)?, r.offset, &body)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn pairs(State(s): Svc, headers: HeaderMap) -> Answer<Vec<Pair>> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.pairs()))
+}
+
+async fn set_pair(State(s): Svc, headers: HeaderMap, Body(r): Body<SetPair>) -> Answer<Pair> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.set_pair(&r)?))
+}
+
+async fn pair(State(s): Svc, headers: HeaderMap, Path(mv): Path<String>) -> Answer<Pair> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.pair(lu_of(&mv)?)?))
+}
+
+async fn unset_pair(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(mv): Path<String>,
+) -> Result<StatusCode, Refusal> {
+    s.authorize(session(&headers))?;
+    s.unset_pair(lu_of(&mv)?)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn replicate(State(s): Svc, headers: HeaderMap, Path(mv): Path<String>) -> Answer<Pair> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.replicate(lu_of(&mv)?)?))
+}
+
+async fn separate(State(s): Svc, headers: HeaderMap, Path(mv): Path<String>) -> Answer<Pair> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.separate(lu_of(&mv)?)?))
+}
+
+async fn restore(
+    State(s): Svc,
+    headers: HeaderMap,
+    Path(mv): Path<String>,
+    Body(r): Body<RestoreRequest>,
+) -> Answer<Pair> {
+    s.authorize(session(&headers))?;
+    Ok(Json(s.restore(lu_of(&mv)?, r.mode)?))
+}
+
 async fn logins(State(s): Svc) -> Answer<Vec<lparmover::api::array::FabricLogin>> {
     Ok(Json(s.logins()))
 }
@@ -233,6 +326,13 @@ pub fn router(service: Arc<ArrayService>, token: String) -> Router {
             axum::routing::delete(remove).patch(rename),
         )
         .route("/lus", get(lus))
+        .route("/lus/{lu}/digest", get(lu_digest))
+        .route("/lus/{lu}/data", get(lu_read).put(lu_write))
+        .route("/pairs", get(pairs).post(set_pair))
+        .route("/pairs/{mv}", get(pair).delete(unset_pair))
+        .route("/pairs/{mv}/replicate", post(replicate))
+        .route("/pairs/{mv}/separate", post(separate))
+        .route("/pairs/{mv}/restore", post(restore))
         .route_layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,

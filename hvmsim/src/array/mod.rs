@@ -6,13 +6,15 @@
 //! ```text
 //! STATE_DIR/
 //!   array.json          configuration and fabric logins (ArrayState), rewritten atomically
-//!   lus/NNNN.img        LU blocks (sparse files)
+//!   lus/NNNN.img        LU blocks (sparse files); replication pairs copy between them
 //!   identity/           certificate, key and API token, as a blade's
 //!   endpoint.json       where the API listens
 //!   blade.lock          held by the process serving the directory
 //! ```
 
 pub mod api;
+pub mod lu_io;
+pub mod pairs;
 pub mod security;
 pub mod seed;
 pub mod serve;

@@ -1,7 +1,9 @@
 //! An array's configuration on its first start, made from the fleet file (see
 //! `lparmover::model::storage`): per LPAR and array port its vFCs reach, a host group named after
 //! the LPAR holding their WWPNs (and the migration WWPNs of the LPARs the array lists), and per
-//! LPAR a boot LU presented as LUN 0 by each of its groups.
+//! LPAR a boot LU presented as LUN 0 by each of its groups, and beside it a replication volume
+//! of the same size presented to nobody, set as a pair with it (Separated, never copied): the
+//! safety copy an operator takes before maintenance with `storagecli pair replicate`.
 //!
 //! The WWPNs are the ones each blade will give its LPARs on its own first start: the seed runs
 //! the blade's own definition rules ([`HvmState::define`]) on a scratch copy of every blade.
@@ -11,9 +13,13 @@ use std::collections::BTreeMap;
 use lparmover::api::array::{ArrayInfo, HostGroup, Lu, LuNumber, LunMapping, WwnEntry};
 use lparmover::model::{ArrayPort, Fleet, HostGroupNumber, StorageArray};
 
+use super::pairs::PairRecord;
 use super::security::StoredAccount;
 use super::state::ArrayState;
 use crate::hvm::HvmState;
+
+/// Number of the first replication volume (the RV of boot LU 0000 is 0100).
+pub const RV_BASE: u16 = 100;
 
 /// The first-start state of `array` of `fleet`.
 pub fn first_state(fleet: &Fleet, array: &StorageArray) -> anyhow::Result<ArrayState> {
@@ -75,6 +81,28 @@ pub fn first_state(fleet: &Fleet, array: &StorageArray) -> anyhow::Result<ArrayS
             size_mib: array.boot_lu_mib,
         });
     }
+    if lpar_order.len() > usize::from(RV_BASE) {
+        anyhow::bail!(
+            "array {} would serve {} LPARs; it numbers at most {RV_BASE} boot LUs",
+            array.name,
+            lpar_order.len()
+        );
+    }
+    let mut pairs = BTreeMap::new();
+    for (i, name) in lpar_order.iter().enumerate() {
+        let rv = LuNumber(u16::try_from(i)?.checked_add(RV_BASE).ok_or_else(|| {
+            anyhow::anyhow!(
+                "array {} has too many LPARs for replication volumes",
+                array.name
+            )
+        })?);
+        lus.push(Lu {
+            number: rv,
+            name: truncate(&format!("{name}-rv")),
+            size_mib: array.boot_lu_mib,
+        });
+        pairs.insert(LuNumber(u16::try_from(i)?), PairRecord::new(rv));
+    }
     let mut host_groups = Vec::new();
     for port in &array.ports {
         // Group 000 is the port's default group: it permits nobody.
@@ -133,6 +161,7 @@ pub fn first_state(fleet: &Fleet, array: &StorageArray) -> anyhow::Result<ArrayS
         host_groups,
         lus,
         logins: BTreeMap::new(),
+        pairs,
     })
 }
 

@@ -52,6 +52,8 @@ pub async fn run(args: ArrayArgs) -> anyhow::Result<()> {
         super::seed::first_state(&fleet, definition)
     })?;
     let service = Arc::new(service);
+    super::service::start_copy_engine(service.clone())
+        .context("cannot start the array's copy engine")?;
     let info = service.info();
     let Some(ip) = info.controllers.first().map(|c| c.ip) else {
         bail!("array {} has no controller to listen on", info.name);

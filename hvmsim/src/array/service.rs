@@ -7,16 +7,37 @@ use std::sync::{Mutex, MutexGuard};
 use chrono::Utc;
 use lparmover::api::array::{
     ArrayError, ArrayErrorCode, ArrayInfo, AssignWwn, Credentials, FabricLogin, FabricLoginRequest,
-    FabricLogoutRequest, HostGroup, HostGroupBackup, Lu, Session, SetSecurity,
+    FabricLogoutRequest, HostGroup, HostGroupBackup, Lu, LuDigest, LuNumber, Pair, RestoreMode,
+    Session, SetPair, SetSecurity,
 };
 use lparmover::model::{ArrayPort, HostGroupNumber, SecurityMode, Wwpn};
 
+use super::lu_io;
+use super::pairs::{CopyWork, Direction};
 use super::security::Sessions;
 use super::state::ArrayState;
 use crate::store::StateDir;
 
 /// The array file in the state directory.
 pub const STATE_FILE: &str = "array.json";
+
+/// Chunks each copying pair moves per [`ArrayService::copy_step`] (the background copy
+/// level): with the engine's 20 ms steps about 200 MiB/s per pair.
+pub const CHUNKS_PER_STEP: usize = 4;
+
+/// 64 KiB derived from the LU's name: the "installed system" of a boot LU.
+fn boot_block(name: &str) -> Vec<u8> {
+    let mut block = vec![0; 64 << 10];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(b"lparmover boot LU ");
+    hasher.update(name.as_bytes());
+    hasher.finalize_xof().fill(&mut block);
+    block
+}
+
+fn io_failed(what: &str, e: std::io::Error) -> ArrayError {
+    ArrayError::new(ArrayErrorCode::LuIoFailed, format!("{what}: {e}"))
+}
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -70,18 +91,35 @@ impl ArrayService {
         self.store.root().join("lus").join(format!("{number}.img"))
     }
 
-    /// Creates missing LU files at their size (sparse: nothing written takes no space).
+    /// Creates missing LU files at their size (sparse: nothing written takes no space). An LU
+    /// presented to a host group (a boot LU) gets a boot block of its own, so its content is
+    /// not the same as an empty volume's and a copy of it can be told from none.
     fn create_lu_files(&self) -> anyhow::Result<()> {
-        let lus = lock(&self.state).lus.clone();
+        let (lus, presented) = {
+            let state = lock(&self.state);
+            let presented: std::collections::BTreeSet<LuNumber> = state
+                .host_groups
+                .iter()
+                .flat_map(|g| g.luns.iter().map(|m| m.lu))
+                .collect();
+            (state.lus.clone(), presented)
+        };
         std::fs::create_dir_all(self.store.root().join("lus"))?;
         for lu in lus {
             let path = self.lu_path(lu.number);
             if path.exists() {
                 continue;
             }
-            let file = std::fs::File::create(&path)?;
+            // Made under a temporary name and renamed, so a kill -9 leaves no half-made LU.
+            let partial = path.with_extension("img.partial");
+            let file = std::fs::File::create(&partial)?;
             file.set_len(u64::from(lu.size_mib) << 20)?;
+            if presented.contains(&lu.number) {
+                use std::os::unix::fs::FileExt as _;
+                file.write_all_at(&boot_block(&lu.name), 0)?;
+            }
             file.sync_all()?;
+            std::fs::rename(&partial, &path)?;
         }
         Ok(())
     }
@@ -269,4 +307,169 @@ impl ArrayService {
         tracing::info!(wwpn = %login.wwpn, blade = %login.blade, "FC logout");
         Ok(())
     }
+
+    fn persist(&self, state: &super::state::ArrayState) -> Result<(), ArrayError> {
+        self.store
+            .write_json(STATE_FILE, state)
+            .map_err(|e| ArrayError::new(ArrayErrorCode::StateWriteFailed, e.to_string()))
+    }
+
+    /// Carries out `work` on the LU files (synced).
+    fn do_copy(&self, work: &CopyWork) -> Result<(), ArrayError> {
+        let (from, to) = match work.direction {
+            Direction::MvToRv => (work.mv, work.rv),
+            Direction::RvToMv => (work.rv, work.mv),
+        };
+        lu_io::copy_chunks(&self.lu_path(from), &self.lu_path(to), &work.chunks).map_err(|e| {
+            io_failed(
+                &format!(
+                    "copying {} chunk(s) of LU {from} to LU {to}",
+                    work.chunks.len()
+                ),
+                e,
+            )
+        })
+    }
+
+    /// Every pair.
+    pub fn pairs(&self) -> Vec<Pair> {
+        lock(&self.state).pair_views()
+    }
+
+    /// The pair of MV `mv`.
+    pub fn pair(&self, mv: LuNumber) -> Result<Pair, ArrayError> {
+        lock(&self.state).pair_view(mv)
+    }
+
+    /// `iSMrc_pair -pair`.
+    pub fn set_pair(&self, request: &SetPair) -> Result<Pair, ArrayError> {
+        let pair = self.mutate(|s| s.set_pair(request))?;
+        tracing::info!(mv = %request.mv, rv = %request.rv, "pair set");
+        Ok(pair)
+    }
+
+    /// `iSMrc_pair -unpair`.
+    pub fn unset_pair(&self, mv: LuNumber) -> Result<(), ArrayError> {
+        self.mutate(|s| s.unset_pair(mv))?;
+        tracing::info!(%mv, "pair cancelled");
+        Ok(())
+    }
+
+    /// `iSMrc_replicate`.
+    pub fn replicate(&self, mv: LuNumber) -> Result<Pair, ArrayError> {
+        let pair = self.mutate(|s| s.replicate(mv, Utc::now()))?;
+        tracing::info!(%mv, rv = %pair.rv, mib = pair.copy_total_mib, "Replicate started");
+        Ok(pair)
+    }
+
+    /// `iSMrc_separate`.
+    pub fn separate(&self, mv: LuNumber) -> Result<Pair, ArrayError> {
+        let pair = self.mutate(|s| s.separate(mv, Utc::now()))?;
+        tracing::info!(%mv, rv = %pair.rv, "Separate started");
+        Ok(pair)
+    }
+
+    /// `iSMrc_restore`: MV writes still on their way to the RV are copied first, so the RV the
+    /// restore copies back is the one the operator saw.
+    pub fn restore(&self, mv: LuNumber, mode: RestoreMode) -> Result<Pair, ArrayError> {
+        let mut current = lock(&self.state);
+        let mut next = current.clone();
+        if let Some(work) = next.reflection_pending(mv) {
+            self.do_copy(&work)?;
+            next.copied(&work);
+        }
+        let pair = next.restore(mv, mode, Utc::now())?;
+        self.persist(&next)?;
+        *current = next;
+        tracing::info!(%mv, rv = %pair.rv, ?mode, mib = pair.copy_total_mib, "Restore started");
+        Ok(pair)
+    }
+
+    /// A host write: remembered in the pair's state (and any chunk a Separate or Restore still
+    /// owes copied) before the data reaches the LU.
+    pub fn lu_write(&self, lu: LuNumber, offset: u64, data: &[u8]) -> Result<(), ArrayError> {
+        let mut current = lock(&self.state);
+        let mut next = current.clone();
+        let before = next.plan_write(lu, offset, data.len() as u64)?;
+        if let Some(work) = &before {
+            self.do_copy(work)?;
+        }
+        if next != *current {
+            self.persist(&next)?;
+            *current = next;
+        }
+        lu_io::write_at(&self.lu_path(lu), offset, data)
+            .map_err(|e| io_failed(&format!("writing LU {lu}"), e))
+    }
+
+    /// A host read.
+    pub fn lu_read(&self, lu: LuNumber, offset: u64, length: u64) -> Result<Vec<u8>, ArrayError> {
+        let current = lock(&self.state);
+        current.check_read(lu, offset, length)?;
+        lu_io::read_at(&self.lu_path(lu), offset, length)
+            .map_err(|e| io_failed(&format!("reading LU {lu}"), e))
+    }
+
+    /// The digest of an LU, taken under the lock so no copy or write is half done.
+    pub fn lu_digest(&self, lu: LuNumber) -> Result<LuDigest, ArrayError> {
+        let current = lock(&self.state);
+        let size_mib = current
+            .lus
+            .iter()
+            .find(|l| l.number == lu)
+            .map(|l| l.size_mib)
+            .ok_or_else(|| ArrayError::new(ArrayErrorCode::LuNotFound, format!("no LU {lu}")))?;
+        let blake3 = lu_io::digest(&self.lu_path(lu))
+            .map_err(|e| io_failed(&format!("reading LU {lu}"), e))?;
+        Ok(LuDigest {
+            lu,
+            size_mib,
+            blake3,
+        })
+    }
+
+    /// One step of the copy engine: a few chunks per copying pair, then the state transitions
+    /// of the copies that are done. Returns whether any pair still has work.
+    pub fn copy_step(&self) -> bool {
+        let mut current = lock(&self.state);
+        let mut next = current.clone();
+        let now = Utc::now();
+        for work in next.copy_work(CHUNKS_PER_STEP) {
+            match self.do_copy(&work) {
+                Ok(()) => next.copied(&work),
+                Err(e) => {
+                    tracing::error!(mv = %work.mv, rv = %work.rv, error = %e, "copy failed: pair in Fault");
+                    next.copy_failed(work.mv, e.detail, now);
+                }
+            }
+        }
+        next.settle(now);
+        let busy = !next.copy_work(1).is_empty();
+        if next != *current {
+            for (mv, pair) in &next.pairs {
+                let was = current.pairs.get(mv).map(|p| p.state);
+                if was != Some(pair.state) {
+                    tracing::info!(%mv, state = pair.state.code(), "pair state");
+                }
+            }
+            match self.persist(&next) {
+                Ok(()) => *current = next,
+                Err(e) => tracing::error!(error = %e, "cannot record copy progress; will redo it"),
+            }
+        }
+        busy
+    }
+}
+
+/// Runs the copy engine of `service` on a thread of its own until the process ends.
+pub fn start_copy_engine(service: std::sync::Arc<ArrayService>) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("array-copy".into())
+        .spawn(move || {
+            loop {
+                service.copy_step();
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+        .map(|_| ())
 }

@@ -8,12 +8,13 @@ use std::collections::BTreeMap;
 
 use lparmover::api::array::{
     ArrayError, ArrayErrorCode, ArrayInfo, AssignWwn, FabricLogin, FabricLoginRequest,
-    FabricLogoutRequest, HostGroup, Lu, SetSecurity, WwnEntry, validate_credentials,
+    FabricLogoutRequest, HostGroup, Lu, LuNumber, SetSecurity, WwnEntry, validate_credentials,
     validate_nickname,
 };
 use lparmover::model::{ArrayPort, HostGroupNumber, SecurityMode, Wwpn};
 use serde::{Deserialize, Serialize};
 
+use super::pairs::PairRecord;
 use super::security::StoredAccount;
 
 /// Everything an array keeps across restarts.
@@ -35,6 +36,9 @@ pub struct ArrayState {
     /// still knows which WWPN is active where, so it never lets a second vFC take one over.
     #[serde(default)]
     pub logins: BTreeMap<Wwpn, FabricLogin>,
+    /// Replication pairs, by MV.
+    #[serde(default)]
+    pub pairs: BTreeMap<LuNumber, PairRecord>,
 }
 
 fn invalid(detail: impl Into<String>) -> ArrayError {
@@ -366,6 +370,7 @@ mod tests {
             ],
             lus: Vec::new(),
             logins: BTreeMap::new(),
+            pairs: BTreeMap::new(),
         }
     }
 

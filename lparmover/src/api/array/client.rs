@@ -6,8 +6,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     ArrayError, ArrayInfo, AssignWwn, Credentials, FabricLogin, FabricLoginRequest,
-    FabricLogoutRequest, HostGroup, HostGroupBackup, Lu, RenameWwn, SESSION_HEADER, Session,
-    SetSecurity,
+    FabricLogoutRequest, HostGroup, HostGroupBackup, Lu, LuDigest, LuNumber, Pair, RenameWwn,
+    RestoreRequest, SESSION_HEADER, Session, SetPair, SetSecurity,
 };
 use crate::api::API_VERSION;
 use crate::api::client::{error_chain, pinned_http};
@@ -100,6 +100,24 @@ impl ArrayClient {
         path: &str,
         body: Option<&B>,
     ) -> Result<T, ArrayClientError> {
+        let (url, request) = self.request(method, path);
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        let (status, bytes) = self.send(&url, request).await?;
+        let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
+            b"null"
+        } else {
+            &bytes
+        };
+        serde_json::from_slice(body).map_err(|e| ArrayClientError::Protocol {
+            array: self.name.clone(),
+            detail: format!("{url}: {e}"),
+        })
+    }
+
+    fn request(&self, method: Method, path: &str) -> (String, reqwest::RequestBuilder) {
         let url = format!("{}/{API_VERSION}{path}", self.base);
         let mut request = self.http.request(method, &url);
         if !self.token.is_empty() {
@@ -108,9 +126,15 @@ impl ArrayClient {
         if let Some(session) = &self.session {
             request = request.header(SESSION_HEADER, session);
         }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
+        (url, request)
+    }
+
+    /// Sends `request`; a success's status and body, or the array's refusal.
+    async fn send(
+        &self,
+        url: &str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(StatusCode, bytes::Bytes), ArrayClientError> {
         let unreachable = |detail: String| ArrayClientError::Unreachable {
             array: self.name.clone(),
             detail,
@@ -125,15 +149,7 @@ impl ArrayClient {
             .await
             .map_err(|e| unreachable(format!("{url}: reading the answer: {}", error_chain(&e))))?;
         if status.is_success() {
-            let body: &[u8] = if status == StatusCode::NO_CONTENT || bytes.is_empty() {
-                b"null"
-            } else {
-                &bytes
-            };
-            return serde_json::from_slice(body).map_err(|e| ArrayClientError::Protocol {
-                array: self.name.clone(),
-                detail: format!("{url}: {e}"),
-            });
+            return Ok((status, bytes));
         }
         match serde_json::from_slice::<ArrayError>(&bytes) {
             Ok(error) => Err(ArrayClientError::Refused {
@@ -262,5 +278,81 @@ impl ArrayClient {
     ) -> Result<(), ArrayClientError> {
         self.call(Method::POST, "/fabric/logout", Some(request))
             .await
+    }
+
+    /// Every pair.
+    pub async fn pairs(&self) -> Result<Vec<Pair>, ArrayClientError> {
+        self.get("/pairs").await
+    }
+
+    /// The pair whose MV is `mv` (`iSMrc_query`).
+    pub async fn pair(&self, mv: LuNumber) -> Result<Pair, ArrayClientError> {
+        self.get(&format!("/pairs/{mv}")).await
+    }
+
+    /// Sets two LUs as a pair (`iSMrc_pair -pair`).
+    pub async fn set_pair(&self, request: &SetPair) -> Result<Pair, ArrayClientError> {
+        self.call(Method::POST, "/pairs", Some(request)).await
+    }
+
+    /// Cancels a separated pair (`iSMrc_pair -unpair`).
+    pub async fn unset_pair(&self, mv: LuNumber) -> Result<(), ArrayClientError> {
+        self.call::<(), ()>(Method::DELETE, &format!("/pairs/{mv}"), None)
+            .await
+    }
+
+    /// Starts Replicate (`iSMrc_replicate`).
+    pub async fn replicate(&self, mv: LuNumber) -> Result<Pair, ArrayClientError> {
+        self.call::<(), Pair>(Method::POST, &format!("/pairs/{mv}/replicate"), None)
+            .await
+    }
+
+    /// Starts Separate (`iSMrc_separate`).
+    pub async fn separate(&self, mv: LuNumber) -> Result<Pair, ArrayClientError> {
+        self.call::<(), Pair>(Method::POST, &format!("/pairs/{mv}/separate"), None)
+            .await
+    }
+
+    /// Starts Restore (`iSMrc_restore`).
+    pub async fn restore(
+        &self,
+        mv: LuNumber,
+        request: &RestoreRequest,
+    ) -> Result<Pair, ArrayClientError> {
+        self.call(Method::POST, &format!("/pairs/{mv}/restore"), Some(request))
+            .await
+    }
+
+    /// The digest of an LU's content.
+    pub async fn lu_digest(&self, lu: LuNumber) -> Result<LuDigest, ArrayClientError> {
+        self.get(&format!("/lus/{lu}/digest")).await
+    }
+
+    /// Writes `data` to LU `lu` at byte `offset`.
+    pub async fn lu_write(
+        &self,
+        lu: LuNumber,
+        offset: u64,
+        data: Vec<u8>,
+    ) -> Result<(), ArrayClientError> {
+        let (url, request) = self.request(Method::PUT, &format!("/lus/{lu}/data?offset={offset}"));
+        let request = request
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(data);
+        self.send(&url, request).await.map(|_| ())
+    }
+
+    /// Reads `length` bytes of LU `lu` from byte `offset`.
+    pub async fn lu_read(
+        &self,
+        lu: LuNumber,
+        offset: u64,
+        length: u64,
+    ) -> Result<Vec<u8>, ArrayClientError> {
+        let (url, request) = self.request(
+            Method::GET,
+            &format!("/lus/{lu}/data?offset={offset}&length={length}"),
+        );
+        self.send(&url, request).await.map(|(_, b)| b.to_vec())
     }
 }

@@ -34,6 +34,17 @@ pub enum ArrayErrorCode {
     LoginNotPermitted,
     /// The WWPN is not logged in (by that blade).
     NotLoggedIn,
+    /// The LU is the MV of no pair.
+    PairNotFound,
+    /// The two LUs cannot be paired (sizes differ, one is in a pair already, the RV is presented
+    /// to hosts).
+    PairNotPossible,
+    /// The pair is in a state that does not allow the operation.
+    PairStateWrong,
+    /// The RV is Not Ready while its pair replicates or restores.
+    RvNotReady,
+    /// An LU read or write outside the LU, or the LU file failed.
+    LuIoFailed,
     /// The array could not write its state; nothing changed.
     StateWriteFailed,
     /// No route or method of that name.
@@ -154,6 +165,41 @@ impl ArrayErrorCode {
                 1,
                 "The WWPN is not logged in by that blade.",
                 "Nothing to do: the WWPN is already logged out."
+            ),
+            Self::PairNotFound => e!(
+                "STG-0501",
+                404,
+                1,
+                "The specified volume is not the MV of a pair.",
+                "List the pairs with `storagecli pair list ARRAY`, or set one with `storagecli pair set ARRAY --mv LU --rv LU`."
+            ),
+            Self::PairNotPossible => e!(
+                "STG-0502",
+                409,
+                1,
+                "The volumes cannot be set as a pair.",
+                "Pair an MV with an RV of the same size that is in no other pair and is not presented to any host group; nothing was changed."
+            ),
+            Self::PairStateWrong => e!(
+                "STG-0503",
+                409,
+                1,
+                "The pair's state does not allow this operation.",
+                "See the pair's state with `storagecli pair status ARRAY MV`; wait for it with `storagecli pair wait`, then retry. Nothing was changed."
+            ),
+            Self::RvNotReady => e!(
+                "STG-0504",
+                409,
+                1,
+                "The RV is Not Ready: its pair is replicating or restoring.",
+                "Separate the pair (`storagecli pair separate ARRAY MV --wait`) before writing to the RV; nothing was written."
+            ),
+            Self::LuIoFailed => e!(
+                "STG-0902",
+                500,
+                1,
+                "The array could not read or write the LU.",
+                "Check the array's state directory (disk space, permissions) and its log; the pair, if any, shows Fault."
             ),
             Self::StateWriteFailed => e!(
                 "STG-0901",

@@ -15,6 +15,11 @@
 //! | DELETE | `/v1/host-groups/{port}/{gno}/wwns/{wwpn}` | → [`HostGroup`] (-rm) | token + session |
 //! | PATCH | `/v1/host-groups/{port}/{gno}/wwns/{wwpn}` | [`RenameWwn`] → [`HostGroup`] (-chg -rename) | token + session |
 //! | GET | `/v1/lus` | → `[Lu]` | token + session |
+//! | GET | `/v1/lus/{lu}/digest` | → [`LuDigest`] | token + session |
+//! | GET, PUT | `/v1/lus/{lu}/data?offset=N[&length=M]` | bytes ↔ bytes (at most [`MAX_LU_IO`]) | token + session |
+//! | GET, POST | `/v1/pairs` | [`SetPair`] → [`Pair`] (`iSMrc_pair -pair`), → `[Pair]` | token + session |
+//! | GET, DELETE | `/v1/pairs/{mv}` | → [`Pair`] (`iSMrc_query`), → 204 (`-unpair`) | token + session |
+//! | POST | `/v1/pairs/{mv}/replicate`, `/separate`, `/restore` | → [`Pair`]; restore takes [`RestoreRequest`] | token + session |
 //! | GET | `/v1/fabric/logins` | → `[FabricLogin]` | anyone |
 //! | POST | `/v1/fabric/login`, `/v1/fabric/logout` | [`FabricLoginRequest`] / [`FabricLogoutRequest`] → [`FabricLogin`] / 204 | anyone (FC has no password) |
 //!
@@ -24,12 +29,17 @@
 
 mod client;
 mod error;
+mod pair;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use client::{ArrayClient, ArrayClientError};
 pub use error::{ArrayError, ArrayErrorCode, ArrayErrorEntry};
+pub use pair::{
+    LuDigest, LuRange, MAX_LU_IO, Pair, PairState, RestoreMode, RestoreRequest, RvAccess, SetPair,
+    WaitCondition,
+};
 
 use crate::model::{
     ArrayController, ArrayName, ArrayPort, FcPort, HostGroupNumber, SecurityMode, Wwpn,
@@ -126,6 +136,22 @@ pub struct LuNumber(pub u16);
 impl std::fmt::Display for LuNumber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{:04}", self.0)
+    }
+}
+
+impl std::str::FromStr for LuNumber {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.is_empty() || text.len() > 5 || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "LU number {:?} must be 1 to 5 digits, e.g. 0001",
+                text.chars().take(40).collect::<String>()
+            ));
+        }
+        text.parse::<u16>()
+            .map(Self)
+            .map_err(|_| format!("LU number {text} is above {}", u16::MAX))
     }
 }
 

@@ -33,10 +33,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use lparmover::api::HvmClient;
+use lparmover::api::array::ArrayClient;
 use lparmover::jobs::fault::{BARRIER_ENV, DIR_ENV};
 use lparmover::model::LparStatus;
 use lparmover::model::fleet::DEMO_FLEET_TOML;
-use lpm_tests::{TestBlade, binary, profile_of};
+use lpm_tests::{TestArray, TestBlade, binary, profile_of};
 
 const STAGES: [&str; 7] = [
     "prepare",
@@ -100,8 +101,10 @@ impl Verdict {
     }
 }
 
-/// A small two-blade fleet (ch1-b1 running web-01 at 128 MiB, ch1-b2 empty, no array) with migration
-/// addresses of its own, so cells can run side by side and be shaped one by one.
+/// A small two-blade fleet (ch1-b1 running web-01 at 128 MiB, ch1-b2 empty) with migration
+/// addresses of its own, so cells can run side by side and be shaped one by one, and the demo's
+/// storage array: each cell runs one, whose fabric view is the witness that no WWPN is active
+/// twice.
 fn cell_fleet(src_ip: &str, dst_ip: &str) -> String {
     let blocks: Vec<&str> = DEMO_FLEET_TOML.split("[[blade]]").collect();
     let header = blocks[0];
@@ -124,16 +127,13 @@ fn cell_fleet(src_ip: &str, dst_ip: &str) -> String {
         }
         out
     };
-    // The cells run without the demo's storage array: their FC ports reach none.
-    let uncabled = |blade: &str| {
-        blade
-            .replace(", storage = \"ams1:0A\"", "")
-            .replace(", storage = \"ams1:1A\"", "")
-    };
-    let b1 = uncabled(&keep_lpar(blocks[1], Some("web-01")));
-    let b2 = uncabled(&keep_lpar(blocks[2], None));
+    let b1 = keep_lpar(blocks[1], Some("web-01"));
+    let b2 = keep_lpar(blocks[2], None);
     assert!(b1.contains("name = \"ch1-b1\"") && b2.contains("name = \"ch1-b2\""));
-    format!("{header}[[blade]]{b1}[[blade]]{b2}")
+    let array = DEMO_FLEET_TOML[DEMO_FLEET_TOML.find("[[array]]").unwrap()..]
+        .replace(r#"["web-01", "app-01"]"#, r#"["web-01"]"#);
+    assert!(array.contains(r#"migration_wwpns_registered = ["web-01"]"#));
+    format!("{header}[[blade]]{b1}[[blade]]{b2}\n{array}")
         .replace("ip = \"127.0.2.1\"", &format!("ip = \"{src_ip}\""))
         .replace("ip = \"127.0.2.2\"", &format!("ip = \"{dst_ip}\""))
 }
@@ -248,6 +248,8 @@ fn lparmover(profile: &Path, args: &[&str]) -> std::process::Output {
 struct Blades {
     b1: TestBlade,
     b2: TestBlade,
+    /// The cell's array: its fabric view says which blade holds which WWPN.
+    array: TestArray,
 }
 
 impl Blades {
@@ -447,6 +449,7 @@ async fn exactly_one_copy_runs(blades: &Blades) -> Result<(HvmClient, u64), Stri
     }
     names_unique(&wwpns_logged_in, &names_defined, &macs)?;
     let client = running.remove(0);
+    fabric_agrees(&blades.array, &client).await?;
     let (_, hb1) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, hb2) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
@@ -457,6 +460,52 @@ async fn exactly_one_copy_runs(blades: &Blades) -> Result<(HvmClient, u64), Stri
         ));
     }
     Ok((client, hb2))
+}
+
+/// The array's fabric view agrees with the blades (within the fabric agents' reconcile time):
+/// every WWPN web-01 runs with on `running` is logged in by that blade, and no WWPN or
+/// migration WWPN of web-01 is logged in by the other one.
+async fn fabric_agrees(array: &TestArray, running: &HvmClient) -> Result<(), String> {
+    let fabric = ArrayClient::new(&array.profile).map_err(|e| e.to_string())?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let view = lpm_tests::find_lpar(running, "web-01")
+            .await
+            .ok_or("web-01 vanished")?;
+        let logins = fabric.fabric_logins().await.map_err(|e| e.to_string())?;
+        let mine: Vec<_> = view
+            .lpar
+            .vfcs
+            .iter()
+            .flat_map(|v| [v.wwpn, v.migration_wwpn])
+            .collect();
+        let wrong: Vec<String> = view
+            .fc_logins
+            .iter()
+            .filter(|w| {
+                !logins
+                    .iter()
+                    .any(|l| l.wwpn == **w && l.blade == running.name())
+            })
+            .map(|w| format!("{w} not logged in by {}", running.name()))
+            .chain(
+                logins
+                    .iter()
+                    .filter(|l| mine.contains(&l.wwpn) && l.blade != running.name())
+                    .map(|l| format!("{} still logged in by {}", l.wwpn, l.blade)),
+            )
+            .collect();
+        if wrong.is_empty() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "the array's fabric disagrees: {}",
+                wrong.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn unfinished_journals(data: &Path) -> Vec<PathBuf> {
@@ -527,12 +576,17 @@ impl Cell {
     /// the cell.
     fn start(&self) -> Result<(Blades, PathBuf, PathBuf), String> {
         let fleet = self.dir.join("fleet.toml");
+        let array =
+            TestArray::start(&fleet, "ams1", &self.dir.join("ams1")).map_err(|e| e.to_string())?;
         let blades = Blades {
-            b1: TestBlade::start(&fleet, "ch1-b1", &self.dir.join("b1"))
+            b1: TestBlade::start_cabled(&fleet, "ch1-b1", &self.dir.join("b1"), &[&array])
                 .map_err(|e| e.to_string())?,
-            b2: TestBlade::start(&fleet, "ch1-b2", &self.b2_dir).map_err(|e| e.to_string())?,
+            b2: TestBlade::start_cabled(&fleet, "ch1-b2", &self.b2_dir, &[&array])
+                .map_err(|e| e.to_string())?,
+            array,
         };
         let mut profile = profile_of(&[&blades.b1, &blades.b2]);
+        profile.arrays.push(blades.array.profile.clone());
         let data = self.dir.join("manager");
         profile.data_dir = Some(data.clone());
         let profile_path = self.dir.join("profile.toml");
@@ -1000,10 +1054,13 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
     let dir = tmp.path();
     let fleet = dir.join("fleet.toml");
     std::fs::write(&fleet, cell_fleet("127.0.2.200", "127.0.2.201")).unwrap();
-    let b1 = TestBlade::start(&fleet, "ch1-b1", &dir.join("b1")).unwrap();
-    let b2 = TestBlade::start(&fleet, "ch1-b2", &dir.join("b2")).unwrap();
+    let array = TestArray::start(&fleet, "ams1", &dir.join("ams1")).unwrap();
+    let b1 = TestBlade::start_cabled(&fleet, "ch1-b1", &dir.join("b1"), &[&array]).unwrap();
+    let b2 = TestBlade::start_cabled(&fleet, "ch1-b2", &dir.join("b2"), &[&array]).unwrap();
     let profile_path = dir.join("profile.toml");
-    profile_of(&[&b1, &b2]).save(&profile_path).unwrap();
+    let mut profile = profile_of(&[&b1, &b2]);
+    profile.arrays.push(array.profile.clone());
+    profile.save(&profile_path).unwrap();
     let spawn = || {
         Command::new(binary("lparmover"))
             .args([
@@ -1038,7 +1095,7 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
         lost[0]
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let blades = Blades { b1, b2 };
+    let blades = Blades { b1, b2, array };
     rt.block_on(async {
         let on_dst = heartbeat_on(&blades.b2.client()).await;
         assert!(

@@ -10,6 +10,7 @@ use lparmover::model::LparStatus;
 use lparmover::profile::Profile;
 use lpm_tests::{TestFleet, demo_fleet, find_lpar};
 use navigator::NavigatorApp;
+use navigator::model::Pending;
 
 /// The app on the profile saved at `path` (where its Profile window registers HVMs).
 fn app(path: &std::path::Path) -> Harness<'static, NavigatorApp> {
@@ -349,7 +350,7 @@ fn a_failed_move_is_recovered_from_the_recovery_window() {
 }
 
 fn type_into(harness: &mut Harness<'static, NavigatorApp>, label: &str, text: &str) {
-    let role = if label == "Token" {
+    let role = if label == "Token" || label.starts_with("Password of") {
         egui::accesskit::Role::PasswordInput
     } else {
         egui::accesskit::Role::TextInput
@@ -621,4 +622,128 @@ fn wwn_setting_lists_every_vfc_registers_db01_and_exports_csv() {
     let db: Vec<&&str> = lines.iter().filter(|l| l.contains(",db-01,")).collect();
     assert_eq!(db.len(), 2, "{text}");
     assert!(db.iter().all(|l| !l.contains("Unregistered")), "{text}");
+
+    // Storage Selection lists the fleet's array.
+    wait_for(
+        &mut harness,
+        "Storage Selection",
+        Duration::from_secs(30),
+        |h| has(h, "AMS2500"),
+    );
+
+    // Nickname of db-01's first migration WWPN: Default, then a name of the operator's own.
+    let index = {
+        let model = &harness.state().model;
+        let Pending::Done(status) = &model.wwn_status else {
+            panic!("no WWN list");
+        };
+        status
+            .rows
+            .iter()
+            .filter(|r| r.migration_state == lparmover::storage::MigrationWwpnState::Registered)
+            .position(|r| r.lpar_name == "db-01")
+            .expect("db-01 registered")
+    };
+    harness
+        .query_all_by_label("Nickname")
+        .nth(index)
+        .expect("a Nickname button per registered migration WWPN")
+        .click();
+    harness.step();
+    harness.step();
+    let field = "Migration WWPN nickname of ch1-b1/db-01 vFC 3/0";
+    assert!(has(&harness, field), "{:?}", labels(&harness));
+    click(&mut harness, "Default");
+    type_into(&mut harness, field, "-night");
+    let wanted = harness
+        .state()
+        .model
+        .storage
+        .nickname
+        .as_ref()
+        .map(|n| n.text.clone())
+        .expect("editing");
+    assert!(wanted.ends_with("-night"), "{wanted}");
+    click(&mut harness, "Execute");
+    wait_for(&mut harness, "the rename", Duration::from_secs(30), |h| {
+        has_text(h, "migration WWPN renamed in")
+    });
+    wait_for(
+        &mut harness,
+        "the new nickname listed",
+        Duration::from_secs(30),
+        |h| has(h, &wanted),
+    );
+
+    // Storage Password Setting: a wrong password is refused and nothing is saved; the right
+    // one, not saved, holds for this session only.
+    let on_disk = std::fs::read(&fleet.profile_path).unwrap();
+    click(&mut harness, "Password Setting");
+    type_into(&mut harness, "Password of ams1", "not-the-password");
+    click(&mut harness, "OK");
+    wait_for(&mut harness, "the refusal", Duration::from_secs(30), |h| {
+        has_text(h, "STG-0102")
+    });
+    assert_eq!(std::fs::read(&fleet.profile_path).unwrap(), on_disk);
+    click(&mut harness, "Password Setting");
+    type_into(&mut harness, "Password of ams1", "demo-array-pw");
+    click(&mut harness, "OK");
+    wait_for(&mut harness, "the login", Duration::from_secs(30), |h| {
+        has_text(h, "kept for this session only")
+    });
+    assert_eq!(
+        std::fs::read(&fleet.profile_path).unwrap(),
+        on_disk,
+        "an unsaved password setting reached the profile"
+    );
+
+    // Add Storage: search the array's address, pin its certificate once confirmed, import
+    // the token from the fleet's profile.
+    let url = Profile::load(&fleet.profile_path).unwrap().arrays[0]
+        .url
+        .clone();
+    click(&mut harness, "Add Storage");
+    type_into(
+        &mut harness,
+        "IP address",
+        url.trim_start_matches("https://"),
+    );
+    click(&mut harness, "Search");
+    wait_for(
+        &mut harness,
+        "the fingerprint",
+        Duration::from_secs(30),
+        |h| {
+            has(
+                h,
+                "The fingerprint is the array's own: pin this certificate",
+            )
+        },
+    );
+    click(
+        &mut harness,
+        "The fingerprint is the array's own: pin this certificate",
+    );
+    type_into(
+        &mut harness,
+        "Import token from fleet profile",
+        &fleet.profile_path.display().to_string(),
+    );
+    click(&mut harness, "Import token");
+    wait_for(&mut harness, "the token", Duration::from_secs(30), |h| {
+        has_text(h, "Token imported")
+    });
+    click(&mut harness, "Add");
+    wait_for(
+        &mut harness,
+        "the array added",
+        Duration::from_secs(30),
+        |h| has_text(h, "Array ams1 (AMS2500"),
+    );
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    assert_eq!(profile.arrays.len(), 1, "re-adding replaces by name");
+    assert!(
+        profile.arrays[0].credentials.is_some(),
+        "the saved login is kept"
+    );
 }

@@ -10,6 +10,7 @@ use lparmover::fleetview::{HvmSnapshot, LparRef};
 use lparmover::history::HistoryEntry;
 use lparmover::jobs::wwn::PendingRollback;
 use lparmover::jobs::{ColdMoveReport, LiveMoveReport, RehearsalReport};
+use lparmover::model::FcPort;
 use lparmover::ops::logs::{FleetLogEntry, LogFilter};
 use lparmover::ops::moves::{MoveEvent, ShutdownOptions};
 use lparmover::ops::recover::RecoverySummary;
@@ -108,6 +109,40 @@ pub enum Command {
     },
     /// WWN Setting: write the CSV export to a file.
     ExportWwnCsv(std::path::PathBuf),
+    /// WWN Setting: give a migration WWPN a nickname (None: the default one).
+    RenameMigrationWwpn {
+        /// The LPAR.
+        lpar: LparRef,
+        /// Its vFC.
+        port: FcPort,
+        /// The nickname.
+        nickname: Option<String>,
+    },
+    /// Storage Selection: the arrays of the profile and what they answer.
+    ListArrays,
+    /// Add Storage: fetch the certificate an array's address presents.
+    SearchArray(String),
+    /// Add Storage: take the token a fleet profile holds for this address.
+    ImportArrayToken {
+        /// The fleet profile.
+        fleet_profile: std::path::PathBuf,
+        /// The array's URL.
+        url: String,
+    },
+    /// Add Storage: pin the confirmed certificate and register the array.
+    AddArray {
+        /// The certificate seen and confirmed.
+        certificate: SeenCertificate,
+        /// Its API token.
+        token: String,
+    },
+    /// Storage Password Setting: check these logins, keep them, and save them when asked.
+    SetArrayLogins {
+        /// Array and its user ID / password.
+        logins: Vec<(String, lparmover::api::array::Credentials)>,
+        /// "Save password setting".
+        save: bool,
+    },
 }
 
 /// A report from the engine.
@@ -173,6 +208,16 @@ pub enum Event {
     WwnChanged(Result<String, String>),
     /// WWN Setting: where the CSV went.
     WwnCsv(Result<String, String>),
+    /// The arrays of the profile.
+    Arrays(Vec<lparmover::ops::arrays::ArrayRow>),
+    /// The certificate an array's address presented.
+    ArrayCertificate(Result<SeenCertificate, String>),
+    /// An array token imported from a fleet profile.
+    ArrayTokenImported(Result<String, String>),
+    /// What Add Storage did.
+    ArrayAdded(Result<String, String>),
+    /// What Storage Password Setting did.
+    ArrayLogins(Result<String, String>),
 }
 
 /// What the Migration History window shows.

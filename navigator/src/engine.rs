@@ -496,6 +496,109 @@ impl Worker {
                     me.outbox.send(Event::WwnCsv(result));
                 });
             }
+            Command::RenameMigrationWwpn {
+                lpar,
+                port,
+                nickname,
+            } => {
+                tokio::spawn(async move {
+                    let result = lparmover::ops::storage::rename_migration(
+                        &me.profile(),
+                        &lpar,
+                        Some(port),
+                        nickname.as_deref(),
+                    )
+                    .await
+                    .map(|steps| {
+                        format!(
+                            "{lpar} vFC {port}: migration WWPN renamed in {} host group entries",
+                            steps.len()
+                        )
+                    })
+                    .map_err(|e| e.to_string());
+                    me.outbox.send(Event::WwnChanged(result));
+                    me.wwn_status().await;
+                });
+            }
+            Command::ListArrays => {
+                tokio::spawn(async move { me.list_arrays().await });
+            }
+            Command::SearchArray(url) => {
+                tokio::task::spawn_blocking(move || {
+                    let result = register::fetch_certificate(&url).map_err(|e| e.to_string());
+                    me.outbox.send(Event::ArrayCertificate(result));
+                });
+            }
+            Command::ImportArrayToken { fleet_profile, url } => {
+                tokio::task::spawn_blocking(move || {
+                    let result = lparmover::ops::arrays::import_token(&fleet_profile, &url)
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::ArrayTokenImported(result));
+                });
+            }
+            Command::AddArray { certificate, token } => {
+                tokio::spawn(async move {
+                    let entry =
+                        lparmover::ops::arrays::entry_from_certificate(&certificate, &token);
+                    let result =
+                        match lparmover::ops::arrays::add(&me.profile_path, entry, None).await {
+                            Ok(info) => {
+                                // What is on disk now, with the logins kept for this session.
+                                me.reload_profile_keeping_logins();
+                                Ok(format!(
+                                    "Array {} ({} {}) added; its certificate is pinned.",
+                                    info.name, info.model, info.serial
+                                ))
+                            }
+                            Err(e) => Err(e.to_string()),
+                        };
+                    me.outbox.send(Event::ArrayAdded(result));
+                    me.list_arrays().await;
+                    me.wwn_status().await;
+                });
+            }
+            Command::SetArrayLogins { logins, save } => {
+                tokio::spawn(async move {
+                    let mut said = Vec::new();
+                    let mut failed = None;
+                    for (array, credentials) in logins {
+                        let user = credentials.user.clone();
+                        match lparmover::ops::arrays::set_login(
+                            &me.profile_path,
+                            &me.profile(),
+                            &array,
+                            Some(credentials),
+                            save,
+                        )
+                        .await
+                        {
+                            Ok(updated) => {
+                                me.replace_profile(updated);
+                                said.push(format!("{array}: logged in as {user}"));
+                            }
+                            Err(e) => {
+                                failed = Some(format!("{array}: {e}"));
+                                break;
+                            }
+                        }
+                    }
+                    let result = match failed {
+                        Some(e) => Err(e),
+                        None => Ok(format!(
+                            "{}; {}.",
+                            said.join(", "),
+                            if save {
+                                format!("saved in {} (mode 0600)", me.profile_path.display())
+                            } else {
+                                "kept for this session only".to_owned()
+                            }
+                        )),
+                    };
+                    me.outbox.send(Event::ArrayLogins(result));
+                    me.list_arrays().await;
+                    me.wwn_status().await;
+                });
+            }
             Command::ListWwnRollbacks => {
                 tokio::spawn(async move { me.list_wwn_rollbacks().await });
             }
@@ -548,6 +651,32 @@ impl Worker {
         };
         self.outbox.send(Event::PathChanged(result));
         self.refresh();
+    }
+
+    async fn list_arrays(&self) {
+        let rows = lparmover::ops::arrays::list(&self.profile()).await;
+        self.outbox.send(Event::Arrays(rows));
+    }
+
+    /// Reads the profile file again (an array was added there), keeping the array logins this
+    /// session holds that the file does not.
+    fn reload_profile_keeping_logins(&self) {
+        let current = self.profile();
+        match Profile::load(&self.profile_path) {
+            Ok(mut fresh) => {
+                for a in &mut fresh.arrays {
+                    if a.credentials.is_none() {
+                        a.credentials = current
+                            .arrays
+                            .iter()
+                            .find(|c| c.name == a.name)
+                            .and_then(|c| c.credentials.clone());
+                    }
+                }
+                self.replace_profile(fresh);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read the profile again"),
+        }
     }
 
     async fn wwn_status(&self) {

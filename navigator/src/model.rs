@@ -23,6 +23,7 @@ use crate::command::{Event, HistoryView};
 use crate::icons::Icon;
 
 pub mod profile;
+pub mod storage;
 
 use profile::{ProfileForm, RegisteredHvm};
 
@@ -576,6 +577,8 @@ pub struct Model {
     pub wwn_csv_path: String,
     /// WWN Setting: the last export.
     pub wwn_csv: Pending<String>,
+    /// WWN Setting: arrays, Add Storage, Password Setting, nickname editing.
+    pub storage: storage::StorageSetting,
     /// Migration History.
     pub history: Pending<HistoryView>,
     /// LPAR the history window asks for (empty: all).
@@ -653,6 +656,7 @@ impl Model {
                 .display()
                 .to_string(),
             wwn_csv: Pending::Idle,
+            storage: storage::StorageSetting::default(),
             history: Pending::Idle,
             history_lpar: String::new(),
             logs: Pending::Idle,
@@ -1115,6 +1119,20 @@ impl Model {
             Event::WwnStatus(r) => self.wwn_status = Pending::from(*r),
             Event::WwnChanged(r) => self.wwn_change = Pending::from(r),
             Event::WwnCsv(r) => self.wwn_csv = Pending::from(r),
+            Event::Arrays(rows) => self.storage.arrays = Pending::Done(rows),
+            Event::ArrayCertificate(r) => self.storage.add.fetched(r),
+            Event::ArrayTokenImported(r) => self.storage.add.imported(r),
+            Event::ArrayAdded(Ok(said)) => {
+                self.storage.add.clear();
+                self.storage.add.result = Pending::Done(said);
+            }
+            Event::ArrayAdded(Err(e)) => self.storage.add.result = Pending::Failed(e),
+            Event::ArrayLogins(Ok(said)) => {
+                self.storage.password.open = false;
+                self.storage.password.rows.clear();
+                self.storage.password.result = Pending::Done(said);
+            }
+            Event::ArrayLogins(Err(e)) => self.storage.password.result = Pending::Failed(e),
             Event::History(r) => self.history = Pending::from(*r),
             Event::Logs(r) => self.logs = Pending::from(r),
             Event::PathChanged(r) => self.path_change = Pending::from(r),

@@ -30,6 +30,10 @@ enum Step {
     Logs,
     Profile,
     WwnSetting,
+    /// Storage Password Setting over WWN Setting.
+    PasswordSetting,
+    /// Add Storage with the fleet array's certificate searched.
+    AddStorage,
     Done,
 }
 
@@ -272,13 +276,56 @@ impl Tour {
             Step::WwnSetting => {
                 model.open.profile = false;
                 model.open.wwn_setting = true;
-                if matches!(model.wwn_status, Pending::Done(_)) && self.settled() {
+                if matches!(model.wwn_status, Pending::Done(_))
+                    && matches!(model.storage.arrays, Pending::Done(_))
+                    && self.settled()
+                {
                     self.shoot(ctx, "wwn-setting");
+                    if let Pending::Done(rows) = &model.storage.arrays {
+                        model.storage.password =
+                            crate::model::storage::PasswordForm::open_for(rows);
+                    }
+                    self.next(Step::PasswordSetting);
+                }
+            }
+            Step::PasswordSetting => {
+                if self.settled() {
+                    self.shoot(ctx, "storage-password-setting");
+                    self.next(Step::AddStorage);
+                }
+            }
+            Step::AddStorage if model.storage.password.open => {
+                // The shot of Password Setting is taken; Add Storage comes in its place.
+                {
+                    model.storage.password.open = false;
+                    model.storage.add.open = true;
+                    let array = model_array_address(model);
+                    model.storage.add.address = array;
+                    if let Ok(url) = model.storage.add.search() {
+                        out.push(Command::SearchArray(url));
+                    }
+                    self.since = Instant::now();
+                }
+            }
+            Step::AddStorage => {
+                if model.storage.add.seen().is_some() && self.settled() {
+                    self.shoot(ctx, "add-storage");
                     self.next(Step::Done);
                 }
             }
             Step::Done => {}
         }
         out
+    }
+}
+
+/// The address of the first array the WWN Setting window lists (IP:PORT).
+fn model_array_address(model: &Model) -> String {
+    match &model.storage.arrays {
+        Pending::Done(rows) => rows
+            .first()
+            .map(|r| r.url.trim_start_matches("https://").to_owned())
+            .unwrap_or_default(),
+        _ => String::new(),
     }
 }

@@ -6,10 +6,9 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use lparmover::api::array::{
-    ArrayClient, ArrayClientError, AssignWwn, Credentials, RenameWwn, SetSecurity,
-};
+use lparmover::api::array::{ArrayClientError, AssignWwn, Credentials, RenameWwn, SetSecurity};
 use lparmover::model::{ArrayPort, HostGroupNumber, SecurityMode, Wwpn};
+use lparmover::ops::arrays::{self, ArrayOpError};
 use lparmover::ops::storage::{StorageOpError, wwn_status};
 use lparmover::profile::{Profile, ProfileArray};
 use lparmover::storage::{export_csv, with_session};
@@ -278,44 +277,6 @@ fn write_out(file: Option<&Path>, text: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Saves (or forgets, with `None`) the login of array `array` in the profile at `path`.
-fn save_login(
-    profile: &mut Profile,
-    path: &Path,
-    array: &str,
-    credentials: Option<Credentials>,
-) -> anyhow::Result<()> {
-    if let Some(entry) = profile.arrays.iter_mut().find(|e| e.name == array) {
-        entry.credentials = credentials;
-    }
-    Ok(profile.save(path)?)
-}
-
-/// A profile entry for the array whose state directory is `dir`.
-fn from_state_dir(name: &str, dir: &Path) -> anyhow::Result<ProfileArray> {
-    #[derive(serde::Deserialize)]
-    struct Endpoint {
-        url: String,
-    }
-    let endpoint: Endpoint =
-        serde_json::from_slice(&std::fs::read(dir.join("endpoint.json")).with_context(|| {
-            format!(
-                "{} holds no running array (no endpoint.json)",
-                dir.display()
-            )
-        })?)
-        .with_context(|| format!("{}/endpoint.json is damaged", dir.display()))?;
-    Ok(ProfileArray {
-        name: name.to_owned(),
-        url: endpoint.url,
-        cert_pem: std::fs::read_to_string(dir.join("identity/cert.pem"))?,
-        token: std::fs::read_to_string(dir.join("identity/token"))?
-            .trim()
-            .to_owned(),
-        credentials: None,
-    })
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     let path = profile_path(&cli.profile);
     let json = cli.json;
@@ -329,7 +290,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 token_file,
             } => {
                 let entry = match (state_dir, url, cert, token_file) {
-                    (Some(dir), ..) => from_state_dir(&name, &dir)?,
+                    (Some(dir), ..) => arrays::entry_from_state_dir(&name, &dir)?,
                     (None, Some(url), Some(cert), Some(token)) => ProfileArray {
                         name: name.clone(),
                         url,
@@ -343,29 +304,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     },
                     _ => bail!("give --state-dir DIR, or --url, --cert and --token-file"),
                 };
-                let info = ArrayClient::new(&entry)?.info().await?;
-                if info.name.as_str() != name {
-                    bail!(
-                        "the array there is named {}, not {name}; register it under its own name",
-                        info.name
-                    );
-                }
-                let mut profile = match Profile::load(&path) {
-                    Ok(p) => p,
-                    Err(lparmover::profile::ProfileError::Read { .. }) => Profile::default(),
-                    Err(e) => return Err(e.into()),
-                };
-                let kept = profile
-                    .arrays
-                    .iter()
-                    .find(|a| a.name == name)
-                    .and_then(|a| a.credentials.clone());
-                profile.arrays.retain(|a| a.name != name);
-                profile.arrays.push(ProfileArray {
-                    credentials: kept,
-                    ..entry
-                });
-                profile.save(&path)?;
+                let info = arrays::add(&path, entry, Some(&name)).await?;
                 println!(
                     "STG-I001 Array {name} ({} {}) registered in {}.",
                     info.model,
@@ -374,21 +313,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             ArrayCommand::List => {
-                let profile = load(&path)?;
-                let mut rows = Vec::new();
-                for a in &profile.arrays {
-                    let info = with_session(a, |c| async move { c.info().await })
-                        .await
-                        .map_err(|e| e.to_string());
-                    rows.push((a.name.clone(), info));
-                }
+                let rows = arrays::list(&load(&path)?).await;
                 if json {
-                    let out: Vec<_> = rows
-                        .iter()
-                        .map(|(n, i)| serde_json::json!({"name": n, "info": i.as_ref().ok(), "error": i.as_ref().err()}))
-                        .collect();
-                    print_json(&out)?;
+                    print_json(&rows)?;
                 } else {
+                    let rows: Vec<_> = rows.into_iter().map(|r| (r.name, r.info)).collect();
                     print!("{}", render::arrays(&rows));
                 }
             }
@@ -588,8 +517,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Command::Login { array, user } => {
-            let mut profile = load(&path)?;
-            let a = profile.array(&array)?.clone();
+            let profile = load(&path)?;
             let user = match user {
                 Some(u) => u,
                 None => std::env::var("STORAGECLI_USER").map_err(|_| {
@@ -600,24 +528,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 user,
                 password: password()?,
             };
-            let client = ArrayClient::new(&a)?;
-            let session = client.login(&credentials).await?;
-            client.with_session(Some(session.token)).logout().await?;
-            save_login(&mut profile, &path, &array, Some(credentials.clone()))?;
+            let user = credentials.user.clone();
+            arrays::set_login(&path, &profile, &array, Some(credentials), true).await?;
             println!(
-                "STG-I201 Logged in to {array} as {}; the login is saved in {} (mode 0600) until `storagecli logout {array}`.",
-                credentials.user,
+                "STG-I201 Logged in to {array} as {user}; the login is saved in {} (mode 0600) until `storagecli logout {array}`.",
                 path.display()
             );
         }
         Command::Logout { array } => {
-            let mut profile = load(&path)?;
-            profile.array(&array)?;
-            save_login(&mut profile, &path, &array, None)?;
+            let profile = load(&path)?;
+            arrays::set_login(&path, &profile, &array, None, false).await?;
             println!("STG-I202 Logged out of {array}; no login is saved for it any more.");
         }
         Command::Account { command } => {
-            let mut profile = load(&path)?;
+            let profile = load(&path)?;
             match command {
                 AccountCommand::Set { array, user, mode } => {
                     let a = profile.array(&array)?.clone();
@@ -631,7 +555,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     };
                     let info =
                         with_session(&a, |c| async move { c.set_security(&request).await }).await?;
-                    save_login(&mut profile, &path, &array, Some(credentials))?;
+                    arrays::set_login(&path, &profile, &array, Some(credentials), true).await?;
                     println!(
                         "STG-I301 {} set on {array}; the new login is saved in {}.",
                         info.security.label(),
@@ -641,7 +565,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 AccountCommand::Remove { array } => {
                     let a = profile.array(&array)?.clone();
                     with_session(&a, |c| async move { c.remove_security().await }).await?;
-                    save_login(&mut profile, &path, &array, None)?;
+                    arrays::set_login(&path, &profile, &array, None, false).await?;
                     println!("STG-I302 Protection removed from {array}.");
                 }
             }
@@ -672,12 +596,23 @@ fn exit_code(e: &anyhow::Error) -> u8 {
             _ => EXIT_WAIT_FAILED,
         };
     }
-    let array = e.downcast_ref::<ArrayClientError>().or_else(|| {
-        e.downcast_ref::<StorageOpError>().and_then(|s| match s {
-            StorageOpError::Array(a) => Some(a),
-            _ => None,
+    let array = e
+        .downcast_ref::<ArrayClientError>()
+        .or_else(|| {
+            e.downcast_ref::<StorageOpError>().and_then(|s| match s {
+                StorageOpError::Array(a) => Some(a),
+                _ => None,
+            })
         })
-    });
+        .or_else(|| {
+            e.downcast_ref::<ArrayOpError>().and_then(|s| match s {
+                ArrayOpError::Array(a) => Some(a),
+                _ => None,
+            })
+        });
+    if let Some(ArrayOpError::Profile(_) | ArrayOpError::Invalid(_)) = e.downcast_ref() {
+        return 2;
+    }
     match array {
         Some(ArrayClientError::Refused { error, .. }) => error.code.entry().exit_code,
         Some(ArrayClientError::Unreachable { .. }) => EXIT_UNREACHABLE,

@@ -60,9 +60,11 @@ pub async fn run(args: ArrayArgs) -> anyhow::Result<()> {
     };
     let addresses: Vec<IpAddr> = info.controllers.iter().map(|c| IpAddr::V4(c.ip)).collect();
     let (identity, token) = store.identity(&info.name.to_string(), &addresses)?;
+    // Where it listened before, else the arrays' well-known port (what Add Storage tries for a
+    // bare IP address); a port taken by another array on the same address falls back to any.
     let wanted_port = match store.endpoint()? {
         Some(previous) if previous.addr.ip() == IpAddr::V4(ip) => previous.addr.port(),
-        _ => 0,
+        _ => lparmover::ops::arrays::ARRAY_API_PORT,
     };
     let listener = crate::serve::bind(SocketAddr::new(IpAddr::V4(ip), wanted_port))
         .or_else(|_| crate::serve::bind(SocketAddr::new(IpAddr::V4(ip), 0)))

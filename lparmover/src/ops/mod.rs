@@ -20,7 +20,10 @@
 //! | history | [`history`] |
 //! | system logs | [`logs::fleet_logs`] |
 //! | start the embedded demo fleet | [`fleetproc::FleetProcess`] |
+//! | WWN Setting: migration WWPNs, nicknames, status, CSV | [`storage`] |
+//! | storage arrays: list, Add Storage, Password Setting | [`arrays`] |
 
+pub mod arrays;
 pub mod fleetproc;
 pub mod logs;
 pub mod moves;

@@ -8,7 +8,9 @@
 
 use serde::Serialize;
 
-use crate::api::array::{ArrayClientError, AssignWwn, HostGroup, MAX_NICKNAME_LEN};
+use crate::api::array::{
+    ArrayClientError, AssignWwn, HostGroup, MAX_NICKNAME_LEN, RenameWwn, validate_nickname,
+};
 use crate::api::{ClientError, HvmClient, Inventory};
 use crate::fleetview::LparRef;
 use crate::model::{ArrayPort, FcPort, HostGroupNumber, Lpar, Wwpn};
@@ -48,6 +50,17 @@ pub enum StorageOpError {
         migration_wwpn: Wwpn,
         /// Where the port is cabled.
         cable: String,
+    },
+    /// A nickname the array would refuse.
+    #[error("{0}; nothing was changed")]
+    InvalidNickname(String),
+    /// The migration WWPN to rename is in no host group.
+    #[error(
+        "the migration WWPN of vFC {port} is not registered, so it has no nickname to change; register it first (Add)"
+    )]
+    NotRegistered {
+        /// FC port of the vFC.
+        port: FcPort,
     },
     /// A vFC's registration could not be determined.
     #[error("the registration of vFC {port} is unknown: {reason}; nothing was changed")]
@@ -272,6 +285,48 @@ async fn change(
             array: p.array,
             host_group: p.label,
             changed,
+        });
+    }
+    Ok(steps)
+}
+
+/// Gives the migration WWPN of `target`'s vFC on `port` (every vFC with `None`) a nickname in
+/// every host group it is registered to (the WWN Setting window's Nickname; `None` nickname is
+/// its Default button).
+pub async fn rename_migration(
+    profile: &Profile,
+    target: &LparRef,
+    port: Option<FcPort>,
+    nickname: Option<&str>,
+) -> Result<Vec<RegistrationStep>, StorageOpError> {
+    if let Some(n) = nickname {
+        validate_nickname(n).map_err(StorageOpError::InvalidNickname)?;
+    }
+    let placements: Vec<Placement> = placements(profile, target)
+        .await?
+        .into_iter()
+        .filter(|p| port.is_none_or(|want| p.port == want))
+        .collect();
+    if let Some(missing) = placements.iter().find(|p| !p.present) {
+        return Err(StorageOpError::NotRegistered { port: missing.port });
+    }
+    let mut steps = Vec::with_capacity(placements.len());
+    for p in placements {
+        let request = RenameWwn {
+            nickname: nickname.map_or_else(|| p.nickname.clone(), str::to_owned),
+        };
+        let array = profile.array(&p.array)?;
+        with_session(array, |c| async move {
+            c.rename(p.group_port, p.group, p.migration_wwpn, &request)
+                .await
+        })
+        .await?;
+        steps.push(RegistrationStep {
+            port: p.port,
+            migration_wwpn: p.migration_wwpn,
+            array: p.array,
+            host_group: p.label,
+            changed: true,
         });
     }
     Ok(steps)

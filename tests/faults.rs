@@ -450,6 +450,7 @@ async fn exactly_one_copy_runs(blades: &Blades) -> Result<(HvmClient, u64), Stri
     names_unique(&wwpns_logged_in, &names_defined, &macs)?;
     let client = running.remove(0);
     fabric_agrees(&blades.array, &client).await?;
+    one_vm_process(blades).await?;
     let (_, hb1) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, hb2) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
@@ -502,6 +503,58 @@ async fn fabric_agrees(array: &TestArray, running: &HvmClient) -> Result<(), Str
             return Err(format!(
                 "the array's fabric disagrees: {}",
                 wrong.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The `hvmsim vm` processes of the cell's blades (their control sockets live under the
+/// blades' state directories), as `PID socket`.
+fn vm_processes(blades: &Blades) -> Vec<String> {
+    let dirs = [blades.b1.state_dir(), blades.b2.state_dir()];
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in procs.filter_map(Result::ok) {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|b| *b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        if args.get(1).map(String::as_str) != Some("vm") {
+            continue;
+        }
+        let socket = args
+            .iter()
+            .position(|a| a == "--socket")
+            .and_then(|i| args.get(i + 1));
+        if let Some(socket) = socket
+            && dirs.iter().any(|d| Path::new(socket).starts_with(d))
+        {
+            found.push(format!("{} {socket}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Exactly one `hvmsim vm` process runs for the cell (the running copy's): a failed side left
+/// no paused or orphaned guest behind. Reaping may lag the failure by a moment.
+async fn one_vm_process(blades: &Blades) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = vm_processes(blades);
+        if found.len() == 1 {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "{} hvmsim vm processes for one LPAR: {}",
+                found.len(),
+                found.join(", ")
             ));
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -198,6 +198,11 @@ impl TestBlade {
             .expect("raw client")
     }
 
+    /// Its state directory (its VM processes' sockets live under it).
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
     /// The PID of the `hvmsim serve` process.
     pub fn pid(&self) -> u32 {
         self.process.child.id()

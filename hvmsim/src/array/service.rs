@@ -21,6 +21,11 @@ use crate::store::StateDir;
 /// The array file in the state directory.
 pub const STATE_FILE: &str = "array.json";
 
+/// How long a fabric login lasts without its blade renewing it: blades log every wanted vFC in
+/// again each second, so a blade that stopped doing so for this long is down (a real fabric
+/// sees the link drop and logs the port out), and its WWPNs become free for another vFC.
+pub const FABRIC_LOGIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Chunks each copying pair moves per [`ArrayService::copy_step`] (the background copy
 /// level): with the engine's 20 ms steps about 200 MiB/s per pair.
 pub const CHUNKS_PER_STEP: usize = 4;
@@ -49,6 +54,9 @@ pub struct ArrayService {
     store: StateDir,
     state: Mutex<ArrayState>,
     sessions: Mutex<Sessions>,
+    /// When each logged-in WWPN was last logged in (renewed); kept in memory only: after a
+    /// restart every login starts a fresh [`FABRIC_LOGIN_TIMEOUT`].
+    renewed: Mutex<std::collections::HashMap<Wwpn, std::time::Instant>>,
 }
 
 impl ArrayService {
@@ -77,6 +85,7 @@ impl ArrayService {
             store,
             state: Mutex::new(state),
             sessions: Mutex::new(Sessions::default()),
+            renewed: Mutex::new(std::collections::HashMap::new()),
         };
         service.create_lu_files()?;
         if fresh {
@@ -295,6 +304,7 @@ impl ArrayService {
     /// A vFC logs in.
     pub fn fabric_login(&self, request: &FabricLoginRequest) -> Result<FabricLogin, ArrayError> {
         let (login, fresh) = self.mutate(|s| s.login(request, Utc::now()))?;
+        lock(&self.renewed).insert(login.wwpn, std::time::Instant::now());
         if fresh {
             tracing::info!(wwpn = %login.wwpn, blade = %login.blade, port = %login.array_port, "FC login");
         }
@@ -304,6 +314,7 @@ impl ArrayService {
     /// A vFC logs out.
     pub fn fabric_logout(&self, request: &FabricLogoutRequest) -> Result<(), ArrayError> {
         let login = self.mutate(|s| s.logout(request))?;
+        lock(&self.renewed).remove(&login.wwpn);
         tracing::info!(wwpn = %login.wwpn, blade = %login.blade, "FC logout");
         Ok(())
     }
@@ -428,6 +439,43 @@ impl ArrayService {
         })
     }
 
+    /// Logs out every WWPN whose blade has not renewed its login for `timeout` (its link is
+    /// down). Returns how many.
+    pub fn expire_fabric_logins(&self, timeout: std::time::Duration) -> usize {
+        let now = std::time::Instant::now();
+        let logged_in: Vec<FabricLogin> = lock(&self.state).logins.values().cloned().collect();
+        let stale: Vec<FabricLogin> = {
+            let mut renewed = lock(&self.renewed);
+            logged_in
+                .into_iter()
+                .filter(|l| now.duration_since(*renewed.entry(l.wwpn).or_insert(now)) > timeout)
+                .collect()
+        };
+        if stale.is_empty() {
+            return 0;
+        }
+        let expired = self.mutate(|s| {
+            for l in &stale {
+                s.logins.remove(&l.wwpn);
+            }
+            Ok(stale.len())
+        });
+        match expired {
+            Ok(n) => {
+                let mut renewed = lock(&self.renewed);
+                for l in &stale {
+                    renewed.remove(&l.wwpn);
+                    tracing::warn!(wwpn = %l.wwpn, blade = %l.blade, "FC login expired: the blade stopped renewing it (link down)");
+                }
+                n
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record expired FC logins; will retry");
+                0
+            }
+        }
+    }
+
     /// One step of the copy engine: a few chunks per copying pair, then the state transitions
     /// of the copies that are done. Returns whether any pair still has work.
     pub fn copy_step(&self) -> bool {
@@ -461,13 +509,19 @@ impl ArrayService {
     }
 }
 
-/// Runs the copy engine of `service` on a thread of its own until the process ends.
+/// Runs the copy engine of `service` on a thread of its own until the process ends (it also
+/// expires the fabric logins of blades that went away, every half second).
 pub fn start_copy_engine(service: std::sync::Arc<ArrayService>) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("array-copy".into())
         .spawn(move || {
+            let mut steps = 0u32;
             loop {
                 service.copy_step();
+                steps = steps.wrapping_add(1);
+                if steps.is_multiple_of(25) {
+                    service.expire_fabric_logins(FABRIC_LOGIN_TIMEOUT);
+                }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
         })

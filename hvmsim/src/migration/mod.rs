@@ -561,14 +561,8 @@ impl BladeService {
         let ticket = parse_ticket(&request.ticket)?;
         let dest_cert = parse_cert(&request.dest_cert_pem)?;
         let options: &MoveOptions = &request.options;
-        if options.switchover_lease_ms < MoveOptions::MIN_SWITCHOVER_LEASE_MS {
-            return Err(invalid(format!(
-                "switchover_lease_ms {} is too short: the manager renews the lease every {} ms, so it must be at least {} ms",
-                options.switchover_lease_ms,
-                lparmover::api::SWITCHOVER_LEASE_RENEWAL.as_millis(),
-                MoveOptions::MIN_SWITCHOVER_LEASE_MS
-            )));
-        }
+        // Every option in range before the LPAR is marked Migrating.
+        options.validate().map_err(|e| invalid(e.to_string()))?;
         let ip = self.migration_ip().map_err(|_| {
             EmgError::new(
                 Emg::SourcePathMissing,
@@ -610,12 +604,12 @@ impl BladeService {
             dest_cert,
             ticket,
         );
-        cfg.downtime_limit = Duration::from_millis(options.downtime_limit_ms.max(1));
-        cfg.timeout = Duration::from_secs(options.timeout_s.max(1));
+        cfg.downtime_limit = Duration::from_millis(options.downtime_limit_ms);
+        cfg.timeout = Duration::from_secs(options.timeout_s);
         cfg.auto_converge = options.auto_converge;
         cfg.compression = compression(&options.compression)?;
         cfg.verify = options.verify;
-        cfg.streams = options.streams.clamp(1, 16);
+        cfg.streams = options.streams;
         cfg.bandwidth_limit = options.bandwidth_limit;
         self.mutate(|s| {
             s.set_status(request.lpar, LparStatus::Migrating)?;
@@ -735,6 +729,7 @@ impl BladeService {
         job_id: &str,
         body: &ExtendTimeout,
     ) -> Result<MigrationStatus, EmgError> {
+        body.validate().map_err(|e| invalid(e.to_string()))?;
         let job = self.migrations.job(job_id)?;
         let extended = lock(&job.timeout)
             .as_ref()

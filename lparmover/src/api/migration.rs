@@ -70,6 +70,88 @@ pub struct MoveOptions {
 impl MoveOptions {
     /// Shortest switch-over lease: four of the manager's renewals must fit in it.
     pub const MIN_SWITCHOVER_LEASE_MS: u64 = 4 * SWITCHOVER_LEASE_RENEWAL.as_millis() as u64;
+    /// Longest switch-over lease, ms: a guest paused longer than a minute is down, not moving.
+    pub const MAX_SWITCHOVER_LEASE_MS: u64 = 60_000;
+    /// Longest downtime limit, ms.
+    pub const MAX_DOWNTIME_LIMIT_MS: u64 = 60_000;
+    /// Longest timeout, s (a week; extend a running move for more).
+    pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
+    /// Most parallel data streams.
+    pub const MAX_STREAMS: usize = 16;
+    /// Smallest bandwidth cap, bytes/s (1 MB/s: below it a move of any real guest never ends).
+    pub const MIN_BANDWIDTH: u64 = 1_000_000;
+    /// Largest bandwidth cap, bytes/s (1 TB/s: beyond any link, so it means "none").
+    pub const MAX_BANDWIDTH: u64 = 1_000_000_000_000;
+
+    /// Checks every field against its range before anything is reserved or written; the error
+    /// names the field, its limits and what to do.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        let range = |field: &'static str, value: u64, min: u64, max: u64, unit: &'static str| {
+            if (min..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(InvalidOption {
+                    field,
+                    value: value.to_string(),
+                    allowed: format!("{min} to {max} {unit}"),
+                })
+            }
+        };
+        range(
+            "downtime_limit_ms",
+            self.downtime_limit_ms,
+            1,
+            Self::MAX_DOWNTIME_LIMIT_MS,
+            "ms",
+        )?;
+        range("timeout_s", self.timeout_s, 1, Self::MAX_TIMEOUT_S, "s")?;
+        range(
+            "streams",
+            self.streams as u64,
+            1,
+            Self::MAX_STREAMS as u64,
+            "streams",
+        )?;
+        range(
+            "switchover_lease_ms",
+            self.switchover_lease_ms,
+            Self::MIN_SWITCHOVER_LEASE_MS,
+            Self::MAX_SWITCHOVER_LEASE_MS,
+            "ms",
+        )?;
+        if let Some(b) = self.bandwidth_limit {
+            range(
+                "bandwidth_limit",
+                b,
+                Self::MIN_BANDWIDTH,
+                Self::MAX_BANDWIDTH,
+                "bytes/s (leave it out for none)",
+            )?;
+        }
+        if !matches!(self.compression.as_str(), "auto" | "always" | "never") {
+            return Err(InvalidOption {
+                field: "compression",
+                value: format!(
+                    "{:?}",
+                    self.compression.chars().take(40).collect::<String>()
+                ),
+                allowed: "auto, always or never".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A move option outside its range.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("move option {field} = {value} is out of range: give {allowed}; nothing was started")]
+pub struct InvalidOption {
+    /// The field.
+    pub field: &'static str,
+    /// What was given.
+    pub value: String,
+    /// What is allowed.
+    pub allowed: String,
 }
 
 /// How often the manager renews the switch-over lease while the source is paused.
@@ -361,9 +443,27 @@ impl MigrationStatus {
 
 /// Extends a running move's timeout.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ExtendTimeout {
     /// Seconds to add.
     pub seconds: u64,
+}
+
+impl ExtendTimeout {
+    /// Longest extension one request may add, seconds (a day; extend again for more).
+    pub const MAX_S: u64 = 24 * 3600;
+
+    /// Checks the extension's range.
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        if (1..=Self::MAX_S).contains(&self.seconds) {
+            return Ok(());
+        }
+        Err(InvalidOption {
+            field: "seconds",
+            value: self.seconds.to_string(),
+            allowed: format!("1 to {} s (extend again for more)", Self::MAX_S),
+        })
+    }
 }
 
 /// Tells the source what names it adopts when it releases the LPAR.

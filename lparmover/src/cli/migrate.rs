@@ -197,15 +197,20 @@ pub async fn run(
     let profile = Profile::load(&profile_path.unwrap_or_else(Profile::default_path))?;
     let target = args.target()?;
     let options = MoveOptions {
-        downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1),
-        timeout_s: args.timeout.as_secs().max(1),
+        downtime_limit_ms: u64::try_from(args.downtime_limit.as_millis()).unwrap_or(u64::MAX),
+        timeout_s: args.timeout.as_secs(),
         auto_converge: !args.no_auto_converge,
         compression: args.compression.clone(),
         verify: args.verify,
-        bandwidth_limit: (args.bandwidth_limit > 0)
-            .then(|| args.bandwidth_limit.saturating_mul(1_000_000)),
+        bandwidth_limit: match args.bandwidth_limit {
+            0 => None,
+            mb => Some(mb.checked_mul(1_000_000).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--bandwidth-limit {mb} MB/s is beyond any link; give at most {} MB/s, or 0 for none",
+                    MoveOptions::MAX_BANDWIDTH / 1_000_000
+                )
+            })?),
+        },
         switchover_lease_ms: u64::try_from(args.switchover_lease.as_millis()).unwrap_or(u64::MAX),
         ..MoveOptions::default()
     };
@@ -217,6 +222,17 @@ pub async fn run(
             MoveOptions::MIN_SWITCHOVER_LEASE_MS
         );
     }
+    options.validate().map_err(|e| {
+        let flag = match e.field {
+            "downtime_limit_ms" => "--downtime-limit",
+            "timeout_s" => "--timeout",
+            "switchover_lease_ms" => "--switchover-lease",
+            "bandwidth_limit" => "--bandwidth-limit",
+            "compression" => "--compression",
+            other => other,
+        };
+        anyhow::anyhow!("{flag}: {e}")
+    })?;
     let control = MoveControl::new();
     let on_ctrl_c = control.clone();
     tokio::spawn(async move {

@@ -214,6 +214,9 @@ pub enum JobError {
     /// An operator-facing catalogue error.
     #[error(transparent)]
     Emg(#[from] EmgError),
+    /// A move option is out of range; nothing was started.
+    #[error(transparent)]
+    Options(#[from] crate::api::InvalidOption),
     /// The checks found Error rows.
     #[error(transparent)]
     Checks(#[from] ChecksFailed),
@@ -250,7 +253,11 @@ impl JobError {
             Self::Client(e) => Some(e.emg()),
             Self::Checks(c) => c.errors.first().cloned(),
             Self::Settled { error, .. } => error.emg(),
-            Self::Gather(_) | Self::Profile(_) | Self::Backup(_) | Self::Journal(_) => None,
+            Self::Gather(_)
+            | Self::Profile(_)
+            | Self::Backup(_)
+            | Self::Journal(_)
+            | Self::Options(_) => None,
         }
     }
 }
@@ -280,6 +287,8 @@ pub async fn live_move(
             on_progress(&JobProgress { job: job.clone(), stage, mover });
         };
 
+        // Out-of-range options stop here, before any blade is asked for anything.
+        request.options.validate()?;
         emit(JobStage::Checking, None);
         let report = checks::gather(
             profile,

@@ -120,7 +120,8 @@ impl TimeoutHandle {
     fn new(timeout: Duration) -> Self {
         Self {
             inner: Arc::new(TimeoutInner {
-                deadline: Mutex::new(tokio::time::Instant::now() + timeout),
+                // An absurd timeout is "never", not a panic.
+                deadline: Mutex::new(far_after(tokio::time::Instant::now(), timeout)),
                 extendable: AtomicBool::new(true),
                 changed: Notify::new(),
             }),
@@ -134,7 +135,7 @@ impl TimeoutHandle {
             return false;
         }
         if let Ok(mut d) = self.inner.deadline.lock() {
-            *d += by;
+            *d = far_after(*d, by);
         }
         self.inner.changed.notify_waiters();
         true
@@ -1371,6 +1372,13 @@ fn ratio(s: &BatchStats) -> f64 {
     } else {
         s.memory_bytes as f64 / s.wire_bytes as f64
     }
+}
+
+/// `at + by`, or (when that would overflow the clock) the longest timeout after `at`.
+fn far_after(at: tokio::time::Instant, by: Duration) -> tokio::time::Instant {
+    at.checked_add(by)
+        .or_else(|| at.checked_add(Duration::from_secs(crate::api::MoveOptions::MAX_TIMEOUT_S)))
+        .unwrap_or(at)
 }
 
 #[cfg(test)]

@@ -104,7 +104,7 @@ impl MoveControl {
 }
 
 /// Longest extension one request may add, seconds (a day).
-pub const MAX_EXTEND_S: u64 = 24 * 3600;
+pub const MAX_EXTEND_S: u64 = crate::api::ExtendTimeout::MAX_S;
 
 /// Extends a running move's timeout on its source HVM (allowed while memory moves).
 pub async fn extend(

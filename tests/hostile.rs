@@ -142,3 +142,100 @@ async fn extreme_move_options_are_refused_everywhere_before_anything_changes() {
     }
     assert_eq!(state(), before);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_blade_api_answers_wrong_routes_methods_sizes_and_fields_in_the_catalogue_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let http = b1.raw_client();
+    let base = b1.profile.url.trim_end_matches('/').to_owned();
+    let token = b1.profile.token.clone();
+    let state = || std::fs::read(b1.state_dir().join("state.json")).unwrap();
+    let before = state();
+    let send = |method: reqwest::Method, path: &str, body: Option<Vec<u8>>| {
+        let mut r = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&token);
+        if let Some(b) = body {
+            r = r
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b);
+        }
+        r.send()
+    };
+    // What, method, path, body, then the status and the catalogue kind in the answer.
+    type Case = (
+        &'static str,
+        reqwest::Method,
+        &'static str,
+        Option<Vec<u8>>,
+        u16,
+        &'static str,
+    );
+    let cases: Vec<Case> = vec![
+        ("unknown route", reqwest::Method::GET, "/v1/no-such-thing", None, 404, "no-such-route"),
+        ("another version", reqwest::Method::GET, "/v2/inventory", None, 400, "version-mismatch"),
+        ("wrong method", reqwest::Method::DELETE, "/v1/inventory", None, 405, "method-not-allowed"),
+        (
+            "oversize body",
+            reqwest::Method::POST,
+            "/v1/lpars",
+            Some(vec![b' '; 2 << 20]),
+            413,
+            "request-too-large",
+        ),
+        (
+            "misspelled field",
+            reqwest::Method::POST,
+            "/v1/locks",
+            Some(
+                br#"{"target": {"kind": "lpar", "lpar": 1}, "owner": "t", "purpose": "p", "ttl_secs": 30, "ttl_s": 30}"#
+                    .to_vec(),
+            ),
+            400,
+            "invalid-request",
+        ),
+        (
+            "misspelled move option",
+            reqwest::Method::POST,
+            "/v1/migrations/job-20260101-000000-0001/send",
+            Some(
+                serde_json::to_vec(&serde_json::json!({
+                    "job": "job-20260101-000000-0001",
+                    "lpar": 1,
+                    "ticket": "00".repeat(32),
+                    "dest_addr": "127.0.2.2:9",
+                    "dest_cert_pem": b1.profile.cert_pem,
+                    "options": {"downtime_limit_msec": 5},
+                    "exchange": {"vfcs": [], "vnics": []},
+                }))
+                .unwrap(),
+            ),
+            400,
+            "invalid-request",
+        ),
+    ];
+    for (what, method, path, body, status, kind) in cases {
+        let answer = send(method, path, body).await.unwrap();
+        assert_eq!(answer.status().as_u16(), status, "{what}");
+        let error: serde_json::Value = answer.json().await.unwrap_or_default();
+        assert_eq!(
+            error.get("kind").and_then(|k| k.as_str()),
+            Some(kind),
+            "{what}: {error}"
+        );
+        if what.starts_with("misspelled") {
+            let detail = error
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .unwrap_or_default();
+            assert!(detail.contains("unknown field"), "{what}: {detail}");
+        }
+    }
+    assert_eq!(
+        state(),
+        before,
+        "a refused request changed the blade's state file"
+    );
+}

@@ -51,6 +51,12 @@ where
         match Json::<T>::from_request(req, state).await {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    return Err(ApiError(EmgError::new(
+                        Emg::RequestTooLarge,
+                        format!("the body is larger than {MAX_BODY} bytes"),
+                    )));
+                }
                 let text = rejection.body_text();
                 // An LPAR named with the HVM's placeholder has its own catalogue row.
                 let kind = if text.contains(LparName::PLACEHOLDER_REFUSED) {
@@ -359,10 +365,51 @@ async fn release_lpar(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn not_found() -> ApiError {
+async fn method_not_allowed(request: Request) -> ApiError {
     ApiError(EmgError::new(
-        Emg::VersionMismatch,
-        format!("no such route; this HVM speaks /{API_VERSION}/ (see the lparmover::api docs)"),
+        Emg::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+/// A handler that panicked: 500 with an id the blade's system log carries too, never a
+/// dropped connection.
+fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = detail
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| detail.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    let id = format!("panic-{:016x}", rand::random::<u64>());
+    tracing::error!(%id, panic = %what, "a request handler panicked");
+    ApiError(EmgError::new(
+        Emg::Internal,
+        format!("the HVM failed while answering ({id}); its system log has the detail"),
+    ))
+    .into_response()
+}
+
+async fn not_found(request: Request) -> ApiError {
+    let path = request.uri().path();
+    let other_version = path
+        .strip_prefix("/v")
+        .and_then(|rest| rest.split('/').next())
+        .is_some_and(|v| {
+            !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) && v != &API_VERSION[1..]
+        });
+    if other_version {
+        return ApiError(EmgError::new(
+            Emg::VersionMismatch,
+            format!("this HVM speaks /{API_VERSION}/, not {path}"),
+        ));
+    }
+    ApiError(EmgError::new(
+        Emg::NoSuchRoute,
+        format!("no route {path}; this HVM speaks /{API_VERSION}/ (see the lparmover::api docs)"),
     ))
 }
 
@@ -404,6 +451,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .merge(crate::probe::routes())
         .merge(crate::wwn::routes())
         .merge(crate::paths::routes())
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(service);
     Router::new()
         .nest(&format!("/{API_VERSION}"), v1)
@@ -413,4 +461,5 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
             require_token,
         ))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
 }

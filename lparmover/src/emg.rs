@@ -137,6 +137,12 @@ pub enum Emg {
     ShutdownWaiting,
     /// Anything else inside an HVM.
     Internal,
+    /// No route of that name in this API version.
+    NoSuchRoute,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// The request body is larger than the HVM accepts.
+    RequestTooLarge,
     // ---- Compatibility checks (the Migration Config Viewer, `crate::checks`). ----
     /// The LPAR is named `NO_NAME`.
     LparNameNoName,
@@ -577,6 +583,30 @@ impl Emg {
                 500,
                 "Internal error in the HVM.",
                 "See the HVM's system logs; retry, and report the detail if it persists."
+            ),
+            Self::NoSuchRoute => e!(
+                0x0000_0000_0F12_0002,
+                1,
+                Mms,
+                404,
+                "The HVM has no such operation.",
+                "Check the route against the lparmover::api docs of this version; nothing was changed."
+            ),
+            Self::MethodNotAllowed => e!(
+                0x0000_0000_0F10_0002,
+                1,
+                Mms,
+                405,
+                "The request method is not allowed for this resource.",
+                "Use the method the lparmover::api docs give for the route; nothing was changed."
+            ),
+            Self::RequestTooLarge => e!(
+                0x0000_0000_0F11_0002,
+                1,
+                Mms,
+                413,
+                "The request is too large.",
+                "Send a body of at most 1 MiB; nothing was changed."
             ),
             Self::LparNameNoName => e2!(
                 0x1000_0000_0030_0002,

@@ -301,6 +301,33 @@ async fn fabric_logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
+async fn wrong_method(request: Request) -> Refusal {
+    Refusal(ArrayError::new(
+        ArrayErrorCode::MethodNotAllowed,
+        format!(
+            "{} is not allowed on {}",
+            request.method(),
+            request.uri().path()
+        ),
+    ))
+}
+
+/// A handler that panicked: 500 with an id the log carries too.
+fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let what = detail
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| detail.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    let id = format!("panic-{:016x}", rand::random::<u64>());
+    tracing::error!(%id, panic = %what, "an array request handler panicked");
+    Refusal(ArrayError::new(
+        ArrayErrorCode::Internal,
+        format!("the array failed while answering ({id})"),
+    ))
+    .into_response()
+}
+
 async fn no_route() -> Refusal {
     Refusal(ArrayError::new(
         ArrayErrorCode::NotFound,
@@ -343,8 +370,14 @@ pub fn router(service: Arc<ArrayService>, token: String) -> Router {
         .route("/fabric/login", post(fabric_login))
         .route("/fabric/logout", post(fabric_logout));
     Router::new()
-        .nest(&format!("/{API_VERSION}"), managed.merge(fabric))
+        .nest(
+            &format!("/{API_VERSION}"),
+            managed
+                .merge(fabric)
+                .method_not_allowed_fallback(wrong_method),
+        )
         .fallback(no_route)
         .layer(axum::extract::DefaultBodyLimit::max(crate::api::MAX_BODY))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .with_state(service)
 }

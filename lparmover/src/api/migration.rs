@@ -46,7 +46,7 @@ use crate::mover::{MoveSummary, Progress};
 
 /// Tunables of one live move, as the operator sets them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct MoveOptions {
     /// Longest acceptable suspension, ms (default 50).
     pub downtime_limit_ms: u64,
@@ -175,6 +175,7 @@ impl Default for MoveOptions {
 /// Names the destination HVM would have generated for the slots the moved LPAR takes; they go
 /// to the source HVM (the seed's WWN/MAC exchange) so no name is ever generated twice.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NameExchange {
     /// Per vFC of the moved LPAR, in order: the vfcID it had on the source, and the names the
     /// destination's vfcID would have carried.
@@ -186,6 +187,7 @@ pub struct NameExchange {
 
 /// Asks the destination to get ready for an incoming LPAR.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct PrepareIncoming {
     /// Job id.
     pub job: String,
@@ -214,6 +216,7 @@ pub struct IncomingPrepared {
 
 /// Asks the source to start sending.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StartSend {
     /// Job id.
     pub job: String,
@@ -380,6 +383,7 @@ pub enum Settlement {
 
 /// Source: the commit, after the destination resumed.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CommitRequest {
     /// Names the source adopts when it lets go (kept with its record).
     pub exchange: NameExchange,
@@ -468,6 +472,7 @@ impl ExtendTimeout {
 
 /// Tells the source what names it adopts when it releases the LPAR.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Release {
     /// Names from the destination.
     pub exchange: NameExchange,
@@ -475,6 +480,7 @@ pub struct Release {
 
 /// Shutdown mode: defines the moved LPAR (deactivated) on the destination, keeping its names.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ColdDefine {
     /// Job id.
     pub job: String,

@@ -174,6 +174,7 @@ pub enum LockTarget {
 
 /// A request for a lock lease.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LockRequest {
     /// What to lock.
     pub target: LockTarget,
@@ -238,6 +239,7 @@ pub struct LoadFigures {
 
 /// Live change of an LPAR's workload.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkloadUpdate {
     /// New workload (applied to a running guest's dirty rate at once; the rest at next activation).
     pub workload: Workload,

@@ -54,6 +54,7 @@ impl WwnRollbackReason {
 
 /// Asks an HVM to mark one of its LPARs: WWNs to roll back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MarkWwnRollback {
     /// The move that left them.
     pub job: String,

@@ -49,6 +49,10 @@ pub enum ArrayErrorCode {
     StateWriteFailed,
     /// No route or method of that name.
     NotFound,
+    /// The route exists but not with this HTTP method.
+    MethodNotAllowed,
+    /// The array failed while answering.
+    Internal,
 }
 
 /// A row of the catalogue.
@@ -214,6 +218,20 @@ impl ArrayErrorCode {
                 2,
                 "The array has no such operation.",
                 "Use a storagecli of the same version as the array."
+            ),
+            Self::MethodNotAllowed => e!(
+                "STG-0004",
+                405,
+                2,
+                "The array does not allow this method on this resource.",
+                "Use a storagecli of the same version as the array; nothing was changed."
+            ),
+            Self::Internal => e!(
+                "STG-0999",
+                500,
+                1,
+                "Internal error in the array.",
+                "See the array's log for the id in the detail; retry, and report it if it persists."
             ),
         }
     }

@@ -379,13 +379,7 @@ async fn method_not_allowed(request: Request) -> ApiError {
 /// A handler that panicked: 500 with an id the blade's system log carries too, never a
 /// dropped connection.
 fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = detail
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| detail.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".to_owned());
-    let id = format!("panic-{:016x}", rand::random::<u64>());
-    tracing::error!(%id, panic = %what, "a request handler panicked");
+    let id = crate::serve::log_panic(detail.as_ref());
     ApiError(EmgError::new(
         Emg::Internal,
         format!("the HVM failed while answering ({id}); its system log has the detail"),

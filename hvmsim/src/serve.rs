@@ -167,3 +167,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || svc.shutdown()).await?;
     Ok(())
 }
+
+/// Logs a request handler's panic under a fresh id and returns the id, for the 500 answer
+/// (the blade's and the array's `CatchPanicLayer`).
+pub(crate) fn log_panic(detail: &(dyn std::any::Any + Send)) -> String {
+    let what = detail
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| detail.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "unknown panic".to_owned());
+    let id = format!("panic-{:016x}", rand::random::<u64>());
+    tracing::error!(%id, panic = %what, "a request handler panicked");
+    id
+}

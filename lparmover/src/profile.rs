@@ -115,6 +115,19 @@ impl Profile {
         state.join("lparmover").join("profile.toml")
     }
 
+    /// The profile at `path`, or an empty one when there is no file yet (a first
+    /// registration creates it).
+    pub fn load_or_default(path: &Path) -> Result<Self, ProfileError> {
+        match Self::load(path) {
+            Err(ProfileError::Read { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                Ok(Self::default())
+            }
+            other => other,
+        }
+    }
+
     /// Reads a profile.
     pub fn load(path: &Path) -> Result<Self, ProfileError> {
         let text = std::fs::read_to_string(path).map_err(|source| ProfileError::Read {

@@ -314,13 +314,7 @@ async fn wrong_method(request: Request) -> Refusal {
 
 /// A handler that panicked: 500 with an id the log carries too.
 fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let what = detail
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| detail.downcast_ref::<&str>().map(|s| (*s).to_owned()))
-        .unwrap_or_else(|| "unknown panic".to_owned());
-    let id = format!("panic-{:016x}", rand::random::<u64>());
-    tracing::error!(%id, panic = %what, "an array request handler panicked");
+    let id = crate::serve::log_panic(detail.as_ref());
     Refusal(ArrayError::new(
         ArrayErrorCode::Internal,
         format!("the array failed while answering ({id})"),

@@ -146,13 +146,7 @@ pub async fn add(
         )));
     }
     let name = info.name.to_string();
-    let mut profile = match Profile::load(path) {
-        Ok(p) => p,
-        Err(ProfileError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-            Profile::default()
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let mut profile = Profile::load_or_default(path)?;
     if let Some(other) = profile
         .arrays
         .iter()

@@ -1,6 +1,20 @@
 //! Migration policies: named, ordered lists of migrations of one mode, stored as TOML, run in
-//! order by the batch runner and, unattended, by the overnight scheduler (DESIGN §6).
+//! order by the batch runner (DESIGN §6). The CLI, the overnight daemon and the navigator use
+//! the same runner.
 //!
-//! This crate never moves bytes or re-implements a migration: it calls lparmover jobs.
-//! Status: the crate exists so the workspace has its final shape; policies arrive with their
-//! issue.
+//! This crate never moves bytes or re-implements a migration: every entry is an
+//! `lparmover::ops::moves` job, so checks, leases, journal, recovery and history are the ones
+//! a single move has.
+
+pub mod daemon;
+pub mod file;
+pub mod model;
+pub mod report;
+pub mod reverse;
+pub mod runner;
+pub mod store;
+
+pub use model::{Entry, OnError, Policy, PolicyName};
+pub use report::{RunReport, RunStore};
+pub use runner::{RunControl, RunOptions, run};
+pub use store::PolicyStore;

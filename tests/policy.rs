@@ -1,0 +1,675 @@
+//! Policies end to end on real blades: the `policy` CLI runs the demo's sample unattended
+//! (rehearsed, one entry skipped per `on_error`), writes its reports and the return policy
+//! that brings everything home; the runner answers an operator's Retry / Skip / End and Stop
+//! → Continue / End, keeps a window, meets an operator's move of the same LPAR with "busy",
+//! and runs entries on disjoint blades two at a time, never more.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lparmover::api::HvmClient;
+use lparmover::model::LparNumber;
+use lparmover::profile::Profile;
+use lpm_tests::{TestFleet, binary, demo_fleet, find_lpar, test_data_dir};
+use policy::report::{EntryResult, RunOutcome, RunReport, RunStore};
+use policy::runner::{Attendance, Decision, Question, Resume, RunControl, RunEvent, RunOptions};
+use policy::{Entry, OnError, Policy, PolicyName};
+use tokio::sync::mpsc;
+
+const SAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/policies");
+const BATCH_FLEET: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../assets/fleets/batch.toml");
+
+fn policy_cli(profile: &Path, policies: &Path, args: &[&str]) -> Output {
+    Command::new(binary("policy"))
+        .arg("--profile")
+        .arg(profile)
+        .arg("--policies")
+        .arg(policies)
+        .args(args)
+        .env("LPARMOVER_DATA", test_data_dir())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run policy")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Where LPAR `name` is now: (HVM, number).
+async fn where_is(profile: &Profile, name: &str) -> (String, LparNumber) {
+    for hvm in &profile.hvms {
+        let client = HvmClient::new(hvm).unwrap();
+        if let Some(view) = find_lpar(&client, name).await {
+            return (hvm.name.clone(), view.lpar.number);
+        }
+    }
+    panic!("LPAR {name} is on no HVM of the profile");
+}
+
+fn n(number: u8) -> LparNumber {
+    LparNumber::new(number).unwrap()
+}
+
+#[test]
+fn the_sample_policy_runs_unattended_skips_its_failing_entry_and_its_return_brings_all_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let policies = dir.path().join("policies");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let validated = policy_cli(&fleet.profile_path, &policies, &["validate", SAMPLES]);
+    assert!(
+        !validated.status.success(),
+        "a directory is not a policy file"
+    );
+    let sample = format!("{SAMPLES}/demo-evening.toml");
+    let out = policy_cli(
+        &fleet.profile_path,
+        &policies,
+        &["run", &sample, "--unattended", "--json"],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "some entries completed, one skipped: {}",
+        text(&out)
+    );
+    let report: RunReport = serde_json::from_slice(&out.stdout).expect("the report as JSON");
+    let results: Vec<EntryResult> = report.entries.iter().map(|e| e.result).collect();
+    assert_eq!(
+        results,
+        [
+            EntryResult::Completed,
+            EntryResult::Completed,
+            EntryResult::Skipped
+        ],
+        "{}",
+        text(&out)
+    );
+    assert_eq!(report.outcome, Some(RunOutcome::Finished));
+    let db = &report.entries[2];
+    let rehearsal = db.rehearsal.as_ref().expect("db-01 was rehearsed");
+    assert!(!rehearsal.passed);
+    assert!(
+        rehearsal
+            .notes
+            .iter()
+            .any(|n| n.contains("register-migration ch1-b1/db-01")),
+        "the rehearsal says how to fix it: {rehearsal:?}"
+    );
+    // Entry 1 changes ch1-b1, so db-01 is rehearsed just before it would start.
+    assert_eq!(db.attempts, 1, "{db:?}");
+    assert!(
+        db.failures[0].error.contains("rehearsal failed"),
+        "{:?}",
+        db.failures
+    );
+    for e in &report.entries[..2] {
+        let r = e.rehearsal.as_ref().expect("rehearsed");
+        assert!(r.passed && r.predicted_total_s.is_some(), "{r:?}");
+        assert!(e.suspension_ms.is_some() && e.wire_bytes.is_some(), "{e:?}");
+    }
+    rt.block_on(async {
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
+        assert_eq!(where_is(&profile, "app-01").await.0, "ch1-b1");
+        assert_eq!(where_is(&profile, "db-01").await, ("ch1-b1".into(), n(2)));
+    });
+
+    let html = std::fs::read_to_string(
+        RunStore::new(test_data_dir().join("policy-runs"))
+            .run_dir(&report.run)
+            .join("report.html"),
+    )
+    .expect("the HTML report");
+    for e in &report.entries {
+        assert!(html.contains(&e.source), "{} in the page", e.source);
+    }
+    assert!(html.contains("skipped") && html.contains("completed"));
+    let shown = policy_cli(&fleet.profile_path, &policies, &["report", &report.run]);
+    assert!(
+        text(&shown).contains("2 completed, 1 skipped"),
+        "{}",
+        text(&shown)
+    );
+
+    let reversed = policy_cli(&fleet.profile_path, &policies, &["reverse", &sample]);
+    assert!(reversed.status.success(), "{}", text(&reversed));
+    let back = policy_cli(
+        &fleet.profile_path,
+        &policies,
+        &["run", "demo-evening-return", "--unattended"],
+    );
+    assert!(back.status.success(), "{}", text(&back));
+    rt.block_on(async {
+        assert_eq!(where_is(&profile, "web-01").await, ("ch1-b1".into(), n(1)));
+        assert_eq!(where_is(&profile, "app-01").await, ("ch1-b2".into(), n(1)));
+    });
+    let listed = policy_cli(&fleet.profile_path, &policies, &["list"]);
+    assert!(
+        text(&listed).contains("demo-evening-return"),
+        "{}",
+        text(&listed)
+    );
+}
+
+/// What an attending operator does: answers failures in turn, stops after the first start.
+#[derive(Clone, Default)]
+struct Operator {
+    decisions: Vec<Decision>,
+    stop_after_first_start: bool,
+    resume: Option<Resume>,
+}
+
+struct Attended {
+    report: RunReport,
+    events: Vec<String>,
+    asked: usize,
+}
+
+async fn run_with(
+    profile: &Profile,
+    policy: &Policy,
+    operator: Operator,
+    window: Option<Duration>,
+) -> Attended {
+    let runs = tempfile::tempdir().unwrap();
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
+    let (questions_tx, mut questions) = mpsc::unbounded_channel::<Question>();
+    let control = RunControl::new();
+    let options = RunOptions {
+        attendance: Attendance::Operator(questions_tx),
+        window_end: window.map(|w| chrono::Utc::now() + chrono::Duration::from_std(w).unwrap()),
+        origin: "test".into(),
+        runs: RunStore::new(runs.path()),
+        events: Some(events_tx),
+        control: control.clone(),
+    };
+    let asked = Arc::new(Mutex::new(0));
+    let answering = {
+        let asked = Arc::clone(&asked);
+        let operator = operator.clone();
+        tokio::spawn(async move {
+            let mut decisions = operator.decisions.into_iter();
+            while let Some(q) = questions.recv().await {
+                *asked.lock().unwrap() += 1;
+                match q {
+                    Question::Failed { reply, .. } => {
+                        let _ = reply.send(decisions.next().expect("a failure nobody expected"));
+                    }
+                    Question::Stopped { reply } => {
+                        let _ = reply.send(operator.resume.expect("a stop nobody asked for"));
+                    }
+                }
+            }
+        })
+    };
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let watching = {
+        let seen = Arc::clone(&seen);
+        let control = control.clone();
+        tokio::spawn(async move {
+            let mut stopped = false;
+            while let Some(event) = events_rx.recv().await {
+                let line = match &event {
+                    RunEvent::Started { entry, attempt, .. } => {
+                        if operator.stop_after_first_start && !stopped {
+                            stopped = true;
+                            control.stop();
+                        }
+                        format!("started {entry} attempt {attempt}")
+                    }
+                    RunEvent::EntryDone { entry, report } => {
+                        format!("done {entry} {}", report.result.label())
+                    }
+                    RunEvent::Stopping => "stopping".into(),
+                    RunEvent::Stopped => "stopped".into(),
+                    RunEvent::Resumed => "resumed".into(),
+                    _ => continue,
+                };
+                seen.lock().unwrap().push(line);
+            }
+        })
+    };
+    let result = policy::run(profile, policy, options)
+        .await
+        .expect("the run");
+    let _ = watching.await;
+    answering.abort();
+    let events = seen.lock().unwrap().clone();
+    let asked = *asked.lock().unwrap();
+    Attended {
+        report: result.report,
+        events,
+        asked,
+    }
+}
+
+fn live_policy(name: &str, entries: &[(&str, &str)]) -> Policy {
+    let mut p = Policy::new(
+        PolicyName::new(name).unwrap(),
+        lparmover::model::Mode::ConcurrentMaintenance,
+    );
+    p.limits.concurrency.total = 1;
+    p.entries = entries
+        .iter()
+        .map(|(s, d)| Entry::new(s.parse().unwrap(), d.parse().unwrap()))
+        .collect();
+    p
+}
+
+fn results(report: &RunReport) -> Vec<EntryResult> {
+    report.entries.iter().map(|e| e.result).collect()
+}
+
+#[test]
+fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lpar_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // db-01's migration WWPNs are not on the demo array: its move fails its checks.
+        let p = live_policy(
+            "retry-skip",
+            &[("ch1-b1/db-01", "ch1-b2"), ("ch1-b1/web-01", "ch1-b2")],
+        );
+        let run = run_with(
+            &profile,
+            &p,
+            Operator {
+                decisions: vec![Decision::Retry, Decision::Skip],
+                ..Operator::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            results(&run.report),
+            [EntryResult::Skipped, EntryResult::Completed]
+        );
+        let db = &run.report.entries[0];
+        assert_eq!((db.attempts, db.failures.len()), (2, 2), "{db:?}");
+        assert!(
+            db.failures[0].action.is_some(),
+            "a catalogue error carries its action: {:?}",
+            db.failures[0]
+        );
+        assert_eq!(run.asked, 2);
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
+
+        let p = live_policy(
+            "end",
+            &[("ch1-b1/db-01", "ch1-b2"), ("ch1-b2/web-01", "ch1-b1")],
+        );
+        let run = run_with(
+            &profile,
+            &p,
+            Operator {
+                decisions: vec![Decision::End],
+                ..Operator::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            results(&run.report),
+            [EntryResult::Failed, EntryResult::NotRun]
+        );
+        assert_eq!(run.report.outcome, Some(RunOutcome::Ended));
+        assert!(run.report.entries[1].reason.is_some());
+        assert_eq!(
+            where_is(&profile, "web-01").await.0,
+            "ch1-b2",
+            "End ran nothing more"
+        );
+
+        let p = live_policy(
+            "stop-continue",
+            &[("ch1-b2/web-01", "ch1-b1"), ("ch1-b2/app-01", "ch1-b1")],
+        );
+        let run = run_with(
+            &profile,
+            &p,
+            Operator {
+                stop_after_first_start: true,
+                resume: Some(Resume::Continue),
+                ..Operator::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            results(&run.report),
+            [EntryResult::Completed, EntryResult::Completed]
+        );
+        let at = |what: &str| {
+            run.events
+                .iter()
+                .position(|e| e == what)
+                .unwrap_or_else(|| panic!("no {what:?} in {:?}", run.events))
+        };
+        assert!(at("stopping") < at("done 0 completed"), "{:?}", run.events);
+        assert!(
+            at("done 0 completed") < at("stopped"),
+            "stop waits for the running entry"
+        );
+        assert!(
+            at("resumed") < at("started 1 attempt 1"),
+            "{:?}",
+            run.events
+        );
+
+        let p = live_policy(
+            "stop-end",
+            &[("ch1-b1/web-01", "ch1-b2"), ("ch1-b1/app-01", "ch1-b2")],
+        );
+        let run = run_with(
+            &profile,
+            &p,
+            Operator {
+                stop_after_first_start: true,
+                resume: Some(Resume::End),
+                ..Operator::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            results(&run.report),
+            [EntryResult::Completed, EntryResult::NotRun]
+        );
+        assert_eq!(run.report.outcome, Some(RunOutcome::Stopped));
+        assert_eq!(where_is(&profile, "app-01").await.0, "ch1-b1");
+
+        // A 1 s window: no rehearsed move fits 1.25 × its prediction into it.
+        let mut p = live_policy("window", &[("ch1-b2/web-01", "ch1-b1")]);
+        p.rehearse = true;
+        let run = run_with(
+            &profile,
+            &p,
+            Operator::default(),
+            Some(Duration::from_secs(1)),
+        )
+        .await;
+        assert_eq!(results(&run.report), [EntryResult::OutsideWindow]);
+        assert_eq!(run.report.outcome, Some(RunOutcome::WindowClosed));
+        assert!(
+            run.report.entries[0]
+                .reason
+                .as_deref()
+                .is_some_and(|r| r.contains("window")),
+            "{:?}",
+            run.report.entries[0]
+        );
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
+
+        // An operator moves web-01 by hand; the policy's entry for it meets "busy" and
+        // follows on_error (retry once, then skip), and exactly one move happens.
+        let control = lparmover::ops::moves::MoveControl::new();
+        let (moving_tx, mut moving) = mpsc::unbounded_channel();
+        let by_hand = {
+            let profile = profile.clone();
+            tokio::spawn(async move {
+                let target = lparmover::ops::MoveTarget::Given {
+                    source: "ch1-b2/web-01".parse().unwrap(),
+                    destination: "ch1-b1".parse().unwrap(),
+                };
+                lparmover::ops::moves::live(
+                    &profile,
+                    &target,
+                    lparmover::api::MoveOptions::default(),
+                    &control,
+                    move |e| {
+                        if matches!(e, lparmover::ops::moves::MoveEvent::Progress(_)) {
+                            let _ = moving_tx.send(());
+                        }
+                    },
+                )
+                .await
+            })
+        };
+        moving.recv().await.expect("the operator's move starts");
+        let mut p = live_policy("race", &[("ch1-b2/web-01", "ch1-b1")]);
+        p.on_error = OnError::RetryThenSkip(1);
+        let runs = tempfile::tempdir().unwrap();
+        let raced = policy::run(
+            &profile,
+            &p,
+            RunOptions {
+                attendance: Attendance::Unattended,
+                window_end: None,
+                origin: "test".into(),
+                runs: RunStore::new(runs.path()),
+                events: None,
+                control: RunControl::new(),
+            },
+        )
+        .await
+        .unwrap()
+        .report;
+        let by_hand = by_hand.await.unwrap();
+        assert!(
+            by_hand.is_ok(),
+            "the operator's move completes: {by_hand:?}"
+        );
+        let entry = &raced.entries[0];
+        assert_eq!(entry.result, EntryResult::Skipped, "{entry:?}");
+        assert_eq!(entry.attempts, 2, "retried once, then skipped: {entry:?}");
+        assert!(
+            entry.failures.iter().all(|f| f.error.contains("busy")),
+            "{:?}",
+            entry.failures
+        );
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b1");
+    });
+}
+
+#[test]
+fn six_moves_on_disjoint_blades_run_two_at_a_time_never_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(Path::new(BATCH_FLEET), dir.path()).expect("batch fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let policy =
+        policy::file::load(Path::new(&format!("{SAMPLES}/batch-night.toml"))).expect("the sample");
+    assert_eq!(policy.entries.len(), 6);
+    assert_eq!(policy.limits.concurrency.total, 2);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let runs = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let result = policy::run(
+            &profile,
+            &policy,
+            RunOptions {
+                attendance: Attendance::Unattended,
+                window_end: None,
+                origin: "test".into(),
+                runs: RunStore::new(runs.path()),
+                events: Some(tx),
+                control: RunControl::new(),
+            },
+        )
+        .await
+        .unwrap();
+        let (mut now, mut peak) = (0usize, 0usize);
+        while let Ok(event) = rx.try_recv() {
+            match event {
+                RunEvent::Started { .. } => {
+                    now += 1;
+                    peak = peak.max(now);
+                }
+                RunEvent::EntryDone { .. } => now -= 1,
+                _ => {}
+            }
+        }
+        let report = result.report;
+        assert!(report.all_completed(), "{}", report.text());
+        assert_eq!(peak, 2, "two at a time, never more");
+        assert_eq!(report.peak_concurrency, 2);
+        // The 100 MB/s cap is shared: each of the two running entries ran under 50 MB/s.
+        for e in &report.entries {
+            assert_eq!(e.bandwidth_cap_mbps, Some(50.0), "{e:?}");
+            let rate = e.wire_bytes.unwrap() as f64 / 1e6 / e.transfer_s.unwrap();
+            assert!(
+                rate <= 1.1 * 50.0,
+                "entry {} sent {rate:.1} MB/s on the wire while its memory moved",
+                e.index
+            );
+        }
+        assert!(result.saved.is_ok());
+    });
+}
+
+#[test]
+fn the_daemon_runs_a_due_policy_survives_its_kill_mid_run_and_never_repeats_a_completed_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(Path::new(BATCH_FLEET), dir.path()).expect("batch fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let data = dir.path().join("manager");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    // Due at the next minute, window open for an hour; one move at a time, slow enough
+    // (20 MB/s) to be killed in the middle (the entry in flight then is settled by the journal
+    // and, if rolled back, retried); the last entry's LPAR is deactivated, so a live move of
+    // it fails, is retried once, skipped, and the run's on_failure hook gets the report.
+    let window_end = (chrono::Utc::now() + chrono::Duration::minutes(60)).format("%H:%M");
+    let text = format!(
+        r#"name = "nightly"
+mode = "concurrent"
+on_error = "retry"
+retries = 1
+[schedule]
+cron = "* * * * *"
+time_zone = "UTC"
+window_end = "{window_end}"
+[limits]
+concurrency = 1
+bandwidth_mbps = 20
+[[entry]]
+source = "ch001-b01/lp00001"
+destination = "ch001-b02"
+[[entry]]
+source = "ch002-b01/lp00005"
+destination = "ch002-b02"
+[[entry]]
+source = "ch001-b01/lp00002"
+destination = "ch001-b02"
+[[entry]]
+source = "ch001-b02/lp00004"
+destination = "ch001-b01"
+"#
+    );
+    std::fs::write(policies.join("nightly.toml"), text).unwrap();
+    let hook_out = dir.path().join("hook.txt");
+    let daemon = || {
+        Command::new(binary("policy"))
+            .arg("--profile")
+            .arg(&fleet.profile_path)
+            .arg("--policies")
+            .arg(&policies)
+            .args(["daemon", "--on-failure"])
+            .arg(format!("echo > {}", hook_out.display()))
+            .env("LPARMOVER_DATA", &data)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("daemon.log")).unwrap())
+            .spawn()
+            .expect("start the daemon")
+    };
+    let runs = RunStore::new(data.join("policy-runs"));
+    let report_now = || {
+        runs.runs()
+            .unwrap()
+            .pop()
+            .and_then(|r| runs.load(Some(&r)).ok())
+    };
+    let log = || std::fs::read_to_string(dir.path().join("daemon.log")).unwrap_or_default();
+
+    let mut first = daemon();
+    // The schedule fires within a minute; kill the daemon once the first entry completed
+    // and while the second moves.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let before_kill = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled run did not get going: {}",
+            log()
+        );
+        if let Some(r) = report_now()
+            && r.entries[0].result == EntryResult::Completed
+            && r.entries[1].attempts > 0
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    first.kill().unwrap();
+    let _ = first.wait();
+    assert_eq!(before_kill.outcome, None, "killed mid-run");
+    let first_job = before_kill.entries[0].job.clone().expect("entry 1's job");
+
+    let mut second = daemon();
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let report = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interrupted run was not continued: {}",
+            log()
+        );
+        if let Some(r) = runs
+            .load(Some(&before_kill.run))
+            .ok()
+            .filter(|r| r.outcome.is_some())
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let _ = second.kill();
+    let _ = second.wait();
+    assert_eq!(report.origin, "daemon");
+    assert_eq!(
+        results(&report),
+        [
+            EntryResult::Completed,
+            EntryResult::Completed,
+            EntryResult::Completed,
+            EntryResult::Skipped
+        ],
+        "{}",
+        report.text()
+    );
+    assert_eq!(
+        report.entries[0].job.as_deref(),
+        Some(first_job.as_str()),
+        "a completed entry is never run again"
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for lpar in ["lp00001", "lp00002"] {
+            assert_eq!(where_is(&profile, lpar).await.0, "ch001-b02");
+        }
+        assert_eq!(where_is(&profile, "lp00005").await.0, "ch002-b02");
+        assert_eq!(where_is(&profile, "lp00004").await.0, "ch001-b02");
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !hook_out.exists() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        hook_out.exists(),
+        "on_failure ran for a run with a skipped entry: {}",
+        log()
+    );
+}

@@ -86,6 +86,15 @@ fn fleet() -> (tempfile::TempDir, TestFleet, Profile) {
 }
 
 fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, dest: &str) {
+    pick(harness, source, dest);
+    click(harness, "Show Config");
+    wait_for(harness, "the check result", Duration::from_secs(30), |h| {
+        has_text(h, "Result: ")
+    });
+}
+
+/// Picks `source` in the Source tree and `dest` in the Destination tree.
+fn pick(harness: &mut Harness<'static, NavigatorApp>, source: &str, dest: &str) {
     wait_for(harness, source, Duration::from_secs(20), |h| has(h, source));
     // A click lands where its row was drawn last frame; an inventory refresh can move the
     // trees in between, so the pick is checked in the model and made again until it holds.
@@ -115,10 +124,6 @@ fn pick_and_check(harness: &mut Harness<'static, NavigatorApp>, source: &str, de
         harness.state().model.source,
         harness.state().model.destination
     );
-    click(harness, "Show Config");
-    wait_for(harness, "the check result", Duration::from_secs(30), |h| {
-        has_text(h, "Result: ")
-    });
 }
 
 /// Moves db-01 (the demo's largest LPAR, whose transfer lasts long enough to act on) from
@@ -789,5 +794,111 @@ fn wwn_setting_lists_every_vfc_registers_db01_and_exports_csv() {
     assert!(
         profile.arrays[0].credentials.is_some(),
         "the saved login is kept"
+    );
+}
+
+#[test]
+fn a_policy_is_made_from_picks_saved_executed_and_its_failed_entry_skipped_from_the_dialog() {
+    let (_dir, fleet, profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
+    click(&mut harness, "Migration Policy");
+    wait_for(
+        &mut harness,
+        "the policy list",
+        Duration::from_secs(10),
+        |h| matches!(h.state().model.policies.saved, Pending::Done(_)),
+    );
+    click(&mut harness, "New");
+    harness.state_mut().model.policies.new_name = Some("nav-evening".into());
+    click(&mut harness, "Create policy");
+    assert!(
+        has_text(&harness, "Policy Information: nav-evening"),
+        "{:?}",
+        labels(&harness)
+    );
+    pick(
+        &mut harness,
+        "Source ch1-b1/web-01",
+        "Destination ch1-b2/Auto",
+    );
+    click(&mut harness, "Add [Concurrent Maintenance]");
+    pick(
+        &mut harness,
+        "Source ch1-b1/db-01",
+        "Destination ch1-b2/Auto",
+    );
+    click(&mut harness, "Add [Concurrent Maintenance]");
+    click(&mut harness, "Add [Shutdown]");
+    assert!(
+        has_text(&harness, "cannot be registered together"),
+        "a Shutdown entry is refused in a live policy: {:?}",
+        labels(&harness)
+    );
+    // The second entry is picked: Up puts it first, Down back.
+    click(&mut harness, "Up");
+    assert!(
+        has_text(&harness, "Entry 1: ch1-b1/db-01"),
+        "{:?}",
+        labels(&harness)
+            .into_iter()
+            .filter(|l| l.contains("Entry") || l.contains("registered"))
+            .collect::<Vec<_>>()
+    );
+    click(&mut harness, "Down");
+    assert!(
+        has_text(&harness, "Entry 1: ch1-b1/web-01"),
+        "{:?}",
+        labels(&harness)
+    );
+    click(&mut harness, "Save");
+    wait_for(&mut harness, "the save", Duration::from_secs(10), |h| {
+        has_text(h, "Saved policy nav-evening")
+    });
+    click(&mut harness, "Release");
+    click(&mut harness, "Execute");
+    // db-01's migration WWPNs are not on the demo array: its move fails and the runner asks.
+    wait_for(
+        &mut harness,
+        "the failure dialog",
+        Duration::from_secs(90),
+        |h| has(h, "Skip"),
+    );
+    assert!(
+        has_text(&harness, "Entry 2 (ch1-b1/db-01"),
+        "{:?}",
+        labels(&harness)
+    );
+    assert!(has(&harness, "Show Config for this entry"));
+    click(&mut harness, "Skip");
+    wait_for(
+        &mut harness,
+        "the run to end",
+        Duration::from_secs(30),
+        |h| {
+            h.state()
+                .model
+                .policies
+                .run
+                .as_ref()
+                .is_some_and(|r| !r.running())
+        },
+    );
+    assert!(
+        has_text(&harness, "1. ch1-b1/web-01 → ch1-b2 (Auto): done"),
+        "{:?}",
+        labels(&harness)
+    );
+    assert!(has_text(
+        &harness,
+        "2. ch1-b1/db-01 → ch1-b2 (Auto): failed"
+    ));
+    assert!(has_text(&harness, "1 of 2 entries completed."));
+    assert!(
+        lpar_on(&profile, "ch1-b2", "web-01").is_some(),
+        "web-01 moved"
+    );
+    assert!(
+        lpar_on(&profile, "ch1-b1", "db-01").is_some(),
+        "db-01 stayed"
     );
 }

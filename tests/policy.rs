@@ -415,7 +415,7 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
         assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
 
         // An operator moves web-01 by hand; the policy's entry for it meets "busy" and
-        // follows on_error (retry once, then skip), and exactly one move happens.
+        // follows on_error (skip), and exactly one move happens.
         let control = lparmover::ops::moves::MoveControl::new();
         let (moving_tx, mut moving) = mpsc::unbounded_channel();
         let by_hand = {
@@ -441,7 +441,7 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
         };
         moving.recv().await.expect("the operator's move starts");
         let mut p = live_policy("race", &[("ch1-b2/web-01", "ch1-b1")]);
-        p.on_error = OnError::RetryThenSkip(1);
+        p.on_error = OnError::Skip;
         let runs = tempfile::tempdir().unwrap();
         let raced = policy::run(
             &profile,
@@ -465,9 +465,9 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
         );
         let entry = &raced.entries[0];
         assert_eq!(entry.result, EntryResult::Skipped, "{entry:?}");
-        assert_eq!(entry.attempts, 2, "retried once, then skipped: {entry:?}");
+        assert_eq!(entry.attempts, 1, "{entry:?}");
         assert!(
-            entry.failures.iter().all(|f| f.error.contains("busy")),
+            entry.failures[0].error.contains("busy"),
             "{:?}",
             entry.failures
         );
@@ -672,4 +672,93 @@ destination = "ch001-b01"
         "on_failure ran for a run with a skipped entry: {}",
         log()
     );
+}
+
+fn unattended(runs: &Path) -> RunOptions {
+    RunOptions {
+        attendance: Attendance::Unattended,
+        window_end: None,
+        origin: "test".into(),
+        runs: RunStore::new(runs),
+        events: None,
+        control: RunControl::new(),
+    }
+}
+
+#[test]
+fn an_evacuation_empties_a_blade_lists_what_cannot_leave_and_its_return_refills_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let before = policy::evacuate::plan(&profile, "ch1-b1", None)
+            .await
+            .unwrap();
+        let db = before
+            .unplaced
+            .iter()
+            .find(|u| u.lpar == "db-01")
+            .expect("db-01 cannot leave: no migration WWPNs on the array");
+        let to_b2 = db
+            .refusals
+            .iter()
+            .find(|r| r.candidate == "ch1-b2")
+            .unwrap();
+        assert!(
+            to_b2.reasons.iter().any(|r| r.contains("migration WWPN")),
+            "{to_b2:?}"
+        );
+        let efi = db
+            .refusals
+            .iter()
+            .find(|r| r.candidate == "ch2-b1")
+            .unwrap();
+        assert!(efi.reasons.iter().any(|r| r.contains("EFI")), "{efi:?}");
+
+        lparmover::ops::storage::register_migration(&profile, &"ch1-b1/db-01".parse().unwrap())
+            .await
+            .expect("register db-01's migration WWPNs");
+        let plan = policy::evacuate::plan(&profile, "ch1-b1", None)
+            .await
+            .unwrap();
+        assert!(plan.unplaced.is_empty(), "{:?}", plan.unplaced);
+        let live = plan.live.expect("the activated LPARs leave live");
+        let cold = plan.shutdown.expect("batch-01 leaves in Shutdown mode");
+        let names = |p: &Policy| -> Vec<String> {
+            p.entries.iter().map(|e| e.source.to_string()).collect()
+        };
+        assert_eq!(names(&live), ["ch1-b1/web-01", "ch1-b1/db-01"]);
+        assert_eq!(names(&cold), ["ch1-b1/batch-01"]);
+        assert_ne!(
+            cold.entries[0].destination.hvm, "ch1-b2",
+            "spread: ch1-b2 takes the two live moves already"
+        );
+
+        let runs = tempfile::tempdir().unwrap();
+        let mut reports = Vec::new();
+        for p in [&live, &cold] {
+            let report = policy::run(&profile, p, unattended(runs.path()))
+                .await
+                .unwrap()
+                .report;
+            assert!(report.all_completed(), "{}", report.text());
+            reports.push(report);
+        }
+        let client = HvmClient::new(profile.hvm("ch1-b1").unwrap()).unwrap();
+        assert!(client.lpars().await.unwrap().is_empty(), "ch1-b1 is empty");
+
+        for (p, report) in [&live, &cold].into_iter().zip(&reports) {
+            let back = policy::reverse::reverse(p, report).unwrap();
+            let home = policy::run(&profile, &back, unattended(runs.path()))
+                .await
+                .unwrap()
+                .report;
+            assert!(home.all_completed(), "{}", home.text());
+        }
+        for (lpar, number) in [("web-01", 1), ("db-01", 2), ("batch-01", 3)] {
+            assert_eq!(where_is(&profile, lpar).await, ("ch1-b1".into(), n(number)));
+        }
+    });
 }

@@ -336,7 +336,7 @@ impl NavigatorApp {
         windows::paths::show(&ctx, &mut self.model, &mut outbox);
         windows::profile::show(&ctx, &mut self.model, &mut outbox);
         windows::wwn_setting::show(&ctx, &mut self.model, &self.icons, &mut outbox);
-        windows::coming::show(&ctx, &mut self.model);
+        windows::policy::show(&ctx, &mut self.model, &self.icons, &mut outbox);
         self.close_dialog(&ctx);
         if let Some(tour) = &mut self.tour {
             outbox.0.extend(tour.drive(&ctx, &mut self.model));

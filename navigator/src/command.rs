@@ -143,6 +143,25 @@ pub enum Command {
         /// "Save password setting".
         save: bool,
     },
+    /// Migration Policy: the policies directory.
+    ListPolicies,
+    /// Migration Policy: Save (`replace`: over the policy of the same name) or Save as / New.
+    SavePolicy {
+        /// The policy.
+        policy: Box<policy::Policy>,
+        /// Replace a saved policy of that name.
+        replace: bool,
+    },
+    /// Migration Policy: delete a saved policy.
+    DeletePolicy(String),
+    /// Migration Policy: Execute.
+    RunPolicy(Box<policy::Policy>),
+    /// Migration Policy: Stop (after the running entries).
+    StopPolicy,
+    /// Migration Policy: the answer to a failed entry.
+    AnswerPolicyFailure(policy::runner::Decision),
+    /// Migration Policy: the answer after Stop took effect.
+    AnswerPolicyStop(policy::runner::Resume),
 }
 
 /// A report from the engine.
@@ -218,6 +237,16 @@ pub enum Event {
     ArrayAdded(Result<String, String>),
     /// What Storage Password Setting did.
     ArrayLogins(Result<String, String>),
+    /// The policies directory.
+    Policies(Result<Vec<crate::model::policies::SavedPolicy>, String>),
+    /// What Save / Save as / Delete did.
+    PolicySaved(Result<String, String>),
+    /// Something the running policy said.
+    PolicyRun(policy::runner::RunEvent),
+    /// The running policy asks the operator.
+    PolicyQuestion(crate::model::policies::RunQuestion),
+    /// The policy run ended (its report), or could not run.
+    PolicyRunDone(Box<Result<policy::RunReport, String>>),
 }
 
 /// What the Migration History window shows.

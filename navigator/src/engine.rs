@@ -102,6 +102,7 @@ impl Engine {
             clients: Arc::new(Mutex::new(HashMap::new())),
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
             running_move: running_move.clone(),
+            policy_run: Arc::new(Mutex::new(None)),
         };
         runtime.spawn(worker.run(rx, settle_first));
         Ok(Self {
@@ -144,6 +145,18 @@ struct Worker {
     clients: Arc<Mutex<HashMap<String, HvmClient>>>,
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     running_move: Arc<Mutex<Option<RunningMove>>>,
+    policy_run: Arc<Mutex<Option<PolicyRunHandle>>>,
+}
+
+/// The policy run in progress: its Stop, and the reply the runner waits for.
+struct PolicyRunHandle {
+    control: policy::RunControl,
+    reply: Option<PolicyReply>,
+}
+
+enum PolicyReply {
+    Failure(tokio::sync::oneshot::Sender<policy::runner::Decision>),
+    Stop(tokio::sync::oneshot::Sender<policy::runner::Resume>),
 }
 
 impl Worker {
@@ -599,6 +612,54 @@ impl Worker {
                     me.wwn_status().await;
                 });
             }
+            Command::ListPolicies => {
+                tokio::task::spawn_blocking(move || me.list_policies());
+            }
+            Command::SavePolicy { policy, replace } => {
+                tokio::task::spawn_blocking(move || {
+                    let store = me.policy_store();
+                    let result = if replace {
+                        store.save(&policy)
+                    } else {
+                        store.save_as(&policy, policy.name.as_str())
+                    }
+                    .map(|path| format!("Saved policy {} ({}).", policy.name, path.display()))
+                    .map_err(|e| e.to_string());
+                    me.outbox.send(Event::PolicySaved(result));
+                    me.list_policies();
+                });
+            }
+            Command::DeletePolicy(name) => {
+                tokio::task::spawn_blocking(move || {
+                    let result = me
+                        .policy_store()
+                        .delete(&name)
+                        .map(|()| format!("Deleted policy {name}."))
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::PolicySaved(result));
+                    me.list_policies();
+                });
+            }
+            Command::RunPolicy(policy) => {
+                tokio::spawn(async move { me.run_policy(*policy).await });
+            }
+            Command::StopPolicy => {
+                if let Ok(run) = self.policy_run.lock()
+                    && let Some(run) = run.as_ref()
+                {
+                    run.control.stop();
+                }
+            }
+            Command::AnswerPolicyFailure(decision) => {
+                if let Some(PolicyReply::Failure(tx)) = self.take_policy_reply() {
+                    let _ = tx.send(decision);
+                }
+            }
+            Command::AnswerPolicyStop(resume) => {
+                if let Some(PolicyReply::Stop(tx)) = self.take_policy_reply() {
+                    let _ = tx.send(resume);
+                }
+            }
             Command::ListWwnRollbacks => {
                 tokio::spawn(async move { me.list_wwn_rollbacks().await });
             }
@@ -751,6 +812,109 @@ impl Worker {
         self.outbox.send(Event::LiveMoveDone(Box::new(
             result.map_err(|e| e.to_string()),
         )));
+        self.refresh();
+    }
+}
+
+impl Worker {
+    fn policy_store(&self) -> policy::PolicyStore {
+        policy::PolicyStore::for_manager(&ManagerDirs::for_profile(&self.profile()))
+    }
+
+    fn list_policies(&self) {
+        let result = self
+            .policy_store()
+            .list()
+            .map(|listed| {
+                listed
+                    .into_iter()
+                    .map(|l| crate::model::policies::SavedPolicy {
+                        name: l
+                            .path
+                            .file_stem()
+                            .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+                        policy: l.policy.map_err(|e| e.to_string()),
+                    })
+                    .collect()
+            })
+            .map_err(|e| e.to_string());
+        self.outbox.send(Event::Policies(result));
+    }
+
+    fn take_policy_reply(&self) -> Option<PolicyReply> {
+        self.policy_run.lock().ok()?.as_mut()?.reply.take()
+    }
+
+    /// Executes a policy with the operator attending: the runner's questions become events,
+    /// the answers come back as commands.
+    async fn run_policy(&self, policy: policy::Policy) {
+        use crate::model::policies::RunQuestion;
+        use policy::runner::{Attendance, Question, RunOptions};
+        let control = policy::RunControl::new();
+        {
+            let Ok(mut slot) = self.policy_run.lock() else {
+                return;
+            };
+            if slot.is_some() {
+                self.outbox.send(Event::PolicyRunDone(Box::new(Err(
+                    "A policy is running already.".into(),
+                ))));
+                return;
+            }
+            *slot = Some(PolicyRunHandle {
+                control: control.clone(),
+                reply: None,
+            });
+        }
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let (questions_tx, mut questions) = tokio::sync::mpsc::unbounded_channel();
+        let profile = self.profile();
+        let options = RunOptions {
+            attendance: Attendance::Operator(questions_tx),
+            window_end: None,
+            origin: "navigator".into(),
+            runs: policy::RunStore::for_manager(&ManagerDirs::for_profile(&profile)),
+            events: Some(events_tx),
+            control,
+        };
+        let running = policy::run(&profile, &policy, options)
+            .instrument(info_span!("navigator policy", policy = %policy.name));
+        tokio::pin!(running);
+        let result = loop {
+            tokio::select! {
+                result = &mut running => break result,
+                Some(event) = events.recv() => {
+                    let refresh = matches!(event, policy::runner::RunEvent::EntryDone { .. });
+                    self.outbox.send(Event::PolicyRun(event));
+                    if refresh {
+                        self.refresh();
+                    }
+                }
+                Some(question) = questions.recv() => {
+                    let (reply, asked) = match question {
+                        Question::Failed { entry, failure, reply } => (
+                            PolicyReply::Failure(reply),
+                            RunQuestion::Failed { entry, error: failure.error, action: failure.action },
+                        ),
+                        Question::Stopped { reply } => (PolicyReply::Stop(reply), RunQuestion::Stopped),
+                    };
+                    if let Ok(mut slot) = self.policy_run.lock()
+                        && let Some(run) = slot.as_mut()
+                    {
+                        run.reply = Some(reply);
+                    }
+                    self.outbox.send(Event::PolicyQuestion(asked));
+                }
+            }
+        };
+        while let Ok(event) = events.try_recv() {
+            self.outbox.send(Event::PolicyRun(event));
+        }
+        if let Ok(mut slot) = self.policy_run.lock() {
+            *slot = None;
+        }
+        let result = result.map(|r| r.report).map_err(|e| e.to_string());
+        self.outbox.send(Event::PolicyRunDone(Box::new(result)));
         self.refresh();
     }
 }

@@ -22,6 +22,7 @@ use lparmover::ops::{CheckRequest, Destination};
 use crate::command::{Event, HistoryView};
 use crate::icons::Icon;
 
+pub mod policies;
 pub mod profile;
 pub mod storage;
 
@@ -511,7 +512,7 @@ pub struct OpenWindows {
     pub path_setting: bool,
     /// Profile (register HVMs).
     pub profile: bool,
-    /// Migration Policy (saved batches; comes with the policy runner).
+    /// Migration Policy.
     pub policy: bool,
     /// WWN Setting (every vFC's WWPN and migration-WWPN registration).
     pub wwn_setting: bool,
@@ -579,6 +580,8 @@ pub struct Model {
     pub wwn_csv: Pending<String>,
     /// WWN Setting: arrays, Add Storage, Password Setting, nickname editing.
     pub storage: storage::StorageSetting,
+    /// Migration Policy: saved policies, the one edited, the run.
+    pub policies: policies::PolicyWindow,
     /// Migration History.
     pub history: Pending<HistoryView>,
     /// LPAR the history window asks for (empty: all).
@@ -657,6 +660,7 @@ impl Model {
                 .to_string(),
             wwn_csv: Pending::Idle,
             storage: storage::StorageSetting::default(),
+            policies: policies::PolicyWindow::default(),
             history: Pending::Idle,
             history_lpar: String::new(),
             logs: Pending::Idle,
@@ -1133,6 +1137,37 @@ impl Model {
                 self.storage.password.result = Pending::Done(said);
             }
             Event::ArrayLogins(Err(e)) => self.storage.password.result = Pending::Failed(e),
+            Event::Policies(r) => {
+                if let Ok(saved) = &r
+                    && self.policies.selected.is_none()
+                {
+                    self.policies.selected = saved.first().map(|s| s.name.clone());
+                }
+                self.policies.saved = Pending::from(r);
+            }
+            Event::PolicySaved(r) => {
+                if r.is_ok()
+                    && let Some(d) = &mut self.policies.draft
+                {
+                    d.dirty = false;
+                    self.policies.selected = Some(d.policy.name.to_string());
+                }
+                self.policies.note = Some(r);
+            }
+            Event::PolicyRun(e) => {
+                if let Some(run) = &mut self.policies.run {
+                    run.apply(e);
+                }
+            }
+            Event::PolicyQuestion(q) => {
+                if let Some(run) = &mut self.policies.run {
+                    run.asked(q);
+                }
+            }
+            Event::PolicyRunDone(r) => match &mut self.policies.run {
+                Some(run) => run.ended(*r),
+                None => self.policies.note = r.err().map(Err),
+            },
             Event::History(r) => self.history = Pending::from(*r),
             Event::Logs(r) => self.logs = Pending::from(r),
             Event::PathChanged(r) => self.path_change = Pending::from(r),

@@ -34,6 +34,18 @@ enum Step {
     PasswordSetting,
     /// Add Storage with the fleet array's certificate searched.
     AddStorage,
+    /// Migration Policy with a policy being edited.
+    PolicyEdit,
+    /// The edited policy saved and executed.
+    PolicySave,
+    /// The policy executing, until its failed entry asks.
+    PolicyFailure,
+    /// The failure dialog shown.
+    PolicyQuestion,
+    /// Skip answered.
+    PolicySkip,
+    /// The policy's run ended.
+    PolicyDone,
     Done,
 }
 
@@ -310,6 +322,58 @@ impl Tour {
             Step::AddStorage => {
                 if model.storage.add.seen().is_some() && self.settled() {
                     self.shoot(ctx, "add-storage");
+                    self.next(Step::PolicyEdit);
+                }
+            }
+            Step::PolicyEdit => {
+                if model.policies.draft.is_none() {
+                    model.storage.add.open = false;
+                    model.open.wwn_setting = false;
+                    model.open.policy = true;
+                    model.policies.draft = tour_policy(model);
+                    self.since = Instant::now();
+                } else if self.settled() {
+                    self.shoot(ctx, "migration-policy-edit");
+                    self.next(Step::PolicySave);
+                }
+            }
+            Step::PolicySave => {
+                if let Some(d) = model.policies.draft.take() {
+                    model.policies.selected = Some(d.policy.name.to_string());
+                    model.policies.run =
+                        Some(crate::model::policies::PolicyRun::starting(&d.policy));
+                    out.push(Command::SavePolicy {
+                        policy: Box::new(d.policy.clone()),
+                        replace: true,
+                    });
+                    out.push(Command::RunPolicy(Box::new(d.policy)));
+                }
+                self.next(Step::PolicyFailure);
+            }
+            Step::PolicyFailure => {
+                let run = model.policies.run.as_ref();
+                if run.is_some_and(|r| r.question.is_some()) {
+                    self.next(Step::PolicyQuestion);
+                } else if run.is_some_and(|r| !r.running()) {
+                    self.next(Step::PolicyDone);
+                }
+            }
+            Step::PolicyQuestion => {
+                if self.settled() {
+                    self.shoot(ctx, "migration-policy-failure");
+                    self.next(Step::PolicySkip);
+                }
+            }
+            Step::PolicySkip => {
+                out.push(Command::AnswerPolicyFailure(policy::runner::Decision::Skip));
+                if let Some(r) = &mut model.policies.run {
+                    r.question = None;
+                }
+                self.next(Step::PolicyDone);
+            }
+            Step::PolicyDone => {
+                if model.policies.run.as_ref().is_some_and(|r| !r.running()) && self.settled() {
+                    self.shoot(ctx, "migration-policy");
                     self.next(Step::Done);
                 }
             }
@@ -317,6 +381,32 @@ impl Tour {
         }
         out
     }
+}
+
+/// The tour's policy: web-01 back to ch1-b1, then db-01 (whose migration WWPNs the demo array
+/// lacks, so it fails and the failure dialog shows).
+fn tour_policy(model: &Model) -> Option<crate::model::policies::Draft> {
+    let name = policy::PolicyName::new("tour-evening").ok()?;
+    let mut policy = policy::Policy::new(name, lparmover::model::Mode::ConcurrentMaintenance);
+    policy.comment = "web-01 home, then db-01 to the second blade".into();
+    let mut draft = crate::model::policies::Draft::of(policy);
+    let (hvm, _) = model.find_lpar("web-01")?;
+    let back = if hvm == "ch1-b1" { "ch1-b2" } else { "ch1-b1" };
+    draft
+        .add(
+            lparmover::model::Mode::ConcurrentMaintenance,
+            format!("{hvm}/web-01").parse().ok()?,
+            Destination::auto(back),
+        )
+        .ok()?;
+    draft
+        .add(
+            lparmover::model::Mode::ConcurrentMaintenance,
+            "ch1-b1/db-01".parse().ok()?,
+            Destination::auto("ch1-b2"),
+        )
+        .ok()?;
+    Some(draft)
 }
 
 /// The address of the first array the WWN Setting window lists (IP:PORT).

@@ -7,6 +7,7 @@
 //! a single move has.
 
 pub mod daemon;
+pub mod evacuate;
 pub mod file;
 pub mod model;
 pub mod report;

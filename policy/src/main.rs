@@ -98,6 +98,15 @@ enum Command {
         #[arg(long, value_name = "COMMAND")]
         on_failure: Option<String>,
     },
+    /// Writes the policies that move every LPAR off HVM (live for activated LPARs, Shutdown
+    /// mode for deactivated ones), each to a destination the checks accept, spread out.
+    Evacuate {
+        /// The blade to empty.
+        hvm: String,
+        /// Only these destinations (comma-separated; default: every other HVM).
+        #[arg(long, value_delimiter = ',')]
+        to: Vec<String>,
+    },
     /// A run's morning report (default: the newest run).
     Report {
         /// Run id.
@@ -290,6 +299,44 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Evacuate { hvm, to } => {
+            let profile = ctx.profile()?;
+            let candidates = (!to.is_empty()).then_some(to.as_slice());
+            let plan = policy::evacuate::plan(&profile, &hvm, candidates).await?;
+            let store = ctx.store();
+            for p in [&plan.live, &plan.shutdown].into_iter().flatten() {
+                let path = store.save(p)?;
+                println!(
+                    "wrote policy {} ({} mode, {} entr{}) to {}",
+                    p.name,
+                    p.mode,
+                    p.entries.len(),
+                    if p.entries.len() == 1 { "y" } else { "ies" },
+                    path.display()
+                );
+                for (i, e) in p.entries.iter().enumerate() {
+                    println!("  {:>3}. {}", i + 1, e.describe());
+                }
+            }
+            for u in &plan.unplaced {
+                println!("{} stays on {hvm}: no destination takes it", u.lpar);
+                for r in &u.refusals {
+                    println!("  {}: {}", r.candidate, r.reasons.join("; "));
+                }
+            }
+            if plan.live.is_none() && plan.shutdown.is_none() {
+                println!("nothing to move off {hvm}");
+            } else {
+                println!(
+                    "run them with `policy run NAME`; after the maintenance, `policy reverse NAME` writes the policy that brings everything home"
+                );
+            }
+            Ok(if plan.unplaced.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
         Command::Daemon { on_failure } => {
             let dirs = ctx.dirs();

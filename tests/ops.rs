@@ -613,6 +613,20 @@ async fn return_migration_goes_back_to_the_hvm_and_number_the_history_names() {
         ],
         "{all:#}"
     );
+
+    // Without --mode a return takes the mode of the move it undoes (Shutdown mode here; the
+    // LPAR is deactivated, so a live return would be refused).
+    let out = lparmover(&profile, &data, &["migrate", "--return", "web-01"]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stderr(&out).contains("in Shutdown mode, the mode of the move it undoes"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(
+        placed(&c1, "web-01").await,
+        Some((1, LparStatus::Deactivated, 0))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -488,6 +488,15 @@ fn six_moves_on_disjoint_blades_run_two_at_a_time_never_more() {
     rt.block_on(async {
         let runs = tempfile::tempdir().unwrap();
         let (tx, mut rx) = mpsc::unbounded_channel();
+        // Every event with the instant it arrived: the wire bytes of all running moves,
+        // second by second, come from the progress samples.
+        let collector = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = rx.recv().await {
+                seen.push((std::time::Instant::now(), event));
+            }
+            seen
+        });
         let result = policy::run(
             &profile,
             &policy,
@@ -502,8 +511,36 @@ fn six_moves_on_disjoint_blades_run_two_at_a_time_never_more() {
         )
         .await
         .unwrap();
+        let seen = collector.await.unwrap();
+        let start = seen.first().map(|(t, _)| *t).unwrap();
+        let mut last_sent: std::collections::HashMap<usize, u64> = Default::default();
+        let mut per_second: Vec<u64> = Vec::new();
+        for (at, event) in &seen {
+            if let RunEvent::Progress { entry, progress } = event
+                && let Some(m) = &progress.mover
+            {
+                let before = last_sent.insert(*entry, m.wire_bytes_sent).unwrap_or(0);
+                let second = usize::try_from(at.duration_since(start).as_secs()).unwrap();
+                if per_second.len() <= second {
+                    per_second.resize(second + 1, 0);
+                }
+                per_second[second] += m.wire_bytes_sent.saturating_sub(before);
+            }
+        }
+        let cap = 100e6;
+        assert!(
+            per_second.iter().any(|&b| b > 0),
+            "progress carried wire bytes"
+        );
+        for (second, &bytes) in per_second.iter().enumerate() {
+            assert!(
+                bytes as f64 <= 1.1 * cap,
+                "second {second}: {:.1} MB on the wire across the running moves, cap 100 MB/s: {per_second:?}",
+                bytes as f64 / 1e6
+            );
+        }
         let (mut now, mut peak) = (0usize, 0usize);
-        while let Ok(event) = rx.try_recv() {
+        for (_, event) in seen {
             match event {
                 RunEvent::Started { .. } => {
                     now += 1;

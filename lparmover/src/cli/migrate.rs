@@ -16,9 +16,9 @@ use lparmover::profile::Profile;
 /// Options of `migrate`.
 #[derive(Debug, clap::Args)]
 pub struct MigrateArgs {
-    /// Migration mode.
-    #[arg(long, value_parser = parse_mode, default_value = "concurrent")]
-    pub mode: Mode,
+    /// Migration mode (default: concurrent; for --return, the mode of the move it undoes).
+    #[arg(long, value_parser = parse_mode)]
+    pub mode: Option<Mode>,
     /// The LPAR to move: HVM/LPAR (by number or name).
     #[arg(long, required_unless_present = "return_lpar")]
     pub from: Option<LparRef>,
@@ -79,6 +79,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 impl MigrateArgs {
+    /// The mode asked for, Concurrent Maintenance when none was.
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or(Mode::ConcurrentMaintenance)
+    }
+
+    /// A return migration without `--mode` takes the mode of the move it undoes (a live move
+    /// returns live, a Shutdown-mode move in Shutdown mode); says so on stderr.
+    pub fn settle_return_mode(&mut self, profile: Option<&std::path::Path>) -> anyhow::Result<()> {
+        let (None, Some(lpar)) = (self.mode, &self.return_lpar) else {
+            return Ok(());
+        };
+        let profile = Profile::load(profile.unwrap_or(&Profile::default_path()))?;
+        let dirs = lparmover::dirs::ManagerDirs::for_profile(&profile);
+        if let Some(mode) = lparmover::ops::target::return_mode(&dirs, lpar)? {
+            eprintln!("return migration of {lpar} in {mode} mode, the mode of the move it undoes");
+            self.mode = Some(mode);
+        }
+        Ok(())
+    }
+
     /// What the move is asked to do: as given, or a return migration.
     fn target(&self) -> anyhow::Result<MoveTarget> {
         if let Some(lpar) = &self.return_lpar {
@@ -184,7 +204,7 @@ pub async fn run(
     profile_path: Option<std::path::PathBuf>,
     args: MigrateArgs,
 ) -> anyhow::Result<LiveMoveReport> {
-    if args.mode != Mode::ConcurrentMaintenance {
+    if args.mode() != Mode::ConcurrentMaintenance {
         bail!(
             "internal: run() is for Concurrent Maintenance; Shutdown mode goes through run_cold()"
         );

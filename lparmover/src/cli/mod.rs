@@ -152,7 +152,10 @@ fn load_profile(path: Option<PathBuf>) -> anyhow::Result<Profile> {
     Ok(Profile::load(&path)?)
 }
 
-async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Migrate(args) = &mut cli.command {
+        args.settle_return_mode(cli.profile.as_deref())?;
+    }
     match cli.command {
         Command::Fleet { json } => {
             let profile = load_profile(cli.profile)?;
@@ -211,7 +214,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let profile = load_profile(cli.profile)?;
             wwn::run(&profile, args).await
         }
-        Command::Migrate(args) if args.mode == lparmover::model::Mode::Shutdown => {
+        Command::Migrate(args) if args.mode() == lparmover::model::Mode::Shutdown => {
             let json = args.json;
             let report = migrate::run_cold(cli.profile, args).await?;
             if json {

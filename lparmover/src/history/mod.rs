@@ -503,6 +503,26 @@ impl History {
         .transpose()
     }
 
+    /// The mode of `lpar`'s last completed move: a return migration undoes it in that mode.
+    pub fn last_move_mode(&self, lpar: &str) -> Result<Option<Mode>, HistoryError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, mode FROM moves WHERE lpar = ?1 AND result = ?2
+                 ORDER BY started_at DESC, id DESC LIMIT 1",
+                params![lpar, MoveResult::Completed.key()],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+            .optional()?;
+        row.map(|(id, mode)| {
+            Mode::from_str(&mode).map_err(|e| HistoryError::Damaged {
+                id,
+                detail: e.to_string(),
+            })
+        })
+        .transpose()
+    }
+
     /// Records a rehearsal or Connectivity Test in one transaction, replacing an earlier row of
     /// the same job. Returns the row id.
     pub fn record_trial(&self, record: &TrialRecord) -> Result<i64, HistoryError> {

@@ -157,6 +157,10 @@ fn find_program(name: &str, package: &str, env: &str) -> Result<PathBuf, FleetEr
 pub struct FleetProcess {
     child: Child,
     dirs: FleetDirs,
+    /// The thread that forked the launcher, kept alive as long as the fleet runs:
+    /// `PR_SET_PDEATHSIG` fires when the forking *thread* ends, so forking from a short-lived
+    /// thread (a tokio blocking-pool thread is reaped after 10 s idle) would stop the fleet.
+    keeper: Option<(std::sync::mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl FleetProcess {
@@ -187,11 +191,32 @@ impl FleetProcess {
                 Ok(())
             });
         }
-        let child = command.spawn().map_err(|e| FleetError::Io {
+        let (spawned_tx, spawned) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let keeper = std::thread::Builder::new()
+            .name("fleet-keeper".into())
+            .spawn(move || {
+                let _ = spawned_tx.send(command.spawn());
+                // Parked until the FleetProcess is dropped (its sender goes away).
+                let _ = released.recv();
+            })
+            .map_err(|e| FleetError::Io {
+                what: "start the fleet keeper thread".into(),
+                source: e,
+            })?;
+        let spawned = spawned.recv().map_err(|_| FleetError::Io {
+            what: format!("start {}", hvmsim.display()),
+            source: std::io::Error::other("the fleet keeper thread ended"),
+        })?;
+        let child = spawned.map_err(|e| FleetError::Io {
             what: format!("start {}", hvmsim.display()),
             source: e,
         })?;
-        let mut fleet = Self { child, dirs };
+        let mut fleet = Self {
+            child,
+            dirs,
+            keeper: Some((release, keeper)),
+        };
         let Some(stdout) = fleet.child.stdout.take() else {
             return Err(fleet.not_ready());
         };
@@ -237,13 +262,21 @@ impl Drop for FleetProcess {
             // no memory effects.
             unsafe { libc::kill(pid, libc::SIGTERM) };
         }
+        let mut exited = false;
         for _ in 0..500 {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some((release, keeper)) = self.keeper.take() {
+            drop(release);
+            let _ = keeper.join();
+        }
     }
 }

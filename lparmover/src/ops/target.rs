@@ -137,6 +137,15 @@ impl MoveTarget {
     }
 }
 
+/// The mode a return migration of `lpar` takes: that of the completed move it undoes (None:
+/// no completed move on record).
+pub fn return_mode(
+    dirs: &ManagerDirs,
+    lpar: &str,
+) -> Result<Option<crate::model::Mode>, TargetError> {
+    Ok(History::open(&dirs.history_db())?.last_move_mode(lpar)?)
+}
+
 /// Longest duration an operator may give (a year): beyond it every deadline arithmetic stays
 /// far from overflow.
 pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);

@@ -414,7 +414,7 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
         );
         assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
 
-        // An operator moves web-01 by hand; the policy's entry for it meets "busy" and
+        // An operator moves web-01 by hand; the policy's entry for it is refused (busy) and
         // follows on_error (skip), and exactly one move happens.
         let control = lparmover::ops::moves::MoveControl::new();
         let (moving_tx, mut moving) = mpsc::unbounded_channel();
@@ -431,7 +431,15 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
                     lparmover::api::MoveOptions::default(),
                     &control,
                     move |e| {
-                        if matches!(e, lparmover::ops::moves::MoveEvent::Progress(_)) {
+                        // Past Locking: the move holds its leases, so the policy's entry
+                        // for the same LPAR meets "busy".
+                        use lparmover::jobs::JobStage;
+                        if let lparmover::ops::moves::MoveEvent::Progress(p) = &e
+                            && matches!(
+                                p.stage,
+                                JobStage::BackingUp | JobStage::Preparing | JobStage::Transferring
+                            )
+                        {
                             let _ = moving_tx.send(());
                         }
                     },
@@ -439,7 +447,10 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
                 .await
             })
         };
-        moving.recv().await.expect("the operator's move starts");
+        moving
+            .recv()
+            .await
+            .expect("the operator's move holds its leases");
         let mut p = live_policy("race", &[("ch1-b2/web-01", "ch1-b1")]);
         p.on_error = OnError::Skip;
         let runs = tempfile::tempdir().unwrap();
@@ -466,8 +477,11 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
         let entry = &raced.entries[0];
         assert_eq!(entry.result, EntryResult::Skipped, "{entry:?}");
         assert_eq!(entry.attempts, 1, "{entry:?}");
+        // The running move protects its LPAR either way: its leases ("busy") or, once it has
+        // defined the LPAR on the destination, the check that the name is unused there.
+        let refused = &entry.failures[0].error;
         assert!(
-            entry.failures[0].error.contains("busy"),
+            refused.contains("busy") || refused.contains("already named web-01"),
             "{:?}",
             entry.failures
         );

@@ -903,15 +903,18 @@ impl EntryJob {
             destination: entry.destination.clone(),
         };
         let mut report = self.base.clone();
+        // Asked once: where a return brings it, and its memory for a per-GiB timeout.
+        let mut memory_mib = None;
         if let Ok(view) = ops::lpar(&self.profile, &entry.source).await {
             report.from_number = Some(view.lpar.number);
             report.lpar = Some(view.lpar.name.to_string());
+            memory_mib = Some(view.lpar.memory_mib);
         }
         if rehearsal.is_some() {
             report.rehearsal = rehearsal.clone();
         }
         let outcome = if self.policy.mode.is_live() {
-            self.live(entry, &target, &mut report).await
+            self.live(entry, &target, memory_mib, &mut report).await
         } else {
             self.shutdown(entry, &target, &mut report).await
         };
@@ -930,15 +933,9 @@ impl EntryJob {
         &self,
         entry: &Entry,
         target: &MoveTarget,
+        memory_mib: Option<u64>,
         report: &mut EntryReport,
     ) -> Result<(), Failure> {
-        let memory_mib = match self.policy.limits.completion_timeout_per_gib {
-            Some(_) => ops::lpar(&self.profile, &entry.source)
-                .await
-                .ok()
-                .map(|v| v.lpar.memory_mib),
-            None => None,
-        };
         let options = live_options(entry, &self.policy, memory_mib, self.share);
         report.bandwidth_cap_mbps = self.share.map(|b| b as f64 / 1e6);
         let control = MoveControl::new();

@@ -387,3 +387,177 @@ async fn rehearsal_releases_everything_and_predicts() {
     );
     assert!(src.locks().await.unwrap().is_empty() && dst.locks().await.unwrap().is_empty());
 }
+
+/// The value of the sample `series` (name and labels exactly as rendered) in `text`.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no sample {series} in\n{text}"))
+        .parse()
+        .unwrap_or_else(|e| panic!("sample {series}: {e}"))
+}
+
+/// `GET path` on `blade` with its bearer token (or `token`).
+async fn get(blade: &TestBlade, path: &str, token: Option<&str>) -> reqwest::Response {
+    let mut request = blade
+        .raw_client()
+        .get(format!("{}{path}", blade.profile.url));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
+async fn scrape(blade: &TestBlade) -> String {
+    let answer = get(blade, "/metrics", Some(&blade.profile.token)).await;
+    assert_eq!(answer.status(), 200, "{} /metrics", blade.profile.name);
+    assert_eq!(
+        answer
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some(lparmover::metrics::CONTENT_TYPE)
+    );
+    answer.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_count_a_live_move_on_both_blades_and_the_manager() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+
+    // Health answers without a token; the metrics do not.
+    let health = get(&b1, "/healthz", None).await;
+    assert_eq!(health.status(), 200);
+    let health: serde_json::Value = health.json().await.unwrap();
+    assert_eq!(health["status"], "up", "{health}");
+    assert_eq!(health["state_dir"], "ok", "{health}");
+    assert_eq!(health["blade"], "ch1-b1", "{health}");
+    assert_eq!(get(&b1, "/metrics", None).await.status(), 401);
+    assert_eq!(
+        get(&b1, "/metrics", Some("not-the-token")).await.status(),
+        401
+    );
+
+    let started = "lparmover_moves_started_total{role=\"source\",mode=\"live\"}";
+    let before = scrape(&b1).await;
+    assert_eq!(
+        sample(&before, started),
+        0.0,
+        "shown at zero before any move"
+    );
+    let manager = lparmover::metrics::manager();
+    let manager_completed =
+        "lparmover_moves_ended_total{role=\"manager\",mode=\"live\",outcome=\"completed\"}";
+    let manager_suspensions = "lparmover_move_suspension_seconds_count{role=\"manager\"}";
+    let (completed_before, suspensions_before) = {
+        let text = manager.render();
+        (
+            sample(&text, manager_completed),
+            sample(&text, manager_suspensions),
+        )
+    };
+
+    let target = lparmover::ops::MoveTarget::Given {
+        source: "ch1-b1/web-01".parse().unwrap(),
+        destination: lparmover::ops::Destination::auto("ch1-b2"),
+    };
+    let report = lparmover::ops::moves::live(
+        &profile_of(&[&b1, &b2]),
+        &target,
+        MoveOptions::default(),
+        &lparmover::ops::moves::MoveControl::new(),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(report.summary.wire_bytes > 0);
+
+    // The source counted its part: the release is its end, a moment after the manager's
+    // move returned.
+    let src = scrape(&b1).await;
+    let series =
+        |role: &str, what: &str| format!("lparmover_{what}{{role=\"{role}\",mode=\"live\"}}");
+    for (series, want) in [
+        (series("source", "moves_started_total"), 1.0),
+        (
+            "lparmover_moves_ended_total{role=\"source\",mode=\"live\",outcome=\"completed\"}"
+                .to_owned(),
+            1.0,
+        ),
+        (
+            "lparmover_moves_ended_total{role=\"source\",mode=\"live\",outcome=\"failed\"}"
+                .to_owned(),
+            0.0,
+        ),
+        (series("source", "moves_in_progress"), 0.0),
+        (series("destination", "moves_started_total"), 0.0),
+        (
+            "lparmover_move_suspension_seconds_count{role=\"source\"}".to_owned(),
+            1.0,
+        ),
+        (
+            "lparmover_move_precopy_rounds_count{role=\"source\"}".to_owned(),
+            1.0,
+        ),
+        (series("source", "move_duration_seconds_count"), 1.0),
+    ] {
+        assert_eq!(sample(&src, &series), want, "{series} on the source");
+    }
+    let src_wire = sample(&src, &series("source", "move_wire_bytes_total"));
+    let src_memory = sample(&src, &series("source", "move_memory_bytes_total"));
+    assert_eq!(src_wire, report.summary.wire_bytes as f64);
+    assert_eq!(src_memory, report.summary.memory_bytes_sent as f64);
+    let suspension = sample(
+        &src,
+        "lparmover_move_suspension_seconds_sum{role=\"source\"}",
+    );
+    assert!(
+        (suspension - report.summary.downtime.as_secs_f64()).abs() < 1e-6,
+        "the source's suspension is the sender's downtime: {suspension} s vs {:?}",
+        report.summary.downtime
+    );
+
+    let dst = scrape(&b2).await;
+    for (series, want) in [
+        (series("destination", "moves_started_total"), 1.0),
+        (
+            "lparmover_moves_ended_total{role=\"destination\",mode=\"live\",outcome=\"completed\"}"
+                .to_owned(),
+            1.0,
+        ),
+        (series("destination", "moves_in_progress"), 0.0),
+        (series("source", "moves_started_total"), 0.0),
+        (
+            "lparmover_move_precopy_rounds_count{role=\"destination\"}".to_owned(),
+            1.0,
+        ),
+    ] {
+        assert_eq!(sample(&dst, &series), want, "{series} on the destination");
+    }
+    let dst_wire = sample(&dst, &series("destination", "move_wire_bytes_total"));
+    assert!(
+        dst_wire > 0.0 && dst_wire <= src_wire,
+        "the destination's page payload ({dst_wire}) is part of what the source put on the wire ({src_wire})"
+    );
+    assert_eq!(
+        sample(&dst, &series("destination", "move_memory_bytes_total")),
+        src_memory,
+        "every page the source sent was written on the destination"
+    );
+    assert_eq!(
+        sample(
+            &dst,
+            "lparmover_move_precopy_rounds_sum{role=\"destination\"}"
+        ),
+        f64::from(report.summary.rounds),
+        "both sides count the same rounds"
+    );
+
+    // The manager that drove it counted it too, with the guest-visible suspension.
+    let text = manager.render();
+    assert_eq!(sample(&text, manager_completed), completed_before + 1.0);
+    assert_eq!(sample(&text, manager_suspensions), suspensions_before + 1.0);
+}

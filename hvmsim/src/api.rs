@@ -407,6 +407,37 @@ async fn not_found(request: Request) -> ApiError {
     ))
 }
 
+/// `GET /metrics` (bearer token, like every route but `/healthz`): this blade's moves in the
+/// Prometheus text format (see `lparmover::metrics`).
+async fn metrics(State(s): Svc) -> Response {
+    lparmover::metrics::http::metrics_response(&s.metrics)
+}
+
+/// `GET /healthz`, without a token (a load balancer or Prometheus' blackbox probe has none):
+/// 200 while the process answers and its state directory takes a write, else 503. Says no
+/// more than the blade's name, its version and that verdict.
+async fn healthz(State(s): Svc) -> Response {
+    let svc = s.clone();
+    let state_dir = tokio::task::spawn_blocking(move || svc.store.probe_writable())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let (status, verdict, state_dir) = match state_dir {
+        Ok(()) => (StatusCode::OK, "up", "ok".to_owned()),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, "degraded", e),
+    };
+    (
+        status,
+        Json(serde_json::json!({
+            "status": verdict,
+            "blade": s.name(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "state_dir": state_dir,
+        })),
+    )
+        .into_response()
+}
+
 /// The management API router for one blade.
 pub fn router(service: Arc<BladeService>, token: String) -> Router {
     let v1 = Router::new()
@@ -446,14 +477,18 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .merge(crate::wwn::routes())
         .merge(crate::paths::routes())
         .method_not_allowed_fallback(method_not_allowed)
-        .with_state(service);
-    Router::new()
+        .with_state(service.clone());
+    let authorized = Router::new()
         .nest(&format!("/{API_VERSION}"), v1)
+        .route("/metrics", get(metrics).with_state(service.clone()))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             Arc::new(token),
             require_token,
-        ))
+        ));
+    Router::new()
+        .route("/healthz", get(healthz).with_state(service))
+        .merge(authorized)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
 }

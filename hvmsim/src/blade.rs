@@ -10,9 +10,10 @@ use lparmover::api::{
     LogEntry, LogLevel, LparView, PortStates, PortStatus,
 };
 use lparmover::emg::{Emg, EmgError};
+use lparmover::metrics::Part;
 use lparmover::model::{
     FleetBlade, FleetNetwork, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus,
-    Workload, Wwpn,
+    Mode, Workload, Wwpn,
 };
 
 use crate::deterrence::Operation;
@@ -47,6 +48,8 @@ pub struct BladeService {
     pub(crate) ports: PortTracker,
     /// Logs the vFCs in at the storage arrays' fabric, when the blade is cabled to any.
     pub(crate) fabric: std::sync::OnceLock<Arc<crate::fabric::FabricAgent>>,
+    /// This blade's moves, served on `GET /metrics`.
+    pub(crate) metrics: lparmover::metrics::Metrics,
 }
 
 /// How long a destination waits for the array to confirm the migration WWPNs' FC login (the
@@ -116,6 +119,7 @@ impl BladeService {
             load: LoadMeter::new(),
             ports,
             fabric: std::sync::OnceLock::new(),
+            metrics: lparmover::metrics::Metrics::new(&[Part::Source, Part::Destination]),
         });
         Ok((service, fresh))
     }
@@ -707,6 +711,10 @@ impl BladeService {
         let (done, fresh) =
             self.mutate(|s| s.define_cold_move(&request.job, &request.lpar, request.number))?;
         if fresh {
+            // One step on this side: the define is the whole move here.
+            self.metrics
+                .moves
+                .one_step(Part::Destination, Mode::Shutdown);
             self.log.record(
                 LogLevel::Info,
                 "migration",
@@ -743,6 +751,7 @@ impl BladeService {
             s.adopt_exchange(&body.exchange);
             Ok(lpar)
         })?;
+        self.metrics.moves.one_step(Part::Source, Mode::Shutdown);
         self.log.record(
             LogLevel::Info,
             "migration",

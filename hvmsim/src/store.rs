@@ -141,6 +141,18 @@ impl StateDir {
         &self.root
     }
 
+    /// Whether a byte can be written into the directory now (the health check): writes and
+    /// removes a probe file.
+    pub fn probe_writable(&self) -> Result<(), StoreError> {
+        let path = self.root.join("healthz.probe");
+        fs::write(&path, b"1").map_err(|e| self.io(&path, e))?;
+        match fs::remove_file(&path) {
+            // Two health checks at once: the other one removed it.
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(self.io(&path, e)),
+            _ => Ok(()),
+        }
+    }
+
     fn io(&self, path: &Path, source: io::Error) -> StoreError {
         StoreError::Io {
             path: path.display().to_string(),

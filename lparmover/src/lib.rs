@@ -16,6 +16,7 @@ pub mod format;
 pub mod fsutil;
 pub mod history;
 pub mod jobs;
+pub mod metrics;
 pub mod model;
 pub mod mover;
 pub mod ops;

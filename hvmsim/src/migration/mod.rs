@@ -16,8 +16,11 @@ use lparmover::api::{
     Role, StartSend,
 };
 use lparmover::emg::{Emg, EmgError};
+use lparmover::metrics::{MoveFigures, MoveInFlight, MoveMetrics, Outcome};
+use lparmover::model::Mode;
 use lparmover::model::lpar::UsbState;
 use lparmover::model::{GuestSpec, LparNumber, LparStatus};
+use lparmover::mover::receiver::RecvStatus;
 use lparmover::mover::{
     CommitHandle, CompressionMode, IncomingMove, JobTicket, MigrationListener, MoveError,
     ReceiveOutcome, Sender, SenderConfig, SwitchoverReady, TimeoutHandle,
@@ -108,6 +111,10 @@ struct Job {
     /// Destination: the job is settled on this side (swapped, aborted): stop answering the
     /// source's settlement requests.
     settled_here: CancellationToken,
+    /// The move in the blade's metrics until its phase is final here.
+    flight: Mutex<Option<MoveInFlight>>,
+    /// Destination: what the receiver wrote so far.
+    received: Mutex<RecvStatus>,
 }
 
 impl Job {
@@ -125,18 +132,84 @@ impl Job {
             undecided: std::sync::atomic::AtomicBool::new(false),
             lease: Mutex::new(settlement::Lease::default()),
             settled_here: CancellationToken::new(),
+            flight: Mutex::new(None),
+            received: Mutex::new(RecvStatus::default()),
         }
     }
 
+    /// Counts the move as begun on this blade (ended by the phase [`Self::update`] makes final).
+    fn begin(&self, metrics: &MoveMetrics) {
+        let role = lock(&self.status).role;
+        *lock(&self.flight) = Some(metrics.begin(role.into(), Mode::ConcurrentMaintenance));
+    }
+
     fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
-        let changed = {
+        let (changed, ended) = {
             let mut status = lock(&self.status);
             let before = status.phase;
             f(&mut status);
-            status.phase != before
+            let ended = (!before.is_final() && status.phase.is_final()).then(|| status.clone());
+            (status.phase != before, ended)
         };
+        if let Some(status) = ended
+            && let Some(flight) = lock(&self.flight).take()
+        {
+            let (outcome, figures) = self.ending(&status);
+            flight.end(outcome, &figures);
+        }
         if changed {
             self.changed.notify_waiters();
+        }
+    }
+
+    /// How a move whose phase just became final counts in the metrics.
+    fn ending(&self, status: &MigrationStatus) -> (Outcome, MoveFigures) {
+        let cancelled = status
+            .error
+            .as_ref()
+            .is_some_and(|e| e.kind == Emg::TerminatedByUser);
+        let outcome = match status.phase {
+            Phase::Released | Phase::Resumed => Outcome::Completed,
+            Phase::Cancelled => Outcome::Cancelled,
+            Phase::Failed if cancelled => Outcome::Cancelled,
+            Phase::Aborted => Outcome::RolledBack,
+            _ => Outcome::Failed,
+        };
+        let figures = match status.role {
+            Role::Source => match (&status.summary, &status.progress) {
+                (Some(summary), _) => MoveFigures {
+                    wire_bytes: summary.wire_bytes,
+                    memory_bytes: summary.memory_bytes_sent,
+                    suspension: Some(summary.downtime),
+                    rounds: Some(summary.rounds),
+                    max_throttle_percent: Some(summary.max_throttle_percent),
+                },
+                // Ended before the switch-over: what it had put on the wire.
+                (None, Some(progress)) => MoveFigures {
+                    wire_bytes: progress.wire_bytes_sent,
+                    memory_bytes: progress.memory_bytes_sent,
+                    ..MoveFigures::default()
+                },
+                (None, None) => MoveFigures::default(),
+            },
+            Role::Destination => {
+                let received = lock(&self.received);
+                MoveFigures {
+                    wire_bytes: received.payload_bytes,
+                    memory_bytes: received.memory_bytes,
+                    // `round` counts the rounds acknowledged; the final one is not.
+                    rounds: (received.batches > 0).then_some(received.round + 1),
+                    ..MoveFigures::default()
+                }
+            }
+        };
+        (outcome, figures)
+    }
+
+    /// Source: the throttle of a move under way, for the metrics.
+    fn throttle(&self, lpar: LparNumber, percent: u8) {
+        if let Some(flight) = lock(&self.flight).as_mut() {
+            flight.throttle(lpar, percent);
         }
     }
     fn phase(&self) -> Phase {
@@ -480,17 +553,21 @@ impl BladeService {
         *lock(&job.incoming_cancel) = Some(cancel.1);
         *lock(&job.incoming_commit) = Some(incoming.commit_handle());
         let job = Arc::new(job);
+        job.begin(&self.metrics.moves);
         lock(&self.migrations.jobs).insert(job_id.to_owned(), job.clone());
         if let Some(inbox) = incoming.take_settlements() {
             self.serve_settlements(job_id, &job, inbox);
         }
         let token = cancel.0;
         let mut status_rx = incoming.status.clone();
+        let last_rx = incoming.status.clone();
         tokio::spawn(async move {
             let watcher_job = job.clone();
             let status_task = tokio::spawn(async move {
                 while status_rx.changed().await.is_ok() {
-                    let stage = status_rx.borrow().stage;
+                    let received = status_rx.borrow().clone();
+                    let stage = received.stage;
+                    *lock(&watcher_job.received) = received;
                     use lparmover::mover::receiver::RecvStage;
                     let phase = match stage {
                         RecvStage::Expecting => Phase::Prepared,
@@ -515,6 +592,7 @@ impl BladeService {
                 }
             };
             status_task.abort();
+            *lock(&job.received) = last_rx.borrow().clone();
             if matches!(outcome, Ok(ReceiveOutcome::Undecided)) {
                 job.undecided
                     .store(true, std::sync::atomic::Ordering::Release);
@@ -642,6 +720,7 @@ impl BladeService {
         *lock(&job.watch) = Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD));
         lock(&job.lease).bound = Duration::from_millis(options.switchover_lease_ms);
         let job = Arc::new(job);
+        job.begin(&self.metrics.moves);
         lock(&self.migrations.jobs).insert(request.job.clone(), job.clone());
         self.log.record(
             LogLevel::Info,
@@ -652,9 +731,11 @@ impl BladeService {
             ),
         );
         let progress_job = job.clone();
+        let lpar_number = request.lpar;
         tokio::spawn(async move {
             while progress_rx.changed().await.is_ok() {
                 let p = progress_rx.borrow().clone();
+                progress_job.throttle(lpar_number, p.throttle_percent);
                 progress_job.update(|s| s.progress = Some(p));
             }
         });

@@ -306,6 +306,13 @@ pub struct RecvStatus {
     pub round: u32,
     /// Batches written.
     pub batches: u64,
+    /// Page payload of the batches written, bytes as they came off the migration path
+    /// (after zero elision and compression; frame headers not counted).
+    #[serde(default)]
+    pub payload_bytes: u64,
+    /// Guest memory the batches written cover (pages × page size, zero pages included).
+    #[serde(default)]
+    pub memory_bytes: u64,
 }
 
 /// How an incoming move ended.
@@ -623,7 +630,11 @@ fn peer_cert(conn: &quinn::Connection) -> Option<Vec<u8>> {
 
 enum Event {
     Control(Result<Option<Message>, WireError>),
-    Applied { round: u32 },
+    Applied {
+        round: u32,
+        payload_bytes: u64,
+        memory_bytes: u64,
+    },
     DataError(MoveError),
 }
 
@@ -1065,9 +1076,17 @@ impl<P: Partition + 'static> Session<P> {
             };
             input = match event {
                 Some(Event::Control(Ok(Some(m)))) => Input::Control(m),
-                Some(Event::Applied { round }) => {
+                Some(Event::Applied {
+                    round,
+                    payload_bytes,
+                    memory_bytes,
+                }) => {
                     batches += 1;
-                    self.status.send_modify(|s| s.batches = batches);
+                    self.status.send_modify(|s| {
+                        s.batches = batches;
+                        s.payload_bytes += payload_bytes;
+                        s.memory_bytes += memory_bytes;
+                    });
                     Input::BatchApplied { round }
                 }
                 Some(Event::Control(Ok(None))) => {
@@ -1227,6 +1246,8 @@ async fn data_stream<P: Partition + 'static>(
             }
         };
         let round = batch.round;
+        let payload_bytes = batch.payload.len() as u64;
+        let memory_bytes = (batch.page_count() * PAGE_SIZE) as u64;
         let applied = if batch.encoding == Encoding::Raw {
             // A raw batch is one copy of at most 256 KiB (tens of µs): cheaper here than the
             // hand-off to a blocking thread and back, which cost more than the copy.
@@ -1249,7 +1270,11 @@ async fn data_stream<P: Partition + 'static>(
             }
         };
         let ev = match applied {
-            Ok(()) => Event::Applied { round },
+            Ok(()) => Event::Applied {
+                round,
+                payload_bytes,
+                memory_bytes,
+            },
             Err(e) => Event::DataError(e),
         };
         let stop = matches!(ev, Event::DataError(_));

@@ -10,10 +10,13 @@ use super::recover::settle_unfinished;
 use super::target::{MoveTarget, TargetError};
 use crate::api::{ClientError, HvmClient, MigrationStatus, MoveOptions};
 use crate::dirs::ManagerDirs;
+use crate::emg::Emg;
 use crate::jobs::{
     self, ColdMoveReport, ColdMoveRequest, JobError, JobProgress, JobStage, LiveMoveReport,
     LiveMoveRequest, RecoveryReport,
 };
+use crate::metrics::{self, MoveFigures, Outcome, Part};
+use crate::model::Mode;
 use crate::profile::{Profile, ProfileError};
 
 /// What a move tells its caller while it runs.
@@ -151,7 +154,10 @@ pub async fn live(
         dest_number: endpoints.destination.number,
         options,
     };
-    let report = jobs::live_move(
+    let flight = metrics::manager()
+        .moves
+        .begin(Part::Manager, Mode::ConcurrentMaintenance);
+    let result = jobs::live_move(
         profile,
         &request,
         |p| {
@@ -160,8 +166,39 @@ pub async fn live(
         },
         control.token(),
     )
-    .await?;
-    Ok(report)
+    .await;
+    match &result {
+        Ok(report) => flight.end(
+            Outcome::Completed,
+            &MoveFigures {
+                wire_bytes: report.summary.wire_bytes,
+                memory_bytes: report.summary.memory_bytes_sent,
+                suspension: report.suspension,
+                rounds: Some(report.summary.rounds),
+                max_throttle_percent: Some(report.summary.max_throttle_percent),
+            },
+        ),
+        Err(e) => flight.end(outcome_of(e), &MoveFigures::default()),
+    }
+    Ok(result?)
+}
+
+/// How a failed job counts in the metrics: by what recovery made of it, else by its error.
+fn outcome_of(e: &JobError) -> Outcome {
+    match e {
+        JobError::Settled { recovery, error } => match recovery.outcome {
+            Some(jobs::journal::Outcome::Completed) => Outcome::Completed,
+            Some(jobs::journal::Outcome::RolledBack) => match error.emg() {
+                Some(emg) if emg.kind == Emg::TerminatedByUser => Outcome::Cancelled,
+                _ => Outcome::RolledBack,
+            },
+            Some(jobs::journal::Outcome::NeedsRecovery) | None => Outcome::Failed,
+        },
+        other => match other.emg() {
+            Some(emg) if emg.kind == Emg::TerminatedByUser => Outcome::Cancelled,
+            _ => Outcome::Failed,
+        },
+    }
 }
 
 /// What a Shutdown-mode move is asked to do besides its endpoints.
@@ -207,10 +244,18 @@ pub async fn shutdown(
         shutdown_wait: options.shutdown_wait,
         activate: options.activate,
     };
-    Ok(jobs::shutdown_move(profile, &request, |stage| {
+    let flight = metrics::manager()
+        .moves
+        .begin(Part::Manager, Mode::Shutdown);
+    let result = jobs::shutdown_move(profile, &request, |stage| {
         on_event(MoveEvent::Stage(stage.to_string()))
     })
-    .await?)
+    .await;
+    match &result {
+        Ok(_) => flight.end(Outcome::Completed, &MoveFigures::default()),
+        Err(e) => flight.end(outcome_of(e), &MoveFigures::default()),
+    }
+    Ok(result?)
 }
 
 async fn settle_first(profile: &Profile, on_event: &mut (impl FnMut(MoveEvent) + Send)) {

@@ -13,7 +13,9 @@ use std::time::Duration;
 use lparmover::api::HvmClient;
 use lparmover::model::LparNumber;
 use lparmover::profile::Profile;
-use lpm_tests::{TestFleet, binary, demo_fleet, find_lpar, test_data_dir};
+use lpm_tests::{
+    TestFleet, binary, demo_fleet, find_lpar, http_get, metrics_address, test_data_dir,
+};
 use policy::report::{EntryResult, RunOutcome, RunReport, RunStore};
 use policy::runner::{Attendance, Decision, Question, Resume, RunControl, RunEvent, RunOptions};
 use policy::{Entry, OnError, Policy, PolicyName};
@@ -629,7 +631,7 @@ destination = "ch001-b01"
             .arg(&fleet.profile_path)
             .arg("--policies")
             .arg(&policies)
-            .args(["daemon", "--on-failure"])
+            .args(["daemon", "--metrics", "127.0.0.1:0", "--on-failure"])
             .arg(format!("echo > {}", hook_out.display()))
             .env("LPARMOVER_DATA", &data)
             .stdin(std::process::Stdio::null())
@@ -687,8 +689,30 @@ destination = "ch001-b01"
         }
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The second daemon counted the run it continued, its entries and their moves.
+    let metrics = metrics_address(&dir.path().join("daemon.log"), Duration::from_secs(5)).unwrap();
+    let (status, text) = http_get(metrics, "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
     let _ = second.kill();
     let _ = second.wait();
+    for (series, want) in [
+        ("lparmover_policy_runs_started_total", 1),
+        ("lparmover_policy_runs_ended_total{outcome=\"finished\"}", 1),
+        ("lparmover_policy_runs_in_progress", 0),
+        ("lparmover_policy_entries_total{result=\"completed\"}", 3),
+        ("lparmover_policy_entries_total{result=\"skipped\"}", 1),
+    ] {
+        assert!(
+            text.lines().any(|l| l == format!("{series} {want}")),
+            "{series} is not {want} in\n{text}"
+        );
+    }
+    assert!(
+        !text
+            .lines()
+            .any(|l| l == "lparmover_moves_started_total{role=\"manager\",mode=\"live\"} 0"),
+        "the continued run's moves count as the manager's:\n{text}"
+    );
     assert_eq!(report.origin, "daemon");
     assert_eq!(
         results(&report),
@@ -812,4 +836,61 @@ fn an_evacuation_empties_a_blade_lists_what_cannot_leave_and_its_return_refills_
             assert_eq!(where_is(&profile, lpar).await, ("ch1-b1".into(), n(number)));
         }
     });
+}
+
+#[test]
+fn the_daemon_serves_health_and_metrics_on_loopback_and_refuses_another_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dir.path().join("profile.toml");
+    Profile::default().save(&profile).unwrap();
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let daemon = |metrics: &str, log: &Path| {
+        Command::new(binary("policy"))
+            .arg("--profile")
+            .arg(&profile)
+            .arg("--policies")
+            .arg(&policies)
+            .args(["daemon", "--metrics", metrics])
+            .env("LPARMOVER_DATA", dir.path().join("manager"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .expect("start the daemon")
+    };
+
+    // Outside 127.0.0.0/8 without --metrics-allow-remote: refused before anything listens.
+    let refused_log = dir.path().join("refused.log");
+    let status = daemon("192.0.2.10:9465", &refused_log).wait().unwrap();
+    assert!(!status.success());
+    let said = std::fs::read_to_string(&refused_log).unwrap();
+    assert!(
+        said.contains("192.0.2.10:9465 is not a loopback address")
+            && said.contains("--metrics-allow-remote"),
+        "{said}"
+    );
+
+    let log = dir.path().join("daemon.log");
+    let mut running = daemon("127.0.0.1:0", &log);
+    let addr = metrics_address(&log, Duration::from_secs(20)).unwrap();
+    let (status, health) = http_get(addr, "/healthz").unwrap();
+    assert_eq!(status, 200, "{health}");
+    let health: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert_eq!(health["status"], "up");
+    assert_eq!(health["process"], "policy-daemon");
+    let (status, text) = http_get(addr, "/metrics").unwrap();
+    assert_eq!(status, 200, "{text}");
+    for want in [
+        "lparmover_policy_runs_started_total 0",
+        "lparmover_policy_entries_total{result=\"failed\"} 0",
+        "lparmover_moves_started_total{role=\"manager\",mode=\"live\"} 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == want),
+            "missing {want:?} in\n{text}"
+        );
+    }
+    let _ = running.kill();
+    let _ = running.wait();
 }

@@ -40,6 +40,14 @@ struct Args {
     /// Frame benchmark: seconds of frames per fleet.
     #[arg(long, default_value_t = 20)]
     bench_seconds: u64,
+    /// Serve /metrics (Prometheus text format: the moves this app drives, policy runs) and
+    /// /healthz over plain HTTP on this loopback address, e.g. 127.0.0.1:9464.
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<std::net::SocketAddr>,
+    /// Let --metrics listen outside 127.0.0.0/8 and ::1 (no token: anyone who can reach the
+    /// address reads the figures).
+    #[arg(long, requires = "metrics")]
+    metrics_allow_remote: bool,
 }
 
 fn main() -> ExitCode {
@@ -91,6 +99,9 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             "navigator: no display (DISPLAY and WAYLAND_DISPLAY are unset); running the headless demo (`lparmover demo`) instead"
         );
         return headless_demo();
+    }
+    if let Some(addr) = args.metrics {
+        serve_metrics(addr, args.metrics_allow_remote)?;
     }
     let fleet: Arc<Mutex<Option<FleetProcess>>> = Arc::new(Mutex::new(None));
     let (profile, profile_path) = match &args.profile {
@@ -146,6 +157,35 @@ fn run(args: Args) -> anyhow::Result<ExitCode> {
             headless_demo()
         }
     }
+}
+
+/// `/metrics` and `/healthz` on `addr` from a thread of their own (the window's thread never
+/// waits for a scrape). Binds before it returns, so a taken port or a refused address is an
+/// error before the window opens.
+fn serve_metrics(addr: std::net::SocketAddr, allow_remote: bool) -> anyhow::Result<()> {
+    let listener = lparmover::metrics::http::bind(addr, allow_remote)?;
+    let bound = listener.local_addr()?;
+    // The policy series exist (at zero) before the first scrape.
+    policy::metrics::policy();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the metrics endpoint's runtime")?;
+    std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            let metrics = lparmover::metrics::manager().clone();
+            if let Err(e) = runtime.block_on(lparmover::metrics::http::serve(
+                listener,
+                metrics,
+                "navigator",
+            )) {
+                tracing::error!(error = %e, "the metrics endpoint stopped");
+            }
+        })
+        .context("cannot start the metrics endpoint's thread")?;
+    eprintln!("navigator: metrics on http://{bound}/metrics");
+    Ok(())
 }
 
 /// Ctrl-C and SIGTERM stop the demo fleet before the process ends, so nothing is left running.

@@ -97,6 +97,14 @@ enum Command {
         /// HTML path as its argument and in POLICY_REPORT (e.g. a mail or chat hook).
         #[arg(long, value_name = "COMMAND")]
         on_failure: Option<String>,
+        /// Serve /metrics (Prometheus text format: moves, policy runs and entries) and
+        /// /healthz over plain HTTP on this loopback address, e.g. 127.0.0.1:9465.
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<std::net::SocketAddr>,
+        /// Let --metrics listen outside 127.0.0.0/8 and ::1 (no token: anyone who can reach
+        /// the address reads the figures).
+        #[arg(long, requires = "metrics")]
+        metrics_allow_remote: bool,
     },
     /// Writes the policies that move every LPAR off HVM (live for activated LPARs, Shutdown
     /// mode for deactivated ones), each to a destination the checks accept, spread out.
@@ -338,7 +346,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::from(3)
             })
         }
-        Command::Daemon { on_failure } => {
+        Command::Daemon {
+            on_failure,
+            metrics,
+            metrics_allow_remote,
+        } => {
             let dirs = ctx.dirs();
             let config = policy::daemon::DaemonConfig {
                 profile: ctx.profile_path.clone(),
@@ -349,6 +361,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             // The profile must be readable now; it is read again for every run.
             ctx.profile()?;
+            if let Some(addr) = metrics {
+                let listener = lparmover::metrics::http::bind(addr, metrics_allow_remote)?;
+                let addr = listener.local_addr()?;
+                // The policy series exist (at zero) before the first scrape.
+                policy::metrics::policy();
+                let manager = lparmover::metrics::manager().clone();
+                tokio::spawn(async move {
+                    if let Err(e) =
+                        lparmover::metrics::http::serve(listener, manager, "policy-daemon").await
+                    {
+                        tracing::error!(error = %e, "the metrics endpoint stopped");
+                    }
+                });
+                eprintln!("policy daemon: metrics on http://{addr}/metrics");
+            }
             let shutdown = tokio_util::sync::CancellationToken::new();
             let stopper = shutdown.clone();
             tokio::spawn(async move {

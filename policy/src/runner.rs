@@ -209,10 +209,14 @@ pub async fn run(
     let started = Utc::now();
     let run_id = new_run_id(&options.runs, policy, started);
     let span = info_span!("policy_run", run = %run_id, policy = %policy.name);
-    Runner::new(profile, policy, options, run_id, started)
+    let metrics = crate::metrics::policy();
+    metrics.run_started();
+    let result = Runner::new(profile, policy, options, run_id, started)
         .go()
         .instrument(span)
-        .await
+        .await;
+    metrics.run_ended(&result);
+    result
 }
 
 /// Continues a run a killed runner left (its report has no outcome): entries with a result
@@ -247,7 +251,11 @@ pub async fn resume(
         ..prior
     };
     runner.resumed = true;
-    runner.go().instrument(span).await
+    let metrics = crate::metrics::policy();
+    metrics.run_started();
+    let result = runner.go().instrument(span).await;
+    metrics.run_ended(&result);
+    result
 }
 
 fn new_run_id(runs: &RunStore, policy: &Policy, at: DateTime<Utc>) -> String {

@@ -666,3 +666,46 @@ mod tests {
         assert_eq!(test_data_dir(), dir, "one per process");
     }
 }
+
+/// One plain-HTTP GET (the manager processes' loopback `/metrics` and `/healthz`): the status
+/// code and the body.
+pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    conn.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        conn,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer)?;
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("no HTTP head in {answer:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no status in {head:?}"))?;
+    Ok((status, body.to_owned()))
+}
+
+/// The address a manager process says its metrics listen on (`… metrics on
+/// http://ADDR/metrics` in its stderr `log`), waiting up to `within`.
+pub fn metrics_address(log: &Path, within: Duration) -> anyhow::Result<std::net::SocketAddr> {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(addr) = text.lines().find_map(|l| {
+            l.split_once("metrics on http://")
+                .and_then(|(_, rest)| rest.strip_suffix("/metrics"))
+                .and_then(|a| a.parse().ok())
+        }) {
+            return Ok(addr);
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("no metrics address in {}: {text}", log.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -652,21 +652,6 @@ impl Drop for FailingStateDisk {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn jobs_and_commands_of_a_test_process_write_into_its_own_temporary_data_dir() {
-        let dir = test_data_dir();
-        assert!(dir.is_dir());
-        assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
-        assert_eq!(ManagerDirs::from_env().data(), dir);
-        assert_eq!(test_data_dir(), dir, "one per process");
-    }
-}
-
 /// One plain-HTTP GET (the manager processes' loopback `/metrics` and `/healthz`): the status
 /// code and the body.
 pub fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
@@ -707,5 +692,20 @@ pub fn metrics_address(log: &Path, within: Duration) -> anyhow::Result<std::net:
             anyhow::bail!("no metrics address in {}: {text}", log.display());
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn jobs_and_commands_of_a_test_process_write_into_its_own_temporary_data_dir() {
+        let dir = test_data_dir();
+        assert!(dir.is_dir());
+        assert!(dir.starts_with(std::env::temp_dir()), "{}", dir.display());
+        assert_eq!(ManagerDirs::from_env().data(), dir);
+        assert_eq!(test_data_dir(), dir, "one per process");
     }
 }

@@ -201,6 +201,43 @@ async fn cancel_during_transfer_leaves_the_source_running_and_untouched() {
         src.locks().await.unwrap().is_empty() && dst.locks().await.unwrap().is_empty(),
         "leases released"
     );
+
+    // Both blades counted the move as over and not completed; the source as cancelled, with
+    // the bytes it had sent.
+    let ended = |role: &str, outcome: &str| {
+        format!(
+            "lparmover_moves_ended_total{{role=\"{role}\",mode=\"live\",outcome=\"{outcome}\"}}"
+        )
+    };
+    let src_text = scrape(&b1).await;
+    assert_eq!(sample(&src_text, &ended("source", "cancelled")), 1.0);
+    assert_eq!(sample(&src_text, &ended("source", "completed")), 0.0);
+    assert!(
+        sample(
+            &src_text,
+            "lparmover_move_memory_bytes_total{role=\"source\",mode=\"live\"}"
+        ) > f64::from(32 << 20),
+        "{src_text}"
+    );
+    assert_eq!(
+        sample(
+            &src_text,
+            "lparmover_move_suspension_seconds_count{role=\"source\"}"
+        ),
+        0.0,
+        "no suspension: the guest never paused"
+    );
+    let dst_text = scrape(&b2).await;
+    let undone = sample(&dst_text, &ended("destination", "cancelled"))
+        + sample(&dst_text, &ended("destination", "rolled_back"));
+    assert_eq!(undone, 1.0, "{dst_text}");
+    assert_eq!(
+        sample(
+            &dst_text,
+            "lparmover_moves_in_progress{role=\"destination\",mode=\"live\"}"
+        ),
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -310,6 +347,16 @@ async fn shutdown_mode_moves_a_running_lpar_after_a_remote_shutdown() {
         before.lpar.vfcs.iter().map(|v| v.wwpn).collect::<Vec<_>>()
     );
     assert_running(&dst, "web-01").await;
+
+    // A Shutdown-mode move is one step on each blade.
+    let one = |role: &str| {
+        format!(
+            "lparmover_moves_ended_total{{role=\"{role}\",mode=\"shutdown\",outcome=\"completed\"}}"
+        )
+    };
+    assert_eq!(sample(&scrape(&b1).await, &one("source")), 1.0);
+    assert_eq!(sample(&scrape(&b2).await, &one("destination")), 1.0);
+    assert_eq!(sample(&scrape(&b2).await, &one("source")), 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

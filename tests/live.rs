@@ -484,6 +484,11 @@ async fn metrics_count_a_live_move_on_both_blades_and_the_manager() {
     assert_eq!(health["blade"], "ch1-b1", "{health}");
     assert_eq!(get(&b1, "/metrics", None).await.status(), 401);
     assert_eq!(
+        get(&b1, "/no-such-route", None).await.status(),
+        401,
+        "only /healthz answers without the token"
+    );
+    assert_eq!(
         get(&b1, "/metrics", Some("not-the-token")).await.status(),
         401
     );

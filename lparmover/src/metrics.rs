@@ -29,6 +29,10 @@
 //! bounds); the manager records the guest-visible pause from its heartbeat (last change on
 //! the source → first change on the destination, which adds the commit decision and the
 //! resume). A destination records none.
+//!
+//! A blade sees only its primitives: a rehearsal (prepare, a short send, abort) counts there as
+//! a live move rolled back, with the bytes it really moved; the manager's series count no
+//! rehearsal. A Shutdown-mode move is one step on each blade (the define, the release).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};

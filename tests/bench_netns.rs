@@ -83,3 +83,69 @@ fn one_live_move_over_a_shaped_1gbit_link() {
     assert!(case["total_s"]["median"].as_f64().unwrap() > 0.0);
     assert!(case["wire_ratio"]["median"].as_f64().unwrap() > 0.0);
 }
+
+/// `bench vs-qemu` on a small guest: QEMU really runs our workload (its own counter shows the
+/// configured dirty rate), both sides complete their moves, and both pauses are measured from
+/// the guest's heartbeat. Installs QEMU when missing (root).
+#[test]
+fn vs_qemu_moves_the_same_guest_with_both_and_measures_both_pauses() {
+    if !netns_available("vs_qemu_moves_the_same_guest_with_both_and_measures_both_pauses") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("vs-qemu.json");
+    let out = run_binary(
+        "lparmover",
+        &[
+            "bench",
+            "vs-qemu",
+            "--links",
+            "veth",
+            "--sizes",
+            "128MiB",
+            "--dirty",
+            "50",
+            "--reps",
+            "2",
+            "--qemu-mode",
+            "multifd2",
+            "--qemu-default",
+            "false",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+        Duration::from_secs(400),
+    )
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "vs-qemu failed:\n{stderr}");
+    assert!(
+        stdout.contains("| veth 0.125 GiB 50 MB/s | multifd 2 |"),
+        "no table row:\n{stdout}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let row = &report["rows"][0];
+    for side in ["qemu", "ours"] {
+        let s = &row[side];
+        assert!(s["error"].is_null(), "{side}: {report:#}\n{stderr}");
+        assert_eq!(s["converged"], 2, "{side}: {report:#}\n{stderr}");
+        let pause = s["pause_ms"]["median"].as_f64().unwrap_or(0.0);
+        assert!(
+            pause > 0.0 && pause < 5000.0,
+            "{side} pause {pause}: {report:#}"
+        );
+        let dirtied = s["achieved_dirty_mbps"]["worst"].as_f64().unwrap_or(0.0);
+        assert!(
+            (40.0..60.0).contains(&dirtied),
+            "{side}: the guest dirtied {dirtied} MB/s during a move, configured 50: {report:#}\n{stderr}"
+        );
+        assert_eq!(s["carried_load"], true, "{side}: {report:#}");
+    }
+    let settings = report["qemu_settings"].to_string();
+    assert!(
+        settings.contains("max-bandwidth") && settings.contains("auto-converge"),
+        "{settings}"
+    );
+    assert!(report["qemu_version"].as_str().unwrap().contains("QEMU"));
+}

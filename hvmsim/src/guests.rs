@@ -47,6 +47,7 @@ impl GuestHandle {
             },
             heartbeat: stats.heartbeat,
             achieved_dirty_mbps: stats.achieved_dirty_mbps,
+            guest_writes: stats.guest_writes,
         }
     }
 

@@ -28,6 +28,9 @@ enum Command {
     Fingerprint(hvmsim::fingerprint::FingerprintArgs),
     /// Measure a guest: activation time, dirty rate, dirty log, pause latency.
     BenchGuest(hvmsim::guest::bench::BenchGuestArgs),
+    /// Write a RAM file and a multiboot kernel that run our guest's workload, on our guests'
+    /// memory content, in QEMU (`lparmover bench vs-qemu` uses it).
+    QemuImage(hvmsim::guest::qemu::QemuImageArgs),
     /// The VM process of one LPAR (started by its blade, not by hand).
     #[command(hide = true)]
     Vm(hvmsim::vmproc::child::VmArgs),
@@ -53,6 +56,10 @@ fn main() -> anyhow::Result<()> {
         println!("{}", hvmsim::fingerprint::describe(args)?);
         return Ok(());
     }
+    if let Command::QemuImage(args) = &cli.command {
+        println!("{}", hvmsim::guest::qemu::run(args)?);
+        return Ok(());
+    }
     if let Command::Vm(args) = cli.command {
         // No async runtime: the VM process is threads and blocking sockets.
         return hvmsim::vmproc::child::run(args);
@@ -63,6 +70,8 @@ fn main() -> anyhow::Result<()> {
         Command::Array(args) => runtime.block_on(hvmsim::array::serve::run(args)),
         Command::Fleet(args) => runtime.block_on(hvmsim::launcher::run(args)),
         Command::BenchGuest(args) => hvmsim::guest::bench::run(args),
-        Command::Vm(_) | Command::GenFleet(_) | Command::Fingerprint(_) => Ok(()),
+        Command::Vm(_) | Command::GenFleet(_) | Command::Fingerprint(_) | Command::QemuImage(_) => {
+            Ok(())
+        }
     }
 }

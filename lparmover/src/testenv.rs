@@ -22,6 +22,10 @@ pub enum Need {
     Tmpfs,
     /// Network namespaces (root, iproute2, a kernel that allows them).
     Netns,
+    /// GNU `as` and `objcopy` (binutils).
+    Assembler,
+    /// `qemu-system-x86_64` (Debian's qemu-system-x86).
+    Qemu,
 }
 
 impl fmt::Display for Need {
@@ -32,6 +36,8 @@ impl fmt::Display for Need {
             Self::Tc => "tc (iproute2) with HTB",
             Self::Tmpfs => "a tmpfs mount",
             Self::Netns => "network namespaces",
+            Self::Assembler => "GNU as and objcopy (binutils)",
+            Self::Qemu => "qemu-system-x86_64 (apt-get install qemu-system-x86)",
         })
     }
 }

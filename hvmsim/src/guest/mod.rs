@@ -28,6 +28,7 @@ pub mod control;
 pub mod kvm;
 pub mod layout;
 pub mod memory;
+pub mod qemu;
 pub mod soft;
 pub mod stats;
 pub mod vm;

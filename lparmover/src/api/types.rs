@@ -42,6 +42,10 @@ pub struct GuestRuntime {
     pub heartbeat: Heartbeat,
     /// Dirty rate the guest achieved recently, MB/s.
     pub achieved_dirty_mbps: f64,
+    /// Pages the guest wrote since it first started, by its own counters (they travel with its
+    /// memory, so a destination's count continues the source's).
+    #[serde(default)]
+    pub guest_writes: u64,
 }
 
 /// Where a WWPN's fabric login stands.

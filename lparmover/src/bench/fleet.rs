@@ -26,6 +26,8 @@ pub struct FleetParams {
     pub addresses: Option<[(Ipv4Addr, Ipv4Addr); 2]>,
     /// Keep only this blade (one fleet file per namespace).
     pub only: Option<String>,
+    /// vCPUs (shared processors) of the LPAR; None keeps the template's.
+    pub vcpus: Option<u32>,
 }
 
 fn invalid(message: impl Into<String>) -> FleetError {
@@ -82,6 +84,13 @@ pub fn generate(params: &FleetParams) -> Result<(String, Fleet), FleetError> {
                 let mib = i64::try_from(params.memory_mib)
                     .map_err(|_| invalid("memory size out of range"))?;
                 lpar.insert("memory_mib".into(), toml::Value::Integer(mib));
+                if let Some(vcpus) = params.vcpus
+                    && let Some(processors) = lpar
+                        .get_mut("processors")
+                        .and_then(toml::Value::as_table_mut)
+                {
+                    processors.insert("count".into(), toml::Value::Integer(i64::from(vcpus)));
+                }
                 if let Some(workload) = lpar.get_mut("workload").and_then(toml::Value::as_table_mut)
                 {
                     workload.insert(
@@ -123,10 +132,12 @@ mod tests {
             dirty_mbps: 200.0,
             addresses: None,
             only: None,
+            vcpus: Some(1),
         })
         .unwrap();
         assert_eq!(fleet.blades.len(), 2);
         assert_eq!(fleet.blades[0].lpars[0].memory_mib, 256);
+        assert_eq!(fleet.blades[0].lpars[0].processors.count, 1);
         let a = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(198, 18, 1, 1));
         let b = (Ipv4Addr::new(198, 18, 0, 2), Ipv4Addr::new(198, 18, 1, 2));
         let (_, fleet) = generate(&FleetParams {
@@ -134,6 +145,7 @@ mod tests {
             dirty_mbps: 10.0,
             addresses: Some([a, b]),
             only: Some(BLADE_B.into()),
+            vcpus: None,
         })
         .unwrap();
         assert_eq!(fleet.network, crate::model::FleetNetwork::NetnsBench);

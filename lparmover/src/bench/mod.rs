@@ -30,8 +30,10 @@
 pub mod fleet;
 pub mod netns;
 mod procstat;
+pub mod qemu;
 pub mod report;
 mod runner;
+pub mod vsqemu;
 
 use std::path::PathBuf;
 
@@ -39,6 +41,17 @@ use serde::{Deserialize, Serialize};
 
 pub use report::{CaseSummary, Ratio, Stats, Summary, Verdict, render, summarize};
 pub use runner::run_case;
+
+/// Share of its configured dirty rate a guest must achieve during a move to count as carrying
+/// its load.
+pub const CARRIED_LOAD_SHARE: f64 = 0.9;
+
+/// Whether a guest configured for `configured` MB/s that achieved `achieved` during a move
+/// carried its load: at least [`CARRIED_LOAD_SHARE`] of it (an idle guest always does; an
+/// unknown rate does not).
+pub fn carried_load(configured: f64, achieved: Option<f64>) -> bool {
+    configured <= 0.0 || achieved.is_some_and(|a| a >= CARRIED_LOAD_SHARE * configured)
+}
 
 /// Why a benchmark could not run.
 #[derive(Debug, thiserror::Error)]
@@ -94,16 +107,24 @@ pub enum Link {
     /// veth between namespaces, `tbf rate 10gbit`.
     #[serde(rename = "10gbit")]
     Gbit10,
+    /// veth between namespaces, unshaped.
+    #[serde(rename = "veth")]
+    Veth,
 }
 
 impl Link {
-    /// Shaping rate in bits per second (None = unshaped loopback).
+    /// Shaping rate in bits per second (None = unshaped).
     pub fn rate_bits(self) -> Option<u64> {
         match self {
-            Self::Loopback => None,
+            Self::Loopback | Self::Veth => None,
             Self::Gbit1 => Some(1_000_000_000),
             Self::Gbit10 => Some(10_000_000_000),
         }
+    }
+
+    /// Whether the blades run in a pair of network namespaces (every link but loopback).
+    pub fn in_netns(self) -> bool {
+        !matches!(self, Self::Loopback)
     }
 
     /// Short name as on the command line.
@@ -112,6 +133,7 @@ impl Link {
             Self::Loopback => "loopback",
             Self::Gbit1 => "1gbit",
             Self::Gbit10 => "10gbit",
+            Self::Veth => "veth",
         }
     }
 }
@@ -131,6 +153,39 @@ pub struct CaseSpec {
     pub reps: u32,
     /// Whether this is the convergence case (must complete by throttling).
     pub convergence: bool,
+    /// vCPUs of the LPAR (None: the bench fleet's 2).
+    #[serde(default)]
+    pub vcpus: Option<u32>,
+    /// Touch (and free) the LPAR's memory size in this process right before each move, so the
+    /// destination's new guest memory lands on memory the host already backs (see
+    /// [`touch_host_memory`]).
+    #[serde(default)]
+    pub pretouch: bool,
+}
+
+/// Populates and frees `bytes` of anonymous memory. On a virtual machine whose host backs its
+/// memory on first touch (and takes freed memory back through free page reporting, after a
+/// couple of seconds), memory allocated right afterwards reuses pages the host already backs:
+/// a benchmark calls this just before a move so that neither side pays the host's first touch.
+pub fn touch_host_memory(bytes: u64) {
+    let Ok(len) = usize::try_from(bytes) else {
+        return;
+    };
+    // SAFETY: a fresh private anonymous mapping with no address hint, populated by the kernel,
+    // then unmapped; no Rust reference to it exists.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_NORESERVE,
+            -1,
+            0,
+        );
+        if p != libc::MAP_FAILED {
+            libc::munmap(p, len);
+        }
+    }
 }
 
 /// Where the blades of a case run.
@@ -153,6 +208,9 @@ pub struct NetnsEnd {
     pub management: std::net::Ipv4Addr,
     /// Migration-path address.
     pub migration: std::net::Ipv4Addr,
+    /// The veth end inside the namespace.
+    #[serde(default)]
+    pub dev: String,
 }
 
 impl CaseEnv {
@@ -164,6 +222,7 @@ impl CaseEnv {
                 name: pair.name(side).to_owned(),
                 management: a.management,
                 migration: a.migration,
+                dev: pair.dev(side).to_owned(),
             }
         };
         Self {
@@ -201,6 +260,14 @@ pub struct Rep {
     pub memory_mbps: f64,
     /// CPU (user + sys) of both blade process trees over the move, s.
     pub cpu_s: f64,
+    /// Dirty rate the guest achieved over the move, from its own write counter (source before,
+    /// destination after), MB/s.
+    #[serde(default)]
+    pub achieved_dirty_mbps: Option<f64>,
+    /// Bytes that crossed the veth link (both ends' `tx_bytes`) during the move; None on
+    /// loopback.
+    #[serde(default)]
+    pub link_bytes: Option<u64>,
 }
 
 /// The result of one case.

@@ -272,6 +272,15 @@ impl NetnsPair {
         .map(|s| s.trim().to_owned())
     }
 
+    /// Bytes sent by both ends of the veth so far (their `tx_bytes`): what crossed the link in
+    /// either direction, whoever sent it.
+    pub fn link_bytes(&self) -> Result<u64, NetnsError> {
+        link_bytes(&[
+            (self.name(Side::A), self.dev(Side::A)),
+            (self.name(Side::B), self.dev(Side::B)),
+        ])
+    }
+
     /// Measures the link A → B with one TCP stream for `duration`, in bits per second.
     ///
     /// Two threads join the namespaces with `setns` (a thread's namespace is its own); plain
@@ -330,6 +339,23 @@ impl NetnsPair {
         let span = duration + start_recv.elapsed();
         Ok(received as f64 * 8.0 / span.as_secs_f64())
     }
+}
+
+/// Sum of `tx_bytes` of each `(namespace, device)`, read with `ip -s -j link show`.
+pub fn link_bytes(ends: &[(&str, &str)]) -> Result<u64, NetnsError> {
+    let mut total = 0u64;
+    for (ns, dev) in ends {
+        let text = run("ip", &["-n", ns, "-s", "-j", "link", "show", "dev", dev])?;
+        let tx = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get(0)?.get("stats64")?.get("tx")?.get("bytes")?.as_u64())
+            .ok_or_else(|| NetnsError::Command {
+                command: format!("ip -n {ns} -s -j link show dev {dev}"),
+                stderr: format!("no stats64.tx.bytes in {text}"),
+            })?;
+        total = total.saturating_add(tx);
+    }
+    Ok(total)
 }
 
 /// Moves the calling thread into the network namespace bound at `path`.

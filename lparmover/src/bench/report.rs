@@ -7,12 +7,17 @@ use serde::Serialize;
 use super::{CaseResult, Link};
 
 /// Median and worst of one figure over the repetitions.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Median.
     pub median: f64,
     /// Worst (the largest value; for throughput, the smallest).
     pub worst: f64,
+}
+
+/// Median and worst of `values` (None when empty).
+pub(crate) fn stats_of(values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
+    stats(values, higher_is_worse)
 }
 
 fn stats(mut values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
@@ -61,6 +66,13 @@ pub struct CaseSummary {
     pub cpu_cores: Option<Stats>,
     /// Highest throttle seen, percent.
     pub max_throttle_percent: u8,
+    /// Dirty rate configured, MB/s.
+    pub dirty_configured_mbps: f64,
+    /// Dirty rate the guest achieved during the moves (worst = lowest), MB/s.
+    pub dirty_achieved_mbps: Option<Stats>,
+    /// Whether the guest carried its configured load during every move (see
+    /// [`super::carried_load`]).
+    pub carried_load: bool,
     /// Probe of the link, Gbit/s.
     pub probe_gbits: Option<f64>,
     /// Idle CPU of both blades, cores.
@@ -132,6 +144,11 @@ fn summarize_case(r: &CaseResult) -> CaseSummary {
             .map(|x| x.max_throttle_percent)
             .max()
             .unwrap_or(0),
+        dirty_configured_mbps: r.spec.dirty_mbps,
+        dirty_achieved_mbps: pick(&|x| x.achieved_dirty_mbps, false),
+        carried_load: reps
+            .iter()
+            .all(|x| super::carried_load(r.spec.dirty_mbps, x.achieved_dirty_mbps)),
         probe_gbits: r.probe_gbits,
         idle_cpu_cores: r.idle_cpu_cores,
         error: r.error.clone(),
@@ -192,7 +209,7 @@ pub fn summarize(results: Vec<CaseResult>) -> Summary {
         let total_target = match case.link {
             Link::Loopback => Some(5.0),
             Link::Gbit1 => Some(15.0),
-            Link::Gbit10 => None,
+            Link::Gbit10 | Link::Veth => None,
         };
         if let Some(limit) = total_target {
             verdicts.push(Verdict {
@@ -272,7 +289,7 @@ pub fn render(summary: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9}",
+        "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9} {:>15}",
         "case",
         "moves",
         "total s",
@@ -281,11 +298,12 @@ pub fn render(summary: &Summary) -> String {
         "memory MB/s",
         "wire Gbit/s",
         "CPU s/move",
-        "throttle"
+        "throttle",
+        "guest dirtied"
     );
     let _ = writeln!(
         out,
-        "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9}",
+        "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9} {:>15}",
         "",
         "",
         "median / worst",
@@ -294,12 +312,13 @@ pub fn render(summary: &Summary) -> String {
         "median / lowest",
         "median/lowest",
         "median/worst",
-        "max %"
+        "max %",
+        "MB/s med/lowest"
     );
     for c in &summary.cases {
         let _ = writeln!(
             out,
-            "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9}",
+            "{:<18} {:>6} {:>15} {:>17} {:>15} {:>17} {:>13} {:>13} {:>9} {:>15}",
             c.label,
             format!("{}/{}", c.moves, c.reps),
             cell(c.total_s, 2),
@@ -309,6 +328,11 @@ pub fn render(summary: &Summary) -> String {
             cell(c.wire_gbits, 2),
             cell(c.cpu_s, 1),
             c.max_throttle_percent,
+            format!(
+                "{}{}",
+                cell(c.dirty_achieved_mbps, 0),
+                if c.carried_load { "" } else { " !" }
+            ),
         );
     }
     let _ = writeln!(out);
@@ -325,6 +349,15 @@ pub fn render(summary: &Summary) -> String {
             let _ = write!(out, "; TCP probe of the shaped link {p:.2} Gbit/s");
         }
         let _ = writeln!(out);
+        if !c.carried_load {
+            let _ = writeln!(
+                out,
+                "  ! the guest did not carry its load: {} MB/s configured, {} MB/s achieved during a move (lowest); a starved or throttled guest makes the move easier than it looks",
+                c.dirty_configured_mbps,
+                c.dirty_achieved_mbps
+                    .map_or_else(|| "n/a".into(), |s| format!("{:.0}", s.worst))
+            );
+        }
         if let Some(e) = &c.error {
             let _ = writeln!(out, "  stopped early: {e}");
         }
@@ -373,12 +406,16 @@ mod tests {
             max_throttle_percent: 0,
             memory_mbps: 100.0,
             cpu_s: 1.0,
+            achieved_dirty_mbps: Some(10.0),
+            link_bytes: None,
         }
     }
 
     fn case(link: Link, reps: Vec<Rep>) -> CaseResult {
         CaseResult {
             spec: CaseSpec {
+                vcpus: None,
+                pretouch: false,
                 label: link.name().into(),
                 link,
                 memory_mib: 4096,
@@ -426,5 +463,29 @@ mod tests {
                     && (r.value - 11.0 / 4.0).abs() < 1e-9)
         );
         assert!(render(&s).contains("PASS"));
+    }
+
+    #[test]
+    fn a_guest_that_did_not_carry_its_load_is_flagged() {
+        let mut starved = rep(10.0, 20.0, 300);
+        starved.achieved_dirty_mbps = Some(3.0);
+        let s = summarize(vec![case(Link::Gbit1, vec![rep(10.0, 20.0, 300), starved])]);
+        assert!(!s.cases[0].carried_load);
+        assert_eq!(s.cases[0].dirty_achieved_mbps.unwrap().worst, 3.0);
+        let text = render(&s);
+        assert!(
+            text.contains("did not carry its load: 10 MB/s configured, 3 MB/s"),
+            "{text}"
+        );
+        let s = summarize(vec![case(Link::Gbit1, vec![rep(10.0, 20.0, 300)])]);
+        assert!(s.cases[0].carried_load);
+        assert!(
+            super::super::carried_load(0.0, None),
+            "an idle guest carries nothing"
+        );
+        assert!(
+            !super::super::carried_load(50.0, None),
+            "an unknown rate is not carried"
+        );
     }
 }

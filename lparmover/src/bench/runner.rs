@@ -49,6 +49,7 @@ impl BladeFleet {
             dirty_mbps: spec.dirty_mbps,
             addresses,
             only: Some(name.clone()),
+            vcpus: spec.vcpus,
         })?;
         let dir = env.workdir.join(&name);
         std::fs::create_dir_all(&dir)
@@ -174,6 +175,26 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// Bytes both veth ends have sent so far (None on loopback or when `ip` cannot say).
+fn link_bytes(env: &CaseEnv) -> Option<u64> {
+    let ends = env.netns.as_ref()?;
+    let pairs: Vec<(&str, &str)> = ends
+        .iter()
+        .map(|e| (e.name.as_str(), e.dev.as_str()))
+        .collect();
+    super::netns::link_bytes(&pairs).ok()
+}
+
+/// Pages the bench LPAR's guest wrote so far, as `hvm` reports it (None when it cannot say).
+async fn guest_writes(profile: &Profile, hvm: &str) -> Option<u64> {
+    let lpar = LparRef {
+        hvm: hvm.into(),
+        lpar: LparSelector::Name(LPAR.into()),
+    };
+    let view = crate::ops::lpar(profile, &lpar).await.ok()?;
+    view.runtime.map(|r| r.guest_writes)
+}
+
 /// Starts both blades of `spec` in `env`, moves the LPAR `spec.reps` times (A → B, B → A, …)
 /// and returns the figures. A failed move ends the case with its error recorded; the moves
 /// before it are kept.
@@ -239,9 +260,28 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             dest_number: None,
             options: options.clone(),
         };
+        if spec.pretouch {
+            let bytes = (spec.memory_mib + 256) << 20;
+            let _ = tokio::task::spawn_blocking(move || super::touch_host_memory(bytes)).await;
+        }
+        let link_before = link_bytes(env);
         let cpu_before = procstat::cpu_seconds(&pids);
+        let writes_before = guest_writes(&profile, from).await;
+        let started = Instant::now();
         let outcome = live_move(&profile, &request, |_| {}, CancellationToken::new()).await;
         let cpu_s = procstat::cpu_seconds(&pids) - cpu_before;
+        let writes_after = guest_writes(&profile, to).await;
+        let link_bytes = match (link_before, link_bytes(env)) {
+            (Some(b), Some(a)) => Some(a.saturating_sub(b)),
+            _ => None,
+        };
+        let elapsed = started.elapsed().as_secs_f64();
+        let achieved_dirty_mbps = match (writes_before, writes_after) {
+            (Some(b), Some(a)) if elapsed > 0.0 => {
+                Some(a.saturating_sub(b) as f64 * 4096.0 / elapsed / 1e6)
+            }
+            _ => None,
+        };
         let report = match outcome {
             Ok(report) => report,
             Err(source) => {
@@ -269,9 +309,11 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             max_throttle_percent: s.max_throttle_percent,
             memory_mbps: s.memory_throughput_mbps,
             cpu_s,
+            achieved_dirty_mbps,
+            link_bytes,
         };
         eprintln!(
-            "[{}] move {}/{} {}: total {:.2} s, suspension {}, wire {:.2} × memory, {} rounds, throttle ≤ {} %, CPU {:.1} s",
+            "[{}] move {}/{} {}: total {:.2} s, suspension {}, wire {:.2} × memory, {} rounds, throttle ≤ {} %, CPU {:.1} s, guest dirtied {} MB/s",
             spec.label,
             rep + 1,
             spec.reps,
@@ -283,6 +325,8 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             r.rounds,
             r.max_throttle_percent,
             r.cpu_s,
+            r.achieved_dirty_mbps
+                .map_or_else(|| "?".to_owned(), |d| format!("{d:.0}")),
         );
         result.reps.push(r);
         // Let the guest run a moment on its new blade before moving it again.

@@ -18,6 +18,9 @@ use lparmover::bench::{CaseEnv, CaseResult, CaseSpec, Link, render, run_case, su
 pub enum BenchCommand {
     /// Move an LPAR back and forth between two real blades and report medians and targets.
     Live(LiveArgs),
+    /// Race our live move against QEMU's on the same guest, memory and link (root: network
+    /// namespaces, tc, and QEMU, which it installs when missing).
+    VsQemu(super::vsqemu::VsQemuArgs),
     /// Internal: run one case in the current network namespace and print it as JSON.
     #[command(hide = true)]
     Worker {
@@ -65,6 +68,10 @@ pub struct LiveArgs {
     /// Skip the convergence case.
     #[arg(long)]
     pub no_converge: bool,
+    /// Touch the LPAR's memory size right before each move, so the destination's guest memory
+    /// is memory the host already backs (on a VM host that backs memory on first touch).
+    #[arg(long)]
+    pub pretouch: bool,
     /// Skip the TCP probe of shaped links.
     #[arg(long)]
     pub no_probe: bool,
@@ -80,7 +87,7 @@ pub struct LiveArgs {
 }
 
 /// `4GiB`, `512MiB`, `1G`, `256M` or a plain number of MiB.
-fn parse_size_mib(s: &str) -> Result<u64, String> {
+pub(crate) fn parse_size_mib(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
@@ -117,6 +124,8 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
             dirty_mbps: args.dirty,
             reps: args.reps,
             convergence: false,
+            vcpus: None,
+            pretouch: args.pretouch,
         })
         .collect();
     if links.contains(&Link::Gbit1) && !args.no_converge && args.converge_dirty > args.dirty {
@@ -127,6 +136,8 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
             dirty_mbps: args.converge_dirty,
             reps: args.converge_reps.unwrap_or(args.reps.min(3)),
             convergence: true,
+            vcpus: None,
+            pretouch: args.pretouch,
         });
     }
     out
@@ -136,6 +147,7 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Live(args) => live(args).await,
+        BenchCommand::VsQemu(args) => super::vsqemu::run(args).await,
         BenchCommand::Worker { spec } => {
             let (spec, env): (CaseSpec, CaseEnv) =
                 serde_json::from_str(&spec).context("bench worker: bad spec")?;
@@ -169,16 +181,19 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for (i, spec) in cases.iter().enumerate() {
         let dir = workdir.join(format!("{i}-{}", spec.label.replace(' ', "-")));
-        let result = match spec.link.rate_bits() {
-            None => {
-                let env = CaseEnv {
-                    hvmsim: hvmsim.clone(),
-                    workdir: dir,
-                    netns: None,
-                };
-                run_case(spec, &env).await?
-            }
-            Some(rate) => shaped_case(spec, rate, &hvmsim, dir, !args.no_probe).await?,
+        let result = if spec.link.in_netns() {
+            let pair = NetnsPair::create(spec.link.rate_bits())
+                .context("cannot set up the shaped link")?;
+            let result = netns_case(spec, &pair, &hvmsim, dir, !args.no_probe).await?;
+            drop(pair);
+            result
+        } else {
+            let env = CaseEnv {
+                hvmsim: hvmsim.clone(),
+                workdir: dir,
+                netns: None,
+            };
+            run_case(spec, &env).await?
         };
         results.push(result);
     }
@@ -200,14 +215,15 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn shaped_case(
+/// Runs `spec` with its blades in the two namespaces of `pair` (the manager, a `bench worker`
+/// re-executed inside namespace A).
+pub(crate) async fn netns_case(
     spec: &CaseSpec,
-    rate: u64,
+    pair: &NetnsPair,
     hvmsim: &std::path::Path,
     dir: PathBuf,
     probe: bool,
 ) -> anyhow::Result<CaseResult> {
-    let pair = NetnsPair::create(Some(rate)).context("cannot set up the shaped link")?;
     eprintln!("[{}] {}", spec.label, pair.qdisc(Side::A)?);
     let probe_gbits = if probe {
         let bits = tokio::task::block_in_place(|| pair.probe_tcp(Duration::from_secs(2)))?;
@@ -216,7 +232,7 @@ async fn shaped_case(
     } else {
         None
     };
-    let env = CaseEnv::in_netns(hvmsim.to_owned(), dir, &pair);
+    let env = CaseEnv::in_netns(hvmsim.to_owned(), dir, pair);
     let me = std::env::current_exe().context("cannot locate the lparmover executable")?;
     let mut command = tokio::process::Command::from(pair.command(Side::A, &me));
     command
@@ -242,6 +258,5 @@ async fn shaped_case(
     let mut result: CaseResult =
         serde_json::from_str(line).context("bench worker printed a bad result")?;
     result.probe_gbits = probe_gbits;
-    drop(pair);
     Ok(result)
 }

@@ -12,6 +12,7 @@ mod recover;
 mod render;
 mod restore;
 mod san;
+mod vsqemu;
 mod wwn;
 
 use std::path::PathBuf;

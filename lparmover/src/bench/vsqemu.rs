@@ -115,8 +115,13 @@ pub struct SideFigures {
     pub moves: usize,
     /// Of which completed.
     pub converged: usize,
-    /// Total time, s (completed moves).
+    /// Total time, s (completed moves): ours the whole job (checks, leases, backups, the
+    /// destination's definition, transfer, switch-over, release); QEMU's from `migrate` to
+    /// `completed` (its destination already started and configured).
     pub total_s: Option<Stats>,
+    /// The memory transfer alone, s: ours connect → destination ready; QEMU's own `total-time`.
+    #[serde(default)]
+    pub transfer_s: Option<Stats>,
     /// Heartbeat pause, ms.
     pub pause_ms: Option<Stats>,
     /// The side's own downtime figure (QEMU's `downtime`; ours the mover's), ms.
@@ -150,6 +155,7 @@ impl SideFigures {
             moves: moves.len(),
             converged: done.len(),
             total_s: pick(&|m| Some(m.total_s), true),
+            transfer_s: pick(&|m| m.qemu_total_s, true),
             pause_ms: pick(&|m| m.pause_ms, true),
             own_downtime_ms: pick(&|m| m.qemu_downtime_ms, true),
             wire_gb: pick(&|m| m.link_bytes.map(|b| b as f64 / 1e9), true),
@@ -180,6 +186,7 @@ impl SideFigures {
             moves: reps.len() + usize::from(result.error.is_some()),
             converged: reps.len(),
             total_s: pick(&|r| Some(r.total_s), true),
+            transfer_s: pick(&|r| Some(r.transfer_s), true),
             pause_ms: pick(&|r| r.suspension_ms, true),
             own_downtime_ms: pick(&|r| Some(r.mover_downtime_ms), true),
             wire_gb: pick(&|r| r.link_bytes.map(|b| b as f64 / 1e9), true),
@@ -355,26 +362,28 @@ pub fn render_markdown(report: &VsReport) -> String {
     );
     let _ = writeln!(
         out,
-        "Medians of {} moves per side and case; downtime = guest heartbeat gap measured from outside the guest (QEMU's own `downtime` beside it); \"dirtied\" = the lowest dirty rate the guest achieved during a move (⚠: under {} % of the configured rate).\n",
+        "Medians of {} moves per side and case; total = our whole job (checks, leases, backups, definition, transfer, switch-over, release) against QEMU's `migrate` → `completed` with its destination already started; transfer = memory copy and switch-over alone; downtime = guest heartbeat gap measured from outside the guest (QEMU's own `downtime` beside it); \"dirtied\" = the lowest dirty rate the guest achieved during a move (⚠: under {} % of the configured rate).\n",
         report.reps,
         (super::CARRIED_LOAD_SHARE * 100.0) as u32
     );
     let _ = writeln!(
         out,
-        "| case | QEMU mode | total s ours | total s QEMU | ratio | downtime ms ours | downtime ms QEMU (own) | ratio | QEMU 300 ms: total s / downtime ms | link GB ours / QEMU | CPU s ours / QEMU | converged ours / QEMU | throttle % ours / QEMU | dirtied MB/s ours / QEMU |"
+        "| case | QEMU mode | total s ours | total s QEMU | ratio | transfer s ours / QEMU | downtime ms ours | downtime ms QEMU (own) | ratio | QEMU 300 ms: total s / downtime ms | link GB ours / QEMU | CPU s ours / QEMU | converged ours / QEMU | throttle % ours / QEMU | dirtied MB/s ours / QEMU |"
     );
-    let _ = writeln!(out, "|{}", "---|".repeat(14));
+    let _ = writeln!(out, "|{}", "---|".repeat(15));
     for row in &report.rows {
         let q = &row.qemu;
         let o = &row.ours;
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
+            "| {} | {} | {} | {} | {} | {} / {} | {} | {} ({}) | {} | {} | {} / {} | {} / {} | {} / {} | {} / {} | {} / {} |",
             row.case.label(),
             row.qemu_mode.name(),
             cell(&o.total_s, 2),
             cell(&q.total_s, 2),
             ratio(&o.total_s, &q.total_s),
+            cell(&o.transfer_s, 2),
+            cell(&q.transfer_s, 2),
             cell(&o.pause_ms, 1),
             cell(&q.pause_ms, 1),
             cell(&q.own_downtime_ms, 0),
@@ -554,7 +563,9 @@ mod tests {
             verdicts: v,
         });
         assert!(
-            text.contains("| 1gbit 4 GiB 200 MB/s | multifd 2 + zstd | 15.00 | 30.00 | 0.50 |"),
+            text.contains(
+                "| 1gbit 4 GiB 200 MB/s | multifd 2 + zstd | 15.00 | 30.00 | 0.50 | – / 30.00 |"
+            ),
             "{text}"
         );
         assert!(text.contains("60 ⚠"), "{text}");

@@ -242,8 +242,11 @@ pub(crate) async fn netns_case(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .kill_on_drop(true);
+    // `output()` would capture stderr too, hiding the worker's progress lines.
     let out = command
-        .output()
+        .spawn()
+        .context("cannot run the bench worker")?
+        .wait_with_output()
         .await
         .context("cannot run the bench worker")?;
     if !out.status.success() {

@@ -315,18 +315,7 @@ impl QemuEnv<'_> {
         let ram = self.ram(side);
         let bytes = guest.memory_mib << 20;
         if incoming {
-            let file =
-                std::fs::File::create(&ram).map_err(io(format!("create {}", ram.display())))?;
-            // Allocated now, not during the move: the host's first touch is nobody's cost.
-            use std::os::fd::AsRawFd;
-            let len = libc::off_t::try_from(bytes)
-                .map_err(|_| QemuError::Failed("guest too large".into()))?;
-            // SAFETY: fallocate on a file this function just created and keeps open.
-            if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, len) } != 0 {
-                return Err(io(format!("allocate {}", ram.display()))(
-                    std::io::Error::last_os_error(),
-                ));
-            }
+            populate(&ram, bytes)?;
         }
         let tag = format!(
             "{}-{}",
@@ -403,6 +392,51 @@ impl QemuEnv<'_> {
         })
     }
 }
+
+/// Creates the destination's RAM file and writes every page of it once (zeros), before the
+/// move: a tmpfs `fallocate` only reserves pages and leaves the zeroing, and the host's first
+/// touch, to the first access, which would charge both to QEMU's move.
+fn populate(ram: &Path, bytes: u64) -> Result<(), QemuError> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(ram)
+        .map_err(io(format!("create {}", ram.display())))?;
+    file.set_len(bytes)
+        .map_err(io(format!("size {}", ram.display())))?;
+    let len = usize::try_from(bytes).map_err(|_| QemuError::Failed("guest too large".into()))?;
+    // SAFETY: a new shared mapping of the file opened above (kept open for the call), checked
+    // against MAP_FAILED; MADV_POPULATE_WRITE faults every page in writable, which zeroes it;
+    // the mapping is unmapped before return and never referenced from Rust.
+    unsafe {
+        let p = libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            file.as_raw_fd(),
+            0,
+        );
+        if p == libc::MAP_FAILED {
+            return Err(io(format!("map {}", ram.display()))(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        let rc = libc::madvise(p, len, MADV_POPULATE_WRITE);
+        let err = std::io::Error::last_os_error();
+        libc::munmap(p, len);
+        if rc != 0 {
+            tracing::warn!(error = %err, "could not pre-populate the destination RAM file; QEMU pays the first touch");
+        }
+    }
+    Ok(())
+}
+
+/// `madvise` advice that faults pages in writable (Linux 5.14).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
 
 fn migration_address(pair: &NetnsPair, side: Side) -> String {
     format!("tcp:{}:4444", pair.addresses(side).migration)
@@ -492,6 +526,8 @@ pub fn run_moves(
             while incoming.view.counter() <= resumed_at && Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(1));
             }
+            // Let the sampler see that first heartbeat too (it samples every 200 µs).
+            std::thread::sleep(Duration::from_millis(5));
             if incoming.view.counter() <= resumed_at {
                 eprintln!(
                     "[{label}] QEMU reported the move completed but the guest has not run on the destination within 10 s; its pause is not measured"

@@ -16,11 +16,7 @@ pub struct Stats {
 }
 
 /// Median and worst of `values` (None when empty).
-pub(crate) fn stats_of(values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
-    stats(values, higher_is_worse)
-}
-
-fn stats(mut values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
+pub(crate) fn stats(mut values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
     if values.is_empty() {
         return None;
     }

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use super::qemu::{QemuMode, QemuMove};
-use super::report::Stats;
+use super::report::{Stats, stats};
 use super::{CaseResult, Link, carried_load};
 
 /// One case of the comparison.
@@ -140,10 +140,6 @@ pub struct SideFigures {
     pub error: Option<String>,
 }
 
-fn stats(values: Vec<f64>, higher_is_worse: bool) -> Option<Stats> {
-    super::report::stats_of(values, higher_is_worse)
-}
-
 impl SideFigures {
     /// QEMU's moves.
     pub fn of_qemu(moves: &[QemuMove], dirty_mbps: f64, error: Option<String>) -> Self {
@@ -254,6 +250,33 @@ fn median(s: &Option<Stats>) -> Option<f64> {
     s.as_ref().map(|s| s.median)
 }
 
+/// "ours ≤ `share` × QEMU's" for one figure (medians); a side that did not complete has no
+/// figure, and ours completing where QEMU did not passes.
+fn compare(
+    target: String,
+    (ours, qemu): (Option<f64>, Option<f64>),
+    share: f64,
+    show: impl Fn(f64) -> String,
+    ours_ok: bool,
+    note: &str,
+) -> VsVerdict {
+    match (ours, qemu) {
+        (Some(o), Some(q)) => VsVerdict {
+            target,
+            measured: format!("{} vs {} = {:.2} ×{note}", show(o), show(q), o / q),
+            pass: o <= share * q && ours_ok,
+        },
+        (o, q) => {
+            let shown = |v: Option<f64>| v.map_or_else(|| "did not complete".into(), &show);
+            VsVerdict {
+                target,
+                measured: format!("ours {}, QEMU {}{note}", shown(o), shown(q)),
+                pass: o.is_some() && q.is_none(),
+            }
+        }
+    }
+}
+
 /// The comparison's targets for the measured rows.
 pub fn verdicts(rows: &[VsRow], calibrations: &[Calibration]) -> Vec<VsVerdict> {
     let mut out = Vec::new();
@@ -266,43 +289,28 @@ pub fn verdicts(rows: &[VsRow], calibrations: &[Calibration]) -> Vec<VsVerdict> 
         let note = unfair
             .map(|u| format!(" (not a fair comparison: {u})"))
             .unwrap_or_default();
-        match (median(&row.ours.pause_ms), median(&row.qemu.pause_ms)) {
-            (Some(ours), Some(qemu)) => out.push(VsVerdict {
-                target: format!("{label}: downtime ≤ 0.5 × QEMU's"),
-                measured: format!("{ours:.1} ms vs {qemu:.1} ms = {:.2} ×{note}", ours / qemu),
-                pass: ours <= 0.5 * qemu && row.ours.error.is_none(),
-            }),
-            (ours, qemu) => out.push(VsVerdict {
-                target: format!("{label}: downtime ≤ 0.5 × QEMU's"),
-                measured: format!(
-                    "ours {}, QEMU {}{note}",
-                    ours.map_or_else(|| "did not complete".into(), |o| format!("{o:.1} ms")),
-                    qemu.map_or_else(|| "did not complete".into(), |q| format!("{q:.1} ms"))
-                ),
-                pass: ours.is_some() && qemu.is_none(),
-            }),
-        }
+        let ours_ok = row.ours.error.is_none();
+        out.push(compare(
+            format!("{label}: downtime ≤ 0.5 × QEMU's"),
+            (median(&row.ours.pause_ms), median(&row.qemu.pause_ms)),
+            0.5,
+            |v| format!("{v:.1} ms"),
+            ours_ok,
+            &note,
+        ));
         let share = if row.case.link.rate_bits().is_some() {
             0.8
         } else {
             0.5
         };
-        match (median(&row.ours.total_s), median(&row.qemu.total_s)) {
-            (Some(ours), Some(qemu)) => out.push(VsVerdict {
-                target: format!("{label}: total time ≤ {share} × QEMU's"),
-                measured: format!("{ours:.2} s vs {qemu:.2} s = {:.2} ×{note}", ours / qemu),
-                pass: ours <= share * qemu && row.ours.error.is_none(),
-            }),
-            (ours, qemu) => out.push(VsVerdict {
-                target: format!("{label}: total time ≤ {share} × QEMU's"),
-                measured: format!(
-                    "ours {}, QEMU {}{note}",
-                    ours.map_or_else(|| "did not complete".into(), |o| format!("{o:.2} s")),
-                    qemu.map_or_else(|| "did not complete".into(), |q| format!("{q:.2} s"))
-                ),
-                pass: ours.is_some() && qemu.is_none(),
-            }),
-        }
+        out.push(compare(
+            format!("{label}: total time ≤ {share} × QEMU's"),
+            (median(&row.ours.total_s), median(&row.qemu.total_s)),
+            share,
+            |v| format!("{v:.2} s"),
+            ours_ok,
+            &note,
+        ));
         if row.case.link == Link::Gbit1 && row.case.dirty_mbps >= 200.0 {
             out.push(VsVerdict {
                 target: format!("{label}: we converge"),

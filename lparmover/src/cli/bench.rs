@@ -143,6 +143,24 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
     out
 }
 
+/// `dir` when the operator gave one, else a temporary directory (removed when the returned
+/// guard drops).
+pub(crate) fn workdir_or_temp(
+    dir: Option<&PathBuf>,
+    prefix: &str,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    Ok(match dir {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let temp = tempfile::Builder::new()
+                .prefix(prefix)
+                .tempdir()
+                .context("cannot create a temporary directory")?;
+            (temp.path().to_owned(), Some(temp))
+        }
+    })
+}
+
 /// Runs `bench …`.
 pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -163,16 +181,7 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
         bail!("--reps must be at least 1");
     }
     let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
-    let (workdir, _temp) = match &args.workdir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("lparmover-bench-")
-                .tempdir()
-                .context("cannot create a temporary directory")?;
-            (temp.path().to_owned(), Some(temp))
-        }
-    };
+    let (workdir, _temp) = workdir_or_temp(args.workdir.as_ref(), "lparmover-bench-")?;
     let cases = cases(&args);
     if cases.iter().any(|c| c.link != Link::Loopback) {
         lparmover::bench::netns::preflight()

@@ -136,16 +136,8 @@ pub async fn run(args: VsQemuArgs) -> anyhow::Result<ExitCode> {
         })
         .unwrap_or_default();
     let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
-    let (workdir, _temp) = match &args.workdir {
-        Some(dir) => (dir.clone(), None),
-        None => {
-            let temp = tempfile::Builder::new()
-                .prefix("lparmover-vs-qemu-")
-                .tempdir()
-                .context("cannot create a temporary directory")?;
-            (temp.path().to_owned(), Some(temp))
-        }
-    };
+    let (workdir, _temp) =
+        super::bench::workdir_or_temp(args.workdir.as_ref(), "lparmover-vs-qemu-")?;
     std::fs::create_dir_all(&workdir).with_context(|| format!("create {}", workdir.display()))?;
     let max_mib = args.sizes.iter().copied().max().unwrap_or(1024);
     eprintln!(

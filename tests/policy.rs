@@ -256,6 +256,27 @@ async fn run_with(
     }
 }
 
+/// Runs a live policy of `entries` whose operator stops it as soon as its first entry starts
+/// and then answers `resume`.
+async fn stopped_after_first_start(
+    profile: &Profile,
+    name: &str,
+    entries: &[(&str, &str)],
+    resume: Resume,
+) -> Attended {
+    run_with(
+        profile,
+        &live_policy(name, entries),
+        Operator {
+            stop_after_first_start: true,
+            resume: Some(resume),
+            ..Operator::default()
+        },
+        None,
+    )
+    .await
+}
+
 fn live_policy(name: &str, entries: &[(&str, &str)]) -> Policy {
     let mut p = Policy::new(
         PolicyName::new(name).unwrap(),
@@ -336,19 +357,11 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
             "End ran nothing more"
         );
 
-        let p = live_policy(
+        let run = stopped_after_first_start(
+            &profile,
             "stop-continue",
             &[("ch1-b2/web-01", "ch1-b1"), ("ch1-b2/app-01", "ch1-b1")],
-        );
-        let run = run_with(
-            &profile,
-            &p,
-            Operator {
-                stop_after_first_start: true,
-                resume: Some(Resume::Continue),
-                ..Operator::default()
-            },
-            None,
+            Resume::Continue,
         )
         .await;
         assert_eq!(
@@ -372,19 +385,11 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
             run.events
         );
 
-        let p = live_policy(
+        let run = stopped_after_first_start(
+            &profile,
             "stop-end",
             &[("ch1-b1/web-01", "ch1-b2"), ("ch1-b1/app-01", "ch1-b2")],
-        );
-        let run = run_with(
-            &profile,
-            &p,
-            Operator {
-                stop_after_first_start: true,
-                resume: Some(Resume::End),
-                ..Operator::default()
-            },
-            None,
+            Resume::End,
         )
         .await;
         assert_eq!(
@@ -893,4 +898,155 @@ fn the_daemon_serves_health_and_metrics_on_loopback_and_refuses_another_address(
     }
     let _ = running.kill();
     let _ = running.wait();
+}
+
+/// `policy` with its own data directory (so `policy stop` without an argument sees only this
+/// test's runs).
+fn policy_in(data: &Path, profile: &Path, policies: &Path) -> Command {
+    let mut command = Command::new(binary("policy"));
+    command
+        .arg("--profile")
+        .arg(profile)
+        .arg("--policies")
+        .arg(policies)
+        .env("LPARMOVER_DATA", data)
+        .stdin(std::process::Stdio::null());
+    command
+}
+
+#[test]
+fn policy_stop_from_another_process_lets_the_running_entry_finish_and_starts_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let data = dir.path().join("data");
+    let policies = dir.path().join("policies");
+    let cli = || policy_in(&data, &fleet.profile_path, &policies);
+    let runs = RunStore::new(data.join("policy-runs"));
+
+    // Nothing runs: `policy stop` says so, fails, and writes nothing.
+    let none = cli().arg("stop").output().unwrap();
+    assert!(!none.status.success(), "{}", text(&none));
+    assert!(
+        text(&none).contains("no policy run is running"),
+        "{}",
+        text(&none)
+    );
+    assert!(!data.join("policy-runs").exists(), "nothing was written");
+
+    let p = live_policy(
+        "stop-elsewhere",
+        &[
+            ("ch1-b1/web-01", "ch1-b2"),
+            ("ch1-b2/app-01", "ch1-b1"),
+            ("ch1-b1/batch-01", "ch1-b2"),
+        ],
+    );
+    let mut p = p;
+    p.limits.concurrency.per_source_hvm = 1;
+    p.limits.concurrency.per_destination_hvm = 1;
+    policy::PolicyStore::new(&policies).save(&p).unwrap();
+    let running = cli()
+        .args(["run", "stop-elsewhere", "--unattended", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the first entry is under way (its attempt is on disk, no result yet).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let run_id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first entry never started"
+        );
+        if let Ok(r) = runs.load(None)
+            && r.entries[0].attempts == 1
+        {
+            assert_eq!(r.entries[0].result, EntryResult::NotRun, "still moving");
+            break r.run;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stop = cli().args(["stop", "stop-elsewhere"]).output().unwrap();
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(text(&stop).contains(&run_id), "{}", text(&stop));
+
+    let out = running.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "some entries completed: {}",
+        text(&out)
+    );
+    let report: RunReport = serde_json::from_slice(&out.stdout).expect("the report as JSON");
+    assert_eq!(report.run, run_id);
+    assert_eq!(
+        results(&report),
+        [
+            EntryResult::Completed,
+            EntryResult::NotRun,
+            EntryResult::NotRun
+        ],
+        "{}",
+        report.text()
+    );
+    assert_eq!(report.outcome, Some(RunOutcome::Stopped));
+    for e in &report.entries[1..] {
+        assert!(
+            e.attempts == 0 && e.reason.as_deref().is_some_and(|r| r.contains("stopped")),
+            "{e:?}"
+        );
+    }
+    assert!(
+        report.text().contains("stopped by the operator"),
+        "{}",
+        report.text()
+    );
+    rt.block_on(async {
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
+        assert_eq!(where_is(&profile, "app-01").await.0, "ch1-b2");
+        assert_eq!(where_is(&profile, "batch-01").await.0, "ch1-b1");
+    });
+
+    // The run is over: stopping it again fails clearly and changes nothing.
+    let run_dir = runs.run_dir(&run_id);
+    let listing = |dir: &Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let before = (
+        listing(&run_dir),
+        std::fs::read(run_dir.join("report.json")).unwrap(),
+    );
+    assert_eq!(
+        before.0,
+        ["report.html", "report.json", "report.txt"],
+        "a finished run leaves no lock or request behind"
+    );
+    for args in [
+        &["stop", "stop-elsewhere"][..],
+        &["stop", &run_id],
+        &["stop"],
+    ] {
+        let again = cli().args(args).output().unwrap();
+        assert!(!again.status.success(), "{args:?}: {}", text(&again));
+        assert!(text(&again).contains("is running"), "{}", text(&again));
+    }
+    assert!(
+        text(&cli().args(["stop", "stop-elsewhere"]).output().unwrap())
+            .contains("no run of stop-elsewhere is running"),
+    );
+    assert_eq!(
+        (
+            listing(&run_dir),
+            std::fs::read(run_dir.join("report.json")).unwrap()
+        ),
+        before
+    );
 }

@@ -9,6 +9,7 @@
 pub mod daemon;
 pub mod evacuate;
 pub mod file;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod report;

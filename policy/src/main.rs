@@ -1,4 +1,4 @@
-//! `policy`: list, show, validate, run, reverse and report migration policies.
+//! `policy`: list, show, validate, run, stop, reverse and report migration policies.
 
 use std::collections::HashMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -77,6 +77,16 @@ enum Command {
         /// Print the report as JSON at the end.
         #[arg(long)]
         json: bool,
+    },
+    /// Asks a running run (a `policy run` process, the daemon's, the navigator's) to stop after
+    /// its running entries: nothing new starts; an unattended run then ends, "stopped by the
+    /// operator". Without RUN|POLICY: the only running run (several are listed).
+    Stop {
+        /// Run id, or the name of the policy it runs.
+        which: Option<String>,
+        /// Wait until the run has ended (its running entries finished).
+        #[arg(long)]
+        wait: bool,
     },
     /// Writes the policy that brings back everything a run moved.
     Reverse {
@@ -273,6 +283,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             window,
             json,
         } => run(&ctx, &policy, unattended, window, json).await,
+        Command::Stop { which, wait } => stop(&ctx, which.as_deref(), wait).await,
         Command::Reverse {
             policy,
             run,
@@ -426,6 +437,77 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn stop(ctx: &Context_, which: Option<&str>, wait: bool) -> anyhow::Result<ExitCode> {
+    let runs = ctx.runs();
+    let live = policy::live::running(&runs)?;
+    let describe = |r: &policy::live::LiveRun| {
+        format!(
+            "{} (policy {}, {} in process {}, since {})",
+            r.run,
+            if r.policy.is_empty() { "?" } else { &r.policy },
+            if r.origin.is_empty() { "?" } else { &r.origin },
+            r.pid,
+            r.since.format("%Y-%m-%d %H:%M:%S UTC")
+        )
+    };
+    let chosen: Vec<&policy::live::LiveRun> = match which {
+        Some(w) => live
+            .iter()
+            .filter(|r| r.run == w || r.policy == w)
+            .collect(),
+        None => live.iter().collect(),
+    };
+    let target = match (chosen.as_slice(), which) {
+        ([one], _) => *one,
+        ([], Some(w)) => bail!(
+            "no run of {w} is running (nothing was changed){}",
+            if live.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; running now: {}",
+                    live.iter()
+                        .map(|r| r.run.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            }
+        ),
+        ([], None) => bail!("no policy run is running; nothing to stop"),
+        (several, _) => {
+            for r in several {
+                println!("{}", describe(r));
+            }
+            bail!(
+                "{} runs are running; name the one to stop: `policy stop RUN`",
+                several.len()
+            );
+        }
+    };
+    policy::live::request_stop(&runs, target)?;
+    println!(
+        "asked run {} to stop: its running entries finish, nothing new starts",
+        describe(target)
+    );
+    if wait {
+        while policy::live::running(&runs)?
+            .iter()
+            .any(|r| r.run == target.run)
+        {
+            tokio::time::sleep(policy::live::STOP_POLL).await;
+        }
+        match runs.load(Some(&target.run)) {
+            Ok(report) => println!(
+                "run {} ended: {}",
+                report.run,
+                report.outcome.map_or("interrupted", |o| o.label())
+            ),
+            Err(_) => println!("run {} ended", target.run),
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn newest_run_of(runs: &RunStore, policy: &Policy) -> anyhow::Result<RunReport> {

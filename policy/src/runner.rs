@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::live::{LiveError, RunLock};
 use crate::model::{Bandwidth, Entry, OnError, Policy};
 use crate::report::{
     EntryReport, EntryResult, Failure, Rehearsal, ReportError, RunOutcome, RunReport, RunStore,
@@ -183,6 +184,9 @@ pub enum RunError {
         "run {0} cannot be continued: policy {1} changed since it began (its entries differ); its report stays as it is, run the policy anew"
     )]
     Changed(String, String),
+    /// Another process runs this run already.
+    #[error(transparent)]
+    Held(LiveError),
 }
 
 /// A finished run: its report and where the pages were saved.
@@ -258,15 +262,23 @@ pub async fn resume(
     result
 }
 
+/// A run id no other run has: its directory is created here (two runners starting the same
+/// policy in the same second get two ids).
 fn new_run_id(runs: &RunStore, policy: &Policy, at: DateTime<Utc>) -> String {
     let base = format!("run-{}-{}", at.format("%Y%m%d-%H%M%S"), policy.name);
+    let _ = std::fs::create_dir_all(runs.run_dir(""));
     let mut id = base.clone();
     let mut n = 2;
-    while runs.run_dir(&id).exists() {
-        id = format!("{base}-{n}");
-        n += 1;
+    loop {
+        match std::fs::create_dir(runs.run_dir(&id)) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                id = format!("{base}-{n}");
+                n += 1;
+            }
+            // Created, or not creatable at all (then saving the report says why).
+            _ => return id,
+        }
     }
-    id
 }
 
 /// What one attempt came to.
@@ -367,6 +379,21 @@ impl<'a> Runner<'a> {
     }
 
     async fn go(mut self) -> Result<RunResult, RunError> {
+        // Running from here on: `policy stop` in another process sees the run and may stop it.
+        let lock = match RunLock::acquire(
+            &self.options.runs,
+            &self.report.run,
+            &self.report.policy,
+            &self.options.origin,
+        ) {
+            Ok(lock) => Some(Arc::new(lock)),
+            Err(e @ LiveError::Held { .. }) => return Err(RunError::Held(e)),
+            Err(e) => {
+                warn!(error = %e, "the run cannot be marked running; `policy stop` will not see it (Stop and Ctrl-C still work)");
+                None
+            }
+        };
+        let _watch = lock.as_ref().map(|l| l.watch(self.options.control.clone()));
         info!(entries = self.policy.entries.len(), mode = %self.policy.mode, "policy run starts");
         let _ = self.save();
         let mut queue: VecDeque<usize> = VecDeque::new();
@@ -475,6 +502,13 @@ impl<'a> Runner<'a> {
         let mut active: Vec<usize> = Vec::new();
         let mut stop_seen = false;
         loop {
+            // Looked at here too (not only every STOP_POLL): a stop written before the next
+            // entry starts is always honoured.
+            if let Some(lock) = &lock
+                && lock.take_stop_request()
+            {
+                self.options.control.stop();
+            }
             if self.options.control.stopping() && !stop_seen {
                 stop_seen = true;
                 self.emit(RunEvent::Stopping);

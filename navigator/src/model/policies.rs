@@ -167,19 +167,6 @@ pub struct RunRow {
     pub note: String,
 }
 
-impl PolicyRun {
-    /// The runner asks: a failed entry shows as failed while the operator decides.
-    pub fn asked(&mut self, question: RunQuestion) {
-        if let RunQuestion::Failed { entry, error, .. } = &question
-            && let Some(r) = self.rows.get_mut(*entry)
-        {
-            r.state = EntryState::Failed;
-            r.note = format!("waiting for Retry / Skip / End: {error}");
-        }
-        self.question = Some(question);
-    }
-}
-
 /// A policy being executed.
 #[derive(Clone, Debug)]
 pub struct PolicyRun {
@@ -321,6 +308,17 @@ impl PolicyRun {
             RunEvent::Stopped => {}
             RunEvent::Resumed => self.stopping = false,
         }
+    }
+
+    /// The runner asks: a failed entry shows as failed while the operator decides.
+    pub fn asked(&mut self, question: RunQuestion) {
+        if let RunQuestion::Failed { entry, error, .. } = &question
+            && let Some(r) = self.rows.get_mut(*entry)
+        {
+            r.state = EntryState::Failed;
+            r.note = format!("waiting for Retry / Skip / End: {error}");
+        }
+        self.question = Some(question);
     }
 
     /// The run ended with `report`.

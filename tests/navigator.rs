@@ -902,3 +902,65 @@ fn a_policy_is_made_from_picks_saved_executed_and_its_failed_entry_skipped_from_
         "db-01 stayed"
     );
 }
+
+#[test]
+fn evacuate_on_an_hvms_context_menu_shows_the_plan_and_saves_it_into_migration_policy() {
+    let (_dir, fleet, _profile) = fleet();
+    let mut harness = app(&fleet.profile_path);
+    wait_for(
+        &mut harness,
+        "the Source tree",
+        Duration::from_secs(20),
+        |h| has(h, "Source ch1-b1/web-01"),
+    );
+    harness.get_by_label("Source ch1-b1").click_secondary();
+    harness.step();
+    harness.step();
+    click(&mut harness, "Evacuate…");
+    wait_for(&mut harness, "the plan", Duration::from_secs(60), |h| {
+        has(h, "Save and open")
+    });
+    // The live LPAR goes, the deactivated one goes in Shutdown mode, db-01 stays with the
+    // check rows that refuse each candidate (its migration WWPNs are not on the demo array).
+    for shown in [
+        "Policy evacuate-ch1-b1-live",
+        "ch1-b1/web-01",
+        "Policy evacuate-ch1-b1-shutdown",
+        "ch1-b1/batch-01",
+        "db-01 stays on ch1-b1: no destination takes it",
+        "migration WWPN",
+    ] {
+        assert!(has_text(&harness, shown), "{shown}: {:?}", labels(&harness));
+    }
+    click(&mut harness, "Save and open");
+    wait_for(
+        &mut harness,
+        "the saved policies in the list",
+        Duration::from_secs(10),
+        |h| {
+            h.state()
+                .model
+                .policies
+                .selected_policy()
+                .is_some_and(|p| p.name.as_str() == "evacuate-ch1-b1-live")
+        },
+    );
+    assert!(
+        harness.state().model.open.policy,
+        "Migration Policy is open"
+    );
+    assert!(harness.state().model.policies.evacuation.is_none());
+    let Pending::Done(saved) = &harness.state().model.policies.saved else {
+        panic!("the policy list was read");
+    };
+    let names: Vec<&str> = saved.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"evacuate-ch1-b1-live") && names.contains(&"evacuate-ch1-b1-shutdown"),
+        "{names:?}"
+    );
+    assert!(
+        has_text(&harness, "1. ch1-b1/web-01"),
+        "the window shows the picked policy's entries: {:?}",
+        labels(&harness)
+    );
+}

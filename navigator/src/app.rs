@@ -326,6 +326,7 @@ impl NavigatorApp {
             windows::migration::ui(ui, &mut self.model, &self.icons, &mut outbox);
         });
         windows::config_viewer::show(&ctx, &mut self.model, &mut outbox);
+        windows::policy::show_evacuation(&ctx, &mut self.model, &mut outbox);
         windows::progress::show(&ctx, &mut self.model, &self.icons, now, &mut outbox);
         windows::trials::show_rehearsal(&ctx, &mut self.model, &mut outbox);
         windows::trials::show_connectivity(&ctx, &mut self.model, &mut outbox);

@@ -162,6 +162,8 @@ pub enum Command {
     AnswerPolicyFailure(policy::runner::Decision),
     /// Migration Policy: the answer after Stop took effect.
     AnswerPolicyStop(policy::runner::Resume),
+    /// Evacuate… on an HVM: plan the policies that empty it (nothing is saved).
+    PlanEvacuation(String),
 }
 
 /// A report from the engine.
@@ -247,6 +249,13 @@ pub enum Event {
     PolicyQuestion(crate::model::policies::RunQuestion),
     /// The policy run ended (its report), or could not run.
     PolicyRunDone(Box<Result<policy::RunReport, String>>),
+    /// The evacuation plan of an HVM, or why none could be made.
+    EvacuationPlanned {
+        /// The HVM to empty.
+        hvm: String,
+        /// The plan.
+        plan: Box<Result<policy::evacuate::Evacuation, String>>,
+    },
 }
 
 /// What the Migration History window shows.

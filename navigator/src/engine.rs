@@ -640,6 +640,19 @@ impl Worker {
                     me.list_policies();
                 });
             }
+            Command::PlanEvacuation(hvm) => {
+                tokio::spawn(async move {
+                    let profile = me.profile();
+                    let plan = policy::evacuate::plan(&profile, &hvm, None)
+                        .instrument(info_span!("navigator evacuation", hvm = %hvm))
+                        .await
+                        .map_err(|e| e.to_string());
+                    me.outbox.send(Event::EvacuationPlanned {
+                        hvm,
+                        plan: Box::new(plan),
+                    });
+                });
+            }
             Command::RunPolicy(policy) => {
                 tokio::spawn(async move { me.run_policy(*policy).await });
             }

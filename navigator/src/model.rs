@@ -1168,6 +1168,9 @@ impl Model {
                 Some(run) => run.ended(*r),
                 None => self.policies.note = r.err().map(Err),
             },
+            Event::EvacuationPlanned { hvm, plan } => {
+                self.policies.evacuation_planned(&hvm, *plan);
+            }
             Event::History(r) => self.history = Pending::from(*r),
             Event::Logs(r) => self.logs = Pending::from(r),
             Event::PathChanged(r) => self.path_change = Pending::from(r),

@@ -46,6 +46,10 @@ enum Step {
     PolicySkip,
     /// The policy's run ended.
     PolicyDone,
+    /// Evacuate… on ch1-b1 (its context menu's action): the plan asked.
+    Evacuate,
+    /// The evacuation plan shown.
+    EvacuationShown,
     Done,
 }
 
@@ -374,6 +378,24 @@ impl Tour {
             Step::PolicyDone => {
                 if model.policies.run.as_ref().is_some_and(|r| !r.running()) && self.settled() {
                     self.shoot(ctx, "migration-policy");
+                    self.next(Step::Evacuate);
+                }
+            }
+            Step::Evacuate => {
+                model.open.policy = false;
+                model.policies.evacuation =
+                    Some(crate::model::policies::EvacuationDialog::asked("ch1-b1"));
+                out.push(Command::PlanEvacuation("ch1-b1".into()));
+                self.next(Step::EvacuationShown);
+            }
+            Step::EvacuationShown => {
+                let planned = model
+                    .policies
+                    .evacuation
+                    .as_ref()
+                    .is_some_and(|d| !d.plan.running());
+                if planned && self.settled() {
+                    self.shoot(ctx, "evacuate");
                     self.next(Step::Done);
                 }
             }

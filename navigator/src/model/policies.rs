@@ -340,6 +340,38 @@ impl PolicyRun {
     }
 }
 
+/// Evacuate… on an HVM of the trees: the plan `policy::evacuate::plan` made (the same one
+/// `policy evacuate HVM` writes), shown before anything is saved.
+#[derive(Clone, Debug)]
+pub struct EvacuationDialog {
+    /// The blade to empty.
+    pub hvm: String,
+    /// The plan, once the engine made it.
+    pub plan: Pending<policy::evacuate::Evacuation>,
+}
+
+impl EvacuationDialog {
+    /// The dialog for `hvm`, its plan asked for.
+    pub fn asked(hvm: &str) -> Self {
+        Self {
+            hvm: hvm.to_owned(),
+            plan: Pending::Running,
+        }
+    }
+
+    /// The policies the plan writes (live first), none while it is not made.
+    pub fn policies(&self) -> Vec<Policy> {
+        match &self.plan {
+            Pending::Done(plan) => [&plan.live, &plan.shutdown]
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 /// The Migration Policy window.
 #[derive(Clone, Debug, Default)]
 pub struct PolicyWindow {
@@ -357,6 +389,8 @@ pub struct PolicyWindow {
     pub note: Option<Result<String, String>>,
     /// The run, while and after it executes.
     pub run: Option<PolicyRun>,
+    /// Evacuate…: the plan shown for confirmation.
+    pub evacuation: Option<EvacuationDialog>,
 }
 
 impl PolicyWindow {
@@ -370,6 +404,40 @@ impl PolicyWindow {
             .iter()
             .find(|s| s.name == name)
             .and_then(|s| s.policy.as_ref().ok())
+    }
+
+    /// The plan of `hvm` arrived (a plan for another HVM than the dialog's is dropped).
+    pub fn evacuation_planned(
+        &mut self,
+        hvm: &str,
+        plan: Result<policy::evacuate::Evacuation, String>,
+    ) {
+        if let Some(d) = self.evacuation.as_mut().filter(|d| d.hvm == hvm) {
+            d.plan = Pending::from(plan);
+        }
+    }
+
+    /// Save and open: closes the dialog and returns the policies to save; the first becomes
+    /// the one picked, so the window shows it once the list is read again.
+    pub fn accept_evacuation(&mut self) -> Vec<Policy> {
+        let Some(dialog) = self.evacuation.take() else {
+            return Vec::new();
+        };
+        let policies = dialog.policies();
+        if let Some(first) = policies.first() {
+            self.selected = Some(first.name.to_string());
+            self.draft = None;
+            self.note = Some(Ok(format!(
+                "Evacuation of {}: {} saved; Execute runs the one picked.",
+                dialog.hvm,
+                policies
+                    .iter()
+                    .map(|p| p.name.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )));
+        }
+        policies
     }
 
     /// New: a draft of an empty policy named as typed, in `mode`.

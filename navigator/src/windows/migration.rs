@@ -7,6 +7,7 @@ use lparmover::ops::Destination;
 
 use crate::app::{Icons, NavigatorApp, Outbox};
 use crate::command::Command;
+use crate::model::policies::EvacuationDialog;
 use crate::model::{Model, RowKind, Side, SourcePick};
 
 const ROW_HEIGHT: f32 = 20.0;
@@ -54,8 +55,22 @@ pub fn ui(ui: &mut Ui, model: &mut Model, icons: &Icons, outbox: &mut Outbox) {
     let buttons_height = 90.0;
     let tree_height = (ui.available_height() - buttons_height).max(120.0);
     ui.columns(2, |cols| {
-        tree_ui(&mut cols[0], model, icons, Side::Source, tree_height);
-        tree_ui(&mut cols[1], model, icons, Side::Destination, tree_height);
+        tree_ui(
+            &mut cols[0],
+            model,
+            icons,
+            Side::Source,
+            tree_height,
+            outbox,
+        );
+        tree_ui(
+            &mut cols[1],
+            model,
+            icons,
+            Side::Destination,
+            tree_height,
+            outbox,
+        );
     });
     ui.separator();
     picks_ui(ui, model);
@@ -153,11 +168,19 @@ fn picks_ui(ui: &mut Ui, model: &Model) {
     });
 }
 
-fn tree_ui(ui: &mut Ui, model: &mut Model, icons: &Icons, side: Side, height: f32) {
+fn tree_ui(
+    ui: &mut Ui,
+    model: &mut Model,
+    icons: &Icons,
+    side: Side,
+    height: f32,
+    outbox: &mut Outbox,
+) {
     ui.heading(side.label());
     let rows = model.tree(side).to_vec();
     let mut clicked = None;
     let mut toggled = None;
+    let mut evacuate = None;
     egui::ScrollArea::vertical()
         .id_salt(side.label())
         .max_height(height)
@@ -179,30 +202,42 @@ fn tree_ui(ui: &mut Ui, model: &mut Model, icons: &Icons, side: Side, height: f3
                     ui.add(icons.image(row.icon, 16.0))
                         .on_hover_text(&row.hover);
                     let selected = is_selected(model, side, &row.kind);
+                    // An HVM row takes a right-click on either tree (its context menu).
+                    let enabled = row.selectable || matches!(row.kind, RowKind::Hvm(_));
                     let response = ui
-                        .add_enabled(
-                            row.selectable,
-                            egui::Button::selectable(selected, &row.text),
-                        )
+                        .add_enabled(enabled, egui::Button::selectable(selected, &row.text))
                         .on_hover_text(&row.hover)
                         .on_disabled_hover_text(&row.hover);
                     let label = row.label.clone();
                     response.widget_info(|| {
-                        egui::WidgetInfo::selected(
-                            egui::Role::Button,
-                            row.selectable,
-                            selected,
-                            &label,
-                        )
+                        egui::WidgetInfo::selected(egui::Role::Button, enabled, selected, &label)
                     });
-                    if response.clicked() {
+                    if response.clicked() && row.selectable {
                         clicked = Some(row.kind.clone());
+                    }
+                    if let RowKind::Hvm(hvm) = &row.kind {
+                        response.context_menu(|ui| {
+                            if ui
+                                .button("Evacuate…")
+                                .on_hover_text(
+                                    "Plan the policies that move every LPAR off this HVM",
+                                )
+                                .clicked()
+                            {
+                                evacuate = Some(hvm.clone());
+                                ui.close();
+                            }
+                        });
                     }
                 });
             }
         });
     if let Some(kind) = toggled {
         model.toggle(side, &kind);
+    }
+    if let Some(hvm) = evacuate {
+        model.policies.evacuation = Some(EvacuationDialog::asked(&hvm));
+        outbox.push(Command::PlanEvacuation(hvm));
     }
     if let Some(kind) = clicked {
         match (side, kind) {

@@ -419,3 +419,95 @@ fn question_dialog(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) 
         run.question = None;
     }
 }
+
+/// Evacuate… (an HVM's context menu in the trees): which LPARs go where and which cannot
+/// leave (with the check rows that refuse each candidate); Save and open writes the policies
+/// and shows them in this window, where Execute runs them.
+pub fn show_evacuation(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
+    let Some(dialog) = &model.policies.evacuation else {
+        return;
+    };
+    let mut open = true;
+    let mut accept = false;
+    let mut cancel = false;
+    egui::Window::new(format!("Evacuate {}", dialog.hvm))
+        .open(&mut open)
+        .collapsible(false)
+        .default_pos([260.0, 120.0])
+        .default_size([560.0, 360.0])
+        .show(ctx, |ui| match &dialog.plan {
+            Pending::Idle | Pending::Running => {
+                ui.horizontal(|ui| {
+                    ui.spinner();
+                    ui.label(format!(
+                        "Checking every other HVM for each LPAR of {}…",
+                        dialog.hvm
+                    ));
+                });
+            }
+            Pending::Failed(e) => {
+                ui.colored_label(ERROR_RED, format!("No plan: {e}"));
+                if ui.button("Close").clicked() {
+                    cancel = true;
+                }
+            }
+            Pending::Done(plan) => {
+                egui::ScrollArea::vertical()
+                    .max_height(300.0)
+                    .show(ui, |ui| {
+                        for p in [&plan.live, &plan.shutdown].into_iter().flatten() {
+                            ui.strong(format!(
+                                "Policy {} ({} mode, {} entr{})",
+                                p.name,
+                                p.mode,
+                                p.entries.len(),
+                                if p.entries.len() == 1 { "y" } else { "ies" }
+                            ));
+                            for (i, e) in p.entries.iter().enumerate() {
+                                ui.label(format!("{}. {}", i + 1, e.describe()));
+                            }
+                        }
+                        for u in &plan.unplaced {
+                            ui.colored_label(
+                                ERROR_RED,
+                                format!(
+                                    "{} stays on {}: no destination takes it",
+                                    u.lpar, plan.hvm
+                                ),
+                            );
+                            for r in &u.refusals {
+                                ui.label(format!("    {}: {}", r.candidate, r.reasons.join("; ")));
+                            }
+                        }
+                        if plan.live.is_none() && plan.shutdown.is_none() {
+                            ui.label(format!("Nothing can move off {}.", plan.hvm));
+                        }
+                    });
+                ui.separator();
+                ui.horizontal(|ui| {
+                    let any = plan.live.is_some() || plan.shutdown.is_some();
+                    if ui
+                        .add_enabled(any, egui::Button::new("Save and open"))
+                        .on_hover_text("Save the policies and show them in Migration Policy")
+                        .clicked()
+                    {
+                        accept = true;
+                    }
+                    if ui.button("Cancel").clicked() {
+                        cancel = true;
+                    }
+                });
+            }
+        });
+    if accept {
+        for policy in model.policies.accept_evacuation() {
+            outbox.push(Command::SavePolicy {
+                policy: Box::new(policy),
+                replace: true,
+            });
+        }
+        model.open.policy = true;
+    } else if cancel || !open {
+        model.policies.evacuation = None;
+    }
+}

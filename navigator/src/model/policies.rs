@@ -528,6 +528,36 @@ mod tests {
     }
 
     #[test]
+    fn an_evacuation_plan_is_shown_for_its_hvm_only_and_save_picks_its_first_policy() {
+        let mut w = PolicyWindow {
+            evacuation: Some(EvacuationDialog::asked("ch1-b1")),
+            ..PolicyWindow::default()
+        };
+        let mut live = Policy::new(
+            PolicyName::new("evacuate-ch1-b1-live").expect("name"),
+            Mode::ConcurrentMaintenance,
+        );
+        live.entries.push(Entry::new(
+            "ch1-b1/web-01".parse().expect("ref"),
+            "ch1-b2".parse().expect("dest"),
+        ));
+        let plan = |hvm: &str| policy::evacuate::Evacuation {
+            hvm: hvm.into(),
+            live: Some(live.clone()),
+            shutdown: None,
+            unplaced: Vec::new(),
+        };
+        w.evacuation_planned("ch2-b1", Ok(plan("ch2-b1")));
+        assert!(w.evacuation.as_ref().is_some_and(|d| d.plan.running()));
+        w.evacuation_planned("ch1-b1", Ok(plan("ch1-b1")));
+        let saved = w.accept_evacuation();
+        assert_eq!(saved.len(), 1);
+        assert_eq!(w.selected.as_deref(), Some("evacuate-ch1-b1-live"));
+        assert!(w.evacuation.is_none());
+        assert!(w.accept_evacuation().is_empty(), "nothing twice");
+    }
+
+    #[test]
     fn entry_states_follow_the_runner_and_a_stop_makes_running_entries_terminating() {
         let mut p = Policy::new(
             PolicyName::new("t").expect("name"),

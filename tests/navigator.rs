@@ -1,6 +1,7 @@
 //! The navigator driven by accessibility labels (egui_kittest, no renderer) against a real
 //! demo fleet: a live move end to end, an incompatible pair refused, a cancel mid-transfer,
-//! a failed move recovered, and a move a killed manager left settled when the app starts.
+//! a failed move recovered, a move a killed manager left settled when the app starts, and
+//! Evacuate… on an HVM's context menu saving its plan into Migration Policy.
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,8 @@
 //! (rehearsed, one entry skipped per `on_error`), writes its reports and the return policy
 //! that brings everything home; the runner answers an operator's Retry / Skip / End and Stop
 //! → Continue / End, keeps a window, meets an operator's move of the same LPAR with "busy",
-//! and runs entries on disjoint blades two at a time, never more.
+//! and runs entries on disjoint blades two at a time, never more; `policy stop` from a second
+//! process stops a running `policy run` after its running entry.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;

@@ -140,7 +140,17 @@ fn vs_qemu_moves_the_same_guest_with_both_and_measures_both_pauses() {
             (40.0..60.0).contains(&dirtied),
             "{side}: the guest dirtied {dirtied} MB/s during a move, configured 50: {report:#}\n{stderr}"
         );
-        assert_eq!(s["carried_load"], true, "{side}: {report:#}");
+        // On two cores a busy host can starve the guest's vCPU: the flag must say so, not hide it.
+        assert_eq!(
+            s["carried_load"],
+            dirtied >= 45.0,
+            "{side}: the flag must follow the guest's achieved rate: {report:#}"
+        );
+        let cpu = s["cpu_s"]["median"].as_f64().unwrap_or(-1.0);
+        assert!(
+            cpu > 0.0,
+            "{side}: a move used {cpu} CPU seconds: {report:#}"
+        );
     }
     let settings = report["qemu_settings"].to_string();
     assert!(

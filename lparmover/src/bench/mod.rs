@@ -28,6 +28,7 @@
 //! against the guests' own load.
 
 pub mod fleet;
+pub mod hugepages;
 pub mod netns;
 mod procstat;
 pub mod qemu;

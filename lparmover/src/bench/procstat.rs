@@ -7,16 +7,18 @@ fn ticks_per_second() -> f64 {
     if t > 0 { t as f64 } else { 100.0 }
 }
 
-/// user + system ticks of one process (all its threads), if it still exists.
+/// user + system ticks of one process (all its threads) and of its children it has reaped, if
+/// it still exists. A VM process that ends during a move (the source's) leaves the tree; its
+/// time then shows in its parent's reaped-children fields instead of vanishing (which made a
+/// move's CPU negative).
 fn ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // rest starts at field 3 (state); utime is field 14, stime 15.
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+    // rest starts at field 3 (state); utime is field 14, stime 15, cutime 16, cstime 17.
+    let field = |n: usize| -> Option<u64> { fields.get(n - 3)?.parse().ok() };
+    Some(field(14)? + field(15)? + field(16)? + field(17)?)
 }
 
 /// `pid` and all its descendants.

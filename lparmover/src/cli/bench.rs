@@ -10,6 +10,7 @@ use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use lparmover::bench::hugepages::HugePagePool;
 use lparmover::bench::netns::{NetnsPair, Side};
 use lparmover::bench::{CaseEnv, CaseResult, CaseSpec, Link, render, run_case, summarize};
 
@@ -68,8 +69,10 @@ pub struct LiveArgs {
     /// Skip the convergence case.
     #[arg(long)]
     pub no_converge: bool,
-    /// Touch the LPAR's memory size right before each move, so the destination's guest memory
-    /// is memory the host already backs (on a VM host that backs memory on first touch).
+    /// Back guest memory with memory the host already holds: reserve and touch a huge page
+    /// pool for source and destination guest before the first move (root; restored after),
+    /// or, where the pool cannot be had, touch the LPAR's size right before each move. On a VM
+    /// host that backs memory on first touch this measures the move, not the host.
     #[arg(long)]
     pub pretouch: bool,
     /// Skip the TCP probe of shaped links.
@@ -182,23 +185,44 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     }
     let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
     let (workdir, _temp) = workdir_or_temp(args.workdir.as_ref(), "lparmover-bench-")?;
-    let cases = cases(&args);
+    let mut cases = cases(&args);
     if cases.iter().any(|c| c.link != Link::Loopback) {
         lparmover::bench::netns::preflight()
             .context("shaped links (--link 1gbit|10gbit|all) need network namespaces")?;
     }
+    // Source and destination guest, plus room for a VM process still exiting.
+    let _pool = if args.pretouch {
+        let pool = reserve_pool((2 * args.size + 256) << 20);
+        if pool.is_some() {
+            // The pool already holds touched memory; touching more before each move would only
+            // compete with it.
+            cases.iter_mut().for_each(|c| c.pretouch = false);
+        }
+        pool
+    } else {
+        None
+    };
+    interruptible(run_cases(&args, &cases, &hvmsim, &workdir)).await
+}
+
+async fn run_cases(
+    args: &LiveArgs,
+    cases: &[CaseSpec],
+    hvmsim: &std::path::Path,
+    workdir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
     let mut results = Vec::new();
     for (i, spec) in cases.iter().enumerate() {
         let dir = workdir.join(format!("{i}-{}", spec.label.replace(' ', "-")));
         let result = if spec.link.in_netns() {
             let pair = NetnsPair::create(spec.link.rate_bits())
                 .context("cannot set up the shaped link")?;
-            let result = netns_case(spec, &pair, &hvmsim, dir, !args.no_probe).await?;
+            let result = netns_case(spec, &pair, hvmsim, dir, !args.no_probe).await?;
             drop(pair);
             result
         } else {
             let env = CaseEnv {
-                hvmsim: hvmsim.clone(),
+                hvmsim: hvmsim.to_owned(),
                 workdir: dir,
                 netns: None,
             };
@@ -222,6 +246,42 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Grows the host's huge page pool by `bytes` and touches it, so guest memory on either blade
+/// comes from memory the host already backs (see [`lparmover::bench::hugepages`]); says on
+/// stderr what it did, or why the run goes without.
+pub(crate) fn reserve_pool(bytes: u64) -> Option<HugePagePool> {
+    match tokio::task::block_in_place(|| HugePagePool::reserve(bytes)) {
+        Ok(pool) => {
+            eprintln!(
+                "reserved and touched {:.1} GiB of 2 MiB huge pages for guest memory in {:.1} s (given back at the end)",
+                pool.bytes() as f64 / (1u64 << 30) as f64,
+                pool.warmed_in.as_secs_f64()
+            );
+            Some(pool)
+        }
+        Err(e) => {
+            eprintln!(
+                "WARNING: no huge page pool for guest memory ({e}); the destination's guest memory may pay the host's first touch"
+            );
+            None
+        }
+    }
+}
+
+/// Runs `work`, or stops it on Ctrl-C or SIGTERM, so that what it holds (network namespaces,
+/// worker processes, the huge page pool of the caller) is given back either way.
+pub(crate) async fn interruptible<T>(
+    work: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch for SIGTERM")?;
+    tokio::select! {
+        result = work => result,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted (Ctrl-C); its namespaces and huge pages are given back"),
+        _ = term.recv() => bail!("terminated (SIGTERM); its namespaces and huge pages are given back"),
+    }
 }
 
 /// Runs `spec` with its blades in the two namespaces of `pair` (the manager, a `bench worker`

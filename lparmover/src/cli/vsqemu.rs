@@ -140,181 +140,190 @@ pub async fn run(args: VsQemuArgs) -> anyhow::Result<ExitCode> {
         super::bench::workdir_or_temp(args.workdir.as_ref(), "lparmover-vs-qemu-")?;
     std::fs::create_dir_all(&workdir).with_context(|| format!("create {}", workdir.display()))?;
     let max_mib = args.sizes.iter().copied().max().unwrap_or(1024);
-    eprintln!(
-        "touching {} GiB of memory once, so neither side pays the host's first touch",
-        (2 * max_mib + 1024) / 1024
-    );
-    tokio::task::block_in_place(|| lparmover::bench::touch_host_memory((2 * max_mib + 1024) << 20));
+    // Our source and destination guests; QEMU's RAM files in --ram-dir are written once and
+    // stay resident on their own.
+    let pool = super::bench::reserve_pool((2 * max_mib + 256) << 20);
+    if pool.is_none() {
+        tokio::task::block_in_place(|| {
+            lparmover::bench::touch_host_memory((2 * max_mib + 1024) << 20)
+        });
+    }
     let tsc = tokio::task::block_in_place(tsc_hz);
     eprintln!("{qemu_version}; guest TSC paced at {:.3} GHz", tsc / 1e9);
 
-    let mut settings_seen: Vec<String> = Vec::new();
-    let mut note = |s: &QemuSettings| {
-        let d = format!("{}: {}", s.mode.name(), s.describe());
-        if !settings_seen.contains(&d) {
-            settings_seen.push(d);
-        }
-    };
-    let mut calibrations = Vec::new();
-    let mut rows = Vec::new();
-    for &link in &args.links {
-        let pair = NetnsPair::create(link.rate_bits())
-            .context("cannot create the namespaces and veth pair")?;
-        let probe = if link.rate_bits().is_some() {
-            let bits = tokio::task::block_in_place(|| pair.probe_tcp(Duration::from_secs(2)))?;
-            eprintln!(
-                "[{}] TCP probe A → B: {:.2} Gbit/s",
-                link.name(),
-                bits / 1e9
-            );
-            Some(bits / 1e9)
-        } else {
-            None
-        };
-        let link_dir = workdir.join(link.name());
-        std::fs::create_dir_all(&link_dir)?;
-        let env = QemuEnv {
-            pair: &pair,
-            hvmsim: &hvmsim,
-            workdir: &link_dir,
-            ram_dir: &args.ram_dir,
-            tsc_hz: tsc,
-            timeout: Duration::from_secs(args.qemu_timeout),
-        };
-        let mode = match args.qemu_mode {
-            Some(mode) => mode,
-            None => {
-                let guest = QemuGuest {
-                    memory_mib: args.sizes[0],
-                    dirty_mbps: 0.0,
-                    working_set_mib: working_set_mib(args.sizes[0]),
-                    seed: BENCH_SEED,
-                };
-                let mut tried = Vec::new();
-                for mode in QemuMode::CANDIDATES {
-                    let settings = QemuSettings {
-                        mode,
-                        downtime_limit_ms: args.downtime_limit_ms,
-                    };
-                    note(&settings);
-                    let label = format!("{} calibration", link.name());
-                    let result = tokio::task::block_in_place(|| {
-                        qemu::run_moves(&env, &guest, &settings, 1, &label)
-                    });
-                    match result {
-                        Ok(mut moves) => tried.push((mode, moves.pop())),
-                        Err(e) => {
-                            eprintln!("[{label}] {}: {e}", mode.name());
-                            tried.push((mode, None));
-                        }
-                    }
-                }
-                let c = Calibration::new(link, tried, probe);
-                eprintln!(
-                    "[{}] QEMU's best mode: {} ({:.2} Gbit/s){}",
-                    link.name(),
-                    c.best.name(),
-                    c.best_wire_gbits,
-                    c.unfair
-                        .as_ref()
-                        .map(|u| format!("; NOT FAIR: {u}"))
-                        .unwrap_or_default()
-                );
-                let best = c.best;
-                calibrations.push(c);
-                best
+    super::bench::interruptible(async {
+        let mut settings_seen: Vec<String> = Vec::new();
+        let mut note = |s: &QemuSettings| {
+            let d = format!("{}: {}", s.mode.name(), s.describe());
+            if !settings_seen.contains(&d) {
+                settings_seen.push(d);
             }
         };
-        for &memory_mib in &args.sizes {
-            for &dirty_mbps in &args.dirty {
-                let case = VsCase {
-                    link,
-                    memory_mib,
-                    dirty_mbps,
-                };
-                let label = case.label();
-                let guest = QemuGuest {
-                    memory_mib,
-                    dirty_mbps,
-                    working_set_mib: working_set_mib(memory_mib),
-                    seed: BENCH_SEED,
-                };
-                let qemu_side = |downtime_limit_ms| {
-                    let settings = QemuSettings {
-                        mode,
-                        downtime_limit_ms,
+        let mut calibrations = Vec::new();
+        let mut rows = Vec::new();
+        for &link in &args.links {
+            let pair = NetnsPair::create(link.rate_bits())
+                .context("cannot create the namespaces and veth pair")?;
+            let probe = if link.rate_bits().is_some() {
+                let bits = tokio::task::block_in_place(|| pair.probe_tcp(Duration::from_secs(2)))?;
+                eprintln!(
+                    "[{}] TCP probe A → B: {:.2} Gbit/s",
+                    link.name(),
+                    bits / 1e9
+                );
+                Some(bits / 1e9)
+            } else {
+                None
+            };
+            let link_dir = workdir.join(link.name());
+            std::fs::create_dir_all(&link_dir)?;
+            let env = QemuEnv {
+                pair: &pair,
+                hvmsim: &hvmsim,
+                workdir: &link_dir,
+                ram_dir: &args.ram_dir,
+                tsc_hz: tsc,
+                timeout: Duration::from_secs(args.qemu_timeout),
+            };
+            let mode = match args.qemu_mode {
+                Some(mode) => mode,
+                None => {
+                    let guest = QemuGuest {
+                        memory_mib: args.sizes[0],
+                        dirty_mbps: 0.0,
+                        working_set_mib: working_set_mib(args.sizes[0]),
+                        seed: BENCH_SEED,
                     };
-                    let r = tokio::task::block_in_place(|| {
-                        qemu::run_moves(&env, &guest, &settings, args.reps, &label)
-                    });
-                    (settings, r)
-                };
-                let (s, result) = qemu_side(args.downtime_limit_ms);
-                note(&s);
-                let qemu = match result {
-                    Ok(moves) => SideFigures::of_qemu(&moves, dirty_mbps, None),
-                    Err(e) => SideFigures {
-                        error: Some(e.to_string()),
-                        ..SideFigures::default()
-                    },
-                };
-                let qemu_default = if args.qemu_default && args.downtime_limit_ms != 300 {
-                    let (s, result) = qemu_side(300);
+                    let mut tried = Vec::new();
+                    for mode in QemuMode::CANDIDATES {
+                        let settings = QemuSettings {
+                            mode,
+                            downtime_limit_ms: args.downtime_limit_ms,
+                        };
+                        note(&settings);
+                        let label = format!("{} calibration", link.name());
+                        let result = tokio::task::block_in_place(|| {
+                            qemu::run_moves(&env, &guest, &settings, 1, &label)
+                        });
+                        match result {
+                            Ok(mut moves) => tried.push((mode, moves.pop())),
+                            Err(e) => {
+                                eprintln!("[{label}] {}: {e}", mode.name());
+                                tried.push((mode, None));
+                            }
+                        }
+                    }
+                    let c = Calibration::new(link, tried, probe);
+                    eprintln!(
+                        "[{}] QEMU's best mode: {} ({:.2} Gbit/s){}",
+                        link.name(),
+                        c.best.name(),
+                        c.best_wire_gbits,
+                        c.unfair
+                            .as_ref()
+                            .map(|u| format!("; NOT FAIR: {u}"))
+                            .unwrap_or_default()
+                    );
+                    let best = c.best;
+                    calibrations.push(c);
+                    best
+                }
+            };
+            for &memory_mib in &args.sizes {
+                for &dirty_mbps in &args.dirty {
+                    let case = VsCase {
+                        link,
+                        memory_mib,
+                        dirty_mbps,
+                    };
+                    let label = case.label();
+                    let guest = QemuGuest {
+                        memory_mib,
+                        dirty_mbps,
+                        working_set_mib: working_set_mib(memory_mib),
+                        seed: BENCH_SEED,
+                    };
+                    let qemu_side = |downtime_limit_ms| {
+                        let settings = QemuSettings {
+                            mode,
+                            downtime_limit_ms,
+                        };
+                        let r = tokio::task::block_in_place(|| {
+                            qemu::run_moves(&env, &guest, &settings, args.reps, &label)
+                        });
+                        (settings, r)
+                    };
+                    let (s, result) = qemu_side(args.downtime_limit_ms);
                     note(&s);
-                    Some(match result {
+                    let qemu = match result {
                         Ok(moves) => SideFigures::of_qemu(&moves, dirty_mbps, None),
                         Err(e) => SideFigures {
                             error: Some(e.to_string()),
                             ..SideFigures::default()
                         },
-                    })
-                } else {
-                    None
-                };
-                let spec = CaseSpec {
-                    label: label.clone(),
-                    link,
-                    memory_mib,
-                    dirty_mbps,
-                    reps: args.reps,
-                    convergence: dirty_mbps >= 200.0,
-                    vcpus: Some(1),
-                    pretouch: true,
-                };
-                let case_dir = link_dir.join(format!("ours-{memory_mib}-{dirty_mbps}"));
-                let ours =
-                    match super::bench::netns_case(&spec, &pair, &hvmsim, case_dir, false).await {
+                    };
+                    let qemu_default = if args.qemu_default && args.downtime_limit_ms != 300 {
+                        let (s, result) = qemu_side(300);
+                        note(&s);
+                        Some(match result {
+                            Ok(moves) => SideFigures::of_qemu(&moves, dirty_mbps, None),
+                            Err(e) => SideFigures {
+                                error: Some(e.to_string()),
+                                ..SideFigures::default()
+                            },
+                        })
+                    } else {
+                        None
+                    };
+                    let spec = CaseSpec {
+                        label: label.clone(),
+                        link,
+                        memory_mib,
+                        dirty_mbps,
+                        reps: args.reps,
+                        convergence: dirty_mbps >= 200.0,
+                        vcpus: Some(1),
+                        pretouch: pool.is_none(),
+                    };
+                    let case_dir = link_dir.join(format!("ours-{memory_mib}-{dirty_mbps}"));
+                    let ours = match super::bench::netns_case(
+                        &spec, &pair, &hvmsim, case_dir, false,
+                    )
+                    .await
+                    {
                         Ok(result) => SideFigures::of_ours(&result),
                         Err(e) => SideFigures {
                             error: Some(format!("{e:#}")),
                             ..SideFigures::default()
                         },
                     };
-                rows.push(VsRow {
-                    case,
-                    qemu_mode: mode,
-                    qemu,
-                    qemu_default,
-                    ours,
-                });
+                    rows.push(VsRow {
+                        case,
+                        qemu_mode: mode,
+                        qemu,
+                        qemu_default,
+                        ours,
+                    });
+                }
             }
+            drop(pair);
         }
-        drop(pair);
-    }
-    let verdicts = verdicts(&rows, &calibrations);
-    let report = VsReport {
-        commit: commit(),
-        reps: args.reps,
-        qemu_settings: settings_seen,
-        qemu_version,
-        calibrations,
-        rows,
-        verdicts,
-    };
-    let json = serde_json::to_string_pretty(&report)?;
-    lparmover::fsutil::write_atomic(&args.json, json.as_bytes())
-        .with_context(|| format!("write {}", args.json.display()))?;
-    print!("{}", render_markdown(&report));
-    println!("\n(JSON: {})", args.json.display());
-    Ok(ExitCode::SUCCESS)
+        let verdicts = verdicts(&rows, &calibrations);
+        let report = VsReport {
+            commit: commit(),
+            reps: args.reps,
+            qemu_settings: settings_seen,
+            qemu_version,
+            calibrations,
+            rows,
+            verdicts,
+        };
+        let json = serde_json::to_string_pretty(&report)?;
+        lparmover::fsutil::write_atomic(&args.json, json.as_bytes())
+            .with_context(|| format!("write {}", args.json.display()))?;
+        print!("{}", render_markdown(&report));
+        println!("\n(JSON: {})", args.json.display());
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
 }

@@ -70,6 +70,38 @@ where
     }
 }
 
+/// Query string whose parse errors (a negative or non-numeric number, an unknown parameter)
+/// come back as catalogue errors naming the problem, as body errors do.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError(EmgError::new(
+                Emg::InvalidRequest,
+                rejection.body_text(),
+            ))),
+        }
+    }
+}
+
+/// A request field refused by its type's `check_fields` (length, charset): a 400 naming it.
+pub(crate) fn checked(
+    result: Result<(), lparmover::api::limits::InvalidField>,
+) -> Result<(), ApiError> {
+    result.map_err(|e| ApiError(EmgError::new(Emg::InvalidRequest, e.to_string())))
+}
+
 fn lpar_number(text: &str) -> Result<LparNumber, ApiError> {
     text.parse().map_err(|e: lparmover::model::InvalidId| {
         ApiError(EmgError::new(Emg::InvalidRequest, e.to_string()))
@@ -188,12 +220,16 @@ async fn restore_config(
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct After {
     #[serde(default)]
     after: u64,
 }
 
-async fn logs(State(s): Svc, Query(q): Query<After>) -> ApiResult<Vec<lparmover::api::LogEntry>> {
+async fn logs(
+    State(s): Svc,
+    ApiQuery(q): ApiQuery<After>,
+) -> ApiResult<Vec<lparmover::api::LogEntry>> {
     Ok(Json(s.logs(q.after)))
 }
 
@@ -205,6 +241,7 @@ async fn take_lock(
     State(s): Svc,
     ApiJson(req): ApiJson<LockRequest>,
 ) -> ApiResult<lparmover::api::Lease> {
+    checked(req.check_fields())?;
     Ok(Json(s.lock(&req)?))
 }
 
@@ -226,6 +263,7 @@ async fn prepare_incoming(
     headers: HeaderMap,
     ApiJson(req): ApiJson<lparmover::api::PrepareIncoming>,
 ) -> ApiResult<lparmover::api::IncomingPrepared> {
+    checked(req.check_fields())?;
     Ok(Json(
         s.prepare_incoming(&req, lease(&headers).as_deref()).await?,
     ))
@@ -236,11 +274,13 @@ async fn start_send(
     headers: HeaderMap,
     ApiJson(req): ApiJson<lparmover::api::StartSend>,
 ) -> ApiResult<lparmover::api::MigrationStatus> {
+    checked(req.check_fields())?;
     Ok(Json(s.start_send(&req, lease(&headers).as_deref()).await?))
 }
 
 /// `?phase=…&wait_ms=…`: answer once the phase is no longer `phase` (long poll).
 #[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 struct StatusQuery {
     phase: Option<String>,
     #[serde(default)]
@@ -250,7 +290,7 @@ struct StatusQuery {
 async fn migration_status(
     State(s): Svc,
     Path(job): Path<String>,
-    axum::extract::Query(q): axum::extract::Query<StatusQuery>,
+    ApiQuery(q): ApiQuery<StatusQuery>,
 ) -> ApiResult<lparmover::api::MigrationStatus> {
     Ok(Json(
         s.migration_status_wait(
@@ -345,6 +385,7 @@ async fn cold_define(
     headers: HeaderMap,
     ApiJson(req): ApiJson<lparmover::api::ColdDefine>,
 ) -> ApiResult<lparmover::api::ColdDefined> {
+    checked(req.check_fields())?;
     Ok(Json(s.cold_define(&req, lease(&headers).as_deref())?))
 }
 
@@ -378,8 +419,8 @@ async fn method_not_allowed(request: Request) -> ApiError {
 
 /// A handler that panicked: 500 with an id the blade's system log carries too, never a
 /// dropped connection.
-fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let id = crate::serve::log_panic(detail.as_ref());
+fn panicked(service: &BladeService, detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let id = crate::serve::log_panic(detail.as_ref(), Some(&service.log));
     ApiError(EmgError::new(
         Emg::Internal,
         format!("the HVM failed while answering ({id}); its system log has the detail"),
@@ -486,9 +527,12 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
             Arc::new(token),
             require_token,
         ));
+    let on_panic = service.clone();
     Router::new()
         .route("/healthz", get(healthz).with_state(service))
         .merge(authorized)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            move |detail| panicked(&on_panic, detail),
+        ))
 }

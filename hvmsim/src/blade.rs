@@ -13,7 +13,7 @@ use lparmover::emg::{Emg, EmgError};
 use lparmover::metrics::Part;
 use lparmover::model::{
     FleetBlade, FleetNetwork, GuestBackend, GuestSpec, Lpar, LparNumber, LparRequest, LparStatus,
-    Mode, Workload, Wwpn,
+    Mode, WorkloadPatch, Wwpn,
 };
 
 use crate::deterrence::Operation;
@@ -79,6 +79,59 @@ struct TransitionGuard<'a> {
 impl Drop for TransitionGuard<'_> {
     fn drop(&mut self) {
         lock(self.set).remove(&self.number);
+    }
+}
+
+/// Undoes a source's "Migrating" mark when dropped armed: a `start_send` that fails or panics
+/// between marking the LPAR and handing it to the sender leaves it Activated, with no migration
+/// record or job, as if the request never came (a panic unwinds through this drop). Disarmed
+/// once the sender owns the move.
+pub(crate) struct MigratingMark<'a> {
+    service: &'a BladeService,
+    number: LparNumber,
+    job: &'a str,
+    armed: bool,
+}
+
+impl<'a> MigratingMark<'a> {
+    pub(crate) fn new(service: &'a BladeService, number: LparNumber, job: &'a str) -> Self {
+        Self {
+            service,
+            number,
+            job,
+            armed: true,
+        }
+    }
+
+    /// The sender owns the move now: its own ending clears the mark.
+    pub(crate) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for MigratingMark<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        self.service.migrations.forget(self.job);
+        let undone = self.service.mutate(|s| {
+            s.migrations.remove(self.job);
+            s.set_status(self.number, LparStatus::Activated).map(drop)
+        });
+        let message = match undone {
+            Ok(()) => format!(
+                "job {}: the send request failed before the move started; LPAR {} is Activated again",
+                self.job, self.number
+            ),
+            Err(e) => format!(
+                "job {}: the send request failed before the move started and LPAR {} could not be set Activated again ({e}); run `lparmover recover`",
+                self.job, self.number
+            ),
+        };
+        self.service
+            .log
+            .record(LogLevel::Warning, "migration", message);
     }
 }
 
@@ -781,22 +834,24 @@ impl BladeService {
     pub fn set_workload(
         &self,
         number: LparNumber,
-        workload: &Workload,
+        change: &WorkloadPatch,
     ) -> Result<LparView, EmgError> {
-        workload
-            .validate()
-            .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?;
         let lpar = self.mutate(|s| {
             s.lpar(number)?;
             let lpar = s
                 .lpars
                 .get_mut(&number)
                 .ok_or_else(|| EmgError::new(Emg::LparNotFound, format!("no LPAR {number}")))?;
-            lpar.workload = workload.clone();
+            // The whole result is checked, inside the change: a refused one writes nothing.
+            let workload = change.apply(&lpar.workload);
+            workload
+                .validate()
+                .map_err(|e| EmgError::new(Emg::InvalidRequest, e.to_string()))?;
+            lpar.workload = workload;
             Ok(lpar.clone())
         })?;
         if let Some(guest) = lock(&self.guests).get(&number) {
-            guest.set_dirty_rate(workload.dirty_rate_mbps);
+            guest.set_dirty_rate(lpar.workload.dirty_rate_mbps);
         }
         Ok(self.view(lpar))
     }

@@ -243,6 +243,25 @@ impl HvmState {
             }
             Some(_) => {}
         }
+        // An LPAR larger than the whole blade could never be activated here.
+        if request.memory_mib > self.blade.memory_mib {
+            return Err(EmgError::new(
+                Emg::NotEnoughMemory,
+                format!(
+                    "LPAR {} asks for {} MiB of memory, HVM {hvm} has {} MiB in all; give at most that",
+                    request.name, request.memory_mib, self.blade.memory_mib
+                ),
+            ));
+        }
+        if request.processors.count > self.blade.processors {
+            return Err(EmgError::new(
+                Emg::NotEnoughProcessors,
+                format!(
+                    "LPAR {} asks for {} processors, HVM {hvm} has {} in all; give at most that",
+                    request.name, request.processors.count, self.blade.processors
+                ),
+            ));
+        }
         if request.memory_mib < 2 || !request.memory_mib.is_multiple_of(2) {
             return Err(EmgError::new(
                 Emg::InvalidRequest,
@@ -688,30 +707,127 @@ impl HvmState {
                 ),
             ));
         }
+        self.check_same_hardware(&doc.blade)?;
         let mut fresh = HvmState::new(doc.blade.clone());
-        fresh.vfc_overrides = std::mem::take(&mut self.vfc_overrides);
-        fresh.mac_overrides = std::mem::take(&mut self.mac_overrides);
+        fresh.vfc_overrides = self.vfc_overrides.clone();
+        fresh.mac_overrides = self.mac_overrides.clone();
         // A mark is about the fabric, not the configuration: a restore keeps it.
-        fresh.wwn_rollbacks = std::mem::take(&mut self.wwn_rollbacks);
+        fresh.wwn_rollbacks = self.wwn_rollbacks.clone();
         for lpar in &doc.lpars {
-            if fresh
-                .lpars
-                .insert(
-                    lpar.number,
-                    Lpar {
-                        status: LparStatus::Deactivated,
-                        ..lpar.clone()
-                    },
-                )
-                .is_some()
-            {
+            if fresh.lpars.contains_key(&lpar.number) {
                 return Err(EmgError::new(
                     Emg::RestoreRejected,
                     format!("LPAR number {} appears twice", lpar.number),
                 ));
             }
+            // The same rules as a define: devices on cards and ports this blade has, vfcIDs in
+            // its range, names and identities not in use, a size the blade can ever run.
+            fresh.define(&Self::redefinition(lpar)).map_err(|e| {
+                EmgError::new(
+                    e.kind,
+                    format!(
+                        "the backup's LPAR {} ({}) cannot be defined here: {}; nothing was restored",
+                        lpar.number, lpar.name, e.detail
+                    ),
+                )
+            })?;
+            fresh.lpars.insert(
+                lpar.number,
+                Lpar {
+                    status: LparStatus::Deactivated,
+                    ..lpar.clone()
+                },
+            );
         }
         *self = fresh;
+        Ok(())
+    }
+
+    /// The request that defines `lpar` again exactly: its number, names, vfcIDs and identities.
+    fn redefinition(lpar: &Lpar) -> LparRequest {
+        LparRequest {
+            number: Some(lpar.number),
+            name: lpar.name.clone(),
+            processors: lpar.processors,
+            memory_mib: lpar.memory_mib,
+            vnics: lpar
+                .vnics
+                .iter()
+                .map(|v| VnicRequest {
+                    segment: v.segment,
+                    vlan: v.vlan.clone(),
+                    mac: Some(v.mac),
+                })
+                .collect(),
+            vfcs: lpar
+                .vfcs
+                .iter()
+                .map(|v| VfcRequest {
+                    port: v.port,
+                    vfc_id: Some(v.vfc_id),
+                    names: Some((v.wwpn, v.wwnn, v.migration_wwpn)),
+                })
+                .collect(),
+            usb: lpar.usb,
+            options: lpar.options.clone(),
+            workload: lpar.workload.clone(),
+            activate: false,
+        }
+    }
+
+    /// A backup brings configuration back, never hardware: one that describes other processors,
+    /// memory or cards than this blade has is refused, naming what differs.
+    fn check_same_hardware(&self, backup: &Blade) -> Result<(), EmgError> {
+        let ours = &self.blade;
+        let differs = |what: &str, theirs: String, mine: String| {
+            EmgError::new(
+                Emg::RestoreRejected,
+                format!(
+                    "the backup describes {what} {theirs}, this blade has {mine}; a restore cannot change hardware, nothing was restored"
+                ),
+            )
+        };
+        if backup.processors != ours.processors {
+            return Err(differs(
+                "processors:",
+                backup.processors.to_string(),
+                ours.processors.to_string(),
+            ));
+        }
+        if backup.memory_mib != ours.memory_mib {
+            return Err(differs(
+                "memory:",
+                format!("{} MiB", backup.memory_mib),
+                format!("{} MiB", ours.memory_mib),
+            ));
+        }
+        if backup.processor_groups != ours.processor_groups {
+            return Err(differs(
+                "processor groups",
+                format!("{:?}", backup.processor_groups),
+                format!("{:?}", ours.processor_groups),
+            ));
+        }
+        if backup.cpu_model != ours.cpu_model || backup.model != ours.model {
+            return Err(differs(
+                "the model",
+                format!("{} ({})", backup.model, backup.cpu_model),
+                format!("{} ({})", ours.model, ours.cpu_model),
+            ));
+        }
+        if backup.cards != ours.cards {
+            return Err(differs(
+                "cards",
+                format!(
+                    "{:?}",
+                    backup.cards.iter().map(|c| c.slot).collect::<Vec<_>>()
+                ),
+                format!(
+                    "{:?} (or other ports or modes)",
+                    ours.cards.iter().map(|c| c.slot).collect::<Vec<_>>()
+                ),
+            ));
+        }
         Ok(())
     }
 }

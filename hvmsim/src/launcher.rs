@@ -70,6 +70,20 @@ impl BladeProcess {
         guest: GuestChoice,
         arrays: &[PathBuf],
     ) -> anyhow::Result<Self> {
+        Self::spawn_with_env(exe, fleet_file, blade, state_dir, guest, arrays, &[])
+    }
+
+    /// [`Self::spawn_cabled`] with extra environment variables for the blade process (the
+    /// tests' fault-injection hooks).
+    pub fn spawn_with_env(
+        exe: &Path,
+        fleet_file: &Path,
+        blade: &str,
+        state_dir: &Path,
+        guest: GuestChoice,
+        arrays: &[PathBuf],
+        env: &[(String, String)],
+    ) -> anyhow::Result<Self> {
         let guest = match guest {
             GuestChoice::Auto => "auto",
             GuestChoice::Kvm => "kvm",
@@ -89,6 +103,7 @@ impl BladeProcess {
         for dir in arrays {
             command.arg("--array").arg(dir);
         }
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         Self::start(command, blade, state_dir)
     }
 

@@ -10,6 +10,7 @@ pub mod array;
 pub mod blade;
 pub mod deterrence;
 pub mod fabric;
+pub mod faultpoint;
 pub mod fcports;
 pub mod fingerprint;
 pub mod genfleet;

@@ -57,7 +57,7 @@ impl LockTable {
             return Err(EmgError::new(
                 Emg::InvalidRequest,
                 format!(
-                    "lease time {} s must be between 1 and {MAX_TTL_SECS} s",
+                    "lease time ttl_secs = {} s is out of range: give 1 to {MAX_TTL_SECS} s",
                     request.ttl_secs
                 ),
             ));

@@ -24,9 +24,6 @@ use lparmover::emg::{Emg, EmgError};
 use crate::api::{ApiError, ApiJson};
 use crate::blade::{BladeService, lock};
 
-/// Longest a destination waits for the source.
-const MAX_LISTEN: Duration = Duration::from_secs(120);
-
 /// The probe routes, merged into the `/v1` router.
 pub fn routes() -> Router<Arc<BladeService>> {
     Router::new()
@@ -65,6 +62,7 @@ async fn listen(
     State(s): State<Arc<BladeService>>,
     ApiJson(req): ApiJson<ProbeListen>,
 ) -> Result<Json<ProbeListening>, ApiError> {
+    crate::api::checked(req.validate())?;
     let ip = s.probe_path(Emg::DestinationPathMissing)?;
     let ticket = connectivity::parse_ticket(&req.ticket).map_err(|e| e.emg())?;
     let source_cert = connectivity::parse_cert(&req.source_cert_pem).map_err(|e| e.emg())?;
@@ -72,7 +70,7 @@ async fn listen(
     let timeout = req
         .timeout_s
         .map_or(LISTEN_TIMEOUT, Duration::from_secs)
-        .min(MAX_LISTEN);
+        .min(connectivity::MAX_LISTEN);
     let (addr, serve) = connectivity::listen_probe(
         SocketAddr::new(ip, 0),
         &identity,
@@ -114,6 +112,7 @@ async fn run(
     State(s): State<Arc<BladeService>>,
     ApiJson(req): ApiJson<ProbeRun>,
 ) -> Result<Json<ProbeReport>, ApiError> {
+    crate::api::checked(req.validate())?;
     let ip = s.probe_path(Emg::SourcePathMissing)?;
     let (identity, _) = s.probe_identity()?;
     let report = connectivity::run_probe(SocketAddr::new(ip, 0), &identity, &req)

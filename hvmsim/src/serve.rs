@@ -169,8 +169,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// Logs a request handler's panic under a fresh id and returns the id, for the 500 answer
-/// (the blade's and the array's `CatchPanicLayer`).
-pub(crate) fn log_panic(detail: &(dyn std::any::Any + Send)) -> String {
+/// (the blade's and the array's `CatchPanicLayer`). A blade passes its system log, so the
+/// operator finds the panic where every other event of the HVM is, not only on stderr.
+pub(crate) fn log_panic(
+    detail: &(dyn std::any::Any + Send),
+    system_log: Option<&crate::syslog::SystemLog>,
+) -> String {
     let what = detail
         .downcast_ref::<String>()
         .cloned()
@@ -178,5 +182,12 @@ pub(crate) fn log_panic(detail: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".to_owned());
     let id = format!("panic-{:016x}", rand::random::<u64>());
     tracing::error!(%id, panic = %what, "a request handler panicked");
+    if let Some(log) = system_log {
+        log.record(
+            lparmover::api::LogLevel::Error,
+            "api",
+            format!("a request handler panicked ({id}): {what}; this is a bug, please report it"),
+        );
+    }
     id
 }

@@ -15,7 +15,6 @@
 use std::fs;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use lparmover::api::HvmConfigDoc;
@@ -95,7 +94,11 @@ impl StateDir {
         let dir = Self {
             root: root.to_owned(),
         };
-        fs::create_dir_all(root.join("identity")).map_err(|e| dir.io(root, e))?;
+        // Owner only: the identity holds the key and the token, the state dir the VMs' control
+        // sockets and every LPAR's configuration.
+        for d in [root.to_owned(), root.join("identity")] {
+            lparmover::fsutil::create_private_dir(&d).map_err(|e| dir.io(&d, e))?;
+        }
         Ok(dir)
     }
 
@@ -244,9 +247,10 @@ impl StateDir {
         self.root.join("logs.jsonl")
     }
 
+    /// Writes a key or token, created with mode 0600 (never readable by others, not for an
+    /// instant: no chmod after the fact).
     fn write_secret(&self, path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
-        write_atomic(path, bytes).map_err(|e| self.io(path, e))?;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| self.io(path, e))
+        lparmover::fsutil::write_atomic_mode(path, bytes, 0o600).map_err(|e| self.io(path, e))
     }
 
     /// The HVM's certificate and token, created on first start and kept afterwards.

@@ -189,6 +189,7 @@ async fn mark(
     State(s): State<Arc<BladeService>>,
     ApiJson(request): ApiJson<MarkWwnRollback>,
 ) -> Result<Json<WwnRollback>, ApiError> {
+    crate::api::checked(request.check_fields())?;
     Ok(Json(s.mark_wwn_rollback(&request)?))
 }
 

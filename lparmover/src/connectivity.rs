@@ -31,6 +31,7 @@ use reqwest::Method;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
+use crate::api::limits::{InvalidField, MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_len};
 use crate::api::{ClientError, HvmClient, Inventory};
 use crate::emg::{Emg, EmgError};
 use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
@@ -63,6 +64,7 @@ const TICKET_OK: u8 = 0x01;
 
 /// `POST /v1/probe/listen` (destination): expect one probe from the source.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeListen {
     /// One-time ticket, hex (64 characters).
     pub ticket: String,
@@ -84,6 +86,7 @@ pub struct ProbeListening {
 
 /// `POST /v1/probe/run` (source): probe the destination.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProbeRun {
     /// The destination's probe endpoint.
     pub dest_addr: SocketAddr,
@@ -97,6 +100,73 @@ pub struct ProbeRun {
     pub max_duration_ms: u64,
     /// Ping-pongs for the round-trip time.
     pub pings: u32,
+}
+
+/// Longest a destination waits for the source's probe.
+pub const MAX_LISTEN: Duration = Duration::from_secs(120);
+/// Most ping-pongs in one test.
+pub const MAX_PINGS: u32 = 1000;
+
+fn in_range(
+    field: &'static str,
+    value: u64,
+    min: u64,
+    max: u64,
+    unit: &str,
+) -> Result<(), InvalidField> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(InvalidField {
+        field,
+        problem: format!("= {value} is out of range"),
+        remedy: format!("give {min} to {max} {unit}"),
+    })
+}
+
+impl ProbeListen {
+    /// Checks the wait and the text fields before anything listens.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        if let Some(t) = self.timeout_s {
+            in_range(
+                "timeout_s",
+                t,
+                1,
+                MAX_LISTEN.as_secs(),
+                "s (or leave it out)",
+            )?;
+        }
+        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
+        check_len(
+            "source_cert_pem",
+            &self.source_cert_pem,
+            MAX_CERT_PEM_LEN,
+            true,
+        )
+    }
+}
+
+impl ProbeRun {
+    /// Checks every limit of the probe before anything connects.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        in_range("max_bytes", self.max_bytes, 1, MAX_BYTES, "bytes")?;
+        in_range(
+            "max_duration_ms",
+            self.max_duration_ms,
+            1,
+            u64::try_from(MAX_DURATION.as_millis()).unwrap_or(u64::MAX),
+            "ms",
+        )?;
+        in_range(
+            "pings",
+            u64::from(self.pings),
+            1,
+            u64::from(MAX_PINGS),
+            "ping-pongs",
+        )?;
+        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
+        check_len("dest_cert_pem", &self.dest_cert_pem, MAX_CERT_PEM_LEN, true)
+    }
 }
 
 /// Round-trip times of the ping-pongs.
@@ -165,6 +235,9 @@ pub enum ConnectivityError {
     /// A precondition failed (no migration path, same address, same HVM).
     #[error("{0}")]
     Refused(EmgError),
+    /// A limit of the test is out of range (nothing was asked of any HVM).
+    #[error(transparent)]
+    Limits(#[from] InvalidField),
 }
 
 impl ConnectivityError {
@@ -174,6 +247,7 @@ impl ConnectivityError {
             Self::Profile(e) => EmgError::new(Emg::BladeNotFound, e.to_string()),
             Self::Client(e) => e.emg(),
             Self::Refused(e) => e.clone(),
+            Self::Limits(e) => EmgError::new(Emg::InvalidRequest, e.to_string()),
         }
     }
 }
@@ -505,6 +579,28 @@ pub struct ProbeLimits {
     pub pings: u32,
 }
 
+impl ProbeLimits {
+    /// Checks the limits an operator gave (the CLI's `--mib` and `--max-ms`, the navigator's
+    /// fields) before any HVM is asked: the error names the field and its range.
+    pub fn validate(&self) -> Result<(), InvalidField> {
+        in_range("max_bytes", self.max_bytes, 1, MAX_BYTES, "bytes")?;
+        in_range(
+            "max_duration_ms",
+            u64::try_from(self.max_duration.as_millis()).unwrap_or(u64::MAX),
+            1,
+            u64::try_from(MAX_DURATION.as_millis()).unwrap_or(u64::MAX),
+            "ms",
+        )?;
+        in_range(
+            "pings",
+            u64::from(self.pings),
+            1,
+            u64::from(MAX_PINGS),
+            "ping-pongs",
+        )
+    }
+}
+
 impl Default for ProbeLimits {
     fn default() -> Self {
         Self {
@@ -540,6 +636,7 @@ pub async fn connectivity_test(
         finished_at: None,
         detail: None,
     };
+    limits.validate()?;
     let result = probe_between(profile, source, destination, limits).await;
     record.finished_at = Some(chrono::Utc::now());
     match &result {

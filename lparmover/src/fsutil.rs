@@ -11,6 +11,22 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     write_atomic_mode(path, bytes, 0o644)
 }
 
+/// Creates `dir` and any missing parents with mode 0700 (owner only), from the start: for state
+/// and identity directories, which hold tokens, keys and guests' control sockets. An existing
+/// directory that others may read or enter is narrowed to 0700 (it may predate this rule).
+pub fn create_private_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    let mode = fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
+    }
+    Ok(())
+}
+
 /// [`write_atomic`] for secrets: the file is created with `mode` (e.g. 0600) from the start,
 /// so it is never readable by others, not even for an instant.
 pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
@@ -26,6 +42,9 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
     tmp_name.push(name);
     tmp_name.push(format!(".tmp.{}", std::process::id()));
     let tmp = dir.join(tmp_name);
+    // A temporary file left by a killed writer keeps its old mode when reopened: start afresh,
+    // so `mode` always applies.
+    let _ = fs::remove_file(&tmp);
     let result = (|| {
         let mut file = OpenOptions::new()
             .write(true)
@@ -48,6 +67,41 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_are_owner_only_from_the_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a/b");
+        create_private_dir(&dir).unwrap();
+        for d in [root.path().join("a"), dir.clone()] {
+            let mode = fs::metadata(&d).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", d.display());
+        }
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+    }
+
+    #[test]
+    fn a_stale_temporary_file_does_not_keep_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token");
+        let stale = dir
+            .path()
+            .join(format!(".token.tmp.{}", std::process::id()));
+        fs::write(&stale, b"old").unwrap();
+        fs::set_permissions(&stale, fs::Permissions::from_mode(0o644)).unwrap();
+        write_atomic_mode(&path, b"secret", 0o600).unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
 
     #[test]
     fn secrets_are_written_readable_by_their_owner_only() {

@@ -47,7 +47,7 @@ pub enum ProfileError {
 pub const PROFILE_FORMAT: u32 = 1;
 
 /// One registered HVM.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileHvm {
     /// Blade / HVM name.
@@ -65,8 +65,22 @@ pub struct ProfileHvm {
     pub migration_paths: Vec<Ipv4Addr>,
 }
 
+// By hand, so that secrets (token) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for ProfileHvm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileHvm")
+            .field("name", &self.name)
+            .field("chassis", &self.chassis)
+            .field("url", &self.url)
+            .field("cert_pem", &self.cert_pem)
+            .field("token", &"<redacted>")
+            .field("migration_paths", &self.migration_paths)
+            .finish()
+    }
+}
+
 /// A storage array registered with the manager.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileArray {
     /// Array name.
@@ -81,6 +95,19 @@ pub struct ProfileArray {
     /// (the seed's "Save password setting"); the profile is written with mode 0600.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credentials: Option<crate::api::array::Credentials>,
+}
+
+// By hand, so that secrets (token) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for ProfileArray {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProfileArray")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("cert_pem", &self.cert_pem)
+            .field("token", &"<redacted>")
+            .field("credentials", &self.credentials)
+            .finish()
+    }
 }
 
 /// The manager's profile.
@@ -160,8 +187,12 @@ impl Profile {
             path: path.display().to_string(),
             source,
         };
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(write_err)?;
+        // A directory made for the profile is the manager's own: owner only.
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            crate::fsutil::create_private_dir(dir).map_err(write_err)?;
         }
         let body = toml::to_string_pretty(self)
             .map_err(|e| write_err(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
@@ -230,10 +261,49 @@ mod tests {
         };
         profile.save(&path).unwrap();
         assert_eq!(Profile::load(&path).unwrap(), profile);
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode(&path), 0o600, "the profile holds tokens");
+            assert_eq!(
+                mode(path.parent().unwrap()),
+                0o700,
+                "a directory made for it"
+            );
+        }
         assert!(matches!(
             profile.hvm("nope"),
             Err(ProfileError::UnknownHvm { .. })
         ));
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_token() {
+        let hvm = ProfileHvm {
+            name: "b1".into(),
+            chassis: "CH1".into(),
+            url: "https://127.0.1.1:1234".into(),
+            cert_pem: "PEM".into(),
+            token: "0123456789abcdef-secret".into(),
+            migration_paths: vec![],
+        };
+        let array = ProfileArray {
+            name: "ams1".into(),
+            url: "https://127.0.4.1:1".into(),
+            cert_pem: "PEM".into(),
+            token: "fedcba-secret".into(),
+            credentials: None,
+        };
+        let profile = Profile {
+            fleet: "demo".into(),
+            hvms: vec![hvm.clone()],
+            arrays: vec![array],
+            data_dir: None,
+        };
+        let client = crate::api::HvmClient::new(&hvm);
+        for text in [format!("{profile:?}"), format!("{client:?}")] {
+            assert!(!text.contains("secret"), "{text}");
+        }
     }
 
     #[test]

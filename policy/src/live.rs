@@ -154,7 +154,9 @@ impl RunLock {
         }
         let info_path = dir.join(INFO);
         let body = serde_json::to_vec_pretty(&info).map_err(|e| io_err(&info_path)(e.into()))?;
-        lparmover::fsutil::write_atomic(&info_path, &body).map_err(io_err(&info_path))?;
+        // It holds the run's token: owner-only from the moment it exists.
+        lparmover::fsutil::write_atomic_mode(&info_path, &body, 0o600)
+            .map_err(io_err(&info_path))?;
         Ok(Self {
             _file: file,
             dir,
@@ -291,7 +293,7 @@ pub fn request_stop(runs: &RunStore, run: &LiveRun) -> Result<(), LiveError> {
         by_pid: std::process::id(),
     })
     .map_err(|e| io_err(&path)(e.into()))?;
-    lparmover::fsutil::write_atomic(&path, &body).map_err(io_err(&path))
+    lparmover::fsutil::write_atomic_mode(&path, &body, 0o600).map_err(io_err(&path))
 }
 
 #[cfg(test)]

@@ -142,6 +142,7 @@ pub struct TestBlade {
     state_dir: PathBuf,
     process: BladeProcess,
     arrays: Vec<PathBuf>,
+    env: Vec<(String, String)>,
     /// Profile entry (address, pinned certificate, token).
     pub profile: ProfileHvm,
 }
@@ -159,16 +160,42 @@ impl TestBlade {
         state_dir: &Path,
         arrays: &[&TestArray],
     ) -> anyhow::Result<Self> {
+        Self::start_full(fleet_file, name, state_dir, arrays, &[])
+    }
+
+    /// [`Self::start`] with extra environment variables for the blade process, e.g. hvmsim's
+    /// `HVMSIM_FAULT_PANIC` (kept for [`Self::restart`]).
+    pub fn start_with_env(
+        fleet_file: &Path,
+        name: &str,
+        state_dir: &Path,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        Self::start_full(fleet_file, name, state_dir, &[], env)
+    }
+
+    fn start_full(
+        fleet_file: &Path,
+        name: &str,
+        state_dir: &Path,
+        arrays: &[&TestArray],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         test_data_dir();
         let fleet = Fleet::load(fleet_file)?;
         let arrays: Vec<PathBuf> = arrays.iter().map(|a| a.state_dir().to_owned()).collect();
-        let mut process = BladeProcess::spawn_cabled(
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut process = BladeProcess::spawn_with_env(
             &binary("hvmsim"),
             fleet_file,
             name,
             state_dir,
             GuestChoice::Auto,
             &arrays,
+            &env,
         )?;
         let endpoint = process.wait_ready(Duration::from_secs(60))?;
         let profile = process.profile_entry(&endpoint, &fleet)?;
@@ -179,6 +206,7 @@ impl TestBlade {
             state_dir: state_dir.to_owned(),
             process,
             arrays,
+            env,
             profile,
         })
     }
@@ -219,13 +247,14 @@ impl TestBlade {
     pub fn restart(&mut self) -> anyhow::Result<()> {
         // A blade still running holds its state directory: stop it first (a no-op after kill9).
         self.process.stop();
-        let mut process = BladeProcess::spawn_cabled(
+        let mut process = BladeProcess::spawn_with_env(
             &binary("hvmsim"),
             &self.fleet_file,
             &self.name,
             &self.state_dir,
             GuestChoice::Auto,
             &self.arrays,
+            &self.env,
         )?;
         let endpoint = process.wait_ready(Duration::from_secs(60))?;
         self.profile = process.profile_entry(&endpoint, &self.fleet)?;
@@ -237,6 +266,69 @@ impl TestBlade {
 impl Drop for TestBlade {
     fn drop(&mut self) {
         self.process.stop();
+    }
+}
+
+impl TestBlade {
+    /// Sends `method path` (under the blade's base URL, e.g. `/v1/locks`) with the blade's token
+    /// and an optional JSON body; returns the status and the answer's JSON (`null` when the
+    /// answer has none), for requests the typed client would never send.
+    pub async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let base = self.profile.url.trim_end_matches('/');
+        let mut request = self
+            .raw_client()
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(&self.profile.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let answer = request.send().await.expect("the blade answers");
+        let status = answer.status().as_u16();
+        let json = answer.json().await.unwrap_or(serde_json::Value::Null);
+        (status, json)
+    }
+
+    /// The blade's state file as it is on disk, to check byte for byte that a refused request
+    /// changed nothing.
+    pub fn state_bytes(&self) -> Vec<u8> {
+        std::fs::read(self.state_dir.join("state.json")).expect("the blade's state file")
+    }
+}
+
+/// A small LPAR definition for the demo fleet's blades: 1 shared processor, 64 MiB, a vNIC on
+/// segment 1a and a vFC on FC port 3/0.
+pub fn small_lpar_request(name: &str) -> lparmover::model::LparRequest {
+    use lparmover::model::lpar::{VfcRequest, Vlan, VnicRequest};
+    use lparmover::model::{ProcessorMode, Processors, Workload};
+    lparmover::model::LparRequest {
+        number: None,
+        name: name.parse().expect("an LPAR name"),
+        processors: Processors {
+            mode: ProcessorMode::Shared,
+            count: 1,
+            service_ratio: 100,
+            group: 0,
+        },
+        memory_mib: 64,
+        vnics: vec![VnicRequest {
+            segment: "1a".parse().expect("a segment"),
+            vlan: Vlan::Untag { id: 10 },
+            mac: None,
+        }],
+        vfcs: vec![VfcRequest {
+            port: "3/0".parse().expect("an FC port"),
+            vfc_id: None,
+            names: None,
+        }],
+        usb: Default::default(),
+        options: Default::default(),
+        workload: Workload::default(),
+        activate: false,
     }
 }
 

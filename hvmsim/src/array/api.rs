@@ -314,7 +314,7 @@ async fn wrong_method(request: Request) -> Refusal {
 
 /// A handler that panicked: 500 with an id the log carries too.
 fn panicked(detail: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let id = crate::serve::log_panic(detail.as_ref());
+    let id = crate::serve::log_panic(detail.as_ref(), None);
     Refusal(ArrayError::new(
         ArrayErrorCode::Internal,
         format!("the array failed while answering ({id})"),

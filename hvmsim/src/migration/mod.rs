@@ -68,6 +68,11 @@ pub(crate) struct Settled {
 impl Migrations {
     /// Whether a move on this blade is not over yet (in memory; the state's records say the
     /// same across restarts).
+    /// Drops a job that never started (`crate::blade::MigratingMark` undoing a failed send).
+    pub(crate) fn forget(&self, job: &str) {
+        lock(&self.jobs).remove(job);
+    }
+
     pub(crate) fn any_running(&self) -> bool {
         lock(&self.jobs).values().any(|job| !job.phase().is_final())
     }
@@ -702,6 +707,9 @@ impl BladeService {
             );
             Ok(())
         })?;
+        // From here until the sender owns the move, a failure (or a panic) undoes the mark.
+        let mark = crate::blade::MigratingMark::new(self, request.lpar, &request.job);
+        crate::faultpoint::panic_at(crate::faultpoint::START_SEND_MARKED);
         let (progress_tx, mut progress_rx) = tokio::sync::watch::channel(Default::default());
         let cancel = CancellationToken::new();
         let sender = Sender::new(guest.clone(), cfg, progress_tx, cancel.clone());
@@ -781,6 +789,7 @@ impl BladeService {
                 }
             }
         });
+        mark.disarm();
         self.migration_status(&request.job)
     }
 

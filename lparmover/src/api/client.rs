@@ -64,12 +64,23 @@ impl ClientError {
 }
 
 /// A client bound to one HVM, trusting only its pinned certificate.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct HvmClient {
     name: String,
     base: String,
     token: String,
     http: reqwest::Client,
+}
+
+// By hand, so that secrets (token) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for HvmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HvmClient")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl HvmClient {
@@ -239,7 +250,7 @@ impl HvmClient {
         workload: &Workload,
     ) -> Result<LparView, ClientError> {
         let body = WorkloadUpdate {
-            workload: workload.clone(),
+            workload: workload.clone().into(),
         };
         self.call(
             Method::PUT,

@@ -142,6 +142,17 @@ impl MoveOptions {
     }
 }
 
+impl StartSend {
+    /// Checks the free-text fields' lengths and the job id before the LPAR is marked Migrating
+    /// (the options have [`MoveOptions::validate`]).
+    pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
+        use super::limits::{MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_job_id, check_len};
+        check_job_id("job", &self.job)?;
+        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
+        check_len("dest_cert_pem", &self.dest_cert_pem, MAX_CERT_PEM_LEN, true)
+    }
+}
+
 /// A move option outside its range.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("move option {field} = {value} is out of range: give {allowed}; nothing was started")]
@@ -199,6 +210,21 @@ pub struct PrepareIncoming {
     pub ticket: String,
     /// The source HVM's certificate (PEM) to pin on the migration path.
     pub source_cert_pem: String,
+}
+
+impl PrepareIncoming {
+    /// Checks the free-text fields' lengths and the job id before anything is defined.
+    pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
+        use super::limits::{MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_job_id, check_len};
+        check_job_id("job", &self.job)?;
+        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
+        check_len(
+            "source_cert_pem",
+            &self.source_cert_pem,
+            MAX_CERT_PEM_LEN,
+            true,
+        )
+    }
 }
 
 /// The destination is ready.
@@ -488,6 +514,13 @@ pub struct ColdDefine {
     pub lpar: Lpar,
     /// LPAR number on the destination (None = youngest free).
     pub number: Option<LparNumber>,
+}
+
+impl ColdDefine {
+    /// Checks the job id before anything is defined.
+    pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
+        super::limits::check_job_id("job", &self.job)
+    }
 }
 
 /// The destination defined the LPAR.

@@ -30,6 +30,7 @@
 
 pub mod array;
 mod client;
+pub mod limits;
 mod migration;
 mod types;
 mod wwn;

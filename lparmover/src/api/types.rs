@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    Blade, CardKind, GuestBackend, Lpar, LparNumber, ManagementPath, MigrationPath, Workload,
+    Blade, CardKind, GuestBackend, Lpar, LparNumber, ManagementPath, MigrationPath,
 };
 use crate::partition::Heartbeat;
 
@@ -147,6 +147,7 @@ pub struct Inventory {
 
 /// The persisted configuration of an HVM: what "save", "backup" and "restore" move around.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HvmConfigDoc {
     /// Format of this document ([`Self::FORMAT`]; missing in documents of before versions: 1).
     #[serde(default = "crate::format::v1")]
@@ -188,6 +189,16 @@ pub struct LockRequest {
     pub purpose: String,
     /// Lease time in seconds; the holder renews before it runs out.
     pub ttl_secs: u64,
+}
+
+impl LockRequest {
+    /// Checks the owner's and the purpose's lengths (the lease time is checked by the HVM's
+    /// lock table, which knows its limit).
+    pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
+        use super::limits::{MAX_LABEL_LEN, check_len};
+        check_len("owner", &self.owner, MAX_LABEL_LEN, true)?;
+        check_len("purpose", &self.purpose, MAX_LABEL_LEN, false)
+    }
 }
 
 /// A granted lease.
@@ -245,8 +256,9 @@ pub struct LoadFigures {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkloadUpdate {
-    /// New workload (applied to a running guest's dirty rate at once; the rest at next activation).
-    pub workload: Workload,
+    /// The knobs to change (the dirty rate applies to a running guest at once, the rest at the
+    /// next activation); knobs left out keep their value.
+    pub workload: crate::model::WorkloadPatch,
 }
 
 /// Link state of a physical NIC or FC HBA port, as the HVM's system log names them (table 5-5).

@@ -68,6 +68,15 @@ pub struct MarkWwnRollback {
     pub reason: WwnRollbackReason,
 }
 
+impl MarkWwnRollback {
+    /// Checks the job id and the peer's length before the mark is written.
+    pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
+        use super::limits::{MAX_LABEL_LEN, check_job_id, check_len};
+        check_job_id("job", &self.job)?;
+        check_len("peer", &self.peer, MAX_LABEL_LEN, true)
+    }
+}
+
 /// A durable mark: an LPAR of this HVM has WWNs to roll back.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WwnRollback {

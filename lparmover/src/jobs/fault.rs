@@ -1,7 +1,9 @@
 //! A test hook: a job stops at a named stage so a fault-injection test can act there (kill a
 //! process, cut the migration path, fill a disk) and then let it go on.
 //!
-//! Off unless `LPARMOVER_FAULT_BARRIER=<stage>` and `LPARMOVER_FAULT_DIR=<dir>` are set: the job
+//! Compiled in only with the `fault-injection` cargo feature, which only the end-to-end tests
+//! enable: an operator's build ignores these variables, so no environment can stall a job.
+//! With it, off unless `LPARMOVER_FAULT_BARRIER=<stage>` and `LPARMOVER_FAULT_DIR=<dir>` are set: the job
 //! writes `<dir>/reached` (containing the stage) when it gets there, then waits until
 //! `<dir>/go` exists. Stages of a live move: `prepare`, `round0`, `rounds`, `suspension`,
 //! `commit`, `swap`, `release`; of a Shutdown-mode move: `cold-prepare`, `cold-shutdown`,
@@ -18,6 +20,12 @@ pub const DIR_ENV: &str = "LPARMOVER_FAULT_DIR";
 
 static FIRED: AtomicBool = AtomicBool::new(false);
 
+#[cfg(not(feature = "fault-injection"))]
+fn armed_for(_stage: &str) -> Option<PathBuf> {
+    None
+}
+
+#[cfg(feature = "fault-injection")]
 fn armed_for(stage: &str) -> Option<PathBuf> {
     let want = std::env::var(BARRIER_ENV).ok()?;
     if want != stage {

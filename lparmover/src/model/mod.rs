@@ -20,4 +20,4 @@ pub use ids::{
 pub use lpar::{Lpar, LparRequest, LparStatus, ProcessorMode, Processors, Vfc, Vnic};
 pub use mode::Mode;
 pub use storage::{ArrayController, ArraySecurity, SecurityMode, StorageArray};
-pub use workload::{GuestBackend, GuestSpec, Workload};
+pub use workload::{GuestBackend, GuestSpec, Workload, WorkloadPatch};

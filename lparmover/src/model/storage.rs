@@ -49,13 +49,23 @@ impl SecurityMode {
 }
 
 /// A user an array knows at first start.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ArrayAccount {
     /// User ID.
     pub user: String,
     /// Password (the array keeps only a salted hash of it).
     pub password: String,
+}
+
+// By hand, so that secrets (password) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for ArrayAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayAccount")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
 }
 
 /// An array's security at first start.

@@ -162,6 +162,55 @@ impl Workload {
     }
 }
 
+/// A change of some workload knobs (`PUT /v1/lpars/{n}/workload`): the knobs named change, the
+/// others keep the LPAR's current value, so a request that names only the dirty rate never
+/// resets the working set or the seed to their defaults.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkloadPatch {
+    /// New dirty rate, MB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dirty_rate_mbps: Option<f64>,
+    /// New working set, MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_set_mib: Option<u64>,
+    /// New content mix (used at the next activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<ContentMix>,
+    /// New seed (used at the next activation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// New answer to a shutdown request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shutdown: Option<ShutdownBehaviour>,
+}
+
+impl WorkloadPatch {
+    /// `current` with the named knobs changed.
+    pub fn apply(&self, current: &Workload) -> Workload {
+        Workload {
+            dirty_rate_mbps: self.dirty_rate_mbps.unwrap_or(current.dirty_rate_mbps),
+            working_set_mib: self.working_set_mib.unwrap_or(current.working_set_mib),
+            mix: self.mix.unwrap_or(current.mix),
+            seed: self.seed.unwrap_or(current.seed),
+            shutdown: self.shutdown.unwrap_or(current.shutdown),
+        }
+    }
+}
+
+impl From<Workload> for WorkloadPatch {
+    /// Every knob named: the whole workload replaced.
+    fn from(w: Workload) -> Self {
+        Self {
+            dirty_rate_mbps: Some(w.dirty_rate_mbps),
+            working_set_mib: Some(w.working_set_mib),
+            mix: Some(w.mix),
+            seed: Some(w.seed),
+            shutdown: Some(w.shutdown),
+        }
+    }
+}
+
 /// Everything needed to start a guest: size, vCPUs, workload, backend.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestSpec {
@@ -184,6 +233,31 @@ mod tests {
         assert!(ContentMix::new(40, 30, 30).is_ok());
         let err = ContentMix::new(50, 30, 30).expect_err("must fail");
         assert!(err.0.contains("110"), "{err}");
+    }
+
+    #[test]
+    fn a_patch_changes_only_the_knobs_it_names() {
+        let current = Workload {
+            dirty_rate_mbps: 5.0,
+            working_set_mib: 64,
+            seed: 9,
+            ..Workload::default()
+        };
+        let patch: WorkloadPatch = serde_json::from_str(r#"{"dirty_rate_mbps": 50}"#).unwrap();
+        let next = patch.apply(&current);
+        assert_eq!(next.dirty_rate_mbps, 50.0);
+        assert_eq!((next.working_set_mib, next.seed), (64, 9));
+        assert_eq!(
+            WorkloadPatch::from(current.clone()).apply(&Workload::default()),
+            current
+        );
+        let misspelled = serde_json::from_str::<WorkloadPatch>(r#"{"dirty_rate": 50}"#);
+        assert!(
+            misspelled
+                .unwrap_err()
+                .to_string()
+                .contains("unknown field")
+        );
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub fn import_token(fleet_profile: &Path, name: &str, url: &str) -> Result<Strin
 }
 
 /// What the operator confirmed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Registration {
     /// HVM name.
     pub name: String,
@@ -237,6 +237,18 @@ pub struct Registration {
     pub certificate: SeenCertificate,
     /// The bearer token.
     pub token: String,
+}
+
+// By hand, so that secrets (token) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("name", &self.name)
+            .field("chassis", &self.chassis)
+            .field("certificate", &self.certificate)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Pins the confirmed certificate, proves the token with an inventory call, and adds (or

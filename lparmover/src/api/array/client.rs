@@ -44,13 +44,25 @@ impl ArrayClientError {
 }
 
 /// A client bound to one array.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ArrayClient {
     name: String,
     base: String,
     token: String,
     session: Option<String>,
     http: reqwest::Client,
+}
+
+// By hand, so that secrets (token, session) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for ArrayClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArrayClient")
+            .field("name", &self.name)
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .field("session", &"<redacted>")
+            .finish()
+    }
 }
 
 impl ArrayClient {

@@ -284,7 +284,7 @@ impl std::fmt::Debug for Credentials {
 }
 
 /// A login session (`aulogin`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Session {
     /// Goes in the [`SESSION_HEADER`] of later requests.
@@ -293,6 +293,17 @@ pub struct Session {
     pub user: String,
     /// When it lapses unless used again.
     pub expires_at: DateTime<Utc>,
+}
+
+// By hand, so that secrets (token) never reach a log or an error message through `{:?}`.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("token", &"<redacted>")
+            .field("user", &self.user)
+            .field("expires_at", &self.expires_at)
+            .finish()
+    }
 }
 
 /// Set the array's protection (`auaccountenv -set`).

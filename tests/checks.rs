@@ -304,9 +304,8 @@ fn check_args<'a>(profile: &'a str, mode: &'a str, json: bool) -> Vec<&'a str> {
 /// and names every one.
 #[tokio::test(flavor = "multi_thread")]
 async fn an_odd_destination_shows_each_catalogue_error_and_the_move_refuses() {
-    use lparmover::model::lpar::{Vlan, VnicRequest};
-    use lparmover::model::{LparRequest, LparStatus, ProcessorMode, Processors};
-    use lpm_tests::{TestBlade, profile_of};
+    use lparmover::model::{LparRequest, LparStatus};
+    use lpm_tests::{TestBlade, profile_of, small_lpar_request};
 
     let dir = tempfile::tempdir().unwrap();
     let fleet_file = odd_twin_fleet(dir.path());
@@ -319,25 +318,8 @@ async fn an_odd_destination_shows_each_catalogue_error_and_the_move_refuses() {
     b2.client()
         .define(
             &LparRequest {
-                number: None,
-                name: "web-01".parse().unwrap(),
-                processors: Processors {
-                    mode: ProcessorMode::Shared,
-                    count: 1,
-                    service_ratio: 100,
-                    group: 0,
-                },
-                memory_mib: 64,
-                vnics: vec![VnicRequest {
-                    segment: "1a".parse().unwrap(),
-                    vlan: Vlan::Untag { id: 10 },
-                    mac: None,
-                }],
                 vfcs: Vec::new(),
-                usb: Default::default(),
-                options: Default::default(),
-                workload: Default::default(),
-                activate: false,
+                ..small_lpar_request("web-01")
             },
             None,
         )

@@ -15,42 +15,13 @@ use lparmover::connectivity::{
 use lparmover::dirs::ManagerDirs;
 use lparmover::emg::Emg;
 use lparmover::history::{History, MoveRecord, MoveResult, Placement};
-use lparmover::model::lpar::{VfcRequest, Vlan, VnicRequest};
-use lparmover::model::{
-    LparNumber, LparRequest, LparStatus, Mode, ProcessorMode, Processors, Workload,
-};
+use lparmover::model::{LparNumber, LparStatus, Mode};
 use lparmover::mover::JobTicket;
-use lpm_tests::{TestBlade, demo_fleet, profile_of, run_binary, run_binary_with_data};
+use lpm_tests::{
+    TestBlade, demo_fleet, profile_of, run_binary, run_binary_with_data, small_lpar_request,
+};
 
 const CLI_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn new_lpar(name: &str) -> LparRequest {
-    LparRequest {
-        number: None,
-        name: name.parse().unwrap(),
-        processors: Processors {
-            mode: ProcessorMode::Shared,
-            count: 1,
-            service_ratio: 100,
-            group: 0,
-        },
-        memory_mib: 64,
-        vnics: vec![VnicRequest {
-            segment: "1a".parse().unwrap(),
-            vlan: Vlan::Untag { id: 10 },
-            mac: None,
-        }],
-        vfcs: vec![VfcRequest {
-            port: "3/0".parse().unwrap(),
-            vfc_id: None,
-            names: None,
-        }],
-        usb: Default::default(),
-        options: Default::default(),
-        workload: Workload::default(),
-        activate: false,
-    }
-}
 
 /// (number, name) of every LPAR, sorted.
 async fn lpar_names(client: &HvmClient) -> Vec<(u8, String)> {
@@ -180,7 +151,9 @@ async fn restore_config_brings_both_hvms_back_or_changes_neither() {
         .find(|l| l.lpar.name.as_str() == "batch-01")
         .unwrap();
     c1.delete(batch.lpar.number, None).await.unwrap();
-    c2.define(&new_lpar("extra-01"), None).await.unwrap();
+    c2.define(&small_lpar_request("extra-01"), None)
+        .await
+        .unwrap();
     let changed1 = lpar_names(&c1).await;
     let changed2 = lpar_names(&c2).await;
     assert_ne!(changed1, before1);

@@ -545,34 +545,7 @@ impl HvmState {
         number: Option<LparNumber>,
         status: LparStatus,
     ) -> Result<(Lpar, lparmover::api::NameExchange), EmgError> {
-        let request = LparRequest {
-            number,
-            name: lpar.name.clone(),
-            processors: lpar.processors,
-            memory_mib: lpar.memory_mib,
-            vnics: lpar
-                .vnics
-                .iter()
-                .map(|v| VnicRequest {
-                    segment: v.segment,
-                    vlan: v.vlan.clone(),
-                    mac: Some(v.mac),
-                })
-                .collect(),
-            vfcs: lpar
-                .vfcs
-                .iter()
-                .map(|v| VfcRequest {
-                    port: v.port,
-                    vfc_id: None,
-                    names: Some((v.wwpn, v.wwnn, v.migration_wwpn)),
-                })
-                .collect(),
-            usb: lpar.usb,
-            options: lpar.options.clone(),
-            workload: lpar.workload.clone(),
-            activate: false,
-        };
+        let request = request_keeping_names(lpar, Slot::Moved(number));
         let before = self.clone();
         let mut defined = self.define(&request)?;
         if status == LparStatus::Migrating
@@ -722,7 +695,7 @@ impl HvmState {
             }
             // The same rules as a define: devices on cards and ports this blade has, vfcIDs in
             // its range, names and identities not in use, a size the blade can ever run.
-            fresh.define(&Self::redefinition(lpar)).map_err(|e| {
+            fresh.define(&request_keeping_names(lpar, Slot::Same)).map_err(|e| {
                 EmgError::new(
                     e.kind,
                     format!(
@@ -741,38 +714,6 @@ impl HvmState {
         }
         *self = fresh;
         Ok(())
-    }
-
-    /// The request that defines `lpar` again exactly: its number, names, vfcIDs and identities.
-    fn redefinition(lpar: &Lpar) -> LparRequest {
-        LparRequest {
-            number: Some(lpar.number),
-            name: lpar.name.clone(),
-            processors: lpar.processors,
-            memory_mib: lpar.memory_mib,
-            vnics: lpar
-                .vnics
-                .iter()
-                .map(|v| VnicRequest {
-                    segment: v.segment,
-                    vlan: v.vlan.clone(),
-                    mac: Some(v.mac),
-                })
-                .collect(),
-            vfcs: lpar
-                .vfcs
-                .iter()
-                .map(|v| VfcRequest {
-                    port: v.port,
-                    vfc_id: Some(v.vfc_id),
-                    names: Some((v.wwpn, v.wwnn, v.migration_wwpn)),
-                })
-                .collect(),
-            usb: lpar.usb,
-            options: lpar.options.clone(),
-            workload: lpar.workload.clone(),
-            activate: false,
-        }
     }
 
     /// A backup brings configuration back, never hardware: one that describes other processors,
@@ -829,6 +770,51 @@ impl HvmState {
             ));
         }
         Ok(())
+    }
+}
+
+/// Where a definition that keeps an LPAR's names and identities puts it.
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    /// Exactly where it was: its number and vfcIDs (a restore).
+    Same,
+    /// At this number (None = youngest free) with the destination's own vfcIDs (a moved LPAR).
+    Moved(Option<LparNumber>),
+}
+
+/// The request that defines `lpar` again with its names, MACs and WWNs, in `slot`.
+fn request_keeping_names(lpar: &Lpar, slot: Slot) -> LparRequest {
+    let (number, keep_vfc_ids) = match slot {
+        Slot::Same => (Some(lpar.number), true),
+        Slot::Moved(number) => (number, false),
+    };
+    LparRequest {
+        number,
+        name: lpar.name.clone(),
+        processors: lpar.processors,
+        memory_mib: lpar.memory_mib,
+        vnics: lpar
+            .vnics
+            .iter()
+            .map(|v| VnicRequest {
+                segment: v.segment,
+                vlan: v.vlan.clone(),
+                mac: Some(v.mac),
+            })
+            .collect(),
+        vfcs: lpar
+            .vfcs
+            .iter()
+            .map(|v| VfcRequest {
+                port: v.port,
+                vfc_id: keep_vfc_ids.then_some(v.vfc_id),
+                names: Some((v.wwpn, v.wwnn, v.migration_wwpn)),
+            })
+            .collect(),
+        usb: lpar.usb,
+        options: lpar.options.clone(),
+        workload: lpar.workload.clone(),
+        activate: false,
     }
 }
 

@@ -775,3 +775,55 @@ async fn blade_secrets_are_owner_only_and_never_logged() {
         "the system log holds the token"
     );
 }
+
+/// The management clients trust exactly the certificate pinned at registration: a server at the
+/// registered address that presents another one (here, another blade's) is refused during the
+/// TLS handshake, before the request and its bearer token are sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_https_clients_refuse_a_server_with_another_certificate() {
+    use lparmover::api::HvmClient;
+    use lparmover::api::array::ArrayClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let b1 = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let b2 = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let array = lpm_tests::TestArray::start(&fleet_file, "ams1", &dir.path().join("ams1")).unwrap();
+    let refused_for_its_certificate = |text: String| {
+        assert!(
+            text.to_lowercase().contains("certificate"),
+            "the error says the certificate is wrong: {text}"
+        );
+    };
+
+    // ch1-b2's address and token, but ch1-b1's certificate pinned.
+    let mut impostor = b2.profile.clone();
+    impostor.cert_pem = b1.profile.cert_pem.clone();
+    let err = HvmClient::new(&impostor)
+        .unwrap()
+        .inventory()
+        .await
+        .unwrap_err();
+    refused_for_its_certificate(err.to_string());
+    assert!(!err.to_string().contains(&b2.profile.token), "{err}");
+    HvmClient::new(&b2.profile)
+        .unwrap()
+        .inventory()
+        .await
+        .expect("the right pin still works");
+
+    // The array's address and token, a blade's certificate pinned.
+    let mut impostor = array.profile.clone();
+    impostor.cert_pem = b1.profile.cert_pem.clone();
+    let err = ArrayClient::new(&impostor)
+        .unwrap()
+        .info()
+        .await
+        .unwrap_err();
+    refused_for_its_certificate(err.to_string());
+    ArrayClient::new(&array.profile)
+        .unwrap()
+        .info()
+        .await
+        .expect("the right pin still works");
+}

@@ -189,7 +189,7 @@ pub async fn backup_both(
     let (src_doc, dst_doc) = (src_doc?, dst_doc?);
 
     let dir = dirs.backup_set(job_id);
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    dirs.create_private(&dir).map_err(io_err(&dir))?;
     let mut entries = Vec::with_capacity(2);
     for (hvm, doc) in [(src_hvm, &src_doc), (dst_hvm, &dst_doc)] {
         let file = format!("{hvm}.json");

@@ -91,11 +91,35 @@ impl ManagerDirs {
     pub fn journal(&self) -> PathBuf {
         self.data.join("journal")
     }
+
+    /// Creates `dir` (one of the directories above) owner-only, and narrows the data directory
+    /// to owner-only too: history, journal and backups hold every WWPN, MAC and configuration
+    /// of the fleet.
+    pub fn create_private(&self, dir: &Path) -> std::io::Result<()> {
+        crate::fsutil::create_private_dir(&self.data)?;
+        crate::fsutil::create_private_dir(dir)
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_data_directory_and_its_parts_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().expect("tmp");
+        let data = tmp.path().join("data");
+        std::fs::create_dir(&data).expect("data");
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        let dirs = ManagerDirs::new(&data);
+        dirs.create_private(&dirs.backup_set("job-1"))
+            .expect("create");
+        for dir in [data.clone(), dirs.backups(), dirs.backup_set("job-1")] {
+            let mode = std::fs::metadata(&dir).expect("meta").permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+    }
 
     #[test]
     fn paths_hang_off_the_data_directory() {

@@ -15,16 +15,23 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// and identity directories, which hold tokens, keys and guests' control sockets. An existing
 /// directory that others may read or enter is narrowed to 0700 (it may predate this rule).
 pub fn create_private_dir(dir: &Path) -> io::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)?;
+    use std::os::unix::fs::PermissionsExt;
+    create_missing_dirs_private(dir)?;
     let mode = fs::metadata(dir)?.permissions().mode();
     if mode & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(mode & 0o700))?;
     }
     Ok(())
+}
+
+/// Creates `dir` and any missing parents with mode 0700, leaving directories that already exist
+/// as they are: for a directory the operator named (a `--dir`), whose mode is theirs to choose.
+pub fn create_missing_dirs_private(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// [`write_atomic`] for secrets: the file is created with `mode` (e.g. 0600) from the start,

@@ -77,7 +77,7 @@ fn save_state(path: &Path, state: &DaemonState) -> Result<(), DaemonError> {
         source,
     };
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(fail)?;
+        lparmover::fsutil::create_private_dir(dir).map_err(fail)?;
     }
     let body = serde_json::to_vec_pretty(state).map_err(|e| fail(std::io::Error::other(e)))?;
     lparmover::fsutil::write_atomic(path, &body).map_err(fail)

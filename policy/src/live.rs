@@ -103,7 +103,7 @@ impl RunLock {
         origin: &str,
     ) -> Result<Self, LiveError> {
         let dir = runs.run_dir(run);
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        lparmover::fsutil::create_private_dir(&dir).map_err(io_err(&dir))?;
         let path = dir.join(LOCK);
         // The file locked must still be the one at `path` (a runner that ended removes it; a
         // lock on a removed file would guard nothing), so lock, then compare inodes.

@@ -433,7 +433,8 @@ impl RunStore {
             let path = path.to_owned();
             move |source| ReportError::Io { path, source }
         };
-        std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+        // Reports name every LPAR, HVM and error of a run: owner-only, like the data directory.
+        lparmover::fsutil::create_private_dir(&dir).map_err(io(&dir))?;
         let html = dir.join("report.html");
         lparmover::fsutil::write_atomic(&dir.join("report.txt"), report.text().as_bytes())
             .map_err(io(&dir.join("report.txt")))?;
@@ -532,6 +533,15 @@ mod tests {
         let store = RunStore::new(dir.path());
         let report = sample();
         let html_path = store.save(&report).expect("save");
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let run_dir = html_path.parent().expect("run dir");
+            let mode = std::fs::metadata(run_dir)
+                .expect("meta")
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o700, "a run's reports are owner-only");
+        }
         let html = std::fs::read_to_string(html_path).expect("html");
         assert!(html.contains("ch1-b1/web-01") && html.contains("ch1-b1/db-01"));
         assert!(

@@ -266,7 +266,7 @@ pub async fn resume(
 /// policy in the same second get two ids).
 fn new_run_id(runs: &RunStore, policy: &Policy, at: DateTime<Utc>) -> String {
     let base = format!("run-{}-{}", at.format("%Y%m%d-%H%M%S"), policy.name);
-    let _ = std::fs::create_dir_all(runs.run_dir(""));
+    let _ = lparmover::fsutil::create_private_dir(&runs.run_dir(""));
     let mut id = base.clone();
     let mut n = 2;
     loop {

@@ -146,7 +146,7 @@ impl PolicyStore {
                 problems,
             })
         })?;
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(e))?;
+        lparmover::fsutil::create_missing_dirs_private(&self.dir).map_err(|e| self.io(e))?;
         let path = self.path(&policy.name);
         lparmover::fsutil::write_atomic(&path, text.as_bytes()).map_err(|e| self.io(e))?;
         Ok(path)

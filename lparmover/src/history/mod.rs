@@ -353,7 +353,8 @@ impl History {
     /// date.
     pub fn open(path: &Path) -> Result<Self, HistoryError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| HistoryError::Dir {
+            // The data directory: owner-only, like everything in it.
+            crate::fsutil::create_private_dir(dir).map_err(|source| HistoryError::Dir {
                 path: dir.display().to_string(),
                 source,
             })?;

@@ -212,7 +212,7 @@ impl JobJournal {
     /// Starts the journal of a new job (the Begin entry is durable when this returns).
     pub fn begin(dirs: &ManagerDirs, header: JobHeader) -> Result<Self, JournalError> {
         let dir = dirs.journal();
-        std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        dirs.create_private(&dir).map_err(io_err(&dir))?;
         let path = dir.join(format!("{}.jsonl", header.job));
         let file = OpenOptions::new()
             .create_new(true)
@@ -304,7 +304,7 @@ impl JobJournal {
             outcome,
             detail: detail.into(),
         })?;
-        std::fs::create_dir_all(&self.done_dir).map_err(io_err(&self.done_dir))?;
+        crate::fsutil::create_private_dir(&self.done_dir).map_err(io_err(&self.done_dir))?;
         let name = self
             .path
             .file_name()

@@ -155,6 +155,7 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
                 number: None,
                 ticket: "00".repeat(32),
                 source_cert_pem: b2.profile.cert_pem.clone(),
+                ticket_ttl_s: None,
             },
             None,
         )

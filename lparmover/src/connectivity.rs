@@ -31,7 +31,7 @@ use reqwest::Method;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
-use crate::api::limits::{InvalidField, MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_len};
+use crate::api::limits::{InvalidField, check_ticket_and_cert};
 use crate::api::{ClientError, HvmClient, Inventory};
 use crate::emg::{Emg, EmgError};
 use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
@@ -136,36 +136,20 @@ impl ProbeListen {
                 "s (or leave it out)",
             )?;
         }
-        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
-        check_len(
-            "source_cert_pem",
-            &self.source_cert_pem,
-            MAX_CERT_PEM_LEN,
-            true,
-        )
+        check_ticket_and_cert(&self.ticket, "source_cert_pem", &self.source_cert_pem)
     }
 }
 
 impl ProbeRun {
     /// Checks every limit of the probe before anything connects.
     pub fn validate(&self) -> Result<(), InvalidField> {
-        in_range("max_bytes", self.max_bytes, 1, MAX_BYTES, "bytes")?;
-        in_range(
-            "max_duration_ms",
-            self.max_duration_ms,
-            1,
-            u64::try_from(MAX_DURATION.as_millis()).unwrap_or(u64::MAX),
-            "ms",
-        )?;
-        in_range(
-            "pings",
-            u64::from(self.pings),
-            1,
-            u64::from(MAX_PINGS),
-            "ping-pongs",
-        )?;
-        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
-        check_len("dest_cert_pem", &self.dest_cert_pem, MAX_CERT_PEM_LEN, true)
+        ProbeLimits {
+            max_bytes: self.max_bytes,
+            max_duration: Duration::from_millis(self.max_duration_ms),
+            pings: self.pings,
+        }
+        .validate()?;
+        check_ticket_and_cert(&self.ticket, "dest_cert_pem", &self.dest_cert_pem)
     }
 }
 
@@ -302,7 +286,7 @@ async fn timed<T, E: std::fmt::Display>(
 
 /// Parses a hex ticket.
 pub fn parse_ticket(hex_ticket: &str) -> Result<JobTicket, ProbeError> {
-    JobTicket::from_hex(hex_ticket).map_err(|e| ProbeError::Invalid(format!("ticket: {e}")))
+    JobTicket::from_hex(hex_ticket).map_err(|e| ProbeError::Invalid(e.to_string()))
 }
 
 /// Parses a PEM certificate.

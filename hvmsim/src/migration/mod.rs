@@ -244,11 +244,7 @@ pub fn move_error(e: &MoveError) -> EmgError {
 }
 
 fn parse_ticket(hex_ticket: &str) -> Result<JobTicket, EmgError> {
-    let bytes = hex::decode(hex_ticket).map_err(|_| invalid("ticket is not hex"))?;
-    let raw: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| invalid("ticket must be 32 bytes"))?;
-    Ok(JobTicket(raw))
+    JobTicket::from_hex(hex_ticket).map_err(|e| invalid(e.to_string()))
 }
 
 fn parse_cert(pem: &str) -> Result<CertificateDer<'static>, EmgError> {
@@ -506,9 +502,10 @@ impl BladeService {
             let Some(l) = listener.as_ref() else {
                 return Err(EmgError::new(Emg::Internal, "migration listener missing"));
             };
-            let incoming = l.expect(ticket, source_cert, guest.clone());
+            let incoming = l.expect(ticket, lpar.name.as_str(), source_cert, guest.clone());
             let addr = l.local_addr().map_err(|e| move_error(&e))?;
             self.watch_incoming(&request.job, number, guest.clone(), incoming);
+            self.expire_unused_ticket(&request.job, request.ticket_ttl());
             addr
         };
         self.set_fc_logins(number, lpar.vfcs.iter().map(|v| v.migration_wwpn).collect());
@@ -527,6 +524,50 @@ impl BladeService {
             cert_pem,
             exchange,
         })
+    }
+
+    /// A prepared destination holds processors, memory and names for a source that may never
+    /// come (its manager died between prepare and send). When the source has not connected
+    /// within the ticket's lifetime the ticket expires: the destination cleans up exactly as for
+    /// the manager's abort, and a source that comes late is refused at the ticket check.
+    fn expire_unused_ticket(self: &Arc<Self>, job_id: &str, ttl: Duration) {
+        let service = Arc::downgrade(self);
+        let job_id = job_id.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(ttl).await;
+            let Some(service) = service.upgrade() else {
+                return;
+            };
+            let Some(job) = lock(&service.migrations.jobs)
+                .get(&job_id)
+                .filter(|job| job.phase() == Phase::Prepared)
+                .cloned()
+            else {
+                return;
+            };
+            let why = format!(
+                "the source did not connect within {} s; the ticket expired and the incoming LPAR was dropped",
+                ttl.as_secs()
+            );
+            job.update(|s| {
+                s.phase = Phase::Aborted;
+                s.error = Some(EmgError::new(Emg::MoverConnectionRefused, why.clone()));
+            });
+            service.log.record(
+                LogLevel::Warning,
+                "migration",
+                format!("job {job_id}: {why}"),
+            );
+            if let Err(e) = service.abort_migration(&job_id).await {
+                service.log.record(
+                    LogLevel::Error,
+                    "migration",
+                    format!(
+                        "job {job_id}: dropping the incoming LPAR of an expired ticket failed: {e}"
+                    ),
+                );
+            }
+        });
     }
 
     fn watch_incoming(
@@ -687,6 +728,7 @@ impl BladeService {
             dest_cert,
             ticket,
         );
+        cfg.lpar = lpar.name.to_string();
         cfg.downtime_limit = Duration::from_millis(options.downtime_limit_ms);
         cfg.timeout = Duration::from_secs(options.timeout_s);
         cfg.auto_converge = options.auto_converge;

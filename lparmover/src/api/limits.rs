@@ -48,6 +48,28 @@ pub fn check_len(
     Ok(())
 }
 
+/// Checks the two secrets every request that opens a migration path carries: the one-time
+/// ticket (it must parse as one, [`crate::mover::JobTicket::from_hex`]) and the peer's PEM
+/// certificate to pin (`cert_field` names it: `source_cert_pem` or `dest_cert_pem`).
+pub fn check_ticket_and_cert(
+    ticket: &str,
+    cert_field: &'static str,
+    cert_pem: &str,
+) -> Result<(), InvalidField> {
+    check_len("ticket", ticket, MAX_TICKET_LEN, true)?;
+    if let Err(e) = crate::mover::JobTicket::from_hex(ticket) {
+        return Err(InvalidField {
+            field: "ticket",
+            problem: match e {
+                crate::mover::TicketError::NotHex => "is not hexadecimal".into(),
+                crate::mover::TicketError::Length(n) => format!("holds {n} bytes, not 32"),
+            },
+            remedy: "give the 64 hex digits the manager issued for this job".into(),
+        });
+    }
+    check_len(cert_field, cert_pem, MAX_CERT_PEM_LEN, true)
+}
+
 /// Checks a job id: 1 to [`MAX_JOB_ID_LEN`] letters, digits, `-`, `_` or `.`.
 pub fn check_job_id(field: &'static str, job: &str) -> Result<(), InvalidField> {
     check_len(field, job, MAX_JOB_ID_LEN, true)?;
@@ -77,6 +99,24 @@ mod tests {
             assert!(e.to_string().starts_with("job "), "{e}");
             assert!(e.to_string().ends_with("nothing was changed"), "{e}");
         }
+    }
+
+    #[test]
+    fn tickets_must_parse_and_certificates_be_short() {
+        let good = "ab".repeat(32);
+        assert!(check_ticket_and_cert(&good, "dest_cert_pem", "PEM").is_ok());
+        let e = check_ticket_and_cert(&"zz".repeat(32), "dest_cert_pem", "PEM").unwrap_err();
+        assert_eq!(e.field, "ticket");
+        assert_eq!(e.problem, "is not hexadecimal");
+        let e = check_ticket_and_cert(&"ab".repeat(31), "dest_cert_pem", "PEM").unwrap_err();
+        assert_eq!(e.problem, "holds 31 bytes, not 32");
+        let e = check_ticket_and_cert("", "dest_cert_pem", "PEM").unwrap_err();
+        assert_eq!(e.problem, "is empty");
+        let e = check_ticket_and_cert(&good, "source_cert_pem", "").unwrap_err();
+        assert_eq!(e.field, "source_cert_pem");
+        let huge = "x".repeat(MAX_CERT_PEM_LEN + 1);
+        let e = check_ticket_and_cert(&good, "source_cert_pem", &huge).unwrap_err();
+        assert_eq!(e.field, "source_cert_pem");
     }
 
     #[test]

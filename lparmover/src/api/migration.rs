@@ -146,10 +146,9 @@ impl StartSend {
     /// Checks the free-text fields' lengths and the job id before the LPAR is marked Migrating
     /// (the options have [`MoveOptions::validate`]).
     pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
-        use super::limits::{MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_job_id, check_len};
+        use super::limits::{check_job_id, check_ticket_and_cert};
         check_job_id("job", &self.job)?;
-        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
-        check_len("dest_cert_pem", &self.dest_cert_pem, MAX_CERT_PEM_LEN, true)
+        check_ticket_and_cert(&self.ticket, "dest_cert_pem", &self.dest_cert_pem)
     }
 }
 
@@ -210,19 +209,46 @@ pub struct PrepareIncoming {
     pub ticket: String,
     /// The source HVM's certificate (PEM) to pin on the migration path.
     pub source_cert_pem: String,
+    /// Seconds the ticket stays valid if the source never connects (None =
+    /// [`PrepareIncoming::DEFAULT_TICKET_TTL_S`]): then the destination drops the incoming LPAR
+    /// and frees what it reserved, so a manager that dies between prepare and send cannot hold a
+    /// blade's processors and memory for ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_ttl_s: Option<u64>,
 }
 
 impl PrepareIncoming {
-    /// Checks the free-text fields' lengths and the job id before anything is defined.
+    /// How long an unused ticket lives by default.
+    pub const DEFAULT_TICKET_TTL_S: u64 = 120;
+    /// The longest lifetime a ticket may be given.
+    pub const MAX_TICKET_TTL_S: u64 = 3600;
+
+    /// Checks the free-text fields' lengths, the job id and the ticket's lifetime before
+    /// anything is defined.
     pub fn check_fields(&self) -> Result<(), super::limits::InvalidField> {
-        use super::limits::{MAX_CERT_PEM_LEN, MAX_TICKET_LEN, check_job_id, check_len};
+        use super::limits::{InvalidField, check_job_id, check_ticket_and_cert};
         check_job_id("job", &self.job)?;
-        check_len("ticket", &self.ticket, MAX_TICKET_LEN, true)?;
-        check_len(
-            "source_cert_pem",
-            &self.source_cert_pem,
-            MAX_CERT_PEM_LEN,
-            true,
+        check_ticket_and_cert(&self.ticket, "source_cert_pem", &self.source_cert_pem)?;
+        match self.ticket_ttl_s {
+            Some(t) if !(1..=Self::MAX_TICKET_TTL_S).contains(&t) => Err(InvalidField {
+                field: "ticket_ttl_s",
+                problem: format!("= {t} is out of range"),
+                remedy: format!(
+                    "give 1 to {} s (or leave it out for {})",
+                    Self::MAX_TICKET_TTL_S,
+                    Self::DEFAULT_TICKET_TTL_S
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// How long the ticket stays valid if the source never connects.
+    pub fn ticket_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.ticket_ttl_s
+                .unwrap_or(Self::DEFAULT_TICKET_TTL_S)
+                .min(Self::MAX_TICKET_TTL_S),
         )
     }
 }

@@ -451,6 +451,7 @@ async fn run_locked(
                 number: request.dest_number,
                 ticket: ticket.to_hex(),
                 source_cert_pem: src_entry.cert_pem.clone(),
+                ticket_ttl_s: None,
             },
             leases.destination(),
         )

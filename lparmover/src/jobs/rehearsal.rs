@@ -122,6 +122,7 @@ pub async fn rehearse(
                         number: None,
                         ticket: ticket.to_hex(),
                         source_cert_pem: src_entry.cert_pem.clone(),
+                        ticket_ttl_s: None,
                     },
                     leases.destination(),
                 )

@@ -71,7 +71,7 @@ pub async fn loopback(b: &LoopbackBench) -> Result<MoveSummary, MoveError> {
     let localhost = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let listener = MigrationListener::bind(localhost, &dst_id)?;
     let ticket = JobTicket::generate();
-    let incoming = listener.expect(ticket, src_id.cert.clone(), Arc::clone(&dst));
+    let incoming = listener.expect(ticket, "bench", src_id.cert.clone(), Arc::clone(&dst));
     let mut cfg = SenderConfig::new(
         localhost,
         listener.local_addr()?,

@@ -20,7 +20,7 @@
 //! // Destination HVM, once per blade: bind the migration path.
 //! let listener = MigrationListener::<MyPartition>::bind(dst_migration_addr, &dst_identity)?;
 //! // When the manager opens the job: blank, paused partition of the source's size.
-//! let incoming = listener.expect(ticket, src_identity_cert, Arc::new(blank_partition));
+//! let incoming = listener.expect(ticket, "web-01", src_identity_cert, Arc::new(blank_partition));
 //! // … `incoming.status` is a watch of the receiver's progress …
 //! match incoming.finished().await? {
 //!     ReceiveOutcome::Committed { .. } => { /* wait for the manager's "resume" */ }
@@ -59,7 +59,7 @@ pub use receiver::{
 };
 pub use sender::{CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle};
 pub use tls::Identity;
-pub use wire::{JobTicket, SettleStep, Verdict};
+pub use wire::{JobTicket, SettleStep, TicketError, Verdict};
 
 use crate::partition::{MemoryDigest, PartitionError};
 

@@ -37,6 +37,9 @@ struct Rig {
     dst_id: Identity,
 }
 
+/// The name of the LPAR every rig moves.
+const LPAR: &str = "web-01";
+
 fn rig(guest: MemGuestConfig) -> Rig {
     let src_id = Identity::generate("src").expect("cert");
     let dst_id = Identity::generate("dst").expect("cert");
@@ -44,14 +47,15 @@ fn rig(guest: MemGuestConfig) -> Rig {
     let dst = Arc::new(MemPartition::blank(src.memory_size()));
     let listener = MigrationListener::bind(LOCAL, &dst_id).expect("bind");
     let ticket = JobTicket::generate();
-    let incoming = listener.expect(ticket, src_id.cert.clone(), Arc::clone(&dst));
-    let cfg = SenderConfig::new(
+    let incoming = listener.expect(ticket, LPAR, src_id.cert.clone(), Arc::clone(&dst));
+    let mut cfg = SenderConfig::new(
         LOCAL,
         listener.local_addr().expect("addr"),
         src_id.clone(),
         dst_id.cert.clone(),
         ticket,
     );
+    cfg.lpar = LPAR.to_owned();
     let (ptx, progress) = watch::channel(Progress::default());
     Rig {
         src,
@@ -332,6 +336,83 @@ async fn unpinned_certificates_are_refused_both_ways() {
         .expect("commit");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ticket_is_valid_for_its_lpar_only() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    // Same ticket, same pinned source, same memory size, but another LPAR's memory.
+    r.cfg.lpar = "db-01".into();
+    let err = r.sender().run().await.expect_err("ticket of another LPAR");
+    match &err {
+        MoveError::Refused {
+            code: RefuseCode::Ticket,
+            message,
+        } => assert!(
+            message.contains("\"web-01\"") && message.contains("\"db-01\""),
+            "{message}"
+        ),
+        other => panic!("expected a ticket refusal, got {other}"),
+    }
+    assert_source_running(&r.src);
+    assert!(
+        r.dst.is_all_zero(),
+        "nothing was written on the destination"
+    );
+    // The refusal did not use the ticket up: the LPAR it was issued for still moves.
+    r.cfg.lpar = LPAR.into();
+    r.sender()
+        .run()
+        .await
+        .expect("the right LPAR")
+        .commit()
+        .await
+        .expect("commit");
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_move_nobody_waits_for_withdraws_its_ticket() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    // The destination gave the move up before the source came (its manager aborted, the ticket
+    // expired): the expectation is dropped, not cancelled.
+    let Rig {
+        src,
+        dst,
+        listener: _listener,
+        incoming,
+        cfg,
+        ptx,
+        ..
+    } = r;
+    drop(incoming);
+    let err = Sender::new(Arc::clone(&src), cfg, ptx, CancellationToken::new())
+        .run()
+        .await
+        .expect_err("a withdrawn ticket");
+    assert!(
+        matches!(
+            err,
+            MoveError::Connect { .. }
+                | MoveError::ConnectionLost(_)
+                | MoveError::Refused {
+                    code: RefuseCode::Ticket,
+                    ..
+                }
+        ),
+        "{err}"
+    );
+    assert_source_running(&src);
+    assert!(
+        dst.is_all_zero(),
+        "a late source wrote into a given-up partition"
+    );
+}
+
 fn hot_guest() -> MemGuestConfig {
     MemGuestConfig {
         memory_size: 16 << 20,
@@ -478,7 +559,9 @@ async fn geometry_mismatch_is_refused() {
     });
     let other = Arc::new(MemPartition::blank(2 << 20));
     let ticket = JobTicket::generate();
-    let incoming = r.listener.expect(ticket, r.src_id.cert.clone(), other);
+    let incoming = r
+        .listener
+        .expect(ticket, LPAR, r.src_id.cert.clone(), other);
     let mut cfg = r.cfg.clone();
     cfg.ticket = ticket;
     let err = Sender::new(
@@ -514,7 +597,7 @@ async fn raw_session(r: &Rig) -> (quinn::Connection, quinn::SendStream, quinn::R
         .await
         .expect("handshake");
     let (mut send, mut recv) = conn.open_bi().await.expect("bi");
-    let hello = Message::hello(r.cfg.ticket, r.src.memory_size(), 1);
+    let hello = Message::hello(r.cfg.ticket, LPAR, r.src.memory_size(), 1);
     send.write_all(&hello.encode().expect("enc"))
         .await
         .expect("hello");

@@ -329,6 +329,8 @@ pub enum ReceiveOutcome {
 
 struct Job<P> {
     peer_cert: Vec<u8>,
+    /// The LPAR the ticket was issued for.
+    lpar: String,
     partition: Arc<P>,
     status: watch::Sender<RecvStatus>,
     done: oneshot::Sender<Result<ReceiveOutcome, MoveError>>,
@@ -456,10 +458,20 @@ pub struct IncomingMove<P: Partition + 'static> {
     peer_cert: Vec<u8>,
     /// Progress of the move.
     pub status: watch::Receiver<RecvStatus>,
-    done: oneshot::Receiver<Result<ReceiveOutcome, MoveError>>,
+    /// Taken by [`IncomingMove::finished`].
+    done: Option<oneshot::Receiver<Result<ReceiveOutcome, MoveError>>>,
     cancel: CancellationToken,
     commit: CancellationToken,
     settle: Option<SettleInbox>,
+}
+
+impl<P: Partition + 'static> Drop for IncomingMove<P> {
+    /// A move nobody waits for any more must not start: a ticket the source has not used yet is
+    /// withdrawn, so a source that comes late is refused at the ticket check instead of writing
+    /// into a partition its HVM already gave back (a session under way is left alone).
+    fn drop(&mut self) {
+        self.withdraw();
+    }
 }
 
 impl<P: Partition + 'static> std::fmt::Debug for IncomingMove<P> {
@@ -472,6 +484,12 @@ impl<P: Partition + 'static> IncomingMove<P> {
     /// Cancels: withdraws the ticket if the source has not connected, else aborts the transfer
     /// (memory scrubbed).
     pub fn cancel(&self) {
+        self.withdraw();
+        self.cancel.cancel();
+    }
+
+    /// Withdraws the ticket if the source has not used it yet.
+    fn withdraw(&self) {
         let withdrawn = self
             .jobs
             .lock()
@@ -480,7 +498,6 @@ impl<P: Partition + 'static> IncomingMove<P> {
         if withdrawn {
             self.pinned.remove(&self.peer_cert);
         }
-        self.cancel.cancel();
     }
 
     /// A handle that commits the move on the destination's side (the manager passed the
@@ -497,8 +514,11 @@ impl<P: Partition + 'static> IncomingMove<P> {
     }
 
     /// Waits until the move ends.
-    pub async fn finished(self) -> Result<ReceiveOutcome, MoveError> {
-        match self.done.await {
+    pub async fn finished(mut self) -> Result<ReceiveOutcome, MoveError> {
+        let Some(done) = self.done.take() else {
+            return Err(MoveError::Cancelled);
+        };
+        match done.await {
             Ok(r) => r,
             Err(_) => Err(MoveError::Cancelled),
         }
@@ -540,11 +560,13 @@ impl<P: Partition + 'static> MigrationListener<P> {
             .map_err(|e| MoveError::Internal(format!("endpoint address: {e}")))
     }
 
-    /// Expects one incoming move for `ticket` from the source HVM whose certificate is
-    /// `peer_cert`, written into `partition` (prepared blank and paused, of the source's size).
+    /// Expects one incoming move for `ticket` of LPAR `lpar` (its name) from the source HVM
+    /// whose certificate is `peer_cert`, written into `partition` (prepared blank and paused, of
+    /// the source's size).
     pub fn expect(
         &self,
         ticket: JobTicket,
+        lpar: &str,
         peer_cert: CertificateDer<'static>,
         partition: Arc<P>,
     ) -> IncomingMove<P> {
@@ -577,6 +599,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
                 ticket.0,
                 Job {
                     peer_cert: peer_cert.to_vec(),
+                    lpar: lpar.to_owned(),
                     partition,
                     status: status_tx,
                     done: done_tx,
@@ -591,7 +614,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
             pinned: self.pinned.clone(),
             peer_cert: peer_cert.to_vec(),
             status,
-            done,
+            done: Some(done),
             cancel,
             commit,
             settle: Some(settle),
@@ -709,6 +732,7 @@ async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, sha
         return;
     }
     let Job {
+        lpar: _,
         partition,
         status,
         done,
@@ -868,6 +892,17 @@ fn take_job<P>(jobs: &Jobs<P>, hello: &Hello, cert: &[u8]) -> Result<Job<P>, (Re
         return Err((
             RefuseCode::Ticket,
             "job ticket was issued for another source HVM certificate".to_string(),
+        ));
+    }
+    if let Some(expected) = jobs.get(&key).map(|j| &j.lpar)
+        && *expected != hello.lpar
+    {
+        return Err((
+            RefuseCode::Ticket,
+            format!(
+                "job ticket was issued for LPAR {expected:?}, not {:?}; nothing was received",
+                hello.lpar
+            ),
         ));
     }
     jobs.remove(&key)
@@ -1317,7 +1352,7 @@ mod tests {
     use crate::mover::wire::JobTicket;
 
     fn hello() -> Message {
-        Message::hello(JobTicket([1; 32]), 1 << 20, 4)
+        Message::hello(JobTicket([1; 32]), "web-01", 1 << 20, 4)
     }
 
     fn vcpu() -> VcpuState {

@@ -52,6 +52,8 @@ pub struct SenderConfig {
     pub identity: Identity,
     /// The one-time job ticket the manager issued.
     pub ticket: JobTicket,
+    /// The LPAR moved (its name): the destination accepts the ticket for that LPAR only.
+    pub lpar: String,
     /// Longest acceptable suspension (default 50 ms).
     pub downtime_limit: Duration,
     /// Give up (the seed's "Memory write is intensive") after this long without converging
@@ -90,6 +92,7 @@ impl SenderConfig {
             pinned_peer_cert,
             identity,
             ticket,
+            lpar: String::new(),
             downtime_limit: Duration::from_millis(50),
             timeout: Duration::from_secs(900),
             auto_converge: true,
@@ -819,6 +822,7 @@ impl<P: Partition + 'static> Sender<P> {
         let streams = self.cfg.streams.clamp(connections, 32);
         link.send(&Message::hello(
             self.cfg.ticket,
+            &self.cfg.lpar,
             self.partition.memory_size(),
             streams as u16,
         ))

@@ -16,7 +16,8 @@
 //!  sender (source HVM)                                      receiver (destination HVM)
 //!  ───────────────────                                      ──────────────────────────
 //!  QUIC handshake, mutual TLS, both certs pinned ───────────────▶
-//!  control: Hello{version, ticket, memory, page size, streams} ─▶ ticket expected? unused? size fits?
+//!  control: Hello{version, ticket, LPAR, memory, page size, streams} ─▶ ticket expected? unused?
+//!                                                           for this LPAR and source? size fits?
 //!          ◀────────────────────────────────────────────── Welcome{version, join}   (or Refused{code, why})
 //!  optional extra data connections (own endpoint each, same pinned certs), every uni stream
 //!  opening with Join{join} ──────────────────────────────────▶ attached to the move's session
@@ -84,7 +85,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use crate::partition::{MemoryDigest, PAGE_SIZE, VcpuState};
 
 /// Version of this wire format; [`Message::Hello`] carries it and the receiver refuses others.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Four bytes opening every [`Hello`] payload, so a stray peer is told apart from an old version.
 pub const HELLO_MAGIC: [u8; 4] = *b"LPM\x01";
 /// Size of the fixed frame header.
@@ -124,14 +125,27 @@ impl JobTicket {
         hex::encode(self.0)
     }
 
-    /// Parses the hex form.
-    pub fn from_hex(s: &str) -> Result<Self, WireError> {
-        let bytes = hex::decode(s).map_err(|_| WireError::Malformed("job ticket is not hex"))?;
-        let arr: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| WireError::Malformed("job ticket is not 32 bytes"))?;
+    /// Parses the hex form: the one parser of tickets, for the migration path, the
+    /// connectivity test and every API request that carries one.
+    pub fn from_hex(s: &str) -> Result<Self, TicketError> {
+        let bytes = hex::decode(s).map_err(|_| TicketError::NotHex)?;
+        let len = bytes.len();
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| TicketError::Length(len))?;
         Ok(Self(arr))
     }
+}
+
+/// Why a job ticket's hex form does not parse.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TicketError {
+    /// Not hexadecimal.
+    #[error("ticket is not hexadecimal; give the 64 hex digits the manager issued for this job")]
+    NotHex,
+    /// Hexadecimal, but not 32 bytes.
+    #[error(
+        "ticket holds {0} bytes, not 32; give the 64 hex digits the manager issued for this job"
+    )]
+    Length(usize),
 }
 
 impl std::fmt::Debug for JobTicket {
@@ -274,6 +288,8 @@ pub struct Hello {
     pub version: u16,
     /// The one-time ticket the manager issued for this move.
     pub ticket: JobTicket,
+    /// The LPAR the sender moves (its name): the ticket is valid for that LPAR only.
+    pub lpar: String,
     /// Guest memory size in bytes.
     pub memory_size: u64,
     /// Page size in bytes (must be [`PAGE_SIZE`]).
@@ -404,10 +420,11 @@ const K_VERDICT: u16 = 0x000f;
 
 impl Message {
     /// The opening message of a move.
-    pub fn hello(ticket: JobTicket, memory_size: u64, data_streams: u16) -> Self {
+    pub fn hello(ticket: JobTicket, lpar: &str, memory_size: u64, data_streams: u16) -> Self {
         Self::Hello(Hello {
             version: PROTOCOL_VERSION,
             ticket,
+            lpar: lpar.to_owned(),
             memory_size,
             page_size: PAGE_SIZE as u32,
             data_streams,
@@ -530,6 +547,10 @@ impl Message {
                 p.put_slice(&HELLO_MAGIC);
                 p.put_u16_le(h.version);
                 p.put_slice(&h.ticket.0);
+                let lpar_len = u8::try_from(h.lpar.len())
+                    .map_err(|_| WireError::Malformed("an LPAR name is at most 255 bytes"))?;
+                p.put_u8(lpar_len);
+                p.put_slice(h.lpar.as_bytes());
                 p.put_u64_le(h.memory_size);
                 p.put_u32_le(h.page_size);
                 p.put_u16_le(h.data_streams);
@@ -616,12 +637,19 @@ impl Message {
                 }
                 let version = get_u16(&mut r)?;
                 let ticket = JobTicket(take::<32>(&mut r)?);
+                let lpar_len = usize::from(get_u8(&mut r)?);
+                if r.remaining() < lpar_len {
+                    return Err(WireError::Malformed("Hello ends inside the LPAR name"));
+                }
+                let lpar = String::from_utf8(r.split_to(lpar_len).to_vec())
+                    .map_err(|_| WireError::Malformed("the LPAR name in Hello is not UTF-8"))?;
                 let memory_size = get_u64(&mut r)?;
                 let page_size = get_u32(&mut r)?;
                 let data_streams = get_u16(&mut r)?;
                 Self::Hello(Hello {
                     version,
                     ticket,
+                    lpar,
                     memory_size,
                     page_size,
                     data_streams,
@@ -1028,7 +1056,9 @@ mod tests {
     #[test]
     fn every_message_round_trips_through_a_cursor() {
         let ticket = JobTicket::generate();
-        roundtrip(Message::hello(ticket, 1 << 30, 4));
+        roundtrip(Message::hello(ticket, "web-01", 1 << 30, 4));
+        roundtrip(Message::hello(ticket, "", 1 << 30, 4));
+        roundtrip(Message::hello(ticket, "ü", 1, 1));
         roundtrip(Message::welcome([5; 32]));
         roundtrip(Message::join([6; 32]));
         roundtrip(

@@ -84,6 +84,14 @@ pub enum GuestError {
     /// A memory or partition operation failed.
     #[error(transparent)]
     Partition(#[from] PartitionError),
+    /// A VM process failed the peer check (`crate::vmproc::peer`); nothing signals it.
+    #[error("the VM process on {socket} was refused: {reason}")]
+    VmRefused {
+        /// Its control socket.
+        socket: String,
+        /// What the check found.
+        reason: crate::vmproc::peer::PeerError,
+    },
 }
 
 /// Which backend a guest runs on.

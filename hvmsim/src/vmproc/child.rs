@@ -2,6 +2,10 @@
 //! runs the vCPUs ([`LocalVm`]) and answers control requests ([`super::wire`]) on the
 //! connection it was started with and on its socket, where a restarted blade finds it again.
 //!
+//! It takes one controller at a time, and only one that runs as its own user (`SO_PEERCRED`,
+//! [`super::peer`]): the blade that started it, or after that blade died, the one that adopts
+//! it. Anyone else who connects gets a refusal and the connection closed.
+//!
 //! It outlives its blade on purpose: a blade process killed mid-move must not take the guest
 //! with it. It stops when told to ([`Request::Stop`]), or when its socket file disappears
 //! (the blade's state was deleted: nobody can adopt it any more).
@@ -10,13 +14,14 @@ use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use lparmover::model::GuestSpec;
 use lparmover::partition::{DirtyBitmap, PartitionError};
 
+use super::peer::{self, PeerCred};
 use super::wire::{self, Request, Response, VmHello, WireError};
 use crate::guest::layout;
 use crate::guest::memory::GuestMemory;
@@ -24,6 +29,10 @@ use crate::guest::vm::{LocalVm, VmOps, resolve_backend};
 
 /// How often the VM process checks that its socket file still exists.
 const WATCHDOG_PERIOD: Duration = Duration::from_millis(500);
+/// How long a new connection waits for the attached controller to go before it is refused: a
+/// blade restarted right after a crash connects while the dead blade's connection may still be
+/// closing here.
+const ATTACH_GRACE: Duration = Duration::from_secs(2);
 
 /// Arguments of `hvmsim vm` (started by a blade, not by hand).
 #[derive(Debug, Clone, clap::Args)]
@@ -47,9 +56,64 @@ struct Server {
     hello: VmHello,
     state_restored: AtomicBool,
     stop_tx: mpsc::Sender<()>,
+    /// The attached controller, if one is: the only connection served.
+    controller: Mutex<Option<PeerCred>>,
+    detached: Condvar,
+}
+
+/// The hold of one controller on the VM; dropping it lets the next one attach.
+struct Attached {
+    server: Arc<Server>,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        *self
+            .server
+            .controller
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = None;
+        self.server.detached.notify_all();
+    }
 }
 
 impl Server {
+    /// Attaches the peer on `conn` as the controller: it must run as our uid, and no other
+    /// controller may be attached (after waiting [`ATTACH_GRACE`] for one to go). A refusal is
+    /// the sentence to send back.
+    fn attach(self: &Arc<Self>, conn: &UnixStream) -> Result<Attached, String> {
+        let cred = peer::peer_cred(conn).map_err(|e| e.to_string())?;
+        peer::check_uid(cred, peer::own_uid())
+            .map_err(|e| format!("this VM process takes controllers of its own user only: {e}"))?;
+        let held = self.controller.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut held, _) = self
+            .detached
+            .wait_timeout_while(held, ATTACH_GRACE, |c| c.is_some())
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(current) = *held {
+            return Err(format!(
+                "the VM process of LPAR {} already has a controller (pid {}); it takes one at a time, so pid {} is refused",
+                self.hello.lpar, current.pid, cred.pid
+            ));
+        }
+        *held = Some(cred);
+        tracing::info!(pid = cred.pid, "a controller attached to the VM");
+        Ok(Attached {
+            server: Arc::clone(self),
+        })
+    }
+
+    /// Attaches the peer on `conn` and serves it, or tells it why not and closes it.
+    fn attach_and_serve(self: &Arc<Self>, mut conn: UnixStream) {
+        match self.attach(&conn) {
+            Ok(_attached) => self.serve(conn),
+            Err(why) => {
+                tracing::warn!(lpar = self.hello.lpar, reason = %why, "refused a control connection");
+                let _ = wire::write_msg(&mut conn, &Response::Failed(WireError::Other(why)));
+            }
+        }
+    }
+
     fn hello(&self) -> VmHello {
         VmHello {
             awaiting_state: self.hello.awaiting_state
@@ -188,10 +252,24 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
         vm,
         state_restored: AtomicBool::new(false),
         stop_tx,
+        controller: Mutex::new(None),
+        detached: Condvar::new(),
     });
+    // Attached before the listener accepts anything: the blade that started the VM is its
+    // first controller.
+    let attached = server
+        .attach(&first)
+        .map_err(anyhow::Error::msg)
+        .context("attaching the blade that started the VM")?;
     wire::write_msg(&mut first, &Response::Hello(server.hello()))
         .context("telling the blade the VM started")?;
-    spawn_server(&server, first);
+    {
+        let server = Arc::clone(&server);
+        spawn_control(move || {
+            let _attached = attached;
+            server.serve(first);
+        });
+    }
     {
         let server = Arc::clone(&server);
         std::thread::Builder::new()
@@ -200,8 +278,8 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
                 for conn in listener.incoming() {
                     match conn {
                         Ok(conn) => {
-                            tracing::info!("a blade connected to the VM");
-                            spawn_server(&server, conn);
+                            let server = Arc::clone(&server);
+                            spawn_control(move || server.attach_and_serve(conn));
                         }
                         Err(e) => tracing::warn!(error = %e, "accepting a control connection"),
                     }
@@ -229,11 +307,11 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_server(server: &Arc<Server>, conn: UnixStream) {
-    let server = Arc::clone(server);
+/// Runs one control connection on a thread of its own.
+fn spawn_control(serve: impl FnOnce() + Send + 'static) {
     if let Err(e) = std::thread::Builder::new()
         .name("vm-control".into())
-        .spawn(move || server.serve(conn))
+        .spawn(serve)
     {
         tracing::error!(error = %e, "starting a control thread");
     }

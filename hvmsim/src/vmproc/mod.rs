@@ -10,6 +10,7 @@
 //! engine's copy costs no more than with an in-process guest.
 
 pub mod child;
+pub mod peer;
 pub mod wire;
 
 use std::os::fd::AsRawFd;
@@ -27,6 +28,7 @@ use crate::guest::control::StopReason;
 use crate::guest::memory::GuestMemory;
 use crate::guest::vm::{VmOps, VmStatus};
 use crate::guest::{BackendKind, Guest, GuestError};
+use peer::VerifiedPid;
 use wire::{Request, Response, VmHello};
 
 /// How long a VM process may take to start (filling a large guest's memory takes seconds).
@@ -52,6 +54,9 @@ fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> PartitionError {
 /// The blade's side of a VM process.
 pub struct VmProcess {
     hello: VmHello,
+    /// The process, as the kernel names it: what the blade signals and reads `/proc` of (never
+    /// the pid in `hello`, which is only what the process said).
+    pid: VerifiedPid,
     socket: PathBuf,
     conn: Mutex<Option<UnixStream>>,
     /// Set when the VM process stopped answering: why.
@@ -66,7 +71,8 @@ impl std::fmt::Debug for VmProcess {
         write!(
             f,
             "VmProcess(lpar {}, pid {})",
-            self.hello.lpar, self.hello.pid
+            self.hello.lpar,
+            self.pid.get()
         )
     }
 }
@@ -74,7 +80,7 @@ impl std::fmt::Debug for VmProcess {
 impl VmProcess {
     /// Process id.
     pub fn pid(&self) -> u32 {
-        self.hello.pid
+        self.pid.get()
     }
 
     /// Sends one request, reads its answer and hands it to `then` (which may read more from
@@ -105,7 +111,8 @@ impl VmProcess {
         result.map_err(|e| {
             let why = format!(
                 "the VM process of LPAR {} (pid {}) stopped answering: {e}",
-                self.hello.lpar, self.hello.pid
+                self.hello.lpar,
+                self.pid.get()
             );
             tracing::error!(lpar = self.hello.lpar, error = %e, "VM process lost");
             *conn = None;
@@ -143,7 +150,7 @@ impl VmProcess {
                 match child.try_wait() {
                     Ok(Some(_)) | Err(_) => return,
                     Ok(None) if Instant::now() >= deadline => {
-                        tracing::warn!(pid = self.hello.pid, "VM process did not exit; killing it");
+                        tracing::warn!(pid = self.pid.get(), "VM process did not exit; killing it");
                         let _ = child.kill();
                         let _ = child.wait();
                         return;
@@ -152,28 +159,22 @@ impl VmProcess {
                 }
             }
         }
-        // Adopted: not our child, so watch /proc.
-        let pid = self.hello.pid;
-        while process_alive(pid) {
-            if Instant::now() >= deadline {
-                tracing::warn!(pid, "adopted VM process did not exit; killing it");
-                // SAFETY: plain kill(2) of a pid we adopted as this LPAR's VM process.
-                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-                return;
+        // Adopted: not our child, so wait on its pidfd, and kill through it: a plain kill(pid)
+        // after the process exited could hit another process that got the pid since.
+        if !self
+            .pid
+            .wait_exit(deadline.saturating_duration_since(Instant::now()))
+        {
+            tracing::warn!(
+                pid = self.pid.get(),
+                "adopted VM process did not exit; killing it"
+            );
+            if let Err(e) = self.pid.kill()
+                && e.raw_os_error() != Some(libc::ESRCH)
+            {
+                tracing::warn!(pid = self.pid.get(), error = %e, "killing an adopted VM process");
             }
-            std::thread::sleep(Duration::from_millis(5));
         }
-    }
-}
-
-/// Whether `pid` runs (a zombie does not).
-fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
     }
 }
 
@@ -389,15 +390,29 @@ pub fn spawn(
             )));
         }
     };
+    let pid = match VerifiedPid::of_child(&child, hello.pid) {
+        Ok(pid) => pid,
+        Err(reason) => {
+            // Our own child, not yet reaped: killing it by its handle cannot hit another process.
+            let mut child = child;
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(GuestError::VmRefused {
+                socket: socket.display().to_string(),
+                reason,
+            });
+        }
+    };
     ours.set_read_timeout(Some(REQUEST_TIMEOUT))
         .map_err(io_err("setting a socket timeout"))?;
-    tracing::info!(lpar = lpar.get(), pid = hello.pid, "VM process started");
-    Ok(guest_of(hello, socket, ours, Some(child), memory))
+    tracing::info!(lpar = lpar.get(), pid = pid.get(), "VM process started");
+    Ok(guest_of(hello, pid, socket, ours, Some(child), memory))
 }
 
 /// The guest a blade drives through the VM process that said `hello` on `conn`.
 fn guest_of(
     hello: VmHello,
+    pid: VerifiedPid,
     socket: PathBuf,
     conn: UnixStream,
     child: Option<Child>,
@@ -407,6 +422,7 @@ fn guest_of(
     let (awaiting, activation) = (hello.awaiting_state, hello.activation);
     let vm = VmProcess {
         hello,
+        pid,
         socket,
         conn: Mutex::new(Some(conn)),
         lost: Mutex::new(None),
@@ -442,6 +458,13 @@ pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
         .and_then(|()| wire::read_msg::<Response>(&mut conn))
     {
         Ok(Response::Hello(h)) => h,
+        Ok(Response::Failed(e)) => {
+            return Err(fail(format!(
+                "the VM on {} refused this blade: {}",
+                socket.display(),
+                PartitionError::from(e)
+            )));
+        }
         Ok(other) => return Err(GuestError::Partition(unexpected(&other))),
         Err(e) => {
             return Err(fail(format!(
@@ -456,16 +479,31 @@ pub fn adopt(socket: &Path) -> Result<Adopted, GuestError> {
             socket.display()
         ))
     })?;
+    // The kernel's word on who listens there, not the hello's: a process that lies about its
+    // pid is refused here, before anything reads its /proc entry or could ever signal it.
+    let pid = VerifiedPid::of_peer(&conn, hello.pid).map_err(|reason| GuestError::VmRefused {
+        socket: socket.display().to_string(),
+        reason,
+    })?;
     // The memory file is still open in the VM process; opening its /proc link opens the same
     // file (root, or the same user, may).
-    let path = format!("/proc/{}/fd/{}", hello.pid, wire::MEMORY_FD);
+    let path = format!("/proc/{}/fd/{}", pid.get(), wire::MEMORY_FD);
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(&path)
         .map_err(|e| fail(format!("opening the guest memory {path}: {e}")))?;
+    // Still running after the open: the pid named the verified process all along, not one that
+    // got its number after it exited.
+    if !pid.running() {
+        return Err(fail(format!(
+            "the VM process {} on {} exited while it was adopted",
+            pid.get(),
+            socket.display()
+        )));
+    }
     let memory = GuestMemory::attach(&file, hello.spec.memory_bytes)?;
-    let guest = guest_of(hello, socket.to_owned(), conn, None, memory);
+    let guest = guest_of(hello, pid, socket.to_owned(), conn, None, memory);
     // No move outlives the blade process that ran it: whatever an interrupted one switched on
     // goes off before the restarted blade uses the guest. A VM that cannot do that is not
     // adoptable.
@@ -491,6 +529,10 @@ pub fn scan(dir: &Path) -> Vec<Adopted> {
                 tracing::info!(lpar = adopted.lpar.get(), socket = %path.display(), "found a running VM");
                 found.push(adopted);
             }
+            Err(e @ GuestError::VmRefused { .. }) => {
+                tracing::warn!(error = %e, "refusing a VM process; removing its socket");
+                let _ = std::fs::remove_file(&path);
+            }
             Err(e) => {
                 tracing::info!(error = %e, "removing a stale VM socket");
                 let _ = std::fs::remove_file(&path);
@@ -498,4 +540,137 @@ pub fn scan(dir: &Path) -> Vec<Adopted> {
         }
     }
     found
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+
+    use lparmover::model::workload::{GuestBackend, Workload};
+
+    use super::peer::PeerError;
+    use super::*;
+
+    fn spec() -> GuestSpec {
+        GuestSpec {
+            memory_bytes: 64 << 20,
+            vcpus: 1,
+            workload: Workload::default(),
+            backend: GuestBackend::Soft,
+        }
+    }
+
+    /// A process that is not a VM but has a file of the guest's size open at the memory fd, as a
+    /// VM process has: a blade that believed a hello naming it could map that file, adopt it and
+    /// later kill it.
+    fn bystander(dir: &Path) -> Child {
+        let file = dir.join("bystander-memory");
+        std::fs::File::create(&file)
+            .unwrap()
+            .set_len(spec().memory_bytes)
+            .unwrap();
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(r#"exec 3<>"$0"; exec sleep 1000"#)
+            .arg(&file)
+            .spawn()
+            .unwrap();
+        // Until the shell has exec'd sleep, /proc/PID/fd/3 may not be there yet.
+        let fd3 = format!("/proc/{}/fd/{}", child.id(), wire::MEMORY_FD);
+        let t = Instant::now();
+        while std::fs::read_link(&fd3).ok() != Some(file.clone()) {
+            assert!(t.elapsed() < Duration::from_secs(10), "{fd3} never opened");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        child
+    }
+
+    /// A fake VM on `socket` whose hello says it is `pid`, for `connections` connections; it
+    /// answers every other request with `Done` and reports each request it got.
+    fn liar(socket: &Path, pid: u32, connections: usize) -> mpsc::Receiver<String> {
+        let listener = UnixListener::bind(socket).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for _ in 0..connections {
+                let (mut conn, _) = listener.accept().unwrap();
+                while let Ok(request) = wire::read_msg::<Request>(&mut conn) {
+                    let _ = tx.send(format!("{request:?}"));
+                    let response = match request {
+                        Request::Hello => Response::Hello(VmHello {
+                            lpar: 1,
+                            pid,
+                            spec: spec(),
+                            kind: BackendKind::Soft,
+                            awaiting_state: false,
+                            activation: Duration::ZERO,
+                        }),
+                        _ => Response::Done,
+                    };
+                    if wire::write_msg(&mut conn, &response).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        rx
+    }
+
+    fn running(child: &mut Child) -> bool {
+        child.try_wait().unwrap().is_none()
+    }
+
+    #[test]
+    fn a_vm_whose_hello_names_another_pid_is_refused_and_that_pid_is_never_signalled() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut victim = bystander(dir.path());
+        let vms = dir.path().join("vms");
+        std::fs::create_dir(&vms).unwrap();
+        let socket = vms.join("lpar-1-0000000000000001.sock");
+        let asked = liar(&socket, victim.id(), 1);
+
+        let refused = adopt(&socket);
+        let message = refused.as_ref().err().map(ToString::to_string);
+        let e = refused.as_ref().err();
+        assert!(
+            matches!(
+                e,
+                Some(GuestError::VmRefused {
+                    reason: PeerError::PidMismatch { claimed, actual },
+                    ..
+                }) if *claimed == victim.id() && *actual == std::process::id()
+            ),
+            "a VM lying about its pid was not refused: {e:?}"
+        );
+        let message = message.unwrap_or_default();
+        assert!(
+            message.contains(&format!("pid {}", victim.id()))
+                && message.contains(&format!("pid {}", std::process::id())),
+            "the refusal names both pids: {message}"
+        );
+        // Were it adopted, dropping its guest would stop it: a Stop request, then, as the
+        // victim does not exit, SIGKILL to the victim after EXIT_TIMEOUT.
+        drop(refused);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(running(&mut victim), "the pid named in the lie was killed");
+        let asked: Vec<String> = asked.try_iter().collect();
+        assert_eq!(
+            asked,
+            ["Hello"],
+            "nothing but a hello is asked of a refused VM"
+        );
+
+        // A restarted blade's scan refuses it too and drops its socket.
+        let again = dir.path().join("vms-again");
+        std::fs::create_dir(&again).unwrap();
+        let socket = again.join("lpar-2-0000000000000002.sock");
+        let _asked = liar(&socket, victim.id(), 1);
+        assert!(scan(&again).is_empty());
+        assert!(!socket.exists());
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(running(&mut victim), "the pid named in the lie was killed");
+        victim.kill().unwrap();
+        victim.wait().unwrap();
+    }
 }

@@ -308,7 +308,9 @@ pub fn spawn(
     incoming: bool,
 ) -> Result<Arc<Guest>, GuestError> {
     let fail = |why: String| GuestError::InvalidSpec(why);
-    std::fs::create_dir_all(dir).map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
+    // Owner-only: the control sockets in it drive the guests.
+    lparmover::fsutil::create_private_dir(dir)
+        .map_err(|e| fail(format!("creating {}: {e}", dir.display())))?;
     let socket = dir.join(format!(
         "lpar-{}-{:016x}.sock",
         lpar.get(),

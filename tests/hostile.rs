@@ -67,6 +67,7 @@ async fn extreme_move_options_are_refused_everywhere_before_anything_changes() {
                     dest_cert_pem: b2.profile.cert_pem.clone(),
                     options: options.clone(),
                     exchange: Default::default(),
+                    purpose: Default::default(),
                 },
                 None,
             )
@@ -710,6 +711,7 @@ async fn a_panicking_send_answers_500_logs_its_id_and_leaves_the_lpar_activated(
         dest_cert_pem: b1.profile.cert_pem.clone(),
         options: MoveOptions::default(),
         exchange: Default::default(),
+        purpose: Default::default(),
     };
     let (status, answer) = b1
         .api(

@@ -433,6 +433,35 @@ async fn rehearsal_releases_everything_and_predicts() {
         "no definition left"
     );
     assert!(src.locks().await.unwrap().is_empty() && dst.locks().await.unwrap().is_empty());
+    // Both blades count it as a rehearsal, never as a live move rolled back.
+    for (blade, role) in [(&b1, "source"), (&b2, "destination")] {
+        let text = scrape(blade).await;
+        let ended = |mode: &str, outcome: &str| {
+            sample(
+                &text,
+                &format!(
+                    "lparmover_moves_ended_total{{role=\"{role}\",mode=\"{mode}\",outcome=\"{outcome}\"}}"
+                ),
+            )
+        };
+        let outcomes = ["completed", "failed", "cancelled", "rolled_back"];
+        let rehearsals: f64 = outcomes.iter().map(|o| ended("rehearsal", o)).sum();
+        assert_eq!(rehearsals, 1.0, "{role}:\n{text}");
+        for outcome in outcomes {
+            assert_eq!(ended("live", outcome), 0.0, "{role} {outcome}:\n{text}");
+        }
+        // The source counts what it sent; a destination what it had applied when told to abort.
+        assert!(
+            role == "destination"
+                || sample(
+                    &text,
+                    &format!(
+                        "lparmover_move_memory_bytes_total{{role=\"{role}\",mode=\"rehearsal\"}}"
+                    )
+                ) >= (64 << 20) as f64,
+            "{role}: the rehearsal's real transfer is counted:\n{text}"
+        );
+    }
 }
 
 /// The value of the sample `series` (name and labels exactly as rendered) in `text`.

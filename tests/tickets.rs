@@ -53,6 +53,7 @@ impl Pair {
                     ticket: ticket.to_hex(),
                     source_cert_pem: source_cert_pem.into(),
                     ticket_ttl_s,
+                    purpose: Default::default(),
                 },
                 None,
             )
@@ -81,6 +82,7 @@ impl Pair {
                 dest_cert_pem: dest_cert_pem.into(),
                 options: MoveOptions::default(),
                 exchange: to.exchange.clone(),
+                purpose: Default::default(),
             },
             None,
         )
@@ -336,6 +338,7 @@ async fn wrong_certificates_replayed_expired_and_foreign_tickets_are_refused_and
                         ticket: JobTicket::generate().to_hex(),
                         source_cert_pem: b1_cert.clone(),
                         ticket_ttl_s: Some(ttl),
+                        purpose: Default::default(),
                     },
                     None,
                 )

@@ -141,6 +141,7 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
                 dest_cert_pem: b2.profile.cert_pem.clone(),
                 options: MoveOptions::default(),
                 exchange: Default::default(),
+                purpose: Default::default(),
             },
             None,
         )
@@ -156,6 +157,7 @@ async fn a_destination_lost_mid_copy_leaves_wwns_to_roll_back_until_rollback_wwn
                 ticket: "00".repeat(32),
                 source_cert_pem: b2.profile.cert_pem.clone(),
                 ticket_ttl_s: None,
+                purpose: Default::default(),
             },
             None,
         )

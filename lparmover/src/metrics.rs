@@ -7,7 +7,7 @@
 //! [`http::serve`] on a loopback address the operator gives.
 //!
 //! Labels are small and bounded: the part a process played in a move (`role`: source,
-//! destination, manager), its mode (`mode`: live, shutdown), how it ended (`outcome`:
+//! destination, manager), its mode (`mode`: live, shutdown, rehearsal), how it ended (`outcome`:
 //! completed, failed, cancelled, rolled_back) and, for the throttle of a move under way, the
 //! LPAR number (an HVM has a bounded number of them; never a name).
 //!
@@ -30,9 +30,10 @@
 //! the source → first change on the destination, which adds the commit decision and the
 //! resume). A destination records none.
 //!
-//! A blade sees only its primitives: a rehearsal (prepare, a short send, abort) counts there as
-//! a live move rolled back, with the bytes it really moved; the manager's series count no
-//! rehearsal. A Shutdown-mode move is one step on each blade (the define, the release).
+//! A rehearsal (prepare, a short send, abort) counts on the blades under `mode="rehearsal"`,
+//! with the bytes it really moved; its planned abort ends it as `rolled_back` there, never
+//! among the live moves. The manager's series count no rehearsal. A Shutdown-mode move is one
+//! step on each blade (the define, the release).
 
 use std::fmt::Write as _;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -109,11 +110,34 @@ impl Outcome {
     }
 }
 
-/// The `mode` label value of a move mode.
-fn mode_str(mode: Mode) -> &'static str {
-    match mode {
-        Mode::ConcurrentMaintenance => "live",
-        Mode::Shutdown => "shutdown",
+/// What kind of move a series counts: its `mode` label.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum MoveKind {
+    /// A live (Concurrent Maintenance) move.
+    Live,
+    /// A Shutdown-mode move.
+    Shutdown,
+    /// A rehearsal's short transfer, aborted on purpose.
+    Rehearsal,
+}
+
+impl MoveKind {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Shutdown => "shutdown",
+            Self::Rehearsal => "rehearsal",
+        }
+    }
+}
+
+impl From<Mode> for MoveKind {
+    fn from(mode: Mode) -> Self {
+        match mode {
+            Mode::ConcurrentMaintenance => Self::Live,
+            Mode::Shutdown => Self::Shutdown,
+        }
     }
 }
 
@@ -127,24 +151,20 @@ macro_rules! label_value {
     };
 }
 
-/// The `mode` label (a newtype so the model's [`Mode`] stays free of metrics code).
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct ModeLabel(Mode);
-
 label_value!(Part, Part::as_str);
 label_value!(Outcome, Outcome::as_str);
-label_value!(ModeLabel, |m: ModeLabel| mode_str(m.0));
+label_value!(MoveKind, MoveKind::as_str);
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct MoveLabels {
     role: Part,
-    mode: ModeLabel,
+    mode: MoveKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndLabels {
     role: Part,
-    mode: ModeLabel,
+    mode: MoveKind,
     outcome: Outcome,
 }
 
@@ -274,11 +294,14 @@ impl MoveMetrics {
     /// absence).
     pub fn prefill(&self, parts: &[Part]) {
         for &role in parts {
-            for mode in [Mode::ConcurrentMaintenance, Mode::Shutdown] {
-                let labels = MoveLabels {
-                    role,
-                    mode: ModeLabel(mode),
-                };
+            // The manager's series count no rehearsal (its trials are in the history).
+            let kinds: &[MoveKind] = if role == Part::Manager {
+                &[MoveKind::Live, MoveKind::Shutdown]
+            } else {
+                &[MoveKind::Live, MoveKind::Shutdown, MoveKind::Rehearsal]
+            };
+            for &mode in kinds {
+                let labels = MoveLabels { role, mode };
                 drop(self.started.get_or_create(&labels));
                 drop(self.in_progress.get_or_create(&labels));
                 drop(self.wire_bytes.get_or_create(&labels));
@@ -292,7 +315,7 @@ impl MoveMetrics {
                 ] {
                     drop(self.ended.get_or_create(&EndLabels {
                         role,
-                        mode: ModeLabel(mode),
+                        mode,
                         outcome,
                     }));
                 }
@@ -310,10 +333,10 @@ impl MoveMetrics {
 
     /// A move begins here; end it with [`MoveInFlight::end`] (dropped without, it ends as
     /// failed).
-    pub fn begin(&self, role: Part, mode: Mode) -> MoveInFlight {
+    pub fn begin(&self, role: Part, kind: impl Into<MoveKind>) -> MoveInFlight {
         let labels = MoveLabels {
             role,
-            mode: ModeLabel(mode),
+            mode: kind.into(),
         };
         self.started.get_or_create(&labels).inc();
         self.in_progress.get_or_create(&labels).inc();
@@ -479,6 +502,31 @@ mod tests {
 
     fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
         text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn a_rehearsal_is_counted_apart_from_live_moves() {
+        let m = Metrics::new(&[Part::Source, Part::Destination]);
+        m.moves.begin(Part::Source, MoveKind::Rehearsal).end(
+            Outcome::RolledBack,
+            &MoveFigures {
+                wire_bytes: 500,
+                memory_bytes: 8192,
+                ..MoveFigures::default()
+            },
+        );
+        let text = m.render();
+        for want in [
+            "lparmover_moves_ended_total{role=\"source\",mode=\"rehearsal\",outcome=\"rolled_back\"} 1",
+            "lparmover_moves_ended_total{role=\"source\",mode=\"live\",outcome=\"rolled_back\"} 0",
+            "lparmover_moves_started_total{role=\"source\",mode=\"live\"} 0",
+            "lparmover_move_wire_bytes_total{role=\"source\",mode=\"rehearsal\"} 500",
+            "lparmover_moves_started_total{role=\"destination\",mode=\"rehearsal\"} 0",
+        ] {
+            assert!(text.contains(want), "missing {want:?} in\n{text}");
+        }
+        let manager = Metrics::new(&[Part::Manager]).render();
+        assert!(!manager.contains("rehearsal"), "{manager}");
     }
 
     #[test]

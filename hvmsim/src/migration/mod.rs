@@ -12,12 +12,11 @@ use std::time::Duration;
 
 use lparmover::api::{
     CommitRequest, ExtendTimeout, GuestHold, IncomingPrepared, LockTarget, LogLevel, LparView,
-    MigrationRecord, MigrationStatus, MoveOptions, Phase, PrepareIncoming, RecordPhase, Release,
-    Role, StartSend,
+    MigrationRecord, MigrationStatus, MoveOptions, MovePurpose, Phase, PrepareIncoming,
+    RecordPhase, Release, Role, StartSend,
 };
 use lparmover::emg::{Emg, EmgError};
-use lparmover::metrics::{MoveFigures, MoveInFlight, MoveMetrics, Outcome};
-use lparmover::model::Mode;
+use lparmover::metrics::{MoveFigures, MoveInFlight, MoveKind, MoveMetrics, Outcome};
 use lparmover::model::lpar::UsbState;
 use lparmover::model::{GuestSpec, LparNumber, LparStatus};
 use lparmover::mover::receiver::RecvStatus;
@@ -143,9 +142,13 @@ impl Job {
     }
 
     /// Counts the move as begun on this blade (ended by the phase [`Self::update`] makes final).
-    fn begin(&self, metrics: &MoveMetrics) {
+    fn begin(&self, metrics: &MoveMetrics, purpose: MovePurpose) {
         let role = lock(&self.status).role;
-        *lock(&self.flight) = Some(metrics.begin(role.into(), Mode::ConcurrentMaintenance));
+        let kind = match purpose {
+            MovePurpose::Move => MoveKind::Live,
+            MovePurpose::Rehearsal => MoveKind::Rehearsal,
+        };
+        *lock(&self.flight) = Some(metrics.begin(role.into(), kind));
     }
 
     fn update(&self, f: impl FnOnce(&mut MigrationStatus)) {
@@ -504,7 +507,13 @@ impl BladeService {
             };
             let incoming = l.expect(ticket, lpar.name.as_str(), source_cert, guest.clone());
             let addr = l.local_addr().map_err(|e| move_error(&e))?;
-            self.watch_incoming(&request.job, number, guest.clone(), incoming);
+            self.watch_incoming(
+                &request.job,
+                number,
+                guest.clone(),
+                incoming,
+                request.purpose,
+            );
             self.expire_unused_ticket(&request.job, request.ticket_ttl());
             addr
         };
@@ -576,6 +585,7 @@ impl BladeService {
         number: LparNumber,
         guest: Arc<Guest>,
         mut incoming: IncomingMove<Guest>,
+        purpose: MovePurpose,
     ) {
         let cancel = {
             let token = CancellationToken::new();
@@ -599,7 +609,7 @@ impl BladeService {
         *lock(&job.incoming_cancel) = Some(cancel.1);
         *lock(&job.incoming_commit) = Some(incoming.commit_handle());
         let job = Arc::new(job);
-        job.begin(&self.metrics.moves);
+        job.begin(&self.metrics.moves, purpose);
         lock(&self.migrations.jobs).insert(job_id.to_owned(), job.clone());
         if let Some(inbox) = incoming.take_settlements() {
             self.serve_settlements(job_id, &job, inbox);
@@ -770,7 +780,7 @@ impl BladeService {
         *lock(&job.watch) = Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD));
         lock(&job.lease).bound = Duration::from_millis(options.switchover_lease_ms);
         let job = Arc::new(job);
-        job.begin(&self.metrics.moves);
+        job.begin(&self.metrics.moves, request.purpose);
         lock(&self.migrations.jobs).insert(request.job.clone(), job.clone());
         self.log.record(
             LogLevel::Info,

@@ -215,6 +215,9 @@ pub struct PrepareIncoming {
     /// blade's processors and memory for ever.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ticket_ttl_s: Option<u64>,
+    /// A real move or a rehearsal (counted apart in the blade's metrics).
+    #[serde(default, skip_serializing_if = "MovePurpose::is_move")]
+    pub purpose: MovePurpose,
 }
 
 impl PrepareIncoming {
@@ -286,6 +289,29 @@ pub struct StartSend {
     /// so the blades can finish a move between themselves when the manager is gone).
     #[serde(default)]
     pub exchange: NameExchange,
+    /// A real move or a rehearsal's short transfer (counted apart in the blade's metrics).
+    #[serde(default, skip_serializing_if = "MovePurpose::is_move")]
+    pub purpose: MovePurpose,
+}
+
+/// Why the blades move memory: a real move, or a rehearsal that proves one and is then aborted
+/// on purpose. The blades count rehearsals apart (`mode="rehearsal"` in their metrics), so a
+/// night of rehearsals never reads as a night of rolled-back moves.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MovePurpose {
+    /// A move meant to finish.
+    #[default]
+    Move,
+    /// A rehearsal: checks, reservation and a short real transfer, then an abort.
+    Rehearsal,
+}
+
+impl MovePurpose {
+    /// Whether this is a real move (the default, left out of requests).
+    pub fn is_move(&self) -> bool {
+        *self == Self::Move
+    }
 }
 
 /// Which side of a move an HVM plays.

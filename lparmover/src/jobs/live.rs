@@ -452,6 +452,7 @@ async fn run_locked(
                 ticket: ticket.to_hex(),
                 source_cert_pem: src_entry.cert_pem.clone(),
                 ticket_ttl_s: None,
+                purpose: Default::default(),
             },
             leases.destination(),
         )
@@ -475,6 +476,7 @@ async fn run_locked(
         dest_cert_pem: prepared.cert_pem.clone(),
         options: request.options.clone(),
         exchange: prepared.exchange.clone(),
+        purpose: Default::default(),
     };
     journal.intent(Step::Send)?;
     if let Err(e) = src.start_send(&send, leases.source()).await {

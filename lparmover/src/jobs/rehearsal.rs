@@ -17,7 +17,7 @@ use tracing::{Instrument, info_span};
 
 use super::leases::Leases;
 use super::live::{JobError, new_job_id};
-use crate::api::{HvmClient, MoveOptions, Phase, PrepareIncoming, StartSend};
+use crate::api::{HvmClient, MoveOptions, MovePurpose, Phase, PrepareIncoming, StartSend};
 use crate::checks;
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
@@ -123,6 +123,7 @@ pub async fn rehearse(
                         ticket: ticket.to_hex(),
                         source_cert_pem: src_entry.cert_pem.clone(),
                         ticket_ttl_s: None,
+                        purpose: MovePurpose::Rehearsal,
                     },
                     leases.destination(),
                 )
@@ -136,6 +137,7 @@ pub async fn rehearse(
                 dest_cert_pem: prepared.cert_pem,
                 options: options.clone(),
                 exchange: prepared.exchange,
+                purpose: MovePurpose::Rehearsal,
             };
             let sampled = sample_transfer(&job, &src, &send, leases.source(), sample).await;
             let (a, b) = tokio::join!(src.abort_migration(&job), dst.abort_migration(&job));

@@ -328,6 +328,7 @@ async fn shutdown_mode_moves_a_running_lpar_after_a_remote_shutdown() {
         remote_shutdown: false,
         shutdown_wait: Duration::from_secs(30),
         activate: true,
+        actor: lpm_tests::operator(),
     };
     let refused = shutdown_move(&profile, &request, |_| {}).await.unwrap_err();
     assert_eq!(
@@ -378,6 +379,7 @@ async fn shutdown_waiting_when_the_guest_refuses() {
         remote_shutdown: true,
         shutdown_wait: Duration::from_secs(2),
         activate: false,
+        actor: lpm_tests::operator(),
     };
     let err = shutdown_move(&profile_of(&[&b1, &b2]), &request, |_| {})
         .await
@@ -401,6 +403,7 @@ async fn rehearsal_releases_everything_and_predicts() {
     let dst_before = dst.inventory().await.unwrap();
     let report = lparmover::jobs::rehearse(
         &profile_of(&[&b1, &b2]),
+        &lpm_tests::operator(),
         &"ch1-b1/web-01".parse().unwrap(),
         "ch1-b2",
         &MoveOptions::default(),
@@ -547,6 +550,7 @@ async fn metrics_count_a_live_move_on_both_blades_and_the_manager() {
     };
     let report = lparmover::ops::moves::live(
         &profile_of(&[&b1, &b2]),
+        &lpm_tests::operator(),
         &target,
         MoveOptions::default(),
         &lparmover::ops::moves::MoveControl::new(),

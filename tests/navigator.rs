@@ -200,6 +200,21 @@ fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm
     );
     let moved = lpar_on(&profile, "ch1-b2", "web-01").expect("web-01 on ch1-b2");
     assert_eq!(moved.lpar.status, LparStatus::Activated);
+
+    // The Migration History names who moved it, and that it came through the navigator.
+    let dirs = lparmover::dirs::ManagerDirs::for_profile(&profile);
+    let entries = lparmover::ops::history(&dirs, 10).expect("history readable");
+    let Some(lparmover::history::HistoryEntry::Move(moved)) = entries.first() else {
+        panic!("no move recorded: {entries:?}");
+    };
+    assert_eq!(moved.lpar, "web-01");
+    assert_eq!(
+        moved.actor,
+        Some(lparmover::history::Actor::of_this_process(
+            lparmover::history::Origin::Navigator
+        )),
+        "{moved:?}"
+    );
 }
 
 #[test]

@@ -83,6 +83,12 @@ fn history_cli_prints_now_and_old_rows() {
                 finished_at: Some(started_at + chrono::Duration::seconds(3)),
                 suspension: Some(Duration::from_millis(12)),
                 detail: None,
+                // job-a predates recorded actors; job-b came from a policy.
+                actor: (job == "job-b").then(|| lparmover::history::Actor {
+                    user: "ops".into(),
+                    host: "mgr-1".into(),
+                    origin: lparmover::history::Origin::policy("nightly"),
+                }),
             })
             .unwrap();
     }
@@ -111,6 +117,8 @@ fn history_cli_prints_now_and_old_rows() {
         "{text}"
     );
     assert!(rows[0].contains("Concurrent Maintenance") && rows[0].contains("12.0 ms"));
+    assert!(rows[0].ends_with(" ops@mgr-1 via policy nightly"), "{text}");
+    assert_eq!(rows[1].split_whitespace().last(), Some("-"), "{text}");
 
     let out = run_binary(
         "lparmover",
@@ -270,6 +278,7 @@ async fn connectivity_test_over_the_migration_paths() {
 
     let report = connectivity_test(
         &profile,
+        &lpm_tests::operator(),
         "ch2-b2",
         "ch1-b2",
         ProbeLimits {
@@ -335,6 +344,12 @@ async fn connectivity_test_over_the_migration_paths() {
         row.contains("ch2-b2") && row.contains("ch1-b2") && row.contains("Completed"),
         "{row}"
     );
+    // …and who ran it, from where.
+    let me = lpm_tests::operator();
+    assert!(
+        row.ends_with(&format!("{}@{} via CLI", me.user, me.host)),
+        "{row}"
+    );
     assert!(
         text.contains("RTT median") && text.contains("path MTU"),
         "{text}"
@@ -349,9 +364,15 @@ async fn connectivity_test_refuses_a_destination_without_migration_path() {
     let dst = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("dst")).unwrap();
     let profile = profile_of(&[&src, &dst]);
 
-    let err = connectivity_test(&profile, "ch2-b2", "ch1-b2", ProbeLimits::default())
-        .await
-        .unwrap_err();
+    let err = connectivity_test(
+        &profile,
+        &lpm_tests::operator(),
+        "ch2-b2",
+        "ch1-b2",
+        ProbeLimits::default(),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, ConnectivityError::Refused(_)), "{err}");
     assert_eq!(err.emg().kind, Emg::DestinationPathMissing);
     assert!(

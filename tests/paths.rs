@@ -102,7 +102,7 @@ async fn a_changed_path_is_used_and_bad_input_changes_nothing() {
         max_bytes: 8 << 20,
         ..ProbeLimits::default()
     };
-    let probe = connectivity_test(&profile, "ch1-b1", "ch1-b2", limits)
+    let probe = connectivity_test(&profile, &lpm_tests::operator(), "ch1-b1", "ch1-b2", limits)
         .await
         .unwrap();
     assert_eq!(probe.result, COMPLETED);
@@ -116,7 +116,9 @@ async fn a_changed_path_is_used_and_bad_input_changes_nothing() {
     // on the new primary path.
     let web01: lparmover::fleetview::LparRef = "ch1-b1/web-01".parse().unwrap();
     let options = MoveOptions::default();
-    let rehearse = || lparmover::jobs::rehearse(&profile, &web01, "ch1-b2", &options, 16 << 20);
+    let operator = lpm_tests::operator();
+    let rehearse =
+        || lparmover::jobs::rehearse(&profile, &operator, &web01, "ch1-b2", &options, 16 << 20);
     let r = rehearse().await.unwrap();
     assert!(r.sampled_bytes > 0, "{r:?}");
     let listed = lparmover::paths::list(&client).await.unwrap();
@@ -333,7 +335,7 @@ async fn a_changed_path_is_used_and_bad_input_changes_nothing() {
     assert_eq!(after.primary().unwrap().name, "mig-new");
     assert_eq!(primary_ip(&after), Ipv4Addr::new(127, 0, 7, 2));
     let profile = profile_of(&[&src, &dst]);
-    let probe = connectivity_test(&profile, "ch1-b1", "ch1-b2", limits)
+    let probe = connectivity_test(&profile, &lpm_tests::operator(), "ch1-b1", "ch1-b2", limits)
         .await
         .unwrap();
     assert_eq!(probe.probe.dest_addr.ip().to_string(), "127.0.7.2");

@@ -127,6 +127,33 @@ fn the_sample_policy_runs_unattended_skips_its_failing_entry_and_its_return_brin
         assert_eq!(where_is(&profile, "app-01").await.0, "ch1-b1");
         assert_eq!(where_is(&profile, "db-01").await, ("ch1-b1".into(), n(2)));
     });
+    // The history says the policy moved and rehearsed them, as whoever ran it.
+    let me = lpm_tests::operator();
+    let by_policy = lparmover::history::Actor {
+        origin: lparmover::history::Origin::policy("demo-evening"),
+        ..me
+    };
+    let history = lparmover::ops::history(&lparmover::dirs::ManagerDirs::for_profile(&profile), 50)
+        .expect("history readable");
+    for lpar in ["web-01", "app-01"] {
+        let of_lpar: Vec<_> = history
+            .iter()
+            .filter_map(|e| match e {
+                lparmover::history::HistoryEntry::Move(m) if m.lpar == lpar => {
+                    Some(m.actor.clone())
+                }
+                lparmover::history::HistoryEntry::Trial(t) if t.lpar.as_deref() == Some(lpar) => {
+                    Some(t.actor.clone())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            of_lpar,
+            [Some(by_policy.clone()), Some(by_policy.clone())],
+            "{lpar}: one move and one rehearsal, both by the policy"
+        );
+    }
 
     let html = std::fs::read_to_string(
         RunStore::new(test_data_dir().join("policy-runs"))
@@ -435,6 +462,7 @@ fn an_operator_retries_skips_ends_stops_and_continues_and_a_window_and_a_busy_lp
                 };
                 lparmover::ops::moves::live(
                     &profile,
+                    &lpm_tests::operator(),
                     &target,
                     lparmover::api::MoveOptions::default(),
                     &control,

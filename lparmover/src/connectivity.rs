@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use crate::api::limits::{InvalidField, check_ticket_and_cert};
 use crate::api::{ClientError, HvmClient, Inventory};
 use crate::emg::{Emg, EmgError};
-use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
+use crate::history::{Actor, JobHistory, MoveResult, TrialKind, TrialRecord};
 use crate::mover::tls::{self as mtls, PinnedClients, SERVER_NAME};
 use crate::mover::{Identity, JobTicket};
 use crate::profile::{Profile, ProfileError};
@@ -604,6 +604,7 @@ fn first_path(inv: &Inventory) -> Option<std::net::Ipv4Addr> {
 /// records it, passed or failed, in the migration history.
 pub async fn connectivity_test(
     profile: &Profile,
+    actor: &Actor,
     source: &str,
     destination: &str,
     limits: ProbeLimits,
@@ -619,6 +620,7 @@ pub async fn connectivity_test(
         started_at: chrono::Utc::now(),
         finished_at: None,
         detail: None,
+        actor: Some(actor.clone()),
     };
     limits.validate()?;
     let result = probe_between(profile, source, destination, limits).await;

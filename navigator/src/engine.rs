@@ -12,6 +12,7 @@ use lparmover::connectivity::ProbeLimits;
 use lparmover::dirs::ManagerDirs;
 use lparmover::emg::{Emg, EmgError};
 use lparmover::fleetview::HvmSnapshot;
+use lparmover::history::{Actor, Origin};
 use lparmover::ops::moves::{self, CancelOutcome, MoveControl, MoveEvent};
 use lparmover::ops::recover::{self, describe_job};
 use lparmover::ops::register;
@@ -103,6 +104,7 @@ impl Engine {
             in_flight: Arc::new(Mutex::new(std::collections::HashSet::new())),
             running_move: running_move.clone(),
             policy_run: Arc::new(Mutex::new(None)),
+            actor: Arc::new(Actor::of_this_process(Origin::Navigator)),
         };
         runtime.spawn(worker.run(rx, settle_first));
         Ok(Self {
@@ -146,6 +148,8 @@ struct Worker {
     in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     running_move: Arc<Mutex<Option<RunningMove>>>,
     policy_run: Arc<Mutex<Option<PolicyRunHandle>>>,
+    /// Whoever runs the navigator: the history records it for every move and trial.
+    actor: Arc<Actor>,
 }
 
 /// The policy run in progress: its Stop, and the reply the runner waits for.
@@ -296,7 +300,7 @@ impl Worker {
                         return;
                     };
                     let outbox = me.outbox.clone();
-                    let result = moves::shutdown(&me.profile(), &target, options, |e| {
+                    let result = moves::shutdown(&me.profile(), &me.actor, &target, options, |e| {
                         outbox.send(Event::Move(e));
                     })
                     .instrument(info_span!("navigator move", lpar = %endpoints.source))
@@ -360,6 +364,7 @@ impl Worker {
                 tokio::spawn(async move {
                     let result = ops::rehearse(
                         &me.profile(),
+                        &me.actor,
                         &source,
                         &destination,
                         &lparmover::api::MoveOptions::default(),
@@ -376,6 +381,7 @@ impl Worker {
                 tokio::spawn(async move {
                     let result = ops::connectivity_test(
                         &me.profile(),
+                        &me.actor,
                         &source,
                         &destination,
                         ProbeLimits::default(),
@@ -805,15 +811,22 @@ impl Worker {
         }
         let outbox = self.outbox.clone();
         let job = running.job.clone();
-        let result = moves::live(&self.profile(), &target, options, &running.control, |e| {
-            if let MoveEvent::Progress(p) = &e
-                && let Ok(mut j) = job.lock()
-                && j.is_none()
-            {
-                *j = Some(p.job.clone());
-            }
-            outbox.send(Event::Move(e));
-        })
+        let result = moves::live(
+            &self.profile(),
+            &self.actor,
+            &target,
+            options,
+            &running.control,
+            |e| {
+                if let MoveEvent::Progress(p) = &e
+                    && let Ok(mut j) = job.lock()
+                    && j.is_none()
+                {
+                    *j = Some(p.job.clone());
+                }
+                outbox.send(Event::Move(e));
+            },
+        )
         .instrument(info_span!("navigator move", lpar = %endpoints.source))
         .await;
         if let Ok(mut slot) = self.running_move.lock() {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use lparmover::api::MoveOptions;
 use lparmover::fleetview::{LparRef, LparSelector};
+use lparmover::history::{Actor, Origin};
 use lparmover::jobs::JobProgress;
 use lparmover::ops::moves::{self, MoveControl, MoveError, MoveEvent, ShutdownOptions};
 use lparmover::ops::stall::{Headway, StallWatch};
@@ -807,12 +808,27 @@ impl<'a> Runner<'a> {
     }
 }
 
+/// Whoever runs the runner, through the policy: what the history records for its moves and
+/// rehearsals.
+fn policy_actor(policy: &Policy) -> Actor {
+    Actor::of_this_process(Origin::policy(&policy.name))
+}
+
 /// Rehearses one entry: a live move's rehearsal (checks and a short real transfer), or the
 /// checks of a Shutdown-mode move.
 async fn rehearse(profile: &Profile, policy: &Policy, entry: &Entry) -> Rehearsal {
     if policy.mode.is_live() {
         let options = live_options(entry, policy, None, None);
-        match ops::rehearse(profile, &entry.source, &entry.destination.hvm, &options).await {
+        let actor = policy_actor(policy);
+        match ops::rehearse(
+            profile,
+            &actor,
+            &entry.source,
+            &entry.destination.hvm,
+            &options,
+        )
+        .await
+        {
             Ok(r) => Rehearsal {
                 passed: true,
                 predicted_total_s: Some(r.predicted_total_s),
@@ -988,19 +1004,27 @@ impl EntryJob {
         let events = self.events.clone();
         let index = self.index;
         let observer = Arc::clone(&watch);
-        let moving = moves::live(&self.profile, target, options, &control, move |event| {
-            if let MoveEvent::Progress(p) = event {
-                if let Ok(mut w) = observer.lock() {
-                    w.observe(origin.elapsed(), &p);
+        let actor = policy_actor(&self.policy);
+        let moving = moves::live(
+            &self.profile,
+            &actor,
+            target,
+            options,
+            &control,
+            move |event| {
+                if let MoveEvent::Progress(p) = event {
+                    if let Ok(mut w) = observer.lock() {
+                        w.observe(origin.elapsed(), &p);
+                    }
+                    if let Some(tx) = &events {
+                        let _ = tx.send(RunEvent::Progress {
+                            entry: index,
+                            progress: p,
+                        });
+                    }
                 }
-                if let Some(tx) = &events {
-                    let _ = tx.send(RunEvent::Progress {
-                        entry: index,
-                        progress: p,
-                    });
-                }
-            }
-        });
+            },
+        );
         tokio::pin!(moving);
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut stalled: Option<Duration> = None;
@@ -1059,7 +1083,8 @@ impl EntryJob {
         }
         let events = self.events.clone();
         let index = self.index;
-        let result = moves::shutdown(&self.profile, target, options, move |event| {
+        let actor = policy_actor(&self.policy);
+        let result = moves::shutdown(&self.profile, &actor, target, options, move |event| {
             if let (MoveEvent::Stage(stage), Some(tx)) = (event, &events) {
                 let _ = tx.send(RunEvent::Stage {
                     entry: index,

@@ -534,6 +534,11 @@ pub async fn find_lpar(client: &HvmClient, name: &str) -> Option<lparmover::api:
         .find(|l| l.lpar.name.as_str() == name)
 }
 
+/// Who the tests act as: this process's user and host, through the CLI.
+pub fn operator() -> lparmover::history::Actor {
+    lparmover::history::Actor::of_this_process(lparmover::history::Origin::Cli)
+}
+
 /// The demo fleet's standard live move: web-01 from ch1-b1 to ch1-b2.
 pub fn web01_to_b2(options: lparmover::api::MoveOptions) -> lparmover::jobs::LiveMoveRequest {
     lparmover::jobs::LiveMoveRequest {
@@ -543,6 +548,7 @@ pub fn web01_to_b2(options: lparmover::api::MoveOptions) -> lparmover::jobs::Liv
         destination: "ch1-b2".into(),
         dest_number: None,
         options,
+        actor: operator(),
     }
 }
 

@@ -259,6 +259,7 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             destination: to.into(),
             dest_number: None,
             options: options.clone(),
+            actor: crate::history::Actor::of_this_process(crate::history::Origin::Cli),
         };
         if spec.pretouch {
             let bytes = (spec.memory_mib + 256) << 20;

@@ -38,7 +38,9 @@ pub async fn run(profile: &Profile, args: ConnectivityArgs) -> anyhow::Result<Ex
     if !args.json {
         println!("Connectivity Test {} -> {} started.", args.from, args.to);
     }
-    match lparmover::ops::connectivity_test(profile, &args.from, &args.to, limits).await {
+    match lparmover::ops::connectivity_test(profile, &super::actor(), &args.from, &args.to, limits)
+        .await
+    {
         Ok(report) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);

@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         let result = moves::live(
             &profile,
+            &super::actor(),
             &target,
             MoveOptions::default(),
             &MoveControl::new(),

@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use chrono::{DateTime, Local, Utc};
 use lparmover::dirs::ManagerDirs;
-use lparmover::history::{HistoryEntry, HistoryRow, TrialRecord};
+use lparmover::history::{Actor, HistoryEntry, HistoryRow, TrialRecord};
+
+/// The job column's heading (job ids are 25 characters wide).
+const JOB: &str = "Job";
 
 /// Arguments of `lparmover history`.
 #[derive(Debug, clap::Args)]
@@ -71,6 +74,11 @@ fn suspension(d: Option<Duration>) -> String {
     )
 }
 
+/// Who asked: `user@host via front end`, or `-` in rows from before it was recorded.
+fn by(actor: Option<&Actor>) -> String {
+    actor.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
 fn number(n: Option<lparmover::model::LparNumber>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
@@ -85,14 +93,14 @@ pub fn render_lpar(lpar: &str, rows: &[HistoryRow]) -> String {
     }
     let _ = writeln!(
         out,
-        "  {:<6} {:<10} {:>4}  {:<19}  {:<22}  {:<11}  {:>10}  {:<14}  Job",
+        "  {:<6} {:<10} {:>4}  {:<19}  {:<22}  {:<11}  {:>10}  {:<14}  {JOB:<25}  By",
         "", "HVM", "LPAR", "Date and time", "Mode", "Result", "Suspension", "From"
     );
     for row in rows {
         let r = &row.record;
         let _ = writeln!(
             out,
-            "  {:<6} {:<10} {:>4}  {:<19}  {:<22}  {:<11}  {:>10}  {:<14}  {}",
+            "  {:<6} {:<10} {:>4}  {:<19}  {:<22}  {:<11}  {:>10}  {:<14}  {:<25}  {}",
             row.label,
             row.hvm,
             row.number.to_string(),
@@ -101,7 +109,8 @@ pub fn render_lpar(lpar: &str, rows: &[HistoryRow]) -> String {
             r.result.label(),
             suspension(r.suspension),
             format!("{}/{}", r.source.hvm, r.source.number),
-            r.job
+            r.job,
+            by(r.actor.as_ref())
         );
         if let Some(detail) = &r.detail {
             let _ = writeln!(out, "         {detail}");
@@ -119,18 +128,19 @@ pub fn render_rehearsals(trials: &[TrialRecord]) -> String {
     let _ = writeln!(out, "Rehearsals (the LPAR stayed where it was)");
     let _ = writeln!(
         out,
-        "  {:<19}  {:<14}  {:<14}  {:<11}  Job",
+        "  {:<19}  {:<14}  {:<14}  {:<11}  {JOB:<25}  By",
         "Date and time", "Source", "Destination", "Result"
     );
     for t in trials {
         let _ = writeln!(
             out,
-            "  {:<19}  {:<14}  {:<14}  {:<11}  {}",
+            "  {:<19}  {:<14}  {:<14}  {:<11}  {:<25}  {}",
             when(t.started_at),
             trial_source(t),
             t.dest_hvm,
             t.result.label(),
-            t.job
+            t.job,
+            by(t.actor.as_ref())
         );
         if let Some(detail) = &t.detail {
             let _ = writeln!(out, "         {detail}");
@@ -156,7 +166,7 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  Job",
+        "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {JOB:<25}  By",
         "Date and time", "LPAR", "Source", "Destination", "Kind", "Result", "Suspension"
     );
     for entry in entries {
@@ -164,7 +174,7 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
             HistoryEntry::Move(r) => {
                 let _ = writeln!(
                     out,
-                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {}",
+                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {:<25}  {}",
                     when(r.started_at),
                     r.lpar,
                     format!("{}/{}", r.source.hvm, r.source.number),
@@ -172,13 +182,14 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
                     r.mode.label(),
                     r.result.label(),
                     suspension(r.suspension),
-                    r.job
+                    r.job,
+                    by(r.actor.as_ref())
                 );
             }
             HistoryEntry::Trial(t) => {
                 let _ = writeln!(
                     out,
-                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {}",
+                    "{:<19}  {:<10}  {:<14}  {:<14}  {:<22}  {:<11}  {:>10}  {:<25}  {}",
                     when(t.started_at),
                     t.lpar.as_deref().unwrap_or("-"),
                     trial_source(t),
@@ -186,7 +197,8 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
                     t.kind.label(),
                     t.result.label(),
                     "-",
-                    t.job
+                    t.job,
+                    by(t.actor.as_ref())
                 );
                 if let Some(detail) = &t.detail {
                     let _ = writeln!(out, "    {detail}");

@@ -276,10 +276,17 @@ pub async fn run(
         bar.enable_steady_tick(Duration::from_millis(120));
         bar
     };
-    let result = moves::live(&profile, &target, options, &control, |event| match &event {
-        MoveEvent::Progress(p) => bar.set_message(progress_line(p)),
-        other => bar.suspend(|| print_event(other)),
-    })
+    let result = moves::live(
+        &profile,
+        &super::actor(),
+        &target,
+        options,
+        &control,
+        |event| match &event {
+            MoveEvent::Progress(p) => bar.set_message(progress_line(p)),
+            other => bar.suspend(|| print_event(other)),
+        },
+    )
     .await;
     bar.finish_and_clear();
     Ok(result?)
@@ -299,7 +306,7 @@ pub async fn run_cold(
         activate: args.activate,
     };
     let json = args.json;
-    let report = moves::shutdown(&profile, &target, options, |event| {
+    let report = moves::shutdown(&profile, &super::actor(), &target, options, |event| {
         if !json || !matches!(event, MoveEvent::Stage(_)) {
             print_event(&event);
         }

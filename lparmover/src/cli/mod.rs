@@ -148,6 +148,11 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Whoever runs this command, through the CLI (recorded in the history of what it does).
+fn actor() -> lparmover::history::Actor {
+    lparmover::history::Actor::of_this_process(lparmover::history::Origin::Cli)
+}
+
 fn load_profile(path: Option<PathBuf>) -> anyhow::Result<Profile> {
     let path = path.unwrap_or_else(Profile::default_path);
     Ok(Profile::load(&path)?)
@@ -252,7 +257,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<ExitCode> {
                     .max(1),
                 ..Default::default()
             };
-            let report = lparmover::ops::rehearse(&profile, &args.from, &args.to, &options).await?;
+            let report =
+                lparmover::ops::rehearse(&profile, &actor(), &args.from, &args.to, &options)
+                    .await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

@@ -17,6 +17,7 @@
 //!
 //! Jobs record through [`JobHistory`], which never lets a history problem fail a move.
 
+mod actor;
 mod schema;
 
 use std::fmt;
@@ -29,6 +30,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+pub use actor::{Actor, Origin};
 pub use schema::SCHEMA_VERSION;
 
 use crate::dirs::ManagerDirs;
@@ -163,6 +165,9 @@ pub struct MoveRecord {
     pub suspension: Option<Duration>,
     /// Error text of a failed move.
     pub detail: Option<String>,
+    /// Who asked for it (`None` in rows written before lparmover recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
 }
 
 impl MoveRecord {
@@ -253,6 +258,9 @@ pub struct TrialRecord {
     pub finished_at: Option<DateTime<Utc>>,
     /// What it measured when it passed, the error when it did not.
     pub detail: Option<String>,
+    /// Who asked for it (`None` in rows written before lparmover recorded it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<Actor>,
 }
 
 /// One line of the Migration History list: a move or a trial.
@@ -396,15 +404,18 @@ impl History {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id: i64 = tx.query_row(
             "INSERT INTO moves (job, lpar, src_hvm, src_number, dst_hvm, dst_number, mode, result,
-                                started_at, finished_at, suspension_us, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                                started_at, finished_at, suspension_us, detail,
+                                actor_user, actor_host, actor_via, actor_policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
              ON CONFLICT (job) DO UPDATE SET
                  lpar = excluded.lpar, src_hvm = excluded.src_hvm,
                  src_number = excluded.src_number, dst_hvm = excluded.dst_hvm,
                  dst_number = excluded.dst_number, mode = excluded.mode,
                  result = excluded.result, started_at = excluded.started_at,
                  finished_at = excluded.finished_at, suspension_us = excluded.suspension_us,
-                 detail = excluded.detail
+                 detail = excluded.detail, actor_user = excluded.actor_user,
+                 actor_host = excluded.actor_host, actor_via = excluded.actor_via,
+                 actor_policy = excluded.actor_policy
              RETURNING id",
             params![
                 record.job,
@@ -419,6 +430,10 @@ impl History {
                 record.finished_at.map(stamp),
                 record.suspension.map(dur_us),
                 record.detail,
+                record.actor.as_ref().map(|a| &a.user),
+                record.actor.as_ref().map(|a| &a.host),
+                record.actor.as_ref().map(|a| a.origin.key()),
+                record.actor.as_ref().and_then(|a| a.origin.policy_name()),
             ],
             |r| r.get(0),
         )?;
@@ -531,13 +546,16 @@ impl History {
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let id: i64 = tx.query_row(
             "INSERT INTO trials (job, kind, lpar, src_hvm, src_number, dst_hvm, result,
-                                 started_at, finished_at, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                                 started_at, finished_at, detail,
+                                 actor_user, actor_host, actor_via, actor_policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
              ON CONFLICT (job) DO UPDATE SET
                  kind = excluded.kind, lpar = excluded.lpar, src_hvm = excluded.src_hvm,
                  src_number = excluded.src_number, dst_hvm = excluded.dst_hvm,
                  result = excluded.result, started_at = excluded.started_at,
-                 finished_at = excluded.finished_at, detail = excluded.detail
+                 finished_at = excluded.finished_at, detail = excluded.detail,
+                 actor_user = excluded.actor_user, actor_host = excluded.actor_host,
+                 actor_via = excluded.actor_via, actor_policy = excluded.actor_policy
              RETURNING id",
             params![
                 record.job,
@@ -550,6 +568,10 @@ impl History {
                 stamp(record.started_at),
                 record.finished_at.map(stamp),
                 record.detail,
+                record.actor.as_ref().map(|a| &a.user),
+                record.actor.as_ref().map(|a| &a.host),
+                record.actor.as_ref().map(|a| a.origin.key()),
+                record.actor.as_ref().and_then(|a| a.origin.policy_name()),
             ],
             |r| r.get(0),
         )?;
@@ -618,10 +640,43 @@ impl History {
 }
 
 const COLUMNS: &str = "id, job, lpar, src_hvm, src_number, dst_hvm, dst_number, mode, result, \
-                       started_at, finished_at, suspension_us, detail";
+                       started_at, finished_at, suspension_us, detail, \
+                       actor_user, actor_host, actor_via, actor_policy";
 
 const TRIAL_COLUMNS: &str = "id, job, kind, lpar, src_hvm, src_number, dst_hvm, result, \
-                             started_at, finished_at, detail";
+                             started_at, finished_at, detail, \
+                             actor_user, actor_host, actor_via, actor_policy";
+
+/// The four actor columns as stored.
+struct RawActor {
+    user: Option<String>,
+    host: Option<String>,
+    via: Option<String>,
+    policy: Option<String>,
+}
+
+impl RawActor {
+    fn read(r: &rusqlite::Row<'_>, first: usize) -> rusqlite::Result<Self> {
+        Ok(Self {
+            user: r.get(first)?,
+            host: r.get(first + 1)?,
+            via: r.get(first + 2)?,
+            policy: r.get(first + 3)?,
+        })
+    }
+
+    /// `None` for a row written before actors were recorded.
+    fn parse(self, id: i64) -> Result<Option<Actor>, HistoryError> {
+        let (Some(user), Some(host), Some(via)) = (self.user, self.host, self.via) else {
+            return Ok(None);
+        };
+        let origin = Origin::from_key(&via, self.policy).ok_or_else(|| HistoryError::Damaged {
+            id,
+            detail: format!("front end {via:?}"),
+        })?;
+        Ok(Some(Actor { user, host, origin }))
+    }
+}
 
 struct RawTrial {
     id: i64,
@@ -635,6 +690,7 @@ struct RawTrial {
     started_at: String,
     finished_at: Option<String>,
     detail: Option<String>,
+    actor: RawActor,
 }
 
 fn raw_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTrial> {
@@ -650,6 +706,7 @@ fn raw_trial(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawTrial> {
         started_at: r.get(8)?,
         finished_at: r.get(9)?,
         detail: r.get(10)?,
+        actor: RawActor::read(r, 11)?,
     })
 }
 
@@ -670,6 +727,7 @@ impl RawTrial {
             started_at: time(id, &self.started_at)?,
             finished_at: self.finished_at.map(|t| time(id, &t)).transpose()?,
             detail: self.detail,
+            actor: self.actor.parse(id)?,
         })
     }
 }
@@ -695,6 +753,7 @@ struct RawRow {
     finished_at: Option<String>,
     suspension_us: Option<i64>,
     detail: Option<String>,
+    actor: RawActor,
 }
 
 fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
@@ -712,6 +771,7 @@ fn raw_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         finished_at: r.get(10)?,
         suspension_us: r.get(11)?,
         detail: r.get(12)?,
+        actor: RawActor::read(r, 13)?,
     })
 }
 
@@ -758,6 +818,7 @@ impl RawRow {
                 .transpose()
                 .map_err(|_| damaged("negative suspension time".into()))?,
             detail: self.detail,
+            actor: self.actor.parse(id)?,
         })
     }
 }
@@ -789,6 +850,11 @@ mod tests {
             finished_at: Some(started_at + chrono::Duration::seconds(5)),
             suspension: Some(Duration::from_micros(31_250)),
             detail: None,
+            actor: Some(Actor {
+                user: "ops".into(),
+                host: "mgr-1".into(),
+                origin: Origin::Navigator,
+            }),
         }
     }
 
@@ -877,6 +943,11 @@ mod tests {
             started_at,
             finished_at: Some(started_at + chrono::Duration::seconds(2)),
             detail: Some("throughput 900 MB/s".into()),
+            actor: Some(Actor {
+                user: "ops".into(),
+                host: "mgr-1".into(),
+                origin: Origin::policy("nightly"),
+            }),
         }
     }
 
@@ -922,6 +993,74 @@ mod tests {
         failed.result = MoveResult::Failed;
         h.record_trial(&failed).unwrap();
         assert_eq!(h.trials_of("web-01").unwrap(), [failed]);
+    }
+
+    #[test]
+    fn who_asked_is_kept_and_older_rows_say_nobody_recorded_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.db");
+        {
+            // A schema-2 database with one move and one trial in it, as an older build left it.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE moves (id INTEGER PRIMARY KEY, job TEXT NOT NULL UNIQUE,
+                     lpar TEXT NOT NULL, src_hvm TEXT NOT NULL, src_number INTEGER NOT NULL,
+                     dst_hvm TEXT NOT NULL, dst_number INTEGER, mode TEXT NOT NULL,
+                     result TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT,
+                     suspension_us INTEGER, detail TEXT);
+                 CREATE TABLE trials (id INTEGER PRIMARY KEY, job TEXT NOT NULL UNIQUE,
+                     kind TEXT NOT NULL, lpar TEXT, src_hvm TEXT NOT NULL, src_number INTEGER,
+                     dst_hvm TEXT NOT NULL, result TEXT NOT NULL, started_at TEXT NOT NULL,
+                     finished_at TEXT, detail TEXT);
+                 INSERT INTO moves (job, lpar, src_hvm, src_number, dst_hvm, mode, result,
+                     started_at)
+                 VALUES ('old', 'web-01', 'b1', 1, 'b2', 'shutdown', 'completed',
+                     '2026-01-01T00:00:00.000000Z');
+                 INSERT INTO trials (job, kind, src_hvm, dst_hvm, result, started_at)
+                 VALUES ('old-ct', 'connectivity-test', 'b1', 'b2', 'completed',
+                     '2026-01-01T00:00:01.000000Z');
+                 PRAGMA user_version = 2;",
+            )
+            .unwrap();
+        }
+        let h = History::open(&path).unwrap();
+        assert_eq!(h.job("old").unwrap().unwrap().actor, None);
+        let new = rec("new", "web-01", ("b2", 1), ("b1", 1), 1);
+        h.record(&new).unwrap();
+        h.record_trial(&trial("r1", TrialKind::Rehearsal, Some("web-01"), 2))
+            .unwrap();
+        drop(h);
+
+        let h = History::open(&path).unwrap();
+        let entries = h.entries(10).unwrap();
+        let who: Vec<(&str, Option<String>)> = entries
+            .iter()
+            .map(|e| {
+                let actor = match e {
+                    HistoryEntry::Move(m) => &m.actor,
+                    HistoryEntry::Trial(t) => &t.actor,
+                };
+                (e.job(), actor.as_ref().map(ToString::to_string))
+            })
+            .collect();
+        assert_eq!(
+            who,
+            [
+                ("r1", Some("ops@mgr-1 via policy nightly".to_owned())),
+                ("new", Some("ops@mgr-1 via navigator".to_owned())),
+                ("old-ct", None),
+                ("old", None),
+            ]
+        );
+        let json = serde_json::to_value(&entries[0]).unwrap();
+        assert_eq!(json["actor"]["via"], "policy");
+        assert_eq!(json["actor"]["policy"], "nightly");
+        assert!(
+            serde_json::to_value(&entries[3])
+                .unwrap()
+                .get("actor")
+                .is_none()
+        );
     }
 
     #[test]

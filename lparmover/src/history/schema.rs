@@ -5,7 +5,7 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::HistoryError;
 
 /// Schema version this build writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Each step takes the schema from version `index` to `index + 1`.
 const STEPS: &[&str] = &[
@@ -43,6 +43,16 @@ const STEPS: &[&str] = &[
      );
      CREATE INDEX trials_by_lpar ON trials (lpar, started_at);
      CREATE INDEX trials_by_time ON trials (started_at);",
+    // 2 → 3: who asked (OS user, host, front end, policy name). Rows written before stay NULL
+    // there: nobody recorded it then, and the history says so rather than guessing.
+    "ALTER TABLE moves ADD COLUMN actor_user TEXT;
+     ALTER TABLE moves ADD COLUMN actor_host TEXT;
+     ALTER TABLE moves ADD COLUMN actor_via TEXT;
+     ALTER TABLE moves ADD COLUMN actor_policy TEXT;
+     ALTER TABLE trials ADD COLUMN actor_user TEXT;
+     ALTER TABLE trials ADD COLUMN actor_host TEXT;
+     ALTER TABLE trials ADD COLUMN actor_via TEXT;
+     ALTER TABLE trials ADD COLUMN actor_policy TEXT;",
 ];
 
 /// Brings the database to [`SCHEMA_VERSION`], one step per transaction. A database written by

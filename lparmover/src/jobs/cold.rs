@@ -59,6 +59,8 @@ pub struct ColdMoveRequest {
     pub shutdown_wait: Duration,
     /// Activate the LPAR on the destination afterwards ("Activate Destination LPAR").
     pub activate: bool,
+    /// Who asked for it (recorded in the history).
+    pub actor: crate::history::Actor,
 }
 
 /// A finished Shutdown-mode move.
@@ -143,6 +145,7 @@ pub async fn shutdown_move(
                 source_number: lpar.number,
                 dest_hvm: dst.name().to_owned(),
                 activate_after: request.activate,
+                actor: Some(request.actor.clone()),
             },
         ) {
             Ok(j) => j,
@@ -167,6 +170,7 @@ pub async fn shutdown_move(
             finished_at: None,
             suspension: None,
             detail: None,
+            actor: Some(request.actor.clone()),
         };
         history.save_move(&record);
         let steps = ColdSteps {

@@ -61,6 +61,9 @@ pub struct JobHeader {
     /// Shutdown mode: activate the LPAR on the destination once moved.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub activate_after: bool,
+    /// Who asked for the job, for the history row recovery writes when the job had none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<crate::history::Actor>,
 }
 
 /// A step of a live move.
@@ -447,6 +450,7 @@ mod tests {
             source_number: LparNumber::new(1).unwrap(),
             dest_hvm: "b".into(),
             activate_after: false,
+            actor: None,
         }
     }
 

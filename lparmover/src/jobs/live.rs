@@ -39,7 +39,7 @@ use crate::api::{
 use crate::checks::{self, ChecksFailed, GatherError};
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
-use crate::history::{History, MoveRecord, MoveResult, Placement};
+use crate::history::{Actor, History, MoveRecord, MoveResult, Placement};
 use crate::model::{LparNumber, Mode};
 use crate::mover::{JobTicket, MoveSummary, Progress};
 use crate::profile::{Profile, ProfileError};
@@ -59,6 +59,8 @@ pub struct LiveMoveRequest {
     pub dest_number: Option<LparNumber>,
     /// Tunables.
     pub options: MoveOptions,
+    /// Who asked for it (recorded in the history).
+    pub actor: Actor,
 }
 
 /// A stage of the job as the operator sees it.
@@ -327,6 +329,7 @@ pub async fn live_move(
                 source_number: lpar.number,
                 dest_hvm: dst.name().to_owned(),
                 activate_after: false,
+                actor: Some(request.actor.clone()),
             },
         ) {
             Ok(j) => j,
@@ -350,6 +353,7 @@ pub async fn live_move(
             finished_at: None,
             suspension: None,
             detail: None,
+            actor: Some(request.actor.clone()),
         };
         let save = |record: &MoveRecord| {
             if let Some(h) = &history

@@ -566,6 +566,7 @@ fn record_outcome(
             finished_at: None,
             suspension: None,
             detail: None,
+            actor: header.actor.clone(),
         },
         Err(e) => {
             warn!(job = %header.job, error = %e, "history unreadable; the recovered job is not recorded");
@@ -688,6 +689,7 @@ mod tests {
             source_number: LparNumber::new(1).unwrap(),
             dest_hvm: "b".into(),
             activate_after: false,
+            actor: None,
         };
         let mut f = JobFacts {
             header,

@@ -21,7 +21,7 @@ use crate::api::{HvmClient, MoveOptions, MovePurpose, Phase, PrepareIncoming, St
 use crate::checks;
 use crate::emg::{Emg, EmgError};
 use crate::fleetview::LparRef;
-use crate::history::{JobHistory, MoveResult, TrialKind, TrialRecord};
+use crate::history::{Actor, JobHistory, MoveResult, TrialKind, TrialRecord};
 use crate::model::Mode;
 use crate::mover::{JobTicket, Progress};
 use crate::profile::Profile;
@@ -59,6 +59,7 @@ pub struct RehearsalReport {
 /// Runs a rehearsal of a live move.
 pub async fn rehearse(
     profile: &Profile,
+    actor: &Actor,
     source: &LparRef,
     destination: &str,
     options: &MoveOptions,
@@ -110,6 +111,7 @@ pub async fn rehearse(
             started_at: chrono::Utc::now(),
             finished_at: None,
             detail: None,
+            actor: Some(actor.clone()),
         };
         history.save_trial(&record);
         let result = async {

@@ -6,6 +6,9 @@
 //! its endpoints in the history), while the steps underneath live in [`crate::jobs`],
 //! [`crate::checks`], [`crate::connectivity`] and [`crate::history`].
 //!
+//! Every operation that moves or proves something takes the [`Actor`] who asked for it, which
+//! the history records (OS user, host, and the CLI, the navigator or a policy).
+//!
 //! | workflow | operation |
 //! | --- | --- |
 //! | inventory | [`inventory`] |
@@ -38,7 +41,7 @@ use crate::checks::{self, CheckReport, DestinationChoice, GatherError};
 use crate::connectivity::{self, ConnectivityError, ConnectivityReport, ProbeLimits};
 use crate::dirs::ManagerDirs;
 use crate::fleetview::{FleetSnapshot, LparRef};
-use crate::history::{History, HistoryEntry, HistoryError, HistoryRow, TrialRecord};
+use crate::history::{Actor, History, HistoryEntry, HistoryError, HistoryRow, TrialRecord};
 use crate::jobs::{self, JobError, RehearsalReport};
 use crate::model::Mode;
 use crate::profile::Profile;
@@ -86,21 +89,31 @@ pub const REHEARSAL_SAMPLE: u64 = jobs::rehearsal::DEFAULT_SAMPLE;
 /// A rehearsal of a live move: checks, reservations, a short real transfer, then release.
 pub async fn rehearse(
     profile: &Profile,
+    actor: &Actor,
     source: &LparRef,
     destination: &str,
     options: &MoveOptions,
 ) -> Result<RehearsalReport, JobError> {
-    jobs::rehearse(profile, source, destination, options, REHEARSAL_SAMPLE).await
+    jobs::rehearse(
+        profile,
+        actor,
+        source,
+        destination,
+        options,
+        REHEARSAL_SAMPLE,
+    )
+    .await
 }
 
 /// A Connectivity Test between two HVMs' migration paths (recorded in the history).
 pub async fn connectivity_test(
     profile: &Profile,
+    actor: &Actor,
     source: &str,
     destination: &str,
     limits: ProbeLimits,
 ) -> Result<ConnectivityReport, ConnectivityError> {
-    connectivity::connectivity_test(profile, source, destination, limits).await
+    connectivity::connectivity_test(profile, actor, source, destination, limits).await
 }
 
 /// Activates a deactivated LPAR (its guest starts).

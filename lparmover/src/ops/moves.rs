@@ -11,6 +11,7 @@ use super::target::{MoveTarget, TargetError};
 use crate::api::{ClientError, HvmClient, MigrationStatus, MoveOptions};
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
+use crate::history::Actor;
 use crate::jobs::{
     self, ColdMoveReport, ColdMoveRequest, JobError, JobProgress, JobStage, LiveMoveReport,
     LiveMoveRequest, RecoveryReport,
@@ -140,6 +141,7 @@ pub enum ExtendError {
 /// A live move (Concurrent Maintenance) as an operator asks for it.
 pub async fn live(
     profile: &Profile,
+    actor: &Actor,
     target: &MoveTarget,
     options: MoveOptions,
     control: &MoveControl,
@@ -153,6 +155,7 @@ pub async fn live(
         destination: endpoints.destination.hvm,
         dest_number: endpoints.destination.number,
         options,
+        actor: actor.clone(),
     };
     let flight = metrics::manager()
         .moves
@@ -228,6 +231,7 @@ impl Default for ShutdownOptions {
 /// A Shutdown-mode move as an operator asks for it.
 pub async fn shutdown(
     profile: &Profile,
+    actor: &Actor,
     target: &MoveTarget,
     options: ShutdownOptions,
     mut on_event: impl FnMut(MoveEvent) + Send,
@@ -243,6 +247,7 @@ pub async fn shutdown(
         remote_shutdown: options.remote_shutdown,
         shutdown_wait: options.shutdown_wait,
         activate: options.activate,
+        actor: actor.clone(),
     };
     let flight = metrics::manager()
         .moves

@@ -1,7 +1,7 @@
 //! Migration History: every migration instance newest first, or one LPAR's Now / old1 …
 
 use chrono::Local;
-use lparmover::history::HistoryEntry;
+use lparmover::history::{Actor, HistoryEntry};
 
 use crate::app::Outbox;
 use crate::command::{Command, HistoryView};
@@ -37,7 +37,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                     egui::Grid::new("lpar-history")
                         .striped(true)
                         .show(ui, |ui| {
-                            for head in ["", "HVM", "LPAR number", "Date and time"] {
+                            for head in ["", "HVM", "LPAR number", "Date and time", "By"] {
                                 ui.strong(head);
                             }
                             ui.end_row();
@@ -52,6 +52,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                                         .format("%Y-%m-%d %H:%M:%S")
                                         .to_string(),
                                 );
+                                ui.label(by(row.record.actor.as_ref()));
                                 ui.end_row();
                             }
                         });
@@ -60,13 +61,14 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                     }
                     for t in &h.rehearsals {
                         ui.label(format!(
-                            "Rehearsal {} → {} at {}: {}",
+                            "Rehearsal {} → {} at {}: {}, by {}",
                             t.source_hvm,
                             t.dest_hvm,
                             t.started_at
                                 .with_timezone(&Local)
                                 .format("%Y-%m-%d %H:%M:%S"),
-                            t.result.label()
+                            t.result.label(),
+                            by(t.actor.as_ref())
                         ));
                     }
                 }
@@ -83,6 +85,11 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
     model.open.history = open;
 }
 
+/// Who asked, or a dash for rows from before lparmover recorded it.
+fn by(actor: Option<&Actor>) -> String {
+    actor.map_or_else(|| "-".to_owned(), ToString::to_string)
+}
+
 fn entry_line(e: &HistoryEntry) -> String {
     let when = e
         .started_at()
@@ -90,7 +97,7 @@ fn entry_line(e: &HistoryEntry) -> String {
         .format("%Y-%m-%d %H:%M:%S");
     match e {
         HistoryEntry::Move(m) => format!(
-            "{when}  move {} {} → {}  {}{}",
+            "{when}  move {} {} → {}  {}{}  by {}",
             m.lpar,
             m.source.hvm,
             m.dest_hvm,
@@ -98,14 +105,16 @@ fn entry_line(e: &HistoryEntry) -> String {
             m.suspension.map_or(String::new(), |d| format!(
                 ", suspension {:.1} ms",
                 d.as_secs_f64() * 1e3
-            ))
+            )),
+            by(m.actor.as_ref())
         ),
         HistoryEntry::Trial(t) => format!(
-            "{when}  {} {} → {}  {}",
+            "{when}  {} {} → {}  {}  by {}",
             t.kind.label(),
             t.source_hvm,
             t.dest_hvm,
-            t.result.label()
+            t.result.label(),
+            by(t.actor.as_ref())
         ),
     }
 }

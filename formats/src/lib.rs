@@ -7,6 +7,7 @@
 //! lparmover re-exports every module at its old path (`lparmover::model`,
 //! `lparmover::mover::wire`, `lparmover::partition::VcpuState` …).
 
+pub mod fuzz;
 pub mod guest;
 pub mod model;
 pub mod receiver;

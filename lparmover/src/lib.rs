@@ -17,7 +17,8 @@ pub mod fsutil;
 pub mod history;
 pub mod jobs;
 pub mod metrics;
-pub mod model;
+// The model and its fleet file live in `lpm-formats` (see there why); the old path stays.
+pub use lpm_formats::model;
 pub mod mover;
 pub mod ops;
 pub mod partition;

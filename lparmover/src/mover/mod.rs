@@ -48,7 +48,8 @@ mod settle;
 pub mod testing;
 pub mod tls;
 pub mod udp;
-pub mod wire;
+// The wire format lives in `lpm-formats` (fuzzed without this crate); the old path stays.
+pub use lpm_formats::wire;
 
 #[cfg(test)]
 mod quic_tests;

@@ -48,41 +48,15 @@ use crate::model::{
 /// Header carrying a login session.
 pub const SESSION_HEADER: &str = "x-array-session";
 
-/// Longest user ID.
-pub const MAX_USER_LEN: usize = 64;
-/// Shortest password.
-pub const MIN_PASSWORD_LEN: usize = 6;
-/// Longest password.
-pub const MAX_PASSWORD_LEN: usize = 256;
+// The array account rules belong to the fleet file's `[[array]]` check as much as to the API, and
+// the fleet parser lives in `lpm-formats`.
+pub use crate::model::storage::{
+    MAX_PASSWORD_LEN, MAX_USER_LEN, MIN_PASSWORD_LEN, validate_credentials,
+};
 /// Longest WWN nickname (the array's limit).
 pub const MAX_NICKNAME_LEN: usize = 32;
 /// Longest host group or LU name.
 pub const MAX_NAME_LEN: usize = 32;
-
-/// A user ID is 1–64 letters, digits, `-`, `_`, `.` or `@`; a password 6–256 printable
-/// characters.
-pub fn validate_credentials(user: &str, password: &str) -> Result<(), String> {
-    let user_ok = !user.is_empty()
-        && user.len() <= MAX_USER_LEN
-        && user
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
-    if !user_ok {
-        return Err(format!(
-            "user ID {:?} must be 1 to {MAX_USER_LEN} letters, digits, '-', '_', '.' or '@'",
-            user.chars().take(80).collect::<String>()
-        ));
-    }
-    let length = password.chars().count();
-    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length)
-        || password.chars().any(char::is_control)
-    {
-        return Err(format!(
-            "the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} printable characters"
-        ));
-    }
-    Ok(())
-}
 
 /// A nickname is at most 32 printable ASCII characters without commas (the CSV export and the
 /// array's own tables use commas).

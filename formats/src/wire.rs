@@ -80,9 +80,10 @@
 use std::io::{Read, Write};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+#[cfg(feature = "tokio")]
 use tokio::io::{AsyncRead, AsyncReadExt};
 
-use crate::partition::{MemoryDigest, PAGE_SIZE, VcpuState};
+use crate::guest::{MemoryDigest, PAGE_SIZE, VcpuState};
 
 /// Version of this wire format; [`Message::Hello`] carries it and the receiver refuses others.
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -331,7 +332,7 @@ pub enum RefuseCode {
 }
 
 impl RefuseCode {
-    pub(crate) fn from_u16(v: u16) -> Result<Self, WireError> {
+    pub fn from_u16(v: u16) -> Result<Self, WireError> {
         Ok(match v {
             1 => Self::Ticket,
             2 => Self::Version,
@@ -784,12 +785,14 @@ impl Message {
     }
 
     /// Reads one frame from an async reader (a quinn `RecvStream`). `Ok(None)` at a clean end.
+    #[cfg(feature = "tokio")]
     pub async fn read_async<R: AsyncRead + Unpin>(r: &mut R) -> Result<Option<Self>, WireError> {
         Self::read_async_buf(r, &mut BytesMut::new()).await
     }
 
     /// Like [`Message::read_async`], reading the payload into `buf`, whose memory is reused
     /// once the previous message's payload is dropped (no fresh allocation per page batch).
+    #[cfg(feature = "tokio")]
     pub async fn read_async_buf<R: AsyncRead + Unpin>(
         r: &mut R,
         buf: &mut BytesMut,

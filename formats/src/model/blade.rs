@@ -302,10 +302,14 @@ impl Blade {
     pub fn processor_groups(&self) -> Vec<ProcessorGroup> {
         let mut groups = self.processor_groups.clone();
         if !groups.iter().any(|g| g.id == 0) {
-            let listed: u32 = groups.iter().map(|g| g.processors).sum();
+            // Summed wide: a blade's API answer is not validated like a fleet file, and groups
+            // listing more than u32::MAX processors in all must not overflow.
+            let listed: u64 = groups.iter().map(|g| u64::from(g.processors)).sum();
+            let rest = u64::from(self.processors).saturating_sub(listed);
             groups.push(ProcessorGroup {
                 id: 0,
-                processors: self.processors.saturating_sub(listed),
+                // rest ≤ self.processors, a u32.
+                processors: u32::try_from(rest).unwrap_or(0),
             });
         }
         groups.sort_by_key(|g| g.id);
@@ -370,5 +374,11 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(0, 8), (1, 8)]
         );
+    }
+
+    #[test]
+    fn listed_groups_past_u32_leave_group_zero_empty_without_overflow() {
+        let huge = blade(&[(1, u32::MAX), (2, u32::MAX)]);
+        assert_eq!(huge.group_processors(0), Some(0));
     }
 }

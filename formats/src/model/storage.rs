@@ -179,7 +179,7 @@ impl StorageArray {
             _ => {}
         }
         for a in &self.security.accounts {
-            crate::api::array::validate_credentials(&a.user, &a.password)
+            validate_credentials(&a.user, &a.password)
                 .map_err(|e| format!("array {name}: account {:?}: {e}", a.user))?;
         }
         if self.boot_lu_mib == 0 || self.boot_lu_mib > Self::MAX_BOOT_LU_MIB {
@@ -191,4 +191,36 @@ impl StorageArray {
         }
         Ok(())
     }
+}
+
+/// Longest user ID.
+pub const MAX_USER_LEN: usize = 64;
+/// Shortest password.
+pub const MIN_PASSWORD_LEN: usize = 6;
+/// Longest password.
+pub const MAX_PASSWORD_LEN: usize = 256;
+
+/// A user ID is 1–64 letters, digits, `-`, `_`, `.` or `@`; a password 6–256 printable
+/// characters.
+pub fn validate_credentials(user: &str, password: &str) -> Result<(), String> {
+    let user_ok = !user.is_empty()
+        && user.len() <= MAX_USER_LEN
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@'));
+    if !user_ok {
+        return Err(format!(
+            "user ID {:?} must be 1 to {MAX_USER_LEN} letters, digits, '-', '_', '.' or '@'",
+            user.chars().take(80).collect::<String>()
+        ));
+    }
+    let length = password.chars().count();
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&length)
+        || password.chars().any(char::is_control)
+    {
+        return Err(format!(
+            "the password must be {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} printable characters"
+        ));
+    }
+    Ok(())
 }

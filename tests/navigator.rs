@@ -165,8 +165,10 @@ fn db01_moving_memory(harness: &mut Harness<'static, NavigatorApp>, profile: &Pr
 
 #[test]
 fn a_live_move_from_the_navigator_completes_and_the_lpar_shows_under_its_new_hvm() {
-    let (_dir, fleet, profile) = fleet();
-    let mut harness = app(&fleet.profile_path);
+    let (dir, _fleet, mut profile) = fleet();
+    // A history of its own: the other tests here move LPARs at the same time.
+    let profile_path = own_data_dir(&mut profile, dir.path());
+    let mut harness = app(&profile_path);
     pick_and_check(
         &mut harness,
         "Source ch1-b1/web-01",

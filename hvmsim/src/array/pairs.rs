@@ -508,6 +508,16 @@ impl ArrayState {
             .collect()
     }
 
+    /// Whether the copy engine has anything to do: chunks to copy, or a copying pair whose copy
+    /// is done and waits to [`Self::settle`]. An idle array answers this without copying its
+    /// state, so the engine's 50 steps a second cost nothing when no pair copies.
+    pub fn has_copy_step(&self) -> bool {
+        self.pairs.values().any(|p| {
+            (!p.pending.is_empty() && p.state != PairState::Fault)
+                || (p.state.copying() && p.pending.is_empty())
+        })
+    }
+
     /// Records that `work` was copied (and synced).
     pub fn copied(&mut self, work: &CopyWork) {
         if let Some(pair) = self.pairs.get_mut(&work.mv) {
@@ -662,12 +672,21 @@ mod tests {
             Some(ArrayErrorCode::PairStateWrong),
             "restore before any copy"
         );
+        assert!(
+            !a.has_copy_step(),
+            "a pair that never copied leaves the engine idle"
+        );
         let p = a.replicate(MV, Utc::now()).expect("replicate");
         assert_eq!((p.state, p.copy_total_mib), (PairState::Replicating, 4));
         assert_eq!(p.rv_access, RvAccess::Nr);
+        assert!(a.has_copy_step());
         let copied: usize = run_copies(&mut a).iter().map(|w| w.chunks.len()).sum();
         assert_eq!(copied, 4);
         assert_eq!(a.pair_view(MV).expect("pair").state, PairState::Replicated);
+        assert!(
+            !a.has_copy_step(),
+            "a replicated pair leaves the engine idle"
+        );
         a.separate(MV, Utc::now()).expect("separate");
         run_copies(&mut a);
         let p = a.pair_view(MV).expect("pair");

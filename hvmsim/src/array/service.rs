@@ -480,6 +480,9 @@ impl ArrayService {
     /// of the copies that are done. Returns whether any pair still has work.
     pub fn copy_step(&self) -> bool {
         let mut current = lock(&self.state);
+        if !current.has_copy_step() {
+            return false;
+        }
         let mut next = current.clone();
         let now = Utc::now();
         for work in next.copy_work(CHUNKS_PER_STEP) {

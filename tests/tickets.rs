@@ -32,6 +32,13 @@ impl Pair {
         Self { b1, b2, _dir: dir }
     }
 
+    /// The destination still waits for `job`'s source with its ticket unused (`why`: what
+    /// must not have used it up).
+    async fn still_expecting(&self, job: &str, why: &str) {
+        let status = self.b2.client().migration_status(job).await.unwrap();
+        assert_eq!(status.phase, Phase::Prepared, "{why}: {status:?}");
+    }
+
     /// The destination gets ready for `lpar` of the source, expecting `ticket` from the source
     /// certificate `source_cert_pem`.
     async fn prepare(
@@ -161,7 +168,8 @@ fn error_of(status: &MigrationStatus) -> String {
 fn impostor_cert() -> String {
     lparmover::tls::Identity::generate("impostor", &[])
         .unwrap()
-        .cert_pem
+        .cert_pem()
+        .to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -193,16 +201,8 @@ async fn wrong_certificates_replayed_expired_and_foreign_tickets_are_refused_and
         sent.error.as_ref().unwrap().kind,
         Emg::MoverConnectionRefused
     );
-    let waiting =
-        p.b2.client()
-            .migration_status("job-t-cert-src")
-            .await
-            .unwrap();
-    assert_eq!(
-        waiting.phase,
-        Phase::Prepared,
-        "the refusal consumed the ticket"
-    );
+    p.still_expecting("job-t-cert-src", "the refusal consumed the ticket")
+        .await;
     p.roll_back("job-t-cert-src").await;
     p.source_runs_on().await;
     unchanged("a source with an unpinned certificate");
@@ -220,12 +220,8 @@ async fn wrong_certificates_replayed_expired_and_foreign_tickets_are_refused_and
         sent.error.as_ref().unwrap().kind,
         Emg::MoverConnectionRefused
     );
-    let waiting =
-        p.b2.client()
-            .migration_status("job-t-cert-dst")
-            .await
-            .unwrap();
-    assert_eq!(waiting.phase, Phase::Prepared, "{waiting:?}");
+    p.still_expecting("job-t-cert-dst", "a refused destination")
+        .await;
     p.roll_back("job-t-cert-dst").await;
     p.source_runs_on().await;
     unchanged("a destination with an unpinned certificate");
@@ -244,12 +240,8 @@ async fn wrong_certificates_replayed_expired_and_foreign_tickets_are_refused_and
         why.contains("\"web-01\"") && why.contains("\"db-01\""),
         "the refusal names both LPARs: {why}"
     );
-    let waiting =
-        p.b2.client()
-            .migration_status("job-t-foreign")
-            .await
-            .unwrap();
-    assert_eq!(waiting.phase, Phase::Prepared, "{waiting:?}");
+    p.still_expecting("job-t-foreign", "another LPAR's memory was shown")
+        .await;
     p.roll_back("job-t-foreign").await;
     p.roll_back("job-t-foreign-db").await;
     p.source_runs_on().await;
@@ -279,12 +271,8 @@ async fn wrong_certificates_replayed_expired_and_foreign_tickets_are_refused_and
         error_of(&sent).contains("unknown or already used"),
         "{sent:?}"
     );
-    let waiting = p.b2.client().migration_status("job-t-next").await.unwrap();
-    assert_eq!(
-        waiting.phase,
-        Phase::Prepared,
-        "the replay consumed the next move's ticket"
-    );
+    p.still_expecting("job-t-next", "the replay consumed the next move's ticket")
+        .await;
     p.roll_back("job-t-next").await;
     p.roll_back("job-t-replay").await;
     p.source_runs_on().await;

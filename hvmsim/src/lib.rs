@@ -16,6 +16,7 @@ pub mod fingerprint;
 pub mod genfleet;
 pub mod guest;
 pub mod guests;
+pub mod httpd;
 pub mod hvm;
 pub mod launcher;
 pub mod load;

@@ -34,15 +34,12 @@ pub fn routes() -> Router<Arc<BladeService>> {
 impl BladeService {
     /// This blade's migration-path identity (certificate + key) and certificate PEM, read from the
     /// state directory where `serve` created them.
-    fn probe_identity(&self) -> Result<(lparmover::mover::Identity, String), EmgError> {
+    fn probe_identity(&self) -> Result<lparmover::tls::Identity, EmgError> {
         let (identity, _token) = self
             .store
             .identity(&self.name, &[])
             .map_err(|e| EmgError::new(Emg::Internal, format!("HVM identity: {e}")))?;
-        let mover = identity
-            .mover_identity()
-            .map_err(|e| EmgError::new(Emg::Internal, format!("HVM identity: {e}")))?;
-        Ok((mover, identity.cert_pem))
+        Ok(identity)
     }
 
     /// The primary migration path's address, or the catalogue's "Specified NIC was not found".
@@ -66,7 +63,8 @@ async fn listen(
     let ip = s.probe_path(Emg::DestinationPathMissing)?;
     let ticket = connectivity::parse_ticket(&req.ticket).map_err(|e| e.emg())?;
     let source_cert = connectivity::parse_cert(&req.source_cert_pem).map_err(|e| e.emg())?;
-    let (identity, cert_pem) = s.probe_identity()?;
+    let identity = s.probe_identity()?;
+    let cert_pem = identity.cert_pem().to_owned();
     let timeout = req
         .timeout_s
         .map_or(LISTEN_TIMEOUT, Duration::from_secs)
@@ -114,7 +112,7 @@ async fn run(
 ) -> Result<Json<ProbeReport>, ApiError> {
     crate::api::checked(req.validate())?;
     let ip = s.probe_path(Emg::SourcePathMissing)?;
-    let (identity, _) = s.probe_identity()?;
+    let identity = s.probe_identity()?;
     let report = connectivity::run_probe(SocketAddr::new(ip, 0), &identity, &req)
         .await
         .map_err(|e| {

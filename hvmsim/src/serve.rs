@@ -124,7 +124,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
             .map(|p| IpAddr::V4(p.ip)),
     );
     let (identity, token) = store.identity(service.name(), &addresses)?;
-    service.migrations.set_identity(&identity)?;
+    service.migrations.set_identity(&identity);
     let wanted_port = match store.endpoint()? {
         Some(previous) if previous.addr.ip() == IpAddr::V4(ip) => previous.addr.port(),
         _ => definition.blade.hvm.management.port,
@@ -144,8 +144,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(identity.server_config()?));
     let handle = axum_server::Handle::new();
     let app = crate::api::router(service.clone(), token);
-    let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
-    let serving = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let serving = crate::httpd::serve_https(
+        listener,
+        tls,
+        handle.clone(),
+        crate::httpd::HttpLimits::default(),
+        app,
+    )?;
 
     service.attach_fabric(&args.arrays)?;
     service

@@ -267,15 +267,18 @@ impl StateDir {
             fs::read_to_string(&key),
             fs::read_to_string(&token),
         ) {
-            return Ok((Identity { cert_pem, key_pem }, token.trim().to_owned()));
+            return Ok((
+                Identity::from_pem(&cert_pem, &key_pem)?,
+                token.trim().to_owned(),
+            ));
         }
         let identity = Identity::generate(name, addresses)?;
         let mut raw = [0u8; 32];
         rand::rng().fill_bytes(&mut raw);
         let new_token = hex::encode(raw);
-        self.write_secret(&key, identity.key_pem.as_bytes())?;
+        self.write_secret(&key, identity.key_pem().as_bytes())?;
         self.write_secret(&token, new_token.as_bytes())?;
-        write_atomic(&cert, identity.cert_pem.as_bytes()).map_err(|e| self.io(&cert, e))?;
+        write_atomic(&cert, identity.cert_pem().as_bytes()).map_err(|e| self.io(&cert, e))?;
         Ok((identity, new_token))
     }
 }

@@ -717,8 +717,7 @@ mod tests {
     /// A management identity (PEM) and its migration-path form.
     fn ident(name: &str) -> (String, Identity) {
         let id = crate::tls::Identity::generate(name, &[]).unwrap();
-        let mover = id.mover_identity().unwrap();
-        (id.cert_pem, mover)
+        (id.cert_pem().to_owned(), id)
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ pub mod mover;
 pub mod ops;
 pub mod partition;
 pub mod paths;
+pub mod peerlog;
 pub mod profile;
 pub mod replication;
 pub mod storage;

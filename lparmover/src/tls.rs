@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject};
 
 /// A certificate problem.
 #[derive(Debug, thiserror::Error)]
@@ -23,75 +23,96 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
 }
 
-/// A certificate with its private key, both PEM.
-#[derive(Clone)]
+/// An HVM's (or array's) certificate and private key: one identity for both planes, the
+/// management API's HTTPS ([`Identity::server_config`]) and the migration path's mutual TLS
+/// (`mover::tls`), so the certificate a manager pins at registration is the one both present.
 pub struct Identity {
-    /// Certificate, PEM.
-    pub cert_pem: String,
-    /// Private key, PEM (PKCS#8).
-    pub key_pem: String,
+    /// The certificate (DER), what a peer pins.
+    pub cert: CertificateDer<'static>,
+    key: PrivatePkcs8KeyDer<'static>,
+    cert_pem: String,
+    key_pem: String,
+}
+
+impl Clone for Identity {
+    fn clone(&self) -> Self {
+        Self {
+            cert: self.cert.clone(),
+            key: self.key.clone_key(),
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Identity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Identity { cert_pem, key_pem: <redacted> }")
+        write!(
+            f,
+            "Identity({} byte certificate, key hidden)",
+            self.cert.len()
+        )
     }
 }
 
 impl Identity {
-    /// A fresh self-signed certificate valid for `name` and the given addresses.
+    /// A fresh self-signed certificate (ECDSA P-256) valid for `name` and the given addresses.
     pub fn generate(name: &str, addresses: &[IpAddr]) -> Result<Self, TlsError> {
         let mut sans: Vec<String> = vec![name.to_owned()];
         sans.extend(addresses.iter().map(|a| a.to_string()));
         let certified = rcgen::generate_simple_self_signed(sans)?;
         Ok(Self {
+            cert: certified.cert.der().clone(),
+            key: PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()),
             cert_pem: certified.cert.pem(),
             key_pem: certified.signing_key.serialize_pem(),
         })
     }
 
-    /// Certificate chain for rustls.
-    pub fn cert_chain(&self) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-        parse_certs(&self.cert_pem)
-    }
-
-    /// Private key for rustls.
-    pub fn private_key(&self) -> Result<PrivateKeyDer<'static>, TlsError> {
-        PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| TlsError::Pem {
-            what: "private key",
-            detail: e.to_string(),
-        })
-    }
-
-    /// The same certificate and key for the migration path (QUIC with pinned certificates).
-    pub fn mover_identity(&self) -> Result<crate::mover::Identity, TlsError> {
-        use rustls::pki_types::PrivatePkcs8KeyDer;
-        let cert = self
-            .cert_chain()?
+    /// The identity stored as PEM (certificate; PKCS#8 private key), checked: a damaged file is
+    /// refused here, when the server starts, not at the first handshake.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        let cert = parse_certs(cert_pem)?
             .into_iter()
             .next()
             .ok_or_else(|| TlsError::Pem {
                 what: "certificate",
                 detail: "empty chain".into(),
             })?;
-        let key = PrivatePkcs8KeyDer::from_pem_slice(self.key_pem.as_bytes()).map_err(|e| {
-            TlsError::Pem {
+        let key =
+            PrivatePkcs8KeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| TlsError::Pem {
                 what: "PKCS#8 private key",
                 detail: e.to_string(),
-            }
-        })?;
-        Ok(crate::mover::Identity::from_der(
-            cert.to_vec(),
-            key.secret_pkcs8_der().to_vec(),
-        ))
+            })?;
+        Ok(Self {
+            cert,
+            key,
+            cert_pem: cert_pem.to_owned(),
+            key_pem: key_pem.to_owned(),
+        })
     }
 
-    /// A rustls server configuration presenting this identity.
+    /// The certificate, PEM (what a manager pins and a profile stores).
+    pub fn cert_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// The private key, PEM (PKCS#8), to store it.
+    pub fn key_pem(&self) -> &str {
+        &self.key_pem
+    }
+
+    /// The private key for rustls.
+    pub fn private_key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(self.key.clone_key())
+    }
+
+    /// A rustls server configuration presenting this identity over HTTPS.
     pub fn server_config(&self) -> Result<rustls::ServerConfig, TlsError> {
         let mut config = rustls::ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()?
             .with_no_client_auth()
-            .with_single_cert(self.cert_chain()?, self.private_key()?)?;
+            .with_single_cert(vec![self.cert.clone()], self.private_key())?;
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(config)
     }
@@ -131,4 +152,39 @@ pub fn pinned_client_config(pinned_cert_pem: &str) -> Result<rustls::ClientConfi
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_identity_stored_as_pem_reads_back_the_same_for_both_planes() {
+        let made = Identity::generate("ch1-b1", &["127.0.1.1".parse().unwrap()]).unwrap();
+        let back = Identity::from_pem(made.cert_pem(), made.key_pem()).unwrap();
+        assert_eq!(
+            back.cert, made.cert,
+            "the pinned certificate is the stored one"
+        );
+        assert_eq!(
+            parse_certs(back.cert_pem()).unwrap(),
+            vec![made.cert.clone()]
+        );
+        // HTTPS and the migration path both accept it.
+        back.server_config().unwrap();
+        crate::mover::tls::client_config(&back, &made.cert).unwrap();
+        assert!(
+            !format!("{back:?}").contains("PRIVATE KEY"),
+            "the key never reaches a log"
+        );
+    }
+
+    #[test]
+    fn a_damaged_key_or_certificate_is_refused_when_read() {
+        let made = Identity::generate("ch1-b1", &[]).unwrap();
+        let err = Identity::from_pem(made.cert_pem(), "not a key").unwrap_err();
+        assert!(err.to_string().contains("PKCS#8 private key"), "{err}");
+        let err = Identity::from_pem("", made.key_pem()).unwrap_err();
+        assert!(err.to_string().contains("certificate"), "{err}");
+    }
 }

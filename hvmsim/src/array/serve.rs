@@ -74,8 +74,13 @@ pub async fn run(args: ArrayArgs) -> anyhow::Result<()> {
         axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(identity.server_config()?));
     let handle = axum_server::Handle::new();
     let app = super::api::router(service.clone(), token);
-    let server = axum_server::from_tcp_rustls(listener, tls)?.handle(handle.clone());
-    let serving = tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let serving = crate::httpd::serve_https(
+        listener,
+        tls,
+        handle.clone(),
+        crate::httpd::HttpLimits::default(),
+        app,
+    )?;
     store.save_endpoint(&Endpoint {
         name: info.name.to_string(),
         chassis: String::new(),

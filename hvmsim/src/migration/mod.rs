@@ -43,7 +43,7 @@ const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
 /// Migration state of one blade.
 #[derive(Default)]
 pub struct Migrations {
-    identity: OnceLock<(lparmover::mover::Identity, String)>,
+    identity: OnceLock<lparmover::tls::Identity>,
     /// The incoming-move endpoint, bound on the primary migration path at the first incoming
     /// move and rebound when the primary path changes (`crate::paths`).
     pub(crate) listener: tokio::sync::Mutex<Option<MigrationListener<Guest>>>,
@@ -78,7 +78,7 @@ impl Migrations {
 
     /// A new migration listener on `ip` with this blade's identity.
     pub(crate) fn bind_listener(&self, ip: IpAddr) -> Result<MigrationListener<Guest>, EmgError> {
-        let (identity, _) = self.identity()?;
+        let identity = self.identity()?;
         MigrationListener::bind(SocketAddr::new(ip, 0), identity).map_err(|e| move_error(&e))
     }
 
@@ -271,16 +271,11 @@ fn compression(text: &str) -> Result<CompressionMode, EmgError> {
 
 impl Migrations {
     /// Gives the blade's certificate (also its migration-path identity).
-    pub fn set_identity(
-        &self,
-        identity: &lparmover::tls::Identity,
-    ) -> Result<(), lparmover::tls::TlsError> {
-        let mover = identity.mover_identity()?;
-        let _ = self.identity.set((mover, identity.cert_pem.clone()));
-        Ok(())
+    pub fn set_identity(&self, identity: &lparmover::tls::Identity) {
+        let _ = self.identity.set(identity.clone());
     }
 
-    fn identity(&self) -> Result<&(lparmover::mover::Identity, String), EmgError> {
+    fn identity(&self) -> Result<&lparmover::tls::Identity, EmgError> {
         self.identity
             .get()
             .ok_or_else(|| EmgError::new(Emg::Internal, "migration identity not set"))
@@ -526,7 +521,7 @@ impl BladeService {
                 request.job, number, lpar.name
             ),
         );
-        let cert_pem = self.migrations.identity()?.1.clone();
+        let cert_pem = self.migrations.identity()?.cert_pem().to_owned();
         Ok(IncomingPrepared {
             number,
             migration_addr: addr,
@@ -730,7 +725,7 @@ impl BladeService {
                     format!("LPAR {} has no running guest", lpar.name),
                 )
             })?;
-        let (identity, _) = self.migrations.identity()?;
+        let identity = self.migrations.identity()?;
         let mut cfg = SenderConfig::new(
             SocketAddr::new(ip, 0),
             request.dest_addr,

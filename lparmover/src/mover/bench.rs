@@ -59,8 +59,8 @@ impl Default for LoopbackBench {
 /// Moves an in-memory partition over loopback QUIC and returns the sender's figures, after
 /// checking that the destination's memory equals the source's at suspension.
 pub async fn loopback(b: &LoopbackBench) -> Result<MoveSummary, MoveError> {
-    let src_id = Identity::generate("source-hvm")?;
-    let dst_id = Identity::generate("destination-hvm")?;
+    let src_id = Identity::generate("source-hvm", &[]).map_err(super::tls::TlsError::from)?;
+    let dst_id = Identity::generate("destination-hvm", &[]).map_err(super::tls::TlsError::from)?;
     let src = Arc::new(MemPartition::running(&MemGuestConfig {
         memory_size: b.memory_size,
         mix: b.mix,

@@ -41,8 +41,8 @@ struct Rig {
 const LPAR: &str = "web-01";
 
 fn rig(guest: MemGuestConfig) -> Rig {
-    let src_id = Identity::generate("src").expect("cert");
-    let dst_id = Identity::generate("dst").expect("cert");
+    let src_id = Identity::generate("src", &[]).expect("cert");
+    let dst_id = Identity::generate("dst", &[]).expect("cert");
     let src = Arc::new(MemPartition::running(&guest));
     let dst = Arc::new(MemPartition::blank(src.memory_size()));
     let listener = MigrationListener::bind(LOCAL, &dst_id).expect("bind");
@@ -310,12 +310,12 @@ async fn unpinned_certificates_are_refused_both_ways() {
         ..MemGuestConfig::default()
     });
     // The sender pins a certificate the receiver does not hold.
-    r.cfg.pinned_peer_cert = Identity::generate("impostor").expect("cert").cert;
+    r.cfg.pinned_peer_cert = Identity::generate("impostor", &[]).expect("cert").cert;
     let err = r.sender().run().await.expect_err("server not pinned");
     assert!(matches!(err, MoveError::Connect { .. }), "{err}");
     // The sender presents a certificate the receiver was not told to expect.
     r.cfg.pinned_peer_cert = r.dst_id.cert.clone();
-    r.cfg.identity = Identity::generate("other-source").expect("cert");
+    r.cfg.identity = Identity::generate("other-source", &[]).expect("cert");
     let err = r.sender().run().await.expect_err("client not pinned");
     assert!(
         matches!(

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+use crate::peerlog::PerPeerLog;
 use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
@@ -162,6 +163,8 @@ struct Shared<P> {
     pinned: PinnedClients,
     sessions: Sessions<P>,
     settlers: Settlers,
+    /// Failed handshakes are a stranger's to repeat: logged once a minute per address.
+    failed_handshakes: Arc<PerPeerLog>,
 }
 
 impl<P> Clone for Shared<P> {
@@ -171,6 +174,7 @@ impl<P> Clone for Shared<P> {
             pinned: self.pinned.clone(),
             sessions: Arc::clone(&self.sessions),
             settlers: Arc::clone(&self.settlers),
+            failed_handshakes: Arc::clone(&self.failed_handshakes),
         }
     }
 }
@@ -296,6 +300,7 @@ impl<P: Partition + 'static> MigrationListener<P> {
                 pinned: pinned.clone(),
                 sessions: Arc::default(),
                 settlers: Arc::clone(&settlers),
+                failed_handshakes: Arc::new(PerPeerLog::new(FAILED_HANDSHAKE_LOG_EVERY)),
             },
         ));
         info!(addr = ?endpoint.local_addr().ok(), "migration listener bound");
@@ -390,6 +395,9 @@ impl<P: Partition + 'static> Drop for MigrationListener<P> {
     }
 }
 
+/// How often failed handshakes from one address are logged.
+const FAILED_HANDSHAKE_LOG_EVERY: Duration = Duration::from_secs(60);
+
 async fn accept_loop<P: Partition + 'static>(endpoint: quinn::Endpoint, shared: Shared<P>) {
     while let Some(incoming) = endpoint.accept().await {
         let shared = shared.clone();
@@ -422,10 +430,17 @@ async fn send_msg(send: &mut quinn::SendStream, msg: &Message) -> Result<(), Mov
 }
 
 async fn serve_connection<P: Partition + 'static>(incoming: quinn::Incoming, shared: Shared<P>) {
+    let remote = incoming.remote_address().ip();
     let conn = match incoming.await {
         Ok(c) => c,
         Err(e) => {
-            warn!(error = %e, "migration handshake failed (certificate not pinned for any job?)");
+            if let Some(unlogged) = shared.failed_handshakes.should_log(remote) {
+                warn!(
+                    error = %e,
+                    unlogged_since_last = unlogged,
+                    "migration handshake failed (certificate not pinned for any job?); logged at most once a minute per address"
+                );
+            }
             return;
         }
     };

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
@@ -28,9 +28,9 @@ pub const UDP_BUFFER: usize = 4 << 20;
 /// Errors setting up TLS or an endpoint.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// Generating a certificate failed.
-    #[error("generating the HVM's migration certificate failed: {0}")]
-    Generate(#[from] rcgen::Error),
+    /// The HVM's certificate could not be made or read.
+    #[error("the HVM's migration certificate: {0}")]
+    Identity(#[from] crate::tls::TlsError),
     /// rustls refused the configuration (bad key, unsupported algorithm).
     #[error("TLS configuration refused: {0}; check the HVM's migration certificate and key")]
     Config(#[from] rustls::Error),
@@ -48,55 +48,8 @@ pub enum TlsError {
     },
 }
 
-/// An HVM's certificate and private key for the migration path.
-pub struct Identity {
-    /// The certificate (DER), to be pinned by the peer.
-    pub cert: CertificateDer<'static>,
-    key: PrivatePkcs8KeyDer<'static>,
-}
-
-impl Clone for Identity {
-    fn clone(&self) -> Self {
-        Self {
-            cert: self.cert.clone(),
-            key: self.key.clone_key(),
-        }
-    }
-}
-
-impl std::fmt::Debug for Identity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Identity({} byte cert, key hidden)", self.cert.len())
-    }
-}
-
-impl Identity {
-    /// A fresh self-signed certificate (ECDSA P-256) for `name`.
-    pub fn generate(name: &str) -> Result<Self, TlsError> {
-        let ck = rcgen::generate_simple_self_signed(vec![name.to_string()])?;
-        Ok(Self {
-            cert: ck.cert.der().clone(),
-            key: PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()),
-        })
-    }
-
-    /// From DER certificate and PKCS#8 DER key (as stored in the HVM's state directory).
-    pub fn from_der(cert: Vec<u8>, pkcs8_key: Vec<u8>) -> Self {
-        Self {
-            cert: CertificateDer::from(cert),
-            key: PrivatePkcs8KeyDer::from(pkcs8_key),
-        }
-    }
-
-    /// The PKCS#8 DER key (to persist it).
-    pub fn key_der(&self) -> &[u8] {
-        self.key.secret_pkcs8_der()
-    }
-
-    fn key(&self) -> PrivateKeyDer<'static> {
-        PrivateKeyDer::Pkcs8(self.key.clone_key())
-    }
-}
+/// The HVM's one identity, the same certificate its management API presents.
+pub use crate::tls::Identity;
 
 /// ring's provider with TLS 1.3's AES-128-GCM first: every byte of guest memory goes through
 /// the AEAD twice (seal, open), and AES-128 does 10 rounds to AES-256's 14 — with the same
@@ -283,7 +236,7 @@ pub fn client_config(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(vec![own.cert.clone()], own.key())?;
+        .with_client_auth_cert(vec![own.cert.clone()], own.private_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;
@@ -305,7 +258,7 @@ pub fn server_config(
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![own.cert.clone()], own.key())?;
+        .with_single_cert(vec![own.cert.clone()], own.private_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
         .map_err(|e| TlsError::Quic(e.to_string()))?;

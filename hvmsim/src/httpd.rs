@@ -1,0 +1,288 @@
+//! The HTTPS server of a blade's and an array's API, with the limits a management plane needs
+//! against a peer that opens connections and never finishes them (slowloris) or never lets
+//! them go: connections per peer address and in all, TLS handshake time, HTTP/1 header-read
+//! time (which also closes a keep-alive connection left idle), HTTP/2 streams per connection
+//! and keep-alive pings that drop a vanished peer.
+//!
+//! A connection over a limit is closed at once, before TLS: it costs the server a file
+//! descriptor for a moment, never a task or a handshake. Peers under the limits (a manager on
+//! another address) are answered meanwhile.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum_server::accept::Accept;
+use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
+use lparmover::peerlog::PerPeerLog;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// The limits of one server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Open connections from one peer address.
+    pub connections_per_peer: usize,
+    /// Open connections in all.
+    pub connections: usize,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake: Duration,
+    /// Time an HTTP/1 client has to send a request's head, counted from when the server waits
+    /// for it (so a keep-alive connection idle this long is closed too).
+    pub header_read: Duration,
+    /// Concurrent HTTP/2 streams (requests) on one connection.
+    pub streams_per_connection: u32,
+    /// How often an HTTP/2 connection is pinged, and how long the answer may take before the
+    /// connection is dropped.
+    pub keep_alive: (Duration, Duration),
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            // A manager holds a handful (the navigator, a CLI, the policy daemon, each with a
+            // pool); 32 leaves room for several managers behind one address.
+            connections_per_peer: 32,
+            connections: 512,
+            tls_handshake: Duration::from_secs(10),
+            header_read: Duration::from_secs(10),
+            streams_per_connection: 64,
+            keep_alive: (Duration::from_secs(30), Duration::from_secs(10)),
+        }
+    }
+}
+
+/// How often a refused peer is logged (the first refusal is logged at once).
+const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Serves `app` on `listener` over TLS within `limits` until `handle` shuts it down.
+pub fn serve_https(
+    listener: std::net::TcpListener,
+    tls: RustlsConfig,
+    handle: axum_server::Handle<SocketAddr>,
+    limits: HttpLimits,
+    app: axum::Router,
+) -> io::Result<tokio::task::JoinHandle<io::Result<()>>> {
+    listener.set_nonblocking(true)?;
+    let acceptor = RustlsAcceptor::new(tls)
+        .handshake_timeout(limits.tls_handshake)
+        .acceptor(ConnectionLimiter::new(limits));
+    let mut server = axum_server::from_tcp(listener)?
+        .acceptor(acceptor)
+        .handle(handle);
+    let builder = server.http_builder();
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(limits.header_read);
+    builder
+        .http2()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .max_concurrent_streams(limits.streams_per_connection)
+        .keep_alive_interval(limits.keep_alive.0)
+        .keep_alive_timeout(limits.keep_alive.1);
+    Ok(tokio::spawn(async move {
+        server.serve(app.into_make_service()).await
+    }))
+}
+
+/// Counts open connections per peer address; refuses one over a limit.
+#[derive(Clone, Debug)]
+struct ConnectionLimiter {
+    limits: HttpLimits,
+    open: Arc<Mutex<OpenConnections>>,
+    refusals: Arc<PerPeerLog>,
+}
+
+#[derive(Debug, Default)]
+struct OpenConnections {
+    per_peer: HashMap<IpAddr, usize>,
+    total: usize,
+}
+
+impl ConnectionLimiter {
+    fn new(limits: HttpLimits) -> Self {
+        Self {
+            limits,
+            open: Arc::new(Mutex::new(OpenConnections::default())),
+            refusals: Arc::new(PerPeerLog::new(REFUSAL_LOG_EVERY)),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OpenConnections> {
+        // The counts are plain integers: a panic elsewhere cannot leave them half written.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for a connection from `peer`, or why there is none.
+    fn admit(&self, peer: IpAddr) -> Result<Slot, &'static str> {
+        let mut open = self.lock();
+        let from_peer = open.per_peer.get(&peer).copied().unwrap_or(0);
+        let refused = if from_peer >= self.limits.connections_per_peer {
+            Some("connections from this address")
+        } else if open.total >= self.limits.connections {
+            Some("connections in all")
+        } else {
+            None
+        };
+        if let Some(limit) = refused {
+            drop(open);
+            if let Some(unlogged) = self.refusals.should_log(peer) {
+                tracing::warn!(
+                    %peer,
+                    limit,
+                    per_peer = self.limits.connections_per_peer,
+                    total = self.limits.connections,
+                    unlogged_since_last = unlogged,
+                    "connection refused: too many open (logged at most once a minute per address)"
+                );
+            }
+            return Err(limit);
+        }
+        *open.per_peer.entry(peer).or_insert(0) += 1;
+        open.total += 1;
+        Ok(Slot {
+            limiter: self.clone(),
+            peer,
+        })
+    }
+
+    fn release(&self, peer: IpAddr) {
+        let mut open = self.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(n) = open.per_peer.get_mut(&peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.per_peer.remove(&peer);
+            }
+        }
+    }
+}
+
+/// One admitted connection's place; given back when the connection ends.
+#[derive(Debug)]
+struct Slot {
+    limiter: ConnectionLimiter,
+    peer: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.limiter.release(self.peer);
+    }
+}
+
+impl<S> Accept<TcpStream, S> for ConnectionLimiter {
+    type Stream = Admitted;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Admitted, S)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let admitted = stream.peer_addr().and_then(|peer| {
+            self.admit(peer.ip())
+                .map(|slot| Admitted {
+                    stream,
+                    _slot: slot,
+                })
+                .map_err(|limit| io::Error::other(format!("too many {limit}")))
+        });
+        std::future::ready(admitted.map(|a| (a, service)))
+    }
+}
+
+/// A TCP connection that holds its slot for as long as it is open.
+#[derive(Debug)]
+pub struct Admitted {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for Admitted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Admitted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limiter(per_peer: usize, total: usize) -> ConnectionLimiter {
+        ConnectionLimiter::new(HttpLimits {
+            connections_per_peer: per_peer,
+            connections: total,
+            ..HttpLimits::default()
+        })
+    }
+
+    #[test]
+    fn a_peer_over_its_limit_is_refused_while_another_is_admitted() {
+        let l = limiter(2, 10);
+        let a: IpAddr = "127.0.0.1".parse().unwrap();
+        let b: IpAddr = "127.0.0.2".parse().unwrap();
+        let first = l.admit(a).unwrap();
+        let _second = l.admit(a).unwrap();
+        assert_eq!(
+            l.admit(a).unwrap_err(),
+            "connections from this address",
+            "a third from the same address"
+        );
+        let _other = l.admit(b).expect("another address still gets in");
+        drop(first);
+        let _again = l.admit(a).expect("a closed connection gives its slot back");
+        assert_eq!(l.lock().total, 3);
+    }
+
+    #[test]
+    fn the_total_limit_holds_across_addresses_and_slots_come_back() {
+        let l = limiter(10, 3);
+        let slots: Vec<Slot> = (1..=3)
+            .map(|i| l.admit(IpAddr::from([127, 0, 0, i])).unwrap())
+            .collect();
+        assert_eq!(
+            l.admit(IpAddr::from([127, 0, 0, 9])).unwrap_err(),
+            "connections in all"
+        );
+        drop(slots);
+        let open = l.lock();
+        assert_eq!((open.total, open.per_peer.len()), (0, 0));
+    }
+}

@@ -40,6 +40,11 @@ use lparmover::partition::Partition;
 /// How often the heartbeat is sampled around a switch-over.
 const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
 
+/// Moves (outgoing, incoming and rehearsals) one blade runs at once. Each holds a QUIC
+/// connection, its streams' buffers and, incoming, a partition's memory; a policy runs at most
+/// ten moves in all, and a blade is rarely both ends of more than a few.
+pub const MAX_RUNNING_JOBS: usize = 8;
+
 /// Migration state of one blade.
 #[derive(Default)]
 pub struct Migrations {
@@ -48,6 +53,8 @@ pub struct Migrations {
     /// move and rebound when the primary path changes (`crate::paths`).
     pub(crate) listener: tokio::sync::Mutex<Option<MigrationListener<Guest>>>,
     jobs: Mutex<HashMap<String, Arc<Job>>>,
+    /// Requests admitted that have not registered their job yet.
+    admitting: Mutex<usize>,
 }
 
 impl std::fmt::Debug for Migrations {
@@ -64,14 +71,46 @@ pub(crate) struct Settled {
     pub to_stop: Vec<Arc<Guest>>,
 }
 
+/// A place among the blade's [`MAX_RUNNING_JOBS`], held by a request from its admission until
+/// its job is registered (from then the job itself counts).
+pub(crate) struct Admission<'a>(&'a Migrations);
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        let mut admitting = lock(&self.0.admitting);
+        *admitting = admitting.saturating_sub(1);
+    }
+}
+
 impl Migrations {
-    /// Whether a move on this blade is not over yet (in memory; the state's records say the
-    /// same across restarts).
     /// Drops a job that never started (`crate::blade::MigratingMark` undoing a failed send).
     pub(crate) fn forget(&self, job: &str) {
         lock(&self.jobs).remove(job);
     }
 
+    /// Admits one more move, or refuses with "the blade is busy" when it runs
+    /// [`MAX_RUNNING_JOBS`] already (counting requests admitted a moment ago).
+    pub(crate) fn admit(&self) -> Result<Admission<'_>, EmgError> {
+        let mut admitting = lock(&self.admitting);
+        let running = lock(&self.jobs)
+            .values()
+            .filter(|job| !job.phase().is_final())
+            .count();
+        if running + *admitting >= MAX_RUNNING_JOBS {
+            return Err(EmgError::new(
+                Emg::BladeBusyMigration,
+                format!(
+                    "this HVM runs {} migrations already, the most it takes at once ({MAX_RUNNING_JOBS}); nothing was changed",
+                    running + *admitting
+                ),
+            ));
+        }
+        *admitting += 1;
+        Ok(Admission(self))
+    }
+
+    /// Whether a move on this blade is not over yet (in memory; the state's records say the
+    /// same across restarts).
     pub(crate) fn any_running(&self) -> bool {
         lock(&self.jobs).values().any(|job| !job.phase().is_final())
     }
@@ -410,6 +449,7 @@ impl BladeService {
     ) -> Result<IncomingPrepared, EmgError> {
         self.check_lock(LockTarget::Blade, lease)?;
         self.refuse_live_move_while_marked()?;
+        let _admission = self.migrations.admit()?;
         if lock(&self.migrations.jobs).contains_key(&request.job) {
             return Err(invalid(format!(
                 "job {} is already known here",
@@ -681,6 +721,7 @@ impl BladeService {
     ) -> Result<MigrationStatus, EmgError> {
         self.check_lock(LockTarget::Lpar(request.lpar), lease)?;
         self.refuse_live_move_while_marked()?;
+        let _admission = self.migrations.admit()?;
         if lock(&self.migrations.jobs).contains_key(&request.job) {
             return Err(invalid(format!(
                 "job {} is already known here",
@@ -1521,5 +1562,30 @@ impl BladeService {
             ),
         );
         Ok(self.view(lpar))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blade_admits_at_most_max_running_jobs_and_a_finished_admission_frees_its_place() {
+        let migrations = Migrations::default();
+        let mut held: Vec<Admission<'_>> = (0..MAX_RUNNING_JOBS)
+            .map(|_| migrations.admit().expect("under the cap"))
+            .collect();
+        let Err(refused) = migrations.admit() else {
+            panic!("move {} is refused", MAX_RUNNING_JOBS + 1);
+        };
+        assert_eq!(refused.kind, Emg::BladeBusyMigration);
+        assert!(
+            refused.to_string().contains("runs 8 migrations already"),
+            "{refused}"
+        );
+        held.pop();
+        let _again = migrations.admit().expect("a place came back");
+        drop(held);
+        assert_eq!(*lock(&migrations.admitting), 1);
     }
 }

@@ -74,11 +74,6 @@ fn suspension(d: Option<Duration>) -> String {
     )
 }
 
-/// Who asked: `user@host via front end`, or `-` in rows from before it was recorded.
-fn by(actor: Option<&Actor>) -> String {
-    actor.map_or_else(|| "-".to_owned(), ToString::to_string)
-}
-
 fn number(n: Option<lparmover::model::LparNumber>) -> String {
     n.map_or_else(|| "-".to_owned(), |n| n.to_string())
 }
@@ -110,7 +105,7 @@ pub fn render_lpar(lpar: &str, rows: &[HistoryRow]) -> String {
             suspension(r.suspension),
             format!("{}/{}", r.source.hvm, r.source.number),
             r.job,
-            by(r.actor.as_ref())
+            Actor::shown(r.actor.as_ref())
         );
         if let Some(detail) = &r.detail {
             let _ = writeln!(out, "         {detail}");
@@ -140,7 +135,7 @@ pub fn render_rehearsals(trials: &[TrialRecord]) -> String {
             t.dest_hvm,
             t.result.label(),
             t.job,
-            by(t.actor.as_ref())
+            Actor::shown(t.actor.as_ref())
         );
         if let Some(detail) = &t.detail {
             let _ = writeln!(out, "         {detail}");
@@ -183,7 +178,7 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
                     r.result.label(),
                     suspension(r.suspension),
                     r.job,
-                    by(r.actor.as_ref())
+                    Actor::shown(r.actor.as_ref())
                 );
             }
             HistoryEntry::Trial(t) => {
@@ -198,7 +193,7 @@ pub fn render_all(entries: &[HistoryEntry]) -> String {
                     t.result.label(),
                     "-",
                     t.job,
-                    by(t.actor.as_ref())
+                    Actor::shown(t.actor.as_ref())
                 );
                 if let Some(detail) = &t.detail {
                     let _ = writeln!(out, "    {detail}");

@@ -95,6 +95,12 @@ impl Actor {
         }
     }
 
+    /// How a history row names who asked: `user@host via …`, or `-` in rows written before
+    /// lparmover recorded it (the CLI's and the navigator's history alike).
+    pub fn shown(actor: Option<&Actor>) -> String {
+        actor.map_or_else(|| "-".to_owned(), ToString::to_string)
+    }
+
     /// The same user and host, through another front end (a policy the navigator executes).
     pub fn via(&self, origin: Origin) -> Self {
         Self {

@@ -52,7 +52,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                                         .format("%Y-%m-%d %H:%M:%S")
                                         .to_string(),
                                 );
-                                ui.label(by(row.record.actor.as_ref()));
+                                ui.label(Actor::shown(row.record.actor.as_ref()));
                                 ui.end_row();
                             }
                         });
@@ -68,7 +68,7 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
                                 .with_timezone(&Local)
                                 .format("%Y-%m-%d %H:%M:%S"),
                             t.result.label(),
-                            by(t.actor.as_ref())
+                            Actor::shown(t.actor.as_ref())
                         ));
                     }
                 }
@@ -83,11 +83,6 @@ pub fn show(ctx: &egui::Context, model: &mut Model, outbox: &mut Outbox) {
             });
         });
     model.open.history = open;
-}
-
-/// Who asked, or a dash for rows from before lparmover recorded it.
-fn by(actor: Option<&Actor>) -> String {
-    actor.map_or_else(|| "-".to_owned(), ToString::to_string)
 }
 
 fn entry_line(e: &HistoryEntry) -> String {
@@ -106,7 +101,7 @@ fn entry_line(e: &HistoryEntry) -> String {
                 ", suspension {:.1} ms",
                 d.as_secs_f64() * 1e3
             )),
-            by(m.actor.as_ref())
+            Actor::shown(m.actor.as_ref())
         ),
         HistoryEntry::Trial(t) => format!(
             "{when}  {} {} → {}  {}  by {}",
@@ -114,7 +109,7 @@ fn entry_line(e: &HistoryEntry) -> String {
             t.source_hvm,
             t.dest_hvm,
             t.result.label(),
-            by(t.actor.as_ref())
+            Actor::shown(t.actor.as_ref())
         ),
     }
 }

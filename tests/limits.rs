@@ -1,7 +1,8 @@
 //! Resource limits of the blades' and arrays' HTTPS API (issue 17 item 5), against a real blade
 //! process: a peer that opens connections and never speaks, or speaks too slowly, or holds a
 //! keep-alive connection idle, loses those connections, and a manager on another address is
-//! answered meanwhile.
+//! answered meanwhile. A blade at its cap on running moves refuses the next one before anything
+//! changes.
 
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
@@ -10,8 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hvmsim::httpd::HttpLimits;
-use lparmover::api::HvmClient;
-use lpm_tests::{TestBlade, demo_fleet};
+use lparmover::api::{HvmClient, IncomingPrepared, MoveOptions, PrepareIncoming, StartSend};
+use lparmover::emg::Emg;
+use lparmover::model::LparStatus;
+use lparmover::mover::JobTicket;
+use lpm_tests::{TestBlade, demo_fleet, find_lpar};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -172,4 +176,126 @@ async fn a_request_head_sent_too_slowly_or_a_connection_left_idle_is_closed() {
     let text = String::from_utf8_lossy(&cut);
     assert!(!text.contains(" 200 "), "{text}");
     manager_is_answered(&blade).await;
+}
+
+/// The destination of `job` for `lpar` of `source`, expecting `source`'s certificate.
+async fn prepare_incoming(
+    source: &TestBlade,
+    destination: &TestBlade,
+    job: &str,
+    lpar: &str,
+) -> Result<IncomingPrepared, lparmover::api::ClientError> {
+    let view = find_lpar(&source.client(), lpar).await.unwrap();
+    destination
+        .client()
+        .prepare_incoming(
+            &PrepareIncoming {
+                job: job.into(),
+                lpar: view.lpar,
+                number: None,
+                ticket: JobTicket::generate().to_hex(),
+                source_cert_pem: source.profile.cert_pem.clone(),
+                ticket_ttl_s: None,
+                purpose: Default::default(),
+            },
+            None,
+        )
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blade_at_its_cap_on_running_moves_refuses_the_next_changing_nothing_and_still_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let source = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    // A cap of one, so that two moves show it (the default, 8, works the same way).
+    let busy = TestBlade::start_with_env(
+        &fleet_file,
+        "ch1-b2",
+        &dir.path().join("b2"),
+        &[("HVMSIM_MAX_MIGRATIONS", "1")],
+    )
+    .unwrap();
+
+    prepare_incoming(&source, &busy, "job-cap-first", "web-01")
+        .await
+        .expect("the first move is admitted");
+    let before = busy.state_bytes();
+
+    // The next incoming move, and an outgoing one of the blade's own LPAR, are refused.
+    let refused = prepare_incoming(&source, &busy, "job-cap-second", "db-01")
+        .await
+        .expect_err("a second incoming move is over the cap")
+        .emg();
+    assert_eq!(refused.kind, Emg::BladeBusyMigration, "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("as many migrations as it takes at once (1)")
+            && refused.to_string().contains("--max-migrations"),
+        "the refusal says why and what to do: {refused}"
+    );
+    let own = find_lpar(&busy.client(), "app-01").await.unwrap();
+    let refused = busy
+        .client()
+        .start_send(
+            &StartSend {
+                job: "job-cap-out".into(),
+                lpar: own.lpar.number,
+                ticket: JobTicket::generate().to_hex(),
+                dest_addr: "127.0.0.1:9".parse().unwrap(),
+                dest_cert_pem: source.profile.cert_pem.clone(),
+                options: MoveOptions::default(),
+                exchange: Default::default(),
+                purpose: Default::default(),
+            },
+            None,
+        )
+        .await
+        .expect_err("an outgoing move is over the cap too")
+        .emg();
+    assert_eq!(refused.kind, Emg::BladeBusyMigration, "{refused}");
+    assert!(
+        busy.state_bytes() == before,
+        "a refused move changed the blade's state file"
+    );
+    for job in ["job-cap-second", "job-cap-out"] {
+        assert!(
+            busy.client().migration_status(job).await.is_err(),
+            "the refused {job} is not known to the blade"
+        );
+    }
+    let own = find_lpar(&busy.client(), "app-01").await.unwrap();
+    assert_eq!(own.lpar.status, LparStatus::Activated, "app-01 runs on");
+    manager_is_answered(&busy).await;
+
+    // A finished move gives its place back.
+    busy.client()
+        .abort_migration("job-cap-first")
+        .await
+        .unwrap();
+    prepare_incoming(&source, &busy, "job-cap-second", "db-01")
+        .await
+        .expect("admitted once the first move is over");
+    busy.client()
+        .abort_migration("job-cap-second")
+        .await
+        .unwrap();
+}
+
+#[test]
+fn a_cap_outside_its_range_is_refused_at_start_with_what_to_give() {
+    for bad in ["0", "65", "-1", "many", "18446744073709551616"] {
+        let out = std::process::Command::new(lpm_tests::binary("hvmsim"))
+            .args(["serve", "--fleet", "x", "--blade", "x", "--state-dir", "x"])
+            .arg(format!("--max-migrations={bad}"))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "--max-migrations {bad} is refused");
+        assert!(
+            stderr.contains("is not a number of moves from 1 to 64"),
+            "--max-migrations {bad}: {stderr}"
+        );
+    }
 }

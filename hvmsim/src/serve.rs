@@ -29,6 +29,22 @@ pub struct ServeArgs {
     /// each); its vFCs log in at that array's fabric.
     #[arg(long = "array", value_name = "DIR")]
     pub arrays: Vec<PathBuf>,
+    /// Moves (outgoing, incoming and rehearsals) this blade runs at once; one more is refused
+    /// "blade busy" before anything changes.
+    #[arg(long, env = "HVMSIM_MAX_MIGRATIONS", default_value_t = crate::migration::DEFAULT_MAX_RUNNING_JOBS,
+          value_parser = max_migrations)]
+    pub max_migrations: usize,
+}
+
+fn max_migrations(text: &str) -> Result<usize, String> {
+    let limit = crate::migration::MAX_RUNNING_JOBS_LIMIT;
+    match text.parse::<usize>() {
+        Ok(n) if (1..=limit).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "{text:?} is not a number of moves from 1 to {limit}; give how many moves this blade may run at once (default {})",
+            crate::migration::DEFAULT_MAX_RUNNING_JOBS
+        )),
+    }
 }
 
 /// Guest implementation on the command line.
@@ -125,6 +141,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     );
     let (identity, token) = store.identity(service.name(), &addresses)?;
     service.migrations.set_identity(&identity);
+    service.migrations.set_max_running_jobs(args.max_migrations);
     let wanted_port = match store.endpoint()? {
         Some(previous) if previous.addr.ip() == IpAddr::V4(ip) => previous.addr.port(),
         _ => definition.blade.hvm.management.port,

@@ -40,10 +40,14 @@ use lparmover::partition::Partition;
 /// How often the heartbeat is sampled around a switch-over.
 const HEARTBEAT_PERIOD: Duration = Duration::from_micros(200);
 
-/// Moves (outgoing, incoming and rehearsals) one blade runs at once. Each holds a QUIC
-/// connection, its streams' buffers and, incoming, a partition's memory; a policy runs at most
-/// ten moves in all, and a blade is rarely both ends of more than a few.
-pub const MAX_RUNNING_JOBS: usize = 8;
+/// Moves (outgoing, incoming and rehearsals) one blade runs at once unless `hvmsim serve
+/// --max-migrations` says otherwise. Each holds a QUIC connection, its streams' buffers and,
+/// incoming, a partition's memory; a policy runs at most ten moves in all, and a blade is rarely
+/// both ends of more than a few.
+pub const DEFAULT_MAX_RUNNING_JOBS: usize = 8;
+
+/// The most `--max-migrations` may allow.
+pub const MAX_RUNNING_JOBS_LIMIT: usize = 64;
 
 /// Migration state of one blade.
 #[derive(Default)]
@@ -55,6 +59,8 @@ pub struct Migrations {
     jobs: Mutex<HashMap<String, Arc<Job>>>,
     /// Requests admitted that have not registered their job yet.
     admitting: Mutex<usize>,
+    /// The blade's cap on running moves, when the operator set one.
+    max_running: OnceLock<usize>,
 }
 
 impl std::fmt::Debug for Migrations {
@@ -71,7 +77,7 @@ pub(crate) struct Settled {
     pub to_stop: Vec<Arc<Guest>>,
 }
 
-/// A place among the blade's [`MAX_RUNNING_JOBS`], held by a request from its admission until
+/// A place among the blade's running moves ([`Migrations::max_running_jobs`]), held by a request from its admission until
 /// its job is registered (from then the job itself counts).
 pub(crate) struct Admission<'a>(&'a Migrations);
 
@@ -89,19 +95,19 @@ impl Migrations {
     }
 
     /// Admits one more move, or refuses with "the blade is busy" when it runs
-    /// [`MAX_RUNNING_JOBS`] already (counting requests admitted a moment ago).
+    /// [`Self::max_running_jobs`] already (counting requests admitted a moment ago).
     pub(crate) fn admit(&self) -> Result<Admission<'_>, EmgError> {
+        let cap = self.max_running_jobs();
         let mut admitting = lock(&self.admitting);
         let running = lock(&self.jobs)
             .values()
             .filter(|job| !job.phase().is_final())
             .count();
-        if running + *admitting >= MAX_RUNNING_JOBS {
+        if running + *admitting >= cap {
             return Err(EmgError::new(
                 Emg::BladeBusyMigration,
                 format!(
-                    "this HVM runs {} migrations already, the most it takes at once ({MAX_RUNNING_JOBS}); nothing was changed",
-                    running + *admitting
+                    "this HVM is running as many migrations as it takes at once ({cap}); nothing was changed: start this one when another has finished (the cap is `hvmsim serve --max-migrations`)"
                 ),
             ));
         }
@@ -309,6 +315,20 @@ fn compression(text: &str) -> Result<CompressionMode, EmgError> {
 }
 
 impl Migrations {
+    /// Sets the blade's cap on running moves (`hvmsim serve --max-migrations`; the caller keeps
+    /// it within 1..=[`MAX_RUNNING_JOBS_LIMIT`]). Only the first call counts.
+    pub fn set_max_running_jobs(&self, cap: usize) {
+        let _ = self.max_running.set(cap.clamp(1, MAX_RUNNING_JOBS_LIMIT));
+    }
+
+    /// Moves this blade runs at once at most.
+    pub fn max_running_jobs(&self) -> usize {
+        self.max_running
+            .get()
+            .copied()
+            .unwrap_or(DEFAULT_MAX_RUNNING_JOBS)
+    }
+
     /// Gives the blade's certificate (also its migration-path identity).
     pub fn set_identity(&self, identity: &lparmover::tls::Identity) {
         let _ = self.identity.set(identity.clone());
@@ -1572,15 +1592,17 @@ mod tests {
     #[test]
     fn a_blade_admits_at_most_max_running_jobs_and_a_finished_admission_frees_its_place() {
         let migrations = Migrations::default();
-        let mut held: Vec<Admission<'_>> = (0..MAX_RUNNING_JOBS)
+        let mut held: Vec<Admission<'_>> = (0..DEFAULT_MAX_RUNNING_JOBS)
             .map(|_| migrations.admit().expect("under the cap"))
             .collect();
         let Err(refused) = migrations.admit() else {
-            panic!("move {} is refused", MAX_RUNNING_JOBS + 1);
+            panic!("move {} is refused", DEFAULT_MAX_RUNNING_JOBS + 1);
         };
         assert_eq!(refused.kind, Emg::BladeBusyMigration);
         assert!(
-            refused.to_string().contains("runs 8 migrations already"),
+            refused
+                .to_string()
+                .contains("as many migrations as it takes at once (8)"),
             "{refused}"
         );
         held.pop();

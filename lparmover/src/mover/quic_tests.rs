@@ -673,6 +673,46 @@ async fn out_of_order_message_on_the_wire_is_refused_and_scrubbed() {
     assert_eq!(sender_side.emg().kind, crate::emg::Emg::MoverProtocolError);
 }
 
+/// A pinned source that opens data streams and never finishes them holds at most 64 at once;
+/// the move goes on, and the streams it finishes give their places back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_source_holds_at_most_64_data_streams_at_once() {
+    let r = rig(MemGuestConfig {
+        memory_size: 1 << 20,
+        ..MemGuestConfig::default()
+    });
+    let (conn, _send, _recv) = raw_session(&r).await;
+    let page = |index: u64| {
+        let batch = super::wire::PageBatch {
+            round: 0,
+            runs: vec![(index, 1)],
+            zero_mask: 0,
+            encoding: super::wire::Encoding::Raw,
+            payload: bytes::Bytes::from(vec![0xab; crate::partition::PAGE_SIZE]),
+        };
+        Message::batch(batch).expect("b").encode().expect("e")
+    };
+    let mut held = Vec::new();
+    for index in 0..64 {
+        let mut stream = conn.open_uni().await.expect("a stream under the cap");
+        stream.write_all(&page(index)).await.expect("page");
+        held.push(stream);
+    }
+    let over = tokio::time::timeout(Duration::from_secs(1), conn.open_uni()).await;
+    assert!(over.is_err(), "stream 65 opened while 64 are open");
+    assert!(conn.close_reason().is_none(), "the move goes on");
+
+    // quinn announces new places once more than an eighth of them are free.
+    for stream in &mut held[..9] {
+        stream.finish().expect("finish");
+    }
+    let freed = tokio::time::timeout(Duration::from_secs(5), conn.open_uni())
+        .await
+        .expect("finished streams give their places back");
+    freed.expect("stream 65");
+    assert!(conn.close_reason().is_none(), "{:?}", conn.close_reason());
+}
+
 /// `LPM_BENCH_MIB=1024 LPM_BENCH_DIRTY=10000000 cargo test --release -p lparmover --lib
 /// bench_loopback -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -139,6 +139,30 @@ async fn defined_lpar_survives_kill_9_and_restart() {
     );
     // The guest runs in its own VM process: it keeps beating while its blade is down.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Meanwhile its control socket is owner-only, and another process of the same user that
+    // connects (this test, as root) is refused: it does not hold the state directory's lock.
+    let socket = vm_socket(blade.state_dir(), number);
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&socket).unwrap().permissions());
+    assert_eq!(
+        mode & 0o077,
+        0,
+        "{} is owner-only: {mode:o}",
+        socket.display()
+    );
+    let refusal = tokio::task::spawn_blocking(move || {
+        let mut conn = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        hvmsim::vmproc::wire::read_msg::<hvmsim::vmproc::wire::Response>(&mut conn)
+    })
+    .await
+    .unwrap();
+    let refusal = format!("{refusal:?}");
+    assert!(
+        refusal.contains("does not hold the blade lock"),
+        "a process without the blade lock is refused control of the VM: {refusal}"
+    );
     blade.restart().unwrap();
 
     assert_eq!(
@@ -182,6 +206,19 @@ async fn defined_lpar_survives_kill_9_and_restart() {
             .any(|e| e.message.contains("(new-01) re-activated")),
         "the guest was adopted, not booted again"
     );
+}
+
+/// The control socket of LPAR `number`'s VM process in the blade's state directory.
+fn vm_socket(state_dir: &std::path::Path, number: LparNumber) -> std::path::PathBuf {
+    let prefix = format!("lpar-{}-", number.get());
+    std::fs::read_dir(hvmsim::vmproc::vm_dir(state_dir))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+        })
+        .expect("the VM's control socket")
 }
 
 /// The heartbeat counter of LPAR `number`'s guest (vCPU 0), once it is past zero.

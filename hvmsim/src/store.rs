@@ -88,6 +88,11 @@ pub struct StateDir {
     root: PathBuf,
 }
 
+/// The lock file of the state directory `root` ([`StateDir::lock`]).
+pub fn lock_path(root: &Path) -> PathBuf {
+    root.join("blade.lock")
+}
+
 impl StateDir {
     /// Opens (creating if needed) a state directory.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
@@ -106,7 +111,7 @@ impl StateDir {
     /// returned [`DirLock`]). Fails at once, changing nothing, when another process holds it.
     pub fn lock(&self) -> Result<DirLock, StoreError> {
         use std::io::{Read, Seek, Write};
-        let path = self.root.join("blade.lock");
+        let path = lock_path(&self.root);
         let mut file = fs::OpenOptions::new()
             .read(true)
             .write(true)

@@ -49,6 +49,10 @@ pub struct VmArgs {
     /// Start paused over blank memory, waiting for an incoming migration.
     #[arg(long)]
     pub incoming: bool,
+    /// The state directory lock of the blade that started the VM: a controller that connects
+    /// to the socket later (a restarted blade adopting the VM) must hold it.
+    #[arg(long)]
+    pub blade_lock: Option<PathBuf>,
 }
 
 struct Server {
@@ -56,9 +60,20 @@ struct Server {
     hello: VmHello,
     state_restored: AtomicBool,
     stop_tx: mpsc::Sender<()>,
+    /// What a controller connecting to the socket must hold ([`VmArgs::blade_lock`]).
+    blade_lock: Option<PathBuf>,
     /// The attached controller, if one is: the only connection served.
     controller: Mutex<Option<PeerCred>>,
     detached: Condvar,
+}
+
+/// How a controller reached the VM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Via {
+    /// The socket pair the starting blade passed at spawn (only that blade has the other end).
+    Spawner,
+    /// The listening socket in the state directory (a restarted blade adopting the VM).
+    Socket,
 }
 
 /// The hold of one controller on the VM; dropping it lets the next one attach.
@@ -81,10 +96,13 @@ impl Server {
     /// Attaches the peer on `conn` as the controller: it must run as our uid, and no other
     /// controller may be attached (after waiting [`ATTACH_GRACE`] for one to go). A refusal is
     /// the sentence to send back.
-    fn attach(self: &Arc<Self>, conn: &UnixStream) -> Result<Attached, String> {
+    fn attach(self: &Arc<Self>, conn: &UnixStream, via: Via) -> Result<Attached, String> {
         let cred = peer::peer_cred(conn).map_err(|e| e.to_string())?;
         peer::check_uid(cred, peer::own_uid())
             .map_err(|e| format!("this VM process takes controllers of its own user only: {e}"))?;
+        if via == Via::Socket {
+            self.check_lock_holder(cred)?;
+        }
         let held = self.controller.lock().unwrap_or_else(|e| e.into_inner());
         let (mut held, _) = self
             .detached
@@ -103,9 +121,32 @@ impl Server {
         })
     }
 
+    /// A controller coming through the socket must be the blade serving the state directory:
+    /// it holds the directory's lock (`crate::store::StateDir::lock`). Another process of the
+    /// same user cannot take a guest over while its blade is down.
+    fn check_lock_holder(&self, cred: peer::PeerCred) -> Result<(), String> {
+        let Some(lock) = &self.blade_lock else {
+            return Ok(());
+        };
+        match peer::holds_flock(cred.pid, lock) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "pid {} does not hold the blade lock {}; only the `hvmsim serve` serving that state directory may control LPAR {}'s VM",
+                cred.pid,
+                lock.display(),
+                self.hello.lpar
+            )),
+            Err(e) => Err(format!(
+                "cannot tell whether pid {} holds the blade lock {} ({e}); refused",
+                cred.pid,
+                lock.display()
+            )),
+        }
+    }
+
     /// Attaches the peer on `conn` and serves it, or tells it why not and closes it.
     fn attach_and_serve(self: &Arc<Self>, mut conn: UnixStream) {
-        match self.attach(&conn) {
+        match self.attach(&conn, Via::Socket) {
             Ok(_attached) => self.serve(conn),
             Err(why) => {
                 tracing::warn!(lpar = self.hello.lpar, reason = %why, "refused a control connection");
@@ -237,6 +278,10 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
         }
     };
     let _ = std::fs::remove_file(&args.socket);
+    // The socket drives the guest: created owner-only, not narrowed after. Nothing else this
+    // process creates is meant for anyone else.
+    // SAFETY: umask only sets this process's file mode creation mask; it cannot fail.
+    unsafe { libc::umask(0o077) };
     let listener = UnixListener::bind(&args.socket)
         .with_context(|| format!("listening on {}", args.socket.display()))?;
     let (stop_tx, stop_rx) = mpsc::channel();
@@ -252,13 +297,14 @@ pub fn run(args: VmArgs) -> anyhow::Result<()> {
         vm,
         state_restored: AtomicBool::new(false),
         stop_tx,
+        blade_lock: args.blade_lock.clone(),
         controller: Mutex::new(None),
         detached: Condvar::new(),
     });
     // Attached before the listener accepts anything: the blade that started the VM is its
     // first controller.
     let attached = server
-        .attach(&first)
+        .attach(&first, Via::Spawner)
         .map_err(anyhow::Error::msg)
         .context("attaching the blade that started the VM")?;
     wire::write_msg(&mut first, &Response::Hello(server.hello()))

@@ -339,6 +339,12 @@ pub fn spawn(
         .arg("--spec")
         .arg(spec_json)
         .stdin(Stdio::null());
+    // The VMs of a state directory take later controllers only from the blade holding its lock.
+    if let Some(root) = dir.parent() {
+        command
+            .arg("--blade-lock")
+            .arg(crate::store::lock_path(root));
+    }
     if incoming {
         command.arg("--incoming");
     }

@@ -118,6 +118,39 @@ pub fn check_uid(peer: PeerCred, own: u32) -> Result<(), PeerError> {
     }
 }
 
+/// Whether process `pid` holds an exclusive `flock` on `lock_file` through one of its open
+/// descriptors, as the kernel reports it: `/proc/PID/fdinfo/N` lists a `lock:` line only for
+/// locks held through that very descriptor. Needs the access to `/proc/PID/fd` that a process of
+/// the same uid has.
+pub fn holds_flock(pid: u32, lock_file: &std::path::Path) -> io::Result<bool> {
+    let want = std::fs::canonicalize(lock_file)?;
+    let fds = std::path::PathBuf::from(format!("/proc/{pid}/fd"));
+    for entry in std::fs::read_dir(&fds)? {
+        let entry = entry?;
+        // A descriptor closed while we look is no lock.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        if target != want {
+            continue;
+        }
+        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+        let Ok(info) = std::fs::read_to_string(info) else {
+            continue;
+        };
+        let exclusive_flock = |line: &str| {
+            let mut fields = line.split_whitespace();
+            fields.next() == Some("lock:")
+                && fields.nth(1) == Some("FLOCK")
+                && fields.nth(1) == Some("WRITE")
+        };
+        if info.lines().any(exclusive_flock) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// The pid of a VM process as the kernel reported it, with a pidfd on that very process.
 ///
 /// The only constructors check the kernel's view against what the process said: there is no
@@ -299,6 +332,33 @@ fn owned_cloexec(fd: libc::c_int) -> io::Result<OwnedFd> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_the_process_holding_the_lock_through_its_own_descriptor_is_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("blade.lock");
+        let me = std::process::id();
+        let file = std::fs::File::create(&path).unwrap();
+        assert!(!holds_flock(me, &path).unwrap(), "open is not locked");
+        file.try_lock().unwrap();
+        assert!(holds_flock(me, &path).unwrap(), "we hold it");
+        let other = dir.path().join("other.lock");
+        let _open = std::fs::File::create(&other).unwrap();
+        assert!(!holds_flock(me, &other).unwrap(), "another file, unlocked");
+        let mut bystander = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        assert!(
+            !holds_flock(bystander.id(), &path).unwrap(),
+            "a process without the file does not hold it"
+        );
+        bystander.kill().unwrap();
+        bystander.wait().unwrap();
+        file.unlock().unwrap();
+        assert!(!holds_flock(me, &path).unwrap(), "released");
+        assert!(holds_flock(me, &dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn a_peer_of_another_uid_is_refused_and_one_of_ours_accepted() {

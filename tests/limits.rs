@@ -178,6 +178,114 @@ async fn a_request_head_sent_too_slowly_or_a_connection_left_idle_is_closed() {
     manager_is_answered(&blade).await;
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_http2_connection_with_no_request_under_way_is_closed_after_its_idle_time_pings_or_not()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&fleet_file, "ch1-b1", &dir.path().join("b1")).unwrap();
+    let limits = HttpLimits::default();
+
+    let mut config = lparmover::tls::pinned_client_config(&blade.profile.cert_pem).unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let addr = api_addr(&blade);
+    let tcp = connect_from(HOSTILE, addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(addr.ip().into(), tcp)
+        .await
+        .unwrap();
+    // The client pings every 2 s, idle or not: pings are not requests.
+    let (mut send, connection) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(2))
+            .keep_alive_while_idle(true)
+            .handshake::<_, String>(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let driven = tokio::spawn(connection);
+    let answer = send
+        .send_request(
+            hyper::Request::get(format!("https://{addr}/healthz"))
+                .body(String::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        answer.status(),
+        200,
+        "a request on the connection is answered"
+    );
+    let idle_since = Instant::now();
+
+    manager_is_answered(&blade).await;
+    let ended = tokio::time::timeout(limits.idle + Duration::from_secs(10), driven).await;
+    assert!(
+        ended.is_ok(),
+        "an HTTP/2 connection idle for {:?} is closed, pings or not",
+        limits.idle
+    );
+    assert!(
+        idle_since.elapsed() >= limits.idle - Duration::from_secs(1),
+        "not before its idle time ({:?}): {:?}",
+        limits.idle,
+        idle_since.elapsed()
+    );
+    manager_is_answered(&blade).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_body_that_trickles_is_refused_in_the_catalogue_shape_changing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, fleet_file) = demo_fleet(dir.path());
+    let blade = TestBlade::start(&fleet_file, "ch1-b2", &dir.path().join("b2")).unwrap();
+    let before = blade.state_bytes();
+
+    let mut slow = http1_connection(&blade).await;
+    let head = format!(
+        "POST /v1/lpars HTTP/1.1\r\nHost: blade\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: 400\r\n\r\n{{\"name\": \"slow-01\"",
+        blade.profile.token
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.flush().await.unwrap();
+    let started = Instant::now();
+    manager_is_answered(&blade).await;
+
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = hvmsim::httpd::BODY_READ + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&got).contains("nothing was changed") {
+        let n = tokio::time::timeout(
+            deadline.saturating_sub(started.elapsed()),
+            slow.read(&mut buf),
+        )
+        .await
+        .expect("the server answers a body that never arrives")
+        .unwrap();
+        assert!(
+            n > 0,
+            "closed without an answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    assert!(text.contains("did not arrive whole within 10 s"), "{text}");
+    assert!(
+        started.elapsed() >= hvmsim::httpd::BODY_READ - Duration::from_secs(1),
+        "not before the body-read time: {:?}",
+        started.elapsed()
+    );
+    assert!(
+        blade.state_bytes() == before,
+        "a refused body changed the state"
+    );
+    assert!(find_lpar(&blade.client(), "slow-01").await.is_none());
+    manager_is_answered(&blade).await;
+}
+
 /// The destination of `job` for `lpar` of `source`, expecting `source`'s certificate.
 async fn prepare_incoming(
     source: &TestBlade,

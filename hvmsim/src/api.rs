@@ -48,7 +48,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let Ok(read) =
+            tokio::time::timeout(crate::httpd::BODY_READ, Json::<T>::from_request(req, state))
+                .await
+        else {
+            return Err(ApiError(EmgError::new(
+                Emg::InvalidRequest,
+                body_too_slow(),
+            )));
+        };
+        match read {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -68,6 +77,14 @@ where
             }
         }
     }
+}
+
+/// Why a body that did not arrive in time was refused.
+pub(crate) fn body_too_slow() -> String {
+    format!(
+        "the request body did not arrive whole within {} s; send it at once; nothing was changed",
+        crate::httpd::BODY_READ.as_secs()
+    )
 }
 
 /// Query string whose parse errors (a negative or non-numeric number, an unknown parameter)

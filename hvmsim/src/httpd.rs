@@ -1,17 +1,21 @@
 //! The HTTPS server of a blade's and an array's API, with the limits a management plane needs
 //! against a peer that opens connections and never finishes them (slowloris) or never lets
 //! them go: connections per peer address and in all, TLS handshake time, HTTP/1 header-read
-//! time (which also closes a keep-alive connection left idle), HTTP/2 streams per connection
-//! and keep-alive pings that drop a vanished peer.
+//! time (which also closes a keep-alive connection left idle), an idle time after which a
+//! connection with no request under way is closed (HTTP/2 included, pings or not), HTTP/2
+//! streams per connection, keep-alive pings that drop a vanished peer, and a time for a request
+//! body to arrive whole ([`BODY_READ`], checked by the JSON extractors).
 //!
 //! A connection over a limit is closed at once, before TLS: it costs the server a file
 //! descriptor for a moment, never a task or a handshake. Peers under the limits (a manager on
 //! another address) are answered meanwhile.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,6 +25,12 @@ use axum_server::tls_rustls::{RustlsAcceptor, RustlsConfig};
 use lparmover::peerlog::PerPeerLog;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// Time a request body has to arrive whole once its head is in (1 MiB at most: a second on the
+/// slowest management link). Reading the body comes before a handler changes anything, so a
+/// body that trickles is refused with nothing changed.
+pub const BODY_READ: Duration = Duration::from_secs(10);
 
 /// The limits of one server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,6 +44,10 @@ pub struct HttpLimits {
     /// Time an HTTP/1 client has to send a request's head, counted from when the server waits
     /// for it (so a keep-alive connection idle this long is closed too).
     pub header_read: Duration,
+    /// Time a connection may stay open with no request under way (HTTP/2 pings do not count).
+    /// Longer than a manager's pool keeps an idle connection
+    /// (`lparmover::api::client::POOL_IDLE`), so a manager never reuses one the server closed.
+    pub idle: Duration,
     /// Concurrent HTTP/2 streams (requests) on one connection.
     pub streams_per_connection: u32,
     /// How often an HTTP/2 connection is pinged, and how long the answer may take before the
@@ -50,6 +64,7 @@ impl Default for HttpLimits {
             connections: 512,
             tls_handshake: Duration::from_secs(10),
             header_read: Duration::from_secs(10),
+            idle: Duration::from_secs(30),
             streams_per_connection: 64,
             keep_alive: (Duration::from_secs(30), Duration::from_secs(10)),
         }
@@ -178,27 +193,134 @@ impl Drop for Slot {
 
 impl<S> Accept<TcpStream, S> for ConnectionLimiter {
     type Stream = Admitted;
-    type Service = S;
-    type Future = std::future::Ready<io::Result<(Admitted, S)>>;
+    type Service = Tracked<S>;
+    type Future = std::future::Ready<io::Result<(Admitted, Tracked<S>)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let idle = self.limits.idle;
         let admitted = stream.peer_addr().and_then(|peer| {
             self.admit(peer.ip())
-                .map(|slot| Admitted {
-                    stream,
-                    _slot: slot,
+                .map(|slot| {
+                    let activity = Arc::new(Activity::new());
+                    let connection = Admitted {
+                        stream,
+                        _slot: slot,
+                        idle_check: Box::pin(tokio::time::sleep(idle)),
+                        idle,
+                        activity: Arc::clone(&activity),
+                    };
+                    let service = Tracked {
+                        inner: service,
+                        activity,
+                    };
+                    (connection, service)
                 })
                 .map_err(|limit| io::Error::other(format!("too many {limit}")))
         });
-        std::future::ready(admitted.map(|a| (a, service)))
+        std::future::ready(admitted)
     }
 }
 
-/// A TCP connection that holds its slot for as long as it is open.
+/// What one connection is doing: requests under way, and when that last changed.
+#[derive(Debug)]
+struct Activity {
+    in_flight: AtomicUsize,
+    last_change: Mutex<Instant>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            last_change: Mutex::new(Instant::now()),
+        }
+    }
+
+    fn touch(&self) {
+        *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+    }
+
+    fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        InFlight(Arc::clone(self))
+    }
+
+    /// When the connection will have been idle for `idle`, or `None` if it has been already.
+    fn idle_until(&self, idle: Duration) -> Option<Instant> {
+        let now = Instant::now();
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return Some(now + idle);
+        }
+        let due = *self.last_change.lock().unwrap_or_else(|p| p.into_inner()) + idle;
+        (due > now).then_some(due)
+    }
+}
+
+/// One request under way on a connection.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.touch();
+    }
+}
+
+/// A connection's service, counting the requests under way on it.
+#[derive(Clone, Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> tower_service::Service<R> for Tracked<S>
+where
+    S: tower_service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        let in_flight = self.activity.begin();
+        let answer = self.inner.call(request);
+        Box::pin(async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        })
+    }
+}
+
+/// A TCP connection that holds its slot for as long as it is open, and ends once it has had no
+/// request under way for its idle time.
 #[derive(Debug)]
 pub struct Admitted {
     stream: TcpStream,
     _slot: Slot,
+    idle_check: Pin<Box<tokio::time::Sleep>>,
+    idle: Duration,
+    activity: Arc<Activity>,
+}
+
+impl Admitted {
+    /// Whether the connection has been idle too long; otherwise the timer is set for when it
+    /// could be (its wake-up polls the connection's reads again, which land here).
+    fn idle_too_long(&mut self, cx: &mut Context<'_>) -> bool {
+        while self.idle_check.as_mut().poll(cx).is_ready() {
+            match self.activity.idle_until(self.idle) {
+                None => return true,
+                Some(next) => self.idle_check.as_mut().reset(next),
+            }
+        }
+        false
+    }
 }
 
 impl AsyncRead for Admitted {
@@ -207,6 +329,12 @@ impl AsyncRead for Admitted {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
+        if self.idle_too_long(cx) {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "connection idle for too long",
+            )));
+        }
         Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }

@@ -48,7 +48,13 @@ where
     type Rejection = Refusal;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        let Ok(read) =
+            tokio::time::timeout(crate::httpd::BODY_READ, Json::<T>::from_request(req, state))
+                .await
+        else {
+            return Err(invalid(crate::api::body_too_slow()));
+        };
+        match read {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(Refusal(ArrayError::new(
                 ArrayErrorCode::InvalidRequest,

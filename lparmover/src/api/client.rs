@@ -20,6 +20,10 @@ use crate::tls::{TlsError, pinned_client_config};
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an idle connection stays in the pool: shorter than the 30 s after which a blade or
+/// an array closes a connection with no request under way (`hvmsim::httpd::HttpLimits::idle`),
+/// so a request never goes out on a connection the server is closing.
+pub const POOL_IDLE: Duration = Duration::from_secs(20);
 
 /// A failed call to an HVM.
 #[derive(Debug, thiserror::Error)]
@@ -581,6 +585,7 @@ fn pinned_http_with(tls: rustls::ClientConfig) -> Result<reqwest::Client, String
         .tls_backend_preconfigured(tls)
         .connect_timeout(CONNECT_TIMEOUT)
         .timeout(REQUEST_TIMEOUT)
+        .pool_idle_timeout(POOL_IDLE)
         .no_proxy()
         .build()
         .map_err(|e| format!("cannot build HTTP client: {e}"))

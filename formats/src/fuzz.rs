@@ -6,12 +6,14 @@
 use std::fmt::{Debug, Display};
 use std::str::FromStr;
 
+use crate::backup::{BackupEntry, HvmConfigDoc, check_name, parse_document, parse_manifest};
 use crate::guest::{MemoryDigest, PAGE_SIZE, VcpuState};
 use crate::model::ids::{
     ArrayName, ArrayPort, FcPort, FirmwareVersion, HostGroupNumber, LparName, LparNumber, MacAddr,
     NicSegment, StorageCable, Wwnn, Wwpn,
 };
 use crate::model::{Fleet, Mode};
+use crate::policy::file::{parse as parse_policy, render as render_policy};
 use crate::receiver::{Action, Input, RecvState, step};
 use crate::wire::{JobTicket, Message};
 
@@ -24,6 +26,8 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("receiver", receiver),
     ("ids", ids),
     ("fleet", fleet),
+    ("policy", policy),
+    ("backup", backup),
 ];
 
 /// The wire decoder on a byte stream, as a receiver reads it: frame after frame until the first
@@ -214,5 +218,80 @@ pub fn fleet(data: &[u8]) {
                     .is_some_and(|a| std::ptr::eq(a, array))
             );
         }
+    }
+}
+
+/// The policy file parser on UTF-8 text: a policy or a non-empty list of problems, each on a
+/// line of the text (0: the file as a whole). A policy it accepts renders to text that parses
+/// back to the same policy (what `policy edit` and the navigator's Save rely on).
+pub fn policy(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    match parse_policy(text) {
+        Ok(policy) => {
+            let rendered = render_policy(&policy);
+            // The same policy, but for where its entries stand in the text.
+            let placed_nowhere = |mut p: crate::policy::model::Policy| {
+                p.entries.iter_mut().for_each(|e| e.line = 0);
+                p
+            };
+            match parse_policy(&rendered) {
+                Ok(again) => assert_eq!(
+                    placed_nowhere(again),
+                    placed_nowhere(policy),
+                    "parse(render(p)) != p:\n{rendered}"
+                ),
+                Err(problems) => {
+                    panic!("a rendered policy does not parse: {problems:?}\n{rendered}")
+                }
+            }
+        }
+        Err(problems) => {
+            assert!(!problems.is_empty(), "refused without a problem");
+            let lines = text.lines().count() + 1;
+            for problem in &problems {
+                assert!(
+                    problem.line <= lines,
+                    "problem on line {} of {lines}: {problem:?}",
+                    problem.line
+                );
+            }
+        }
+    }
+}
+
+/// The backup files' checks on bytes, as a restore reads them: as the manifest of job `job-1`
+/// and as the configuration document of HVM `ch1-b1` (with the digest of these very bytes, so
+/// the parser is reached). What is accepted has the shape the restore relies on, and encodes to
+/// JSON that is accepted again as the same.
+pub fn backup(data: &[u8]) {
+    let path = std::path::Path::new("fuzz/backup.json");
+    if let Ok(manifest) = parse_manifest(path, data, "job-1") {
+        assert_eq!((manifest.job.as_str(), manifest.hvms.len()), ("job-1", 2));
+        for entry in &manifest.hvms {
+            assert!(check_name("HVM name", &entry.hvm).is_ok());
+            assert_eq!(entry.file, format!("{}.json", entry.hvm));
+        }
+        let json = serde_json::to_vec(&manifest).expect("a manifest encodes");
+        let again = parse_manifest(path, &json, "job-1");
+        assert_eq!(
+            again.as_ref(),
+            Ok(&manifest),
+            "a re-encoded manifest reads back"
+        );
+    }
+    let entry = |bytes: &[u8]| BackupEntry {
+        hvm: "ch1-b1".into(),
+        file: "ch1-b1.json".into(),
+        lpars: 0,
+        blake3: blake3::hash(bytes).to_hex().to_string(),
+    };
+    if let Ok(doc) = parse_document(path, data, &entry(data)) {
+        assert_eq!(doc.blade_name, "ch1-b1");
+        assert!(doc.format <= HvmConfigDoc::FORMAT);
+        let json = serde_json::to_vec(&doc).expect("a document encodes");
+        let again = parse_document(path, &json, &entry(&json));
+        assert_eq!(again.as_ref(), Ok(&doc), "a re-encoded document reads back");
     }
 }

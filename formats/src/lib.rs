@@ -7,8 +7,12 @@
 //! lparmover re-exports every module at its old path (`lparmover::model`,
 //! `lparmover::mover::wire`, `lparmover::partition::VcpuState` …).
 
+pub mod backup;
+pub mod format;
 pub mod fuzz;
 pub mod guest;
 pub mod model;
+pub mod moves;
+pub mod policy;
 pub mod receiver;
 pub mod wire;

@@ -19,8 +19,8 @@
 
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use chrono::Utc;
+use serde::Serialize;
 
 use crate::api::{ClientError, HvmClient, HvmConfigDoc, LockRequest, LockTarget};
 use crate::dirs::ManagerDirs;
@@ -28,11 +28,9 @@ use crate::emg::{Emg, EmgError};
 use crate::fsutil::write_atomic;
 use crate::model::LparStatus;
 use crate::profile::{Profile, ProfileError};
+use lpm_formats::backup::{self, BackupFileError};
+pub use lpm_formats::backup::{BackupEntry, BackupManifest, MANIFEST, MANIFEST_FORMAT};
 
-/// Format of the manifest.
-pub const MANIFEST_FORMAT: u32 = 1;
-/// Name of the manifest inside a set's directory.
-pub const MANIFEST: &str = "manifest.json";
 /// Lease time of the blade locks a restore takes.
 const RESTORE_LEASE_SECS: u64 = 120;
 
@@ -83,37 +81,6 @@ pub enum BackupError {
     },
 }
 
-/// One HVM's file in a backup set.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupEntry {
-    /// HVM name (as in the profile).
-    pub hvm: String,
-    /// File name inside the set's directory.
-    pub file: String,
-    /// LPARs defined when it was taken.
-    pub lpars: usize,
-    /// BLAKE3 of the file, hex.
-    pub blake3: String,
-}
-
-/// What a backup set holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BackupManifest {
-    /// [`MANIFEST_FORMAT`] (missing in manifests of before versions: 1).
-    #[serde(default = "crate::format::v1")]
-    pub format: u32,
-    /// Job the set was taken for.
-    pub job: String,
-    /// When.
-    pub taken_at: DateTime<Utc>,
-    /// Source HVM of the job.
-    pub source: String,
-    /// Destination HVM of the job.
-    pub destination: String,
-    /// Source first, then destination.
-    pub hvms: Vec<BackupEntry>,
-}
-
 /// A complete backup set on disk.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BackupSet {
@@ -135,19 +102,18 @@ pub struct RestoreReport {
 }
 
 fn check_name(what: &'static str, name: &str) -> Result<(), BackupError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(BackupError::InvalidName {
-            what,
-            name: name.chars().take(64).collect(),
-        })
+    lpm_formats::backup::check_name(what, name).map_err(|e| file_error(Path::new(""), e))
+}
+
+/// A backup file's refusal with the file named.
+fn file_error(path: &Path, error: BackupFileError) -> BackupError {
+    match error {
+        BackupFileError::Damaged(detail) => BackupError::Damaged {
+            path: path.display().to_string(),
+            detail,
+        },
+        BackupFileError::Newer(newer) => BackupError::Newer(newer),
+        BackupFileError::InvalidName { what, name } => BackupError::InvalidName { what, name },
     }
 }
 
@@ -234,39 +200,8 @@ impl BackupSet {
             }
             Err(e) => return Err(io_err(&path)(e)),
         };
-        // The version first: a newer manifest may not parse here, and must say so.
-        #[derive(Deserialize)]
-        struct Version {
-            #[serde(default = "crate::format::v1")]
-            format: u32,
-        }
-        if let Ok(v) = serde_json::from_slice::<Version>(&bytes) {
-            crate::format::check(
-                &path,
-                "backup manifest",
-                "lparmover",
-                v.format,
-                MANIFEST_FORMAT,
-            )?;
-        }
-        let manifest: BackupManifest =
-            serde_json::from_slice(&bytes).map_err(|e| BackupError::Damaged {
-                path: path.display().to_string(),
-                detail: e.to_string(),
-            })?;
-        let damaged = |detail: String| BackupError::Damaged {
-            path: path.display().to_string(),
-            detail,
-        };
-        if manifest.job != job || manifest.hvms.len() != 2 {
-            return Err(damaged("not a two-HVM set of this job".into()));
-        }
-        for entry in &manifest.hvms {
-            check_name("HVM name", &entry.hvm)?;
-            if entry.file != format!("{}.json", entry.hvm) {
-                return Err(damaged(format!("unexpected file name {:?}", entry.file)));
-            }
-        }
+        let manifest =
+            backup::parse_manifest(&path, &bytes, job).map_err(|e| file_error(&path, e))?;
         Ok(Self { dir, manifest })
     }
 
@@ -301,28 +236,8 @@ impl BackupSet {
             .map(|entry| {
                 let path = self.dir.join(&entry.file);
                 let bytes = std::fs::read(&path).map_err(io_err(&path))?;
-                let damaged = |detail: String| BackupError::Damaged {
-                    path: path.display().to_string(),
-                    detail,
-                };
-                if blake3::hash(&bytes).to_hex().as_str() != entry.blake3 {
-                    return Err(damaged("digest does not match the manifest".into()));
-                }
-                let doc: HvmConfigDoc =
-                    serde_json::from_slice(&bytes).map_err(|e| damaged(e.to_string()))?;
-                crate::format::check(
-                    &path,
-                    "backed-up HVM configuration",
-                    "lparmover",
-                    doc.format,
-                    HvmConfigDoc::FORMAT,
-                )?;
-                if doc.blade_name != entry.hvm {
-                    return Err(damaged(format!(
-                        "taken from {:?}, not {:?}",
-                        doc.blade_name, entry.hvm
-                    )));
-                }
+                let doc = backup::parse_document(&path, &bytes, entry)
+                    .map_err(|e| file_error(&path, e))?;
                 Ok((entry.hvm.clone(), doc))
             })
             .collect()
@@ -477,16 +392,6 @@ fn same_config(backup: &HvmConfigDoc, now: &HvmConfigDoc) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn names_that_could_escape_the_directory_are_refused() {
-        for bad in ["", "..", "../x", "a/b", ".hidden", "a b"] {
-            assert!(check_name("job id", bad).is_err(), "{bad:?}");
-        }
-        for good in ["job-1", "ch1-b1", "20260102T0301.a_b"] {
-            check_name("job id", good).unwrap();
-        }
-    }
 
     #[test]
     fn a_missing_set_says_how_to_list_them() {

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::api::{HvmClient, Inventory};
 use crate::emg::EmgError;
-use crate::model::{LparNumber, LparStatus};
+use crate::model::LparStatus;
 use crate::profile::Profile;
 
 /// One HVM as the manager sees it now.
@@ -77,86 +77,19 @@ impl FleetSnapshot {
     }
 }
 
-/// Which LPAR an operator means: `HVM/NUMBER` or `HVM/NAME`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LparRef {
-    /// HVM name.
-    pub hvm: String,
-    /// LPAR number or name.
-    pub lpar: LparSelector,
+pub use lpm_formats::moves::{LparRef, LparSelector};
+
+/// Finding an [`LparSelector`]'s LPAR in an inventory.
+pub trait FindLpar {
+    /// The LPAR this selects in `inventory`, if it has one.
+    fn find<'a>(&self, inventory: &'a Inventory) -> Option<&'a crate::api::LparView>;
 }
 
-/// An LPAR by number or by name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum LparSelector {
-    /// By number.
-    Number(LparNumber),
-    /// By name.
-    Name(String),
-}
-
-impl std::str::FromStr for LparRef {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (hvm, lpar) = s
-            .split_once('/')
-            .filter(|(h, l)| !h.is_empty() && !l.is_empty())
-            .ok_or_else(|| format!("{s:?} is not HVM/LPAR (e.g. ch1-b1/web-01 or ch1-b1/1)"))?;
-        let lpar = if lpar.chars().all(|c| c.is_ascii_digit()) {
-            LparSelector::Number(
-                lpar.parse()
-                    .map_err(|e: crate::model::InvalidId| e.to_string())?,
-            )
-        } else {
-            LparSelector::Name(lpar.to_owned())
-        };
-        Ok(Self {
-            hvm: hvm.to_owned(),
-            lpar,
-        })
-    }
-}
-
-impl std::fmt::Display for LparSelector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Number(n) => write!(f, "{n}"),
-            Self::Name(name) => f.write_str(name),
-        }
-    }
-}
-
-impl std::fmt::Display for LparRef {
-    /// `HVM/LPAR`, as the operator wrote it (parses back to the same reference).
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.hvm, self.lpar)
-    }
-}
-
-impl LparSelector {
-    /// Finds the LPAR in an inventory.
-    pub fn find<'a>(&self, inventory: &'a Inventory) -> Option<&'a crate::api::LparView> {
+impl FindLpar for LparSelector {
+    fn find<'a>(&self, inventory: &'a Inventory) -> Option<&'a crate::api::LparView> {
         inventory.lpars.iter().find(|l| match self {
             Self::Number(n) => l.lpar.number == *n,
             Self::Name(name) => l.lpar.name.as_str() == name,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lpar_refs_parse() {
-        let r: LparRef = "ch1-b1/web-01".parse().unwrap();
-        assert_eq!(r.lpar, LparSelector::Name("web-01".into()));
-        let r: LparRef = "ch1-b1/3".parse().unwrap();
-        assert_eq!(r.lpar, LparSelector::Number(LparNumber::new(3).unwrap()));
-        assert!("ch1-b1".parse::<LparRef>().is_err());
-        assert!("ch1-b1/99".parse::<LparRef>().is_err());
-        for text in ["ch1-b1/web-01", "ch1-b1/3"] {
-            assert_eq!(text.parse::<LparRef>().unwrap().to_string(), text);
-        }
     }
 }

@@ -12,7 +12,7 @@ pub mod connectivity;
 pub mod dirs;
 pub mod emg;
 pub mod fleetview;
-pub mod format;
+pub use lpm_formats::format;
 pub mod fsutil;
 pub mod history;
 pub mod jobs;

@@ -6,12 +6,12 @@
 //! `lparmover::ops::moves` job, so checks, leases, journal, recovery and history are the ones
 //! a single move has.
 
+pub use lpm_formats::policy::{file, model};
+
 pub mod daemon;
 pub mod evacuate;
-pub mod file;
 pub mod live;
 pub mod metrics;
-pub mod model;
 pub mod report;
 pub mod reverse;
 pub mod runner;

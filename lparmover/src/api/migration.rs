@@ -73,7 +73,7 @@ impl MoveOptions {
     /// Longest switch-over lease, ms: a guest paused longer than a minute is down, not moving.
     pub const MAX_SWITCHOVER_LEASE_MS: u64 = 60_000;
     /// Longest downtime limit, ms.
-    pub const MAX_DOWNTIME_LIMIT_MS: u64 = 60_000;
+    pub const MAX_DOWNTIME_LIMIT_MS: u64 = lpm_formats::moves::MAX_DOWNTIME_LIMIT_MS;
     /// Longest timeout, s (a week; extend a running move for more).
     pub const MAX_TIMEOUT_S: u64 = 7 * 24 * 3600;
     /// Most parallel data streams.

@@ -145,27 +145,7 @@ pub struct Inventory {
     pub wwn_rollbacks: Vec<super::WwnRollback>,
 }
 
-/// The persisted configuration of an HVM: what "save", "backup" and "restore" move around.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HvmConfigDoc {
-    /// Format of this document ([`Self::FORMAT`]; missing in documents of before versions: 1).
-    #[serde(default = "crate::format::v1")]
-    pub format: u32,
-    /// Blade this was taken from.
-    pub blade_name: String,
-    /// When it was taken.
-    pub taken_at: DateTime<Utc>,
-    /// The blade and HVM settings.
-    pub blade: Blade,
-    /// Every defined LPAR.
-    pub lpars: Vec<Lpar>,
-}
-
-impl HvmConfigDoc {
-    /// Current format number.
-    pub const FORMAT: u32 = 1;
-}
+pub use lpm_formats::backup::HvmConfigDoc;
 
 /// What a lock holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use chrono::Utc;
 use super::storage::ArrayFacts;
 use super::{CheckInput, CheckReport, HvmFacts, StorageFacts, run};
 use crate::api::{ClientError, HvmClient};
+use crate::fleetview::FindLpar;
 use crate::fleetview::LparRef;
 use crate::model::{LparNumber, Mode};
 use crate::profile::{Profile, ProfileError};

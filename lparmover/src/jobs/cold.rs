@@ -34,6 +34,7 @@ use crate::api::{ClientError, ColdDefine, ColdDefined, HvmClient};
 use crate::checks::{self, DestinationChoice};
 use crate::dirs::ManagerDirs;
 use crate::emg::{Emg, EmgError};
+use crate::fleetview::FindLpar;
 use crate::fleetview::LparRef;
 use crate::history::{JobHistory, MoveRecord, MoveResult, Placement};
 use crate::model::{Lpar, LparNumber, LparStatus, Mode};

@@ -38,6 +38,7 @@ use crate::api::{
 };
 use crate::checks::{self, ChecksFailed, GatherError};
 use crate::emg::{Emg, EmgError};
+use crate::fleetview::FindLpar;
 use crate::fleetview::LparRef;
 use crate::history::{Actor, History, MoveRecord, MoveResult, Placement};
 use crate::model::{LparNumber, Mode};

@@ -41,6 +41,7 @@ use crate::api::{
 };
 use crate::dirs::ManagerDirs;
 use crate::emg::Emg;
+use crate::fleetview::FindLpar;
 use crate::history::{History, MoveRecord, MoveResult, Placement};
 use crate::model::LparStatus;
 use crate::profile::Profile;

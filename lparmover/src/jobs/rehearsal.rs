@@ -20,6 +20,7 @@ use super::live::{JobError, new_job_id};
 use crate::api::{HvmClient, MoveOptions, MovePurpose, Phase, PrepareIncoming, StartSend};
 use crate::checks;
 use crate::emg::{Emg, EmgError};
+use crate::fleetview::FindLpar;
 use crate::fleetview::LparRef;
 use crate::history::{Actor, JobHistory, MoveResult, TrialKind, TrialRecord};
 use crate::model::Mode;

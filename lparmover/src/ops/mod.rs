@@ -40,6 +40,7 @@ use crate::api::{HvmClient, LparView, MoveOptions};
 use crate::checks::{self, CheckReport, DestinationChoice, GatherError};
 use crate::connectivity::{self, ConnectivityError, ConnectivityReport, ProbeLimits};
 use crate::dirs::ManagerDirs;
+use crate::fleetview::FindLpar;
 use crate::fleetview::{FleetSnapshot, LparRef};
 use crate::history::{Actor, History, HistoryEntry, HistoryError, HistoryRow, TrialRecord};
 use crate::jobs::{self, JobError, RehearsalReport};

@@ -12,6 +12,7 @@ use crate::api::array::{
     ArrayClientError, AssignWwn, HostGroup, MAX_NICKNAME_LEN, RenameWwn, validate_nickname,
 };
 use crate::api::{ClientError, HvmClient, Inventory};
+use crate::fleetview::FindLpar;
 use crate::fleetview::LparRef;
 use crate::model::{ArrayPort, FcPort, HostGroupNumber, Lpar, Wwpn};
 use crate::profile::{Profile, ProfileError};

@@ -1,14 +1,13 @@
 //! A validated migration policy: what the runner, the daemon and the navigator work on. Every
-//! value here has passed [`crate::file::parse`]; a `Policy` cannot hold a mixed mode, a cap out
+//! value here has passed [`super::file::parse`]; a `Policy` cannot hold a mixed mode, a cap out
 //! of range or an entry that names no LPAR.
 
 use std::fmt;
 use std::time::Duration;
 
+use crate::model::Mode;
+use crate::moves::{Destination, LparRef};
 use chrono::NaiveTime;
-use lparmover::fleetview::LparRef;
-use lparmover::model::Mode;
-use lparmover::ops::Destination;
 
 /// Most migrations one policy runs at once (seed 000).
 pub const MAX_CONCURRENCY: u8 = 10;

@@ -8,14 +8,13 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::model::Mode;
+use crate::moves::{Destination, LparRef, parse_duration};
 use chrono::NaiveTime;
-use lparmover::fleetview::LparRef;
-use lparmover::model::Mode;
-use lparmover::ops::{Destination, parse_duration};
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
-use crate::model::{
+use super::model::{
     Bandwidth, Concurrency, Entry, Limits, MAX_CONCURRENCY, MAX_ENTRIES, MAX_RETRIES, OnError,
     Policy, PolicyName, Schedule,
 };
@@ -381,7 +380,7 @@ fn limits(raw: &RawLimits, lines: &Lines<'_>, problem: &mut impl FnMut(usize, St
         }
     };
     let total = cap(&raw.concurrency, "concurrency", MAX_CONCURRENCY)
-        .unwrap_or(crate::model::DEFAULT_CONCURRENCY);
+        .unwrap_or(super::model::DEFAULT_CONCURRENCY);
     let per_source = cap(&raw.per_source_hvm, "per_source_hvm", total).unwrap_or(total);
     let per_destination =
         cap(&raw.per_destination_hvm, "per_destination_hvm", total).unwrap_or(total);
@@ -517,10 +516,7 @@ fn entry(
     let mut downtime_limit = None;
     if let Some(t) = &raw.downtime_limit {
         match parse_duration(t.get_ref()) {
-            Ok(d)
-                if d.as_millis()
-                    <= u128::from(lparmover::api::MoveOptions::MAX_DOWNTIME_LIMIT_MS) =>
-            {
+            Ok(d) if d.as_millis() <= u128::from(crate::moves::MAX_DOWNTIME_LIMIT_MS) => {
                 downtime_limit = Some(d)
             }
             Ok(_) => fail(
@@ -528,7 +524,7 @@ fn entry(
                 format!(
                     "downtime_limit = {:?}: give at most {} ms",
                     t.get_ref(),
-                    lparmover::api::MoveOptions::MAX_DOWNTIME_LIMIT_MS
+                    crate::moves::MAX_DOWNTIME_LIMIT_MS
                 ),
             ),
             Err(e) => fail(lines.of(t), format!("downtime_limit: {e}")),

@@ -9,11 +9,11 @@
 //! | file | what | current |
 //! | --- | --- | --- |
 //! | blade `state.json` | `HvmState::format` (hvmsim) | 1 |
-//! | blade `saved-config.json`, backup `HVM.json` | [`crate::api::HvmConfigDoc::FORMAT`] | 1 |
+//! | blade `saved-config.json`, backup `HVM.json` | `HvmConfigDoc::FORMAT` ([`crate::backup`]) | 1 |
 //! | backup `manifest.json` | [`crate::backup::MANIFEST_FORMAT`] | 1 |
-//! | job journal `JOB.jsonl` | [`crate::jobs::journal::JOURNAL_FORMAT`], per line | 1 |
-//! | `history.sqlite` | `PRAGMA user_version` (`crate::history`) | 2 |
-//! | `profile.toml` | [`crate::profile::PROFILE_FORMAT`] (top-level `format`) | 1 |
+//! | job journal `JOB.jsonl` | `lparmover::jobs::journal::JOURNAL_FORMAT`, per line | 1 |
+//! | `history.sqlite` | `PRAGMA user_version` (`lparmover::history`) | 3 |
+//! | `profile.toml` | `lparmover::profile::PROFILE_FORMAT` (top-level `format`) | 1 |
 
 use std::path::Path;
 

@@ -119,17 +119,33 @@ impl HvmClient {
         lease: Option<&str>,
     ) -> Result<T, ClientError> {
         let url = format!("{}/{API_VERSION}{path}", self.base);
-        let mut request = self.http.request(method, &url).bearer_auth(&self.token);
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(lease) = lease {
-            request = request.header(LEASE_HEADER, lease);
-        }
-        let response = request.send().await.map_err(|e| ClientError::Unreachable {
+        let request = || {
+            let mut request = self
+                .http
+                .request(method.clone(), &url)
+                .bearer_auth(&self.token);
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            if let Some(lease) = lease {
+                request = request.header(LEASE_HEADER, lease);
+            }
+            request
+        };
+        let unreachable = |e: reqwest::Error| ClientError::Unreachable {
             hvm: self.name.clone(),
             detail: format!("{url}: {}", error_chain(&e)),
-        })?;
+        };
+        let response = match request().send().await {
+            // A connection that timed out while being set up (TCP or TLS, before any request
+            // went out) is tried once more: a blade whose runtime is busy for a moment on a
+            // loaded host is not down. A refused connection (a blade that is down) fails at once.
+            Err(e) if e.is_connect() && e.is_timeout() => {
+                tracing::debug!(hvm = %self.name, error = %error_chain(&e), "connecting timed out; trying once more");
+                request().send().await.map_err(unreachable)?
+            }
+            other => other.map_err(unreachable)?,
+        };
         let status = response.status();
         let bytes = response
             .bytes()

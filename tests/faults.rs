@@ -1,6 +1,7 @@
 //! The fault matrix: for each stage of a live move, inject each fault — kill -9 the source
-//! hvmsim, the destination hvmsim or the manager; drop or stall the migration path; fill the
-//! destination's state disk — then let recovery run and check the invariants:
+//! hvmsim, the destination hvmsim or the manager; drop or stall the migration path; cut the
+//! manager off from the source's management API (blades still up, their migration path intact);
+//! fill the destination's state disk — then let recovery run and check the invariants:
 //!
 //! * the LPAR is activated and running on exactly one blade;
 //! * no WWPN is logged in twice, no WWPN or MAC is defined twice;
@@ -9,6 +10,8 @@
 //! * no WWN rollback mark is left: marks recovery wrote during the cell (a blade lost on one
 //!   side of the move) are rolled back by the same `lparmover recover` (the cell's line says
 //!   "WWNs marked" where that happened);
+//! * the guest's memory outside its working set (what the workload never writes) has the digest
+//!   it had at activation, on whichever blade it runs;
 //! * the guest's heartbeat continues from where it was at the fault (its memory is the state it
 //!   had, not a fresh boot). Guests run in VM processes of their own (`hvmsim::vmproc`), so a
 //!   killed hvmsim leaves them running and its restart adopts them; a guest that had to boot
@@ -17,7 +20,10 @@
 //! The move is stopped at each stage by the manager's fault barrier (`lparmover::jobs::fault`).
 //! Drop and stall shape the loopback device with `tc` (an HTB class at 8 bit/s that the migration
 //! path's UDP is classified into), one filter per cell on the cell's own migration addresses;
-//! without `tc` those cells are skipped, loudly. The matrix is printed at the end.
+//! the cut-off puts the source's management address and port (TCP) into the same class, so the
+//! manager's requests and lease renewals vanish while the blades settle between themselves.
+//! Without `tc` those cells are skipped, loudly (in CI they fail). The matrix is printed at
+//! the end.
 //!
 //! A Shutdown-mode move gets its own matrix (`fault_matrix_of_a_shutdown_move`): the manager
 //! stops after the backups, after the guest shut down, after the destination defined the LPAR
@@ -56,17 +62,26 @@ enum Fault {
     KillManager,
     DropPath,
     StallPath,
+    CutOffSource,
     DiskFull,
 }
 
-const FAULTS: [Fault; 6] = [
+const FAULTS: [Fault; 7] = [
     Fault::KillSource,
     Fault::KillDestination,
     Fault::KillManager,
     Fault::DropPath,
     Fault::StallPath,
+    Fault::CutOffSource,
     Fault::DiskFull,
 ];
+
+impl Fault {
+    /// Whether the fault is injected with `tc`.
+    fn shapes(self) -> bool {
+        matches!(self, Self::DropPath | Self::StallPath | Self::CutOffSource)
+    }
+}
 
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -76,6 +91,7 @@ impl fmt::Display for Fault {
             Self::KillManager => "kill -9 manager",
             Self::DropPath => "drop path",
             Self::StallPath => "stall path 3 s",
+            Self::CutOffSource => "manager cut off source",
             Self::DiskFull => "destination disk full",
         })
     }
@@ -190,6 +206,17 @@ impl Shaper {
         }
     }
 
+    /// Drops TCP to `ip:port` (a blade's management API): the manager's requests, the lease
+    /// renewals among them, go nowhere; the blade itself keeps running.
+    fn cut_off(&self, pref: u32, ip: &str, port: u16) {
+        assert!(
+            Self::tc(&format!(
+                "filter add dev lo parent 1: pref {pref} protocol ip u32 match ip dst {ip}/32 match ip protocol 6 0xff match ip dport {port} 0xffff flowid 1:2"
+            )),
+            "tc filter for {ip}:{port}"
+        );
+    }
+
     fn unblock(&self, pref: u32, count: u32) {
         for p in pref..pref + count {
             Self::tc(&format!("filter del dev lo parent 1: pref {p}"));
@@ -250,6 +277,8 @@ struct Blades {
     b2: TestBlade,
     /// The cell's array: its fabric view says which blade holds which WWPN.
     array: TestArray,
+    /// web-01's memory digest outside its working set, taken once it ran at the cell's start.
+    memory_at_start: String,
 }
 
 impl Blades {
@@ -277,6 +306,37 @@ async fn highest_heartbeat(blades: &Blades) -> u64 {
         }
     }
     best
+}
+
+/// The digest of web-01's memory outside its working set on `client`.
+async fn memory_digest(client: &HvmClient) -> Result<String, String> {
+    let view = client
+        .lpars()
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .find(|l| l.lpar.name.as_str() == "web-01")
+        .ok_or_else(|| format!("web-01 is not on {}", client.name()))?;
+    Ok(client
+        .memory_digest(view.lpar.number)
+        .await
+        .map_err(|e| format!("memory digest of web-01 on {}: {e}", client.name()))?
+        .blake3)
+}
+
+/// The memory web-01 runs with on `client` is the memory it had at the cell's start (outside
+/// its working set, which the workload keeps writing).
+async fn memory_intact(blades: &Blades, client: &HvmClient) -> Result<(), String> {
+    let now = memory_digest(client).await?;
+    if now != blades.memory_at_start {
+        return Err(format!(
+            "web-01's memory on {} is not what it was at activation (digest outside the working set {} → {})",
+            client.name(),
+            &blades.memory_at_start[..16],
+            &now[..16.min(now.len())]
+        ));
+    }
+    Ok(())
 }
 
 /// "Requires recovery" is allowed only if `lparmover recover HVM/web-01` clears it.
@@ -379,6 +439,7 @@ async fn check_cold_invariants(blades: &Blades, profile: &Path) -> Result<(), St
     names_unique(&logged_in, &defined, &macs)?;
     let (client, status) = &holders[0];
     if *status == LparStatus::Activated {
+        memory_intact(blades, client).await?;
         let (_, hb1) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
         tokio::time::sleep(Duration::from_millis(400)).await;
         let (_, hb2) = heartbeat_on(client).await.ok_or("web-01 vanished")?;
@@ -451,6 +512,7 @@ async fn exactly_one_copy_runs(blades: &Blades) -> Result<(HvmClient, u64), Stri
     let client = running.remove(0);
     fabric_agrees(&blades.array, &client).await?;
     one_vm_process(blades).await?;
+    memory_intact(blades, &client).await?;
     let (_, hb1) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
     tokio::time::sleep(Duration::from_millis(400)).await;
     let (_, hb2) = heartbeat_on(&client).await.ok_or("web-01 vanished")?;
@@ -631,12 +693,30 @@ impl Cell {
         let fleet = self.dir.join("fleet.toml");
         let array =
             TestArray::start(&fleet, "ams1", &self.dir.join("ams1")).map_err(|e| e.to_string())?;
+        let b1 = TestBlade::start_cabled(&fleet, "ch1-b1", &self.dir.join("b1"), &[&array])
+            .map_err(|e| e.to_string())?;
+        let b2 = TestBlade::start_cabled(&fleet, "ch1-b2", &self.b2_dir, &[&array])
+            .map_err(|e| e.to_string())?;
+        let memory_at_start = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?
+            .block_on(async {
+                let client = b1.client();
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while heartbeat_on(&client).await.is_none_or(|(_, hb)| hb == 0) {
+                    if Instant::now() > deadline {
+                        return Err("web-01 did not start running on ch1-b1".to_string());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                memory_digest(&client).await
+            })?;
         let blades = Blades {
-            b1: TestBlade::start_cabled(&fleet, "ch1-b1", &self.dir.join("b1"), &[&array])
-                .map_err(|e| e.to_string())?,
-            b2: TestBlade::start_cabled(&fleet, "ch1-b2", &self.b2_dir, &[&array])
-                .map_err(|e| e.to_string())?,
+            b1,
+            b2,
             array,
+            memory_at_start,
         };
         let mut profile = profile_of(&[&blades.b1, &blades.b2]);
         profile.arrays.push(blades.array.profile.clone());
@@ -720,6 +800,20 @@ impl Cell {
                 s.unblock(pref, 2);
                 wait_exit(manager, Duration::from_secs(120));
             }
+            Fault::CutOffSource => {
+                let s = shaper.ok_or("no shaper")?;
+                let url = reqwest::Url::parse(&blades.b1.profile.url).map_err(|e| e.to_string())?;
+                let (ip, port) = (
+                    url.host_str()
+                        .ok_or("no host in the source's URL")?
+                        .to_owned(),
+                    url.port().ok_or("no port in the source's URL")?,
+                );
+                s.cut_off(pref, &ip, port);
+                go();
+                wait_exit(manager, Duration::from_secs(120));
+                s.unblock(pref, 1);
+            }
             Fault::DiskFull => {
                 let filler = fill(&self.b2_dir);
                 go();
@@ -740,7 +834,7 @@ impl Drop for Cell {
 }
 
 fn run_cell(index: u32, stage: &str, fault: Fault, shaper: Option<&Shaper>) -> CellResult {
-    if matches!(fault, Fault::DropPath | Fault::StallPath) && shaper.is_none() {
+    if fault.shapes() && shaper.is_none() {
         return (Verdict::Skipped("tc/HTB unavailable".into()), None);
     }
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -1000,9 +1094,9 @@ fn fault_matrix_of_a_live_move() {
     }
     let shaper = Shaper::shared();
     if shaper.is_none() {
-        // Outside CI the drop/stall cells are then skipped (and shown so in the matrix).
+        // Outside CI the drop/stall/cut-off cells are then skipped (and shown so in the matrix).
         lpm_tests::unavailable(
-            "fault_matrix_of_a_live_move (drop/stall cells)",
+            "fault_matrix_of_a_live_move (drop/stall/cut-off cells)",
             lpm_tests::Need::Tc,
             &"`tc` with HTB on the loopback device does not work (run as root with iproute2)",
         );
@@ -1148,7 +1242,13 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
         lost[0]
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let blades = Blades { b1, b2, array };
+    let memory_at_start = rt.block_on(memory_digest(&b1.client())).unwrap();
+    let blades = Blades {
+        b1,
+        b2,
+        array,
+        memory_at_start,
+    };
     rt.block_on(async {
         let on_dst = heartbeat_on(&blades.b2.client()).await;
         assert!(

@@ -99,6 +99,32 @@ async fn extreme_move_options_are_refused_everywhere_before_anything_changes() {
             .unwrap_err();
         assert!(refused.to_string().contains("seconds"), "{refused}");
     }
+    // A bandwidth cap below 1 MB/s or above 1 TB/s, or for a job this blade does not send, is
+    // refused; so is a body that forgot the field (it must not lift a cap by accident).
+    for bandwidth in [0, 999_999, 1_000_000_000_001, u64::MAX] {
+        let refused = src
+            .set_migration_bandwidth("job-20260101-000000-00ff", Some(bandwidth))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("bandwidth_limit"), "{refused}");
+    }
+    let unknown = src
+        .set_migration_bandwidth("job-20260101-000000-00ff", Some(50_000_000))
+        .await
+        .unwrap_err();
+    assert!(
+        unknown.to_string().contains("job-20260101-000000-00ff"),
+        "{unknown}"
+    );
+    let (code, answer) = b1
+        .api(
+            reqwest::Method::POST,
+            "/v1/migrations/job-20260101-000000-00ff/bandwidth",
+            Some(serde_json::json!({})),
+        )
+        .await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.to_string().contains("bandwidth_limit"), "{answer}");
     let web_after = find_lpar(&src, "web-01").await.unwrap();
     assert_eq!(web_after.lpar.status, LparStatus::Activated);
     assert_eq!(

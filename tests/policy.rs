@@ -607,17 +607,174 @@ fn six_moves_on_disjoint_blades_run_two_at_a_time_never_more() {
         assert!(report.all_completed(), "{}", report.text());
         assert_eq!(peak, 2, "two at a time, never more");
         assert_eq!(report.peak_concurrency, 2);
-        // The 100 MB/s cap is shared: each of the two running entries ran under 50 MB/s.
+        // The 100 MB/s cap is shared: no entry ran above the part it was given.
         for e in &report.entries {
-            assert_eq!(e.bandwidth_cap_mbps, Some(50.0), "{e:?}");
+            let cap = e.bandwidth_cap_mbps.expect("a capped entry says its cap");
+            assert!(cap <= 100.0, "{e:?}");
             let rate = e.wire_bytes.unwrap() as f64 / 1e6 / e.transfer_s.unwrap();
             assert!(
-                rate <= 1.1 * 50.0,
-                "entry {} sent {rate:.1} MB/s on the wire while its memory moved",
+                rate <= 1.1 * cap,
+                "entry {} sent {rate:.1} MB/s on the wire while its memory moved, cap {cap} MB/s",
                 e.index
             );
         }
         assert!(result.saved.is_ok());
+    });
+}
+
+#[test]
+fn a_convergence_schedule_gives_up_on_a_guest_that_writes_too_fast_and_it_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(Path::new(BATCH_FLEET), dir.path()).expect("batch fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let policies = dir.path().join("policies");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let b11 = HvmClient::new(profile.hvm("ch001-b01").unwrap()).unwrap();
+    rt.block_on(async {
+        // lp00001 rewrites its whole 16 MiB working set many times per round of a 20 MB/s path.
+        let view = find_lpar(&b11, "lp00001").await.expect("lp00001");
+        let mut workload = view.lpar.workload.clone();
+        workload.dirty_rate_mbps = 200.0;
+        b11.set_workload(view.lpar.number, &workload).await.unwrap();
+    });
+    let file = dir.path().join("hot.toml");
+    std::fs::write(
+        &file,
+        r#"name = "hot"
+mode = "concurrent"
+on_error = "skip"
+
+[limits]
+concurrency = 1
+bandwidth_mbps = 20
+
+[limits.convergence]
+steps = [{ stalled_rounds = 1, downtime_limit = "60ms" }]
+abort_after_stalled_rounds = 3
+
+[[entry]]
+source = "ch001-b01/lp00001"
+destination = "ch001-b02"
+"#,
+    )
+    .unwrap();
+    let shown = policy_cli(
+        &fleet.profile_path,
+        &policies,
+        &["show", file.to_str().unwrap()],
+    );
+    assert!(
+        text(&shown).contains("60 ms after 1 stalled rounds; gives up after 3"),
+        "{}",
+        text(&shown)
+    );
+    let out = policy_cli(
+        &fleet.profile_path,
+        &policies,
+        &["run", file.to_str().unwrap(), "--unattended", "--json"],
+    );
+    let report: RunReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("the report as JSON ({e}): {}", text(&out)));
+    assert_eq!(results(&report), [EntryResult::Skipped], "{}", text(&out));
+    let failure = &report.entries[0].failures[0];
+    assert!(
+        failure.error.contains("Memory write is intensive")
+            && failure.error.contains("convergence schedule gives up"),
+        "{failure:?}"
+    );
+    assert!(failure.code.is_some(), "the catalogue's row: {failure:?}");
+    rt.block_on(async {
+        let view = find_lpar(&b11, "lp00001")
+            .await
+            .expect("still on its source");
+        assert_eq!(view.lpar.status, lparmover::model::LparStatus::Activated);
+        let hb = view.runtime.expect("running").heartbeat.counter;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = find_lpar(&b11, "lp00001").await.unwrap();
+        assert!(later.runtime.unwrap().heartbeat.counter > hb, "and it runs");
+    });
+}
+
+#[test]
+fn a_move_left_alone_gets_the_whole_bandwidth_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let fleet = TestFleet::start(Path::new(BATCH_FLEET), dir.path()).expect("batch fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // big-01 (256 MiB) beside lp00001 (64 MiB): its memory still moves after lp00001's
+        // move has ended.
+        let b21 = HvmClient::new(profile.hvm("ch002-b01").unwrap()).unwrap();
+        let mut big = lpm_tests::small_lpar_request("big-01");
+        big.memory_mib = 256;
+        big.vfcs.clear();
+        big.workload.dirty_rate_mbps = 0.0;
+        big.workload.working_set_mib = 16;
+        big.activate = true;
+        b21.define(&big, None).await.expect("big-01 defined and activated");
+        let mut policy = live_policy(
+            "shared-cap",
+            &[
+                ("ch001-b01/lp00001", "ch001-b02"),
+                ("ch002-b01/big-01", "ch002-b02"),
+            ],
+        );
+        policy.limits.concurrency.total = 2;
+        policy.limits.bandwidth = policy::model::Bandwidth::MegabytesPerSecond(20);
+        let runs = tempfile::tempdir().unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let collector = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            while let Some(event) = rx.recv().await {
+                seen.push(event);
+            }
+            seen
+        });
+        let result = policy::run(
+            &profile,
+            &policy,
+            RunOptions {
+                attendance: Attendance::Unattended,
+                window_end: None,
+                origin: "test".into(),
+                runs: RunStore::new(runs.path()),
+                events: Some(tx),
+                control: RunControl::new(),
+            },
+        )
+        .await
+        .unwrap();
+        let seen = collector.await.unwrap();
+        let report = result.report;
+        assert!(report.all_completed(), "{}", report.text());
+        // big-01's wire cap, sample by sample, split at lp00001's end.
+        let (mut before, mut after, mut first_done) = (Vec::new(), Vec::new(), false);
+        for event in &seen {
+            match event {
+                RunEvent::EntryDone { entry: 0, .. } => first_done = true,
+                RunEvent::Progress { entry: 1, progress } => {
+                    if let Some(cap) = progress.mover.as_ref().and_then(|m| m.bandwidth_limit) {
+                        if first_done { &mut after } else { &mut before }.push(cap / 1_000_000);
+                    }
+                }
+                _ => {}
+            }
+        }
+        assert!(
+            before.iter().all(|&c| c <= 20) && before.contains(&10),
+            "while both moved, big-01 ran under its half (or less, until the other's was lowered): {before:?}"
+        );
+        assert_eq!(
+            after.last(),
+            Some(&20),
+            "left alone, big-01 gets the whole 20 MB/s: {after:?}"
+        );
+        assert_eq!(report.entries[1].bandwidth_cap_mbps, Some(20.0));
+        assert!(
+            report.entries[0].bandwidth_cap_mbps.is_some_and(|c| c <= 20.0),
+            "{:?}",
+            report.entries[0]
+        );
     });
 }
 

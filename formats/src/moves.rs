@@ -203,3 +203,157 @@ mod tests {
         assert!(err.contains("longest"), "{err}");
     }
 }
+
+/// A live move's default downtime limit, ms (`MoveOptions::downtime_limit_ms`).
+pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 50;
+/// Most steps a convergence schedule may have.
+pub const MAX_CONVERGENCE_STEPS: usize = 16;
+/// Most stalled rounds a convergence schedule may count to.
+pub const MAX_STALLED_ROUNDS: u32 = 10_000;
+
+/// One step of a [`ConvergenceSchedule`]: from `stalled_rounds` stalled rounds on, the move
+/// accepts a suspension up to `downtime_limit_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergenceStep {
+    /// Rounds that did not shrink the dirty set (counted over the whole move) before this
+    /// step applies.
+    pub stalled_rounds: u32,
+    /// The downtime limit from then on, ms.
+    pub downtime_limit_ms: u64,
+}
+
+/// oVirt's convergence schedule: as pre-copy rounds stall, the downtime limit is raised step
+/// by step, and after `abort_after_stalled_rounds` the move gives up (the source keeps
+/// running) rather than pausing the guest for longer than the operator allowed.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConvergenceSchedule {
+    /// The steps, by rising `stalled_rounds` and rising limits.
+    pub steps: Vec<ConvergenceStep>,
+    /// Give up after this many stalled rounds (None: only the move's timeout ends it).
+    #[serde(default)]
+    pub abort_after_stalled_rounds: Option<u32>,
+}
+
+impl ConvergenceSchedule {
+    /// Checks the schedule for a move whose own downtime limit is `base_ms`: at most
+    /// [`MAX_CONVERGENCE_STEPS`] steps, stalled rounds 1..=[`MAX_STALLED_ROUNDS`] and rising,
+    /// limits above `base_ms`, rising, and at most [`MAX_DOWNTIME_LIMIT_MS`]; the abort after
+    /// the last step. The error says which step is wrong and what to give.
+    pub fn validate(&self, base_ms: u64) -> Result<(), String> {
+        if self.steps.len() > MAX_CONVERGENCE_STEPS {
+            return Err(format!(
+                "{} steps: give at most {MAX_CONVERGENCE_STEPS}",
+                self.steps.len()
+            ));
+        }
+        let (mut rounds, mut limit) = (0u32, base_ms);
+        for (i, step) in self.steps.iter().enumerate() {
+            let n = i + 1;
+            if step.stalled_rounds <= rounds || step.stalled_rounds > MAX_STALLED_ROUNDS {
+                return Err(format!(
+                    "step {n}: stalled_rounds = {} must be more than {rounds} (the step before) and at most {MAX_STALLED_ROUNDS}",
+                    step.stalled_rounds
+                ));
+            }
+            if step.downtime_limit_ms <= limit || step.downtime_limit_ms > MAX_DOWNTIME_LIMIT_MS {
+                return Err(format!(
+                    "step {n}: downtime_limit = {} ms must be more than {limit} ms (the limit before it) and at most {MAX_DOWNTIME_LIMIT_MS} ms",
+                    step.downtime_limit_ms
+                ));
+            }
+            rounds = step.stalled_rounds;
+            limit = step.downtime_limit_ms;
+        }
+        if let Some(abort) = self.abort_after_stalled_rounds
+            && (abort <= rounds || abort > MAX_STALLED_ROUNDS)
+        {
+            return Err(format!(
+                "abort_after_stalled_rounds = {abort} must be more than {rounds} (the last step's) and at most {MAX_STALLED_ROUNDS}"
+            ));
+        }
+        Ok(())
+    }
+
+    /// The downtime limit after `stalled` stalled rounds, for a move whose own is `base_ms`.
+    pub fn downtime_limit_after(&self, stalled: u32, base_ms: u64) -> u64 {
+        self.steps
+            .iter()
+            .rev()
+            .find(|s| stalled >= s.stalled_rounds)
+            .map_or(base_ms, |s| s.downtime_limit_ms.max(base_ms))
+    }
+
+    /// Whether the move gives up after `stalled` stalled rounds.
+    pub fn gives_up_after(&self, stalled: u32) -> bool {
+        self.abort_after_stalled_rounds
+            .is_some_and(|abort| stalled >= abort)
+    }
+}
+
+#[cfg(test)]
+mod convergence_tests {
+    use super::*;
+
+    fn schedule(steps: &[(u32, u64)], abort: Option<u32>) -> ConvergenceSchedule {
+        ConvergenceSchedule {
+            steps: steps
+                .iter()
+                .map(|&(stalled_rounds, downtime_limit_ms)| ConvergenceStep {
+                    stalled_rounds,
+                    downtime_limit_ms,
+                })
+                .collect(),
+            abort_after_stalled_rounds: abort,
+        }
+    }
+
+    #[test]
+    fn the_limit_rises_step_by_step_and_the_move_gives_up_at_the_end() {
+        let s = schedule(&[(3, 100), (6, 300)], Some(9));
+        assert_eq!(s.validate(50), Ok(()));
+        let limits: Vec<u64> = (0..8).map(|n| s.downtime_limit_after(n, 50)).collect();
+        assert_eq!(limits, [50, 50, 50, 100, 100, 100, 300, 300]);
+        assert!(!s.gives_up_after(8));
+        assert!(s.gives_up_after(9));
+        assert!(!schedule(&[(3, 100)], None).gives_up_after(u32::MAX));
+    }
+
+    #[test]
+    fn a_schedule_that_does_not_rise_or_is_out_of_range_is_refused_naming_the_step() {
+        for (s, base, says) in [
+            (
+                schedule(&[(3, 100), (3, 200)], None),
+                50,
+                "step 2: stalled_rounds",
+            ),
+            (
+                schedule(&[(3, 100), (5, 100)], None),
+                50,
+                "step 2: downtime_limit",
+            ),
+            (
+                schedule(&[(3, 40)], None),
+                50,
+                "step 1: downtime_limit = 40 ms",
+            ),
+            (
+                schedule(&[(0, 100)], None),
+                50,
+                "step 1: stalled_rounds = 0",
+            ),
+            (schedule(&[(3, u64::MAX)], None), 50, "at most 60000 ms"),
+            (schedule(&[(u32::MAX, 100)], None), 50, "at most 10000"),
+            (
+                schedule(&[(3, 100)], Some(3)),
+                50,
+                "abort_after_stalled_rounds = 3",
+            ),
+            (schedule(&[(1, 100); 17], None), 50, "17 steps"),
+        ] {
+            let e = s.validate(base).unwrap_err();
+            assert!(e.contains(says), "{s:?}: {e}");
+        }
+    }
+}

@@ -220,6 +220,18 @@ async fn set_workload(
     Ok(Json(s.set_workload(lpar_number(&n)?, &body.workload)?))
 }
 
+async fn memory_digest(
+    State(s): Svc,
+    Path(n): Path<String>,
+) -> ApiResult<lparmover::api::MemoryDigestView> {
+    let number = lpar_number(&n)?;
+    // Hashing guest memory takes tens of milliseconds per 100 MiB: off the async workers.
+    let view = tokio::task::spawn_blocking(move || s.memory_digest(number))
+        .await
+        .map_err(|e| EmgError::new(Emg::Internal, format!("memory digest task failed: {e}")))??;
+    Ok(Json(view))
+}
+
 async fn save_config(State(s): Svc) -> ApiResult<lparmover::api::HvmConfigDoc> {
     Ok(Json(s.save_config()?))
 }
@@ -354,6 +366,14 @@ async fn extend_migration(
     ApiJson(body): ApiJson<lparmover::api::ExtendTimeout>,
 ) -> ApiResult<lparmover::api::MigrationStatus> {
     Ok(Json(s.extend_migration(&job, &body)?))
+}
+
+async fn set_migration_bandwidth(
+    State(s): Svc,
+    Path(job): Path<String>,
+    ApiJson(body): ApiJson<lparmover::api::SetBandwidth>,
+) -> ApiResult<lparmover::api::MigrationStatus> {
+    Ok(Json(s.set_migration_bandwidth(&job, &body)?))
 }
 
 async fn commit_migration(
@@ -510,6 +530,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/migrations/cold", post(cold_define))
         .route("/migrations/cold/{job}", get(cold_move))
         .route("/lpars/{n}/workload", axum::routing::put(set_workload))
+        .route("/lpars/{n}/memory-digest", get(memory_digest))
         .route("/config/save", post(save_config))
         .route("/config/backup", get(backup_config))
         .route("/config/restore", post(restore_config))
@@ -527,6 +548,7 @@ pub fn router(service: Arc<BladeService>, token: String) -> Router {
         .route("/migrations/{job}/send", post(start_send))
         .route("/migrations/{job}/cancel", post(cancel_migration))
         .route("/migrations/{job}/extend", post(extend_migration))
+        .route("/migrations/{job}/bandwidth", post(set_migration_bandwidth))
         .route("/migrations/{job}/commit", post(commit_migration))
         .route("/migrations/{job}/resume", post(resume_migration))
         .route("/migrations/{job}/release", post(release_migration))

@@ -31,6 +31,9 @@ use crate::syslog::SystemLog;
 pub struct BladeService {
     pub(crate) name: String,
     pub(crate) state: Mutex<HvmState>,
+    /// Held by a change of `state` from its copy to its save: changes come one at a time while
+    /// readers of `state` go on reading the saved state during the write.
+    state_writer: Mutex<()>,
     pub(crate) store: StateDir,
     pub(crate) locks: Mutex<LockTable>,
     pub(crate) log: SystemLog,
@@ -159,6 +162,7 @@ impl BladeService {
         let service = Arc::new(Self {
             name: state.blade.name.clone(),
             state: Mutex::new(state),
+            state_writer: Mutex::new(()),
             store,
             locks: Mutex::new(LockTable::default()),
             log,
@@ -388,16 +392,17 @@ impl BladeService {
         &self,
         change: impl FnOnce(&mut HvmState) -> Result<T, EmgError>,
     ) -> Result<T, EmgError> {
-        let mut state = lock(&self.state);
-        let mut next = state.clone();
+        let _one_change_at_a_time = lock(&self.state_writer);
+        let current = lock(&self.state).clone();
+        let mut next = current.clone();
         let out = change(&mut next)?;
-        if next != *state {
+        if next != current {
             self.store.save_state(&next).map_err(|e| {
                 self.log
                     .record(LogLevel::Error, "hvm", format!("state not saved: {e}"));
                 EmgError::new(Emg::StateNotSaved, e.to_string())
             })?;
-            *state = next;
+            *lock(&self.state) = next;
         }
         Ok(out)
     }
@@ -412,9 +417,10 @@ impl BladeService {
 
     pub(crate) fn view(&self, lpar: Lpar) -> LparView {
         let wwn_rollback_pending = lock(&self.state).wwn_rollbacks.contains_key(&lpar.number);
-        let runtime = lock(&self.guests)
-            .get(&lpar.number)
-            .map(GuestHandle::runtime);
+        // Out of the lock before asking the VM process: a guest busy pausing answers late, and
+        // every other handler needs `guests`.
+        let guest = lock(&self.guests).get(&lpar.number).cloned();
+        let runtime = guest.as_ref().map(GuestHandle::runtime);
         let fc_logins = lock(&self.fc_logins)
             .get(&lpar.number)
             .cloned()
@@ -854,6 +860,37 @@ impl BladeService {
             guest.set_dirty_rate(lpar.workload.dirty_rate_mbps);
         }
         Ok(self.view(lpar))
+    }
+
+    /// The digest of an activated LPAR's memory outside its working set (a witness that memory
+    /// arrived intact after a move or a fault).
+    pub fn memory_digest(
+        &self,
+        number: LparNumber,
+    ) -> Result<lparmover::api::MemoryDigestView, EmgError> {
+        let lpar = lock(&self.state).lpar(number)?.clone();
+        let guest = lock(&self.guests)
+            .get(&number)
+            .map(|g| Arc::clone(g.guest()))
+            .ok_or_else(|| {
+                EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "LPAR {} ({}) is {} and has no guest memory here: activate it first",
+                        lpar.number,
+                        lpar.name,
+                        lpar.status.label()
+                    ),
+                )
+            })?;
+        let pages = guest.pages_outside_working_set();
+        let digest = guest.digest_outside_working_set();
+        Ok(lparmover::api::MemoryDigestView {
+            lpar: number,
+            first_page: pages.start,
+            pages: pages.end - pages.start,
+            blake3: digest.0.iter().map(|b| format!("{b:02x}")).collect(),
+        })
     }
 
     /// "Save HVM configuration".

@@ -52,7 +52,7 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
     // A temporary file left by a killed writer keeps its old mode when reopened: start afresh,
     // so `mode` always applies.
     let _ = fs::remove_file(&tmp);
-    let result = (|| {
+    let result = off_the_runtime(|| {
         let mut file = OpenOptions::new()
             .write(true)
             .create(true)
@@ -64,11 +64,24 @@ pub fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()>
         drop(file);
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
-    })();
+    });
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Runs `f`, work that waits for the disk (fsync) or for another process, so that it does not
+/// hold up the other tasks
+/// of the tokio worker it is called on: on a multi-threaded runtime the worker first hands its
+/// tasks (a TLS handshake, a status read, a timer) to another thread. A loaded host's fsync can
+/// take seconds, and a server has only as many workers as cores. Elsewhere `f` just runs.
+pub fn off_the_runtime<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod report;
 pub mod reverse;
 pub mod runner;
+pub mod share;
 pub mod store;
 
 pub use model::{Entry, OnError, Policy, PolicyName};

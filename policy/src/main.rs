@@ -566,6 +566,28 @@ fn show(p: &Policy) {
     if let Some(t) = p.limits.completion_timeout_per_gib {
         println!("  timeout      {} s per GiB", t.as_secs());
     }
+    if let Some(c) = &p.limits.convergence {
+        let steps: Vec<String> = c
+            .steps
+            .iter()
+            .map(|s| {
+                format!(
+                    "{} ms after {} stalled rounds",
+                    s.downtime_limit_ms, s.stalled_rounds
+                )
+            })
+            .collect();
+        println!(
+            "  convergence  {}{}",
+            if steps.is_empty() {
+                "downtime limit kept".to_owned()
+            } else {
+                steps.join(", ")
+            },
+            c.abort_after_stalled_rounds
+                .map_or(String::new(), |n| format!("; gives up after {n}"))
+        );
+    }
     match &p.schedule {
         Some(s) => println!(
             "  schedule     {} ({}), window ends {}",
@@ -715,7 +737,8 @@ fn show_event(
             bar.set_prefix(name(entry));
             bar.set_message(format!(
                 "attempt {attempt}{}",
-                bandwidth_cap_mbps.map_or(String::new(), |c| format!(", capped at {c:.0} MB/s"))
+                bandwidth_cap_mbps
+                    .map_or(String::new(), |c| format!(", sharing a {c:.0} MB/s cap"))
             ));
             if quiet {
                 bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -729,11 +752,15 @@ fn show_event(
                     bar.set_position(done.saturating_mul(100) / m.memory_size);
                 }
                 bar.set_message(format!(
-                    "{} round {} | {:.0} MB/s | dirty {:.1} MB/s",
+                    "{} round {} | {:.0} MB/s | dirty {:.1} MB/s{}",
                     progress.stage.display(),
                     m.round,
                     m.memory_throughput_mbps,
-                    m.dirty_rate_mbps
+                    m.dirty_rate_mbps,
+                    m.bandwidth_limit.map_or(String::new(), |b| format!(
+                        " | wire cap {:.0} MB/s",
+                        b as f64 / 1e6
+                    ))
                 ));
             }
         }

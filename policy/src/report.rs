@@ -102,7 +102,8 @@ pub struct EntryReport {
     pub wire_bytes: Option<u64>,
     /// Memory throughput, MB/s (live moves).
     pub throughput_mbps: Option<f64>,
-    /// Bandwidth cap the move ran under, MB/s (None: uncapped).
+    /// Highest bandwidth cap the move ran under, MB/s (None: uncapped): its part of the
+    /// policy's cap, which grows as other entries finish.
     pub bandwidth_cap_mbps: Option<f64>,
     /// Every failed attempt, in order.
     pub failures: Vec<Failure>,
@@ -367,7 +368,7 @@ fn figures_line(e: &EntryReport) -> String {
         let _ = write!(line, ", memory at {t:.0} MB/s");
     }
     if let Some(c) = e.bandwidth_cap_mbps {
-        let _ = write!(line, " (wire capped at {c:.0} MB/s)");
+        let _ = write!(line, " (wire capped at up to {c:.0} MB/s)");
     }
     line
 }

@@ -39,7 +39,7 @@ pub fn reverse(policy: &Policy, run: &RunReport) -> Result<Policy, ReverseError>
         }
     );
     back.on_error = policy.on_error;
-    back.limits = policy.limits;
+    back.limits = policy.limits.clone();
     back.rehearse = policy.rehearse;
     for done in run
         .entries

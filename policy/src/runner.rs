@@ -28,6 +28,7 @@ use crate::model::{Bandwidth, Entry, OnError, Policy};
 use crate::report::{
     EntryReport, EntryResult, Failure, Rehearsal, ReportError, RunOutcome, RunReport, RunStore,
 };
+use crate::share::BandwidthPool;
 
 /// What the operator answers when an entry failed (the seed's confirmation window).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,7 +99,8 @@ pub enum RunEvent {
         entry: usize,
         /// 1 = first.
         attempt: u32,
-        /// Its share of the bandwidth cap, MB/s.
+        /// The policy's bandwidth cap it shares with the other moving entries, MB/s (None:
+        /// uncapped); its own part shows in its progress (`mover.bandwidth_limit`).
         bandwidth_cap_mbps: Option<f64>,
     },
     /// Live-move progress.
@@ -296,7 +298,8 @@ struct Runner<'a> {
     /// Entries that must be rehearsed just before they start (an earlier entry changes their
     /// source or destination).
     late_rehearsal: Vec<bool>,
-    share: Option<u64>,
+    /// The bandwidth cap the moving entries share (None: uncapped).
+    pool: Option<Arc<BandwidthPool>>,
     /// Continuing a run a killed runner left.
     resumed: bool,
 }
@@ -329,13 +332,13 @@ impl<'a> Runner<'a> {
                     })
             })
             .collect();
-        // Each running entry gets an equal share, so together they never pass the cap.
-        let at_once = usize::from(policy.limits.concurrency.total).min(policy.entries.len());
-        let share = match policy.limits.bandwidth {
+        // The moving entries split the cap evenly, again whenever one starts or ends.
+        let pool = match policy.limits.bandwidth {
             Bandwidth::Unlimited => None,
-            Bandwidth::MegabytesPerSecond(mbps) => {
-                Some((mbps * 1_000_000 / at_once.max(1) as u64).max(MoveOptions::MIN_BANDWIDTH))
-            }
+            Bandwidth::MegabytesPerSecond(mbps) => Some(Arc::new(BandwidthPool::new(
+                profile,
+                mbps.saturating_mul(1_000_000),
+            ))),
         };
         let report = RunReport {
             run,
@@ -360,7 +363,7 @@ impl<'a> Runner<'a> {
             options,
             report,
             late_rehearsal,
-            share,
+            pool,
             resumed: false,
         }
     }
@@ -747,11 +750,10 @@ impl<'a> Runner<'a> {
         // On disk before the move starts: a runner killed from here on finds the entry in
         // flight when it continues the run.
         let _ = self.save();
-        let cap_mbps = self.share.map(|b| b as f64 / 1e6);
         self.emit(RunEvent::Started {
             entry: i,
             attempt,
-            bandwidth_cap_mbps: cap_mbps,
+            bandwidth_cap_mbps: self.report.bandwidth_cap_mbps.map(|c| c as f64),
         });
         let job = EntryJob {
             index: i,
@@ -760,7 +762,7 @@ impl<'a> Runner<'a> {
             policy: self.policy.clone(),
             base: self.report.entries[i].clone(),
             rehearse_first: self.late_rehearsal[i],
-            share: self.share,
+            pool: self.pool.clone(),
             events: self.options.events.clone(),
         };
         let span = info_span!("entry", n = i + 1, attempt, source = %self.policy.entries[i].source);
@@ -886,7 +888,7 @@ fn with_action(error: &str, action: Option<String>) -> String {
 }
 
 /// A live move's options for `entry`: its own limits, else the policy's per-GiB timeout for
-/// `memory_mib`, else the defaults; `share` is its part of the bandwidth cap.
+/// `memory_mib`, else the defaults; `share` is the bandwidth cap it starts with.
 fn live_options(
     entry: &Entry,
     policy: &Policy,
@@ -908,6 +910,7 @@ fn live_options(
         options.timeout_s = (s.ceil() as u64).clamp(1, MoveOptions::MAX_TIMEOUT_S);
     }
     options.bandwidth_limit = share;
+    options.convergence = policy.limits.convergence.clone();
     options
 }
 
@@ -919,7 +922,7 @@ struct EntryJob {
     policy: Policy,
     base: EntryReport,
     rehearse_first: bool,
-    share: Option<u64>,
+    pool: Option<Arc<BandwidthPool>>,
     events: Option<mpsc::UnboundedSender<RunEvent>>,
 }
 
@@ -994,9 +997,15 @@ impl EntryJob {
         memory_mib: Option<u64>,
         report: &mut EntryReport,
     ) -> Result<(), Failure> {
-        let options = live_options(entry, &self.policy, memory_mib, self.share);
-        report.bandwidth_cap_mbps = self.share.map(|b| b as f64 / 1e6);
+        let share = match &self.pool {
+            Some(pool) => Some(pool.join(self.index).await),
+            None => None,
+        };
+        let options = live_options(entry, &self.policy, memory_mib, share);
         let control = MoveControl::new();
+        // The job id of the move, once its memory moves: its cap can change from then on.
+        let (moving_tx, mut moving_rx) = mpsc::unbounded_channel::<String>();
+        let mut job_told = false;
         let origin = Instant::now();
         let watch = Arc::new(Mutex::new(StallWatch::new(
             self.policy.limits.stall_timeout,
@@ -1016,6 +1025,10 @@ impl EntryJob {
                     if let Ok(mut w) = observer.lock() {
                         w.observe(origin.elapsed(), &p);
                     }
+                    if p.mover.is_some() && !job_told {
+                        job_told = true;
+                        let _ = moving_tx.send(p.job.clone());
+                    }
                     if let Some(tx) = &events {
                         let _ = tx.send(RunEvent::Progress {
                             entry: index,
@@ -1031,6 +1044,11 @@ impl EntryJob {
         let result = loop {
             tokio::select! {
                 result = &mut moving => break result,
+                Some(job) = moving_rx.recv() => {
+                    if let Some(pool) = &self.pool {
+                        pool.transferring(self.index, &entry.source.hvm, &job).await;
+                    }
+                }
                 _ = tick.tick(), if stalled.is_none() => {
                     let headway = watch.lock().map(|w| w.headway(origin.elapsed())).unwrap_or(Headway::Moving);
                     if let Headway::Stalled(quiet) = headway {
@@ -1041,6 +1059,9 @@ impl EntryJob {
                 }
             }
         };
+        if let Some(pool) = &self.pool {
+            report.bandwidth_cap_mbps = pool.leave(self.index).await.map(|b| b as f64 / 1e6);
+        }
         match result {
             Ok(r) => {
                 report.job = Some(r.job.clone());

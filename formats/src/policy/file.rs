@@ -9,7 +9,10 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::model::Mode;
-use crate::moves::{Destination, LparRef, parse_duration};
+use crate::moves::{
+    ConvergenceSchedule, ConvergenceStep, DEFAULT_DOWNTIME_LIMIT_MS, Destination, LparRef,
+    MAX_DOWNTIME_LIMIT_MS, parse_duration,
+};
 use chrono::NaiveTime;
 use serde::{Deserialize, Serialize};
 use toml::Spanned;
@@ -125,6 +128,22 @@ struct RawLimits {
     bandwidth_mbps: Option<Spanned<i64>>,
     completion_timeout_per_gib: Option<Spanned<String>>,
     stall_timeout: Option<Spanned<String>>,
+    convergence: Option<Spanned<RawConvergence>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConvergence {
+    #[serde(default)]
+    steps: Vec<Spanned<RawStep>>,
+    abort_after_stalled_rounds: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStep {
+    stalled_rounds: Spanned<i64>,
+    downtime_limit: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -222,12 +241,41 @@ pub fn parse(text: &str) -> Result<Policy, Vec<Problem>> {
             ),
         );
     }
-    let entries = raw
+    let entries: Vec<Entry> = raw
         .entries
         .iter()
         .enumerate()
         .filter_map(|(i, e)| entry(i + 1, e, mode, &lines, &mut problem))
         .collect();
+    if let Some(schedule) = &limits.convergence {
+        let line = raw
+            .limits
+            .as_ref()
+            .and_then(|l| l.get_ref().convergence.as_ref())
+            .map_or(0, |c| lines.of(c));
+        if !mode.is_live() {
+            problem(
+                line,
+                "[limits.convergence] is for live moves; a Shutdown-mode move has no pre-copy rounds (remove it)".into(),
+            );
+        }
+        // Each entry's own downtime limit is where the schedule starts: its steps must rise
+        // above it.
+        for (i, e) in entries.iter().enumerate() {
+            let base = e.downtime_limit.map_or(DEFAULT_DOWNTIME_LIMIT_MS, |d| {
+                u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+            });
+            if let Err(why) = schedule.validate(base) {
+                problem(
+                    e.line,
+                    format!(
+                        "entry {}: its downtime limit of {base} ms does not fit [limits.convergence] (line {line}): {why}",
+                        i + 1
+                    ),
+                );
+            }
+        }
+    }
     match name {
         Some(name) if problems.is_empty() => Ok(Policy {
             name,
@@ -435,7 +483,95 @@ fn limits(raw: &RawLimits, lines: &Lines<'_>, problem: &mut impl FnMut(usize, St
             limits.stall_timeout = d;
         }
     }
+    if let Some(c) = &raw.convergence {
+        limits.convergence = convergence(c, lines, problem);
+    }
     limits
+}
+
+/// `[limits.convergence]`: `steps = [{ stalled_rounds = 3, downtime_limit = "100ms" }, …]` and
+/// `abort_after_stalled_rounds = N`. Checked on its own here (ranges, rising order from the
+/// default limit); against each entry's own limit once the entries are read.
+fn convergence(
+    raw: &Spanned<RawConvergence>,
+    lines: &Lines<'_>,
+    problem: &mut impl FnMut(usize, String),
+) -> Option<ConvergenceSchedule> {
+    let line = lines.of(raw);
+    let raw = raw.get_ref();
+    let mut ok = true;
+    let mut rounds = |s: &Spanned<i64>, field: &str| -> u32 {
+        match u32::try_from(*s.get_ref()) {
+            Ok(n) if (1..=crate::moves::MAX_STALLED_ROUNDS).contains(&n) => n,
+            _ => {
+                ok = false;
+                problem(
+                    lines.of(s),
+                    format!(
+                        "convergence: {field} = {}: give 1 to {}",
+                        s.get_ref(),
+                        crate::moves::MAX_STALLED_ROUNDS
+                    ),
+                );
+                0
+            }
+        }
+    };
+    let mut steps = Vec::new();
+    let mut limits = Vec::new();
+    for step in &raw.steps {
+        let stalled_rounds = rounds(&step.get_ref().stalled_rounds, "stalled_rounds");
+        limits.push(&step.get_ref().downtime_limit);
+        steps.push(ConvergenceStep {
+            stalled_rounds,
+            downtime_limit_ms: 0,
+        });
+    }
+    let abort_after_stalled_rounds = raw
+        .abort_after_stalled_rounds
+        .as_ref()
+        .map(|a| rounds(a, "abort_after_stalled_rounds"));
+    for (step, limit) in steps.iter_mut().zip(limits) {
+        match parse_duration(limit.get_ref()) {
+            Ok(d) if d.as_millis() <= u128::from(MAX_DOWNTIME_LIMIT_MS) => {
+                step.downtime_limit_ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            }
+            Ok(_) => {
+                ok = false;
+                problem(
+                    lines.of(limit),
+                    format!(
+                        "convergence: downtime_limit = {:?}: give at most {MAX_DOWNTIME_LIMIT_MS} ms",
+                        limit.get_ref()
+                    ),
+                );
+            }
+            Err(e) => {
+                ok = false;
+                problem(lines.of(limit), format!("convergence: downtime_limit: {e}"));
+            }
+        }
+    }
+    if raw.steps.is_empty() && abort_after_stalled_rounds.is_none() {
+        problem(
+            line,
+            "[limits.convergence] has no steps and no abort_after_stalled_rounds; give steps = [{ stalled_rounds = 3, downtime_limit = \"100ms\" }] or remove it".into(),
+        );
+        return None;
+    }
+    let schedule = ConvergenceSchedule {
+        steps,
+        abort_after_stalled_rounds,
+    };
+    if !ok {
+        return None;
+    }
+    // Against the default limit here; an entry with its own limit is checked again.
+    if let Err(why) = schedule.validate(1) {
+        problem(line, format!("[limits.convergence]: {why}"));
+        return None;
+    }
+    Some(schedule)
 }
 
 fn entry(
@@ -574,6 +710,21 @@ struct OutLimits {
     #[serde(skip_serializing_if = "Option::is_none")]
     completion_timeout_per_gib: Option<String>,
     stall_timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    convergence: Option<OutConvergence>,
+}
+
+#[derive(Serialize)]
+struct OutConvergence {
+    steps: Vec<OutStep>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    abort_after_stalled_rounds: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct OutStep {
+    stalled_rounds: u32,
+    downtime_limit: String,
 }
 
 #[derive(Serialize)]
@@ -628,6 +779,17 @@ pub fn render(policy: &Policy) -> String {
             },
             completion_timeout_per_gib: policy.limits.completion_timeout_per_gib.map(show_duration),
             stall_timeout: show_duration(policy.limits.stall_timeout),
+            convergence: policy.limits.convergence.as_ref().map(|c| OutConvergence {
+                steps: c
+                    .steps
+                    .iter()
+                    .map(|s| OutStep {
+                        stalled_rounds: s.stalled_rounds,
+                        downtime_limit: format!("{}ms", s.downtime_limit_ms),
+                    })
+                    .collect(),
+                abort_after_stalled_rounds: c.abort_after_stalled_rounds,
+            }),
         },
         entries: policy
             .entries
@@ -702,6 +864,63 @@ timeout = "10m"
             p
         };
         assert_eq!(strip(again), strip(p));
+    }
+
+    const CONVERGING: &str = r#"name = "converging"
+mode = "concurrent"
+
+[limits.convergence]
+steps = [
+  { stalled_rounds = 3, downtime_limit = "100ms" },
+  { stalled_rounds = 6, downtime_limit = "300ms" },
+]
+abort_after_stalled_rounds = 10
+
+[[entry]]
+source = "ch1-b1/web-01"
+destination = "ch1-b2"
+"#;
+
+    #[test]
+    fn a_convergence_schedule_reads_checks_each_entry_and_renders_back() {
+        let p = parse(CONVERGING).expect("valid");
+        let c = p.limits.convergence.clone().expect("a schedule");
+        assert_eq!(c.downtime_limit_after(3, 50), 100);
+        assert_eq!(c.downtime_limit_after(7, 50), 300);
+        assert!(c.gives_up_after(10));
+        let again = parse(&render(&p)).expect("rendered text is valid");
+        assert_eq!(again.limits, p.limits);
+        // An entry whose own limit is already above the first step does not fit.
+        let high = CONVERGING.replace(
+            "destination = \"ch1-b2\"",
+            "destination = \"ch1-b2\"\ndowntime_limit = \"200ms\"",
+        );
+        let problems = parse(&high).unwrap_err();
+        assert!(
+            problems.iter().any(|p| p.line == 11
+                && p.text.contains("entry 1: its downtime limit of 200 ms")
+                && p.text.contains("step 1")),
+            "{problems:?}"
+        );
+        // Falling steps, a huge count, a Shutdown policy: each named with its line.
+        let falling = CONVERGING.replace("\"300ms\"", "\"80ms\"");
+        assert!(
+            parse(&falling)
+                .unwrap_err()
+                .iter()
+                .any(|p| p.line == 4 && p.text.contains("step 2: downtime_limit = 80 ms")),
+            "{falling}"
+        );
+        let huge = CONVERGING.replace("= 10\n", "= 18446744073709551615\n");
+        assert!(parse(&huge).is_err(), "{huge}");
+        let cold = CONVERGING.replace("\"concurrent\"", "\"shutdown\"");
+        assert!(
+            parse(&cold)
+                .unwrap_err()
+                .iter()
+                .any(|p| p.text.contains("for live moves")),
+            "{cold}"
+        );
     }
 
     #[test]

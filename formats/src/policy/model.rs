@@ -121,7 +121,7 @@ impl Default for Concurrency {
 }
 
 /// Caps and timeouts of a run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Concurrent entries.
     pub concurrency: Concurrency,
@@ -131,6 +131,8 @@ pub struct Limits {
     pub completion_timeout_per_gib: Option<Duration>,
     /// As long without progress before a live move is cancelled and counted as failed.
     pub stall_timeout: Duration,
+    /// Live moves: raise the downtime limit step by step as rounds stall, then give up.
+    pub convergence: Option<crate::moves::ConvergenceSchedule>,
 }
 
 impl Default for Limits {
@@ -140,6 +142,7 @@ impl Default for Limits {
             bandwidth: Bandwidth::Unlimited,
             completion_timeout_per_gib: None,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
+            convergence: None,
         }
     }
 }

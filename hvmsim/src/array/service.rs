@@ -53,6 +53,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct ArrayService {
     store: StateDir,
     state: Mutex<ArrayState>,
+    /// Held by a change of `state` from its copy to its save (see `BladeService::mutate`).
+    state_writer: Mutex<()>,
     sessions: Mutex<Sessions>,
     /// When each logged-in WWPN was last logged in (renewed); kept in memory only: after a
     /// restart every login starts a fresh [`FABRIC_LOGIN_TIMEOUT`].
@@ -84,6 +86,7 @@ impl ArrayService {
         let service = Self {
             store,
             state: Mutex::new(state),
+            state_writer: Mutex::new(()),
             sessions: Mutex::new(Sessions::default()),
             renewed: Mutex::new(std::collections::HashMap::new()),
         };
@@ -139,14 +142,15 @@ impl ArrayService {
         &self,
         change: impl FnOnce(&mut ArrayState) -> Result<T, ArrayError>,
     ) -> Result<T, ArrayError> {
-        let mut current = lock(&self.state);
+        let _one_change_at_a_time = lock(&self.state_writer);
+        let current = lock(&self.state).clone();
         let mut next = current.clone();
         let out = change(&mut next)?;
-        if next != *current {
+        if next != current {
             self.store
                 .write_json(STATE_FILE, &next)
                 .map_err(|e| ArrayError::new(ArrayErrorCode::StateWriteFailed, e.to_string()))?;
-            *current = next;
+            *lock(&self.state) = next;
         }
         Ok(out)
     }

@@ -442,10 +442,27 @@ impl GuestMemory {
     /// BLAKE3 of the whole image.
     pub fn digest(&self) -> lparmover::partition::MemoryDigest {
         let mut hasher = blake3::Hasher::new();
+        self.hash_pages(0..self.pages(), &mut hasher);
+        lparmover::partition::MemoryDigest(*hasher.finalize().as_bytes())
+    }
+
+    /// BLAKE3 of the pages `ranges` name, in order (each clipped to the image).
+    pub fn digest_of(&self, ranges: &[std::ops::Range<u64>]) -> lparmover::partition::MemoryDigest {
+        let mut hasher = blake3::Hasher::new();
+        for range in ranges {
+            self.hash_pages(
+                range.start.min(self.pages())..range.end.min(self.pages()),
+                &mut hasher,
+            );
+        }
+        lparmover::partition::MemoryDigest(*hasher.finalize().as_bytes())
+    }
+
+    fn hash_pages(&self, pages: std::ops::Range<u64>, hasher: &mut blake3::Hasher) {
         let mut buf = vec![0u8; 1 << 20];
-        let mut page = 0;
-        while page < self.pages() {
-            let n = ((self.pages() - page) as usize).min(buf.len() / PAGE_SIZE);
+        let mut page = pages.start;
+        while page < pages.end {
+            let n = ((pages.end - page) as usize).min(buf.len() / PAGE_SIZE);
             let chunk = &mut buf[..n * PAGE_SIZE];
             if self.read(page, chunk).is_err() {
                 break;
@@ -453,7 +470,6 @@ impl GuestMemory {
             hasher.update(chunk);
             page += n as u64;
         }
-        lparmover::partition::MemoryDigest(*hasher.finalize().as_bytes())
     }
 }
 

@@ -243,6 +243,22 @@ impl Guest {
         WorkingSet::new(self.spec.memory_bytes, self.spec.workload.working_set_mib)
     }
 
+    /// The pages the workload never writes after activation: everything above the working set
+    /// (below it lie the page tables, whose accessed bits the CPU sets, the program and the
+    /// heartbeat page). Their content is the deterministic fill of activation, so a digest of
+    /// them taken at activation must hold on whichever blade the guest runs next.
+    pub fn pages_outside_working_set(&self) -> std::ops::Range<u64> {
+        let ws = self.working_set();
+        ws.first_page
+            .saturating_add(ws.pages)
+            .min(self.memory.pages())..self.memory.pages()
+    }
+
+    /// BLAKE3 of [`Self::pages_outside_working_set`].
+    pub fn digest_outside_working_set(&self) -> lparmover::partition::MemoryDigest {
+        self.memory.digest_of(&[self.pages_outside_working_set()])
+    }
+
     /// Changes the dirty rate (MB/s) live.
     pub fn set_dirty_rate(&self, mbps: f64) -> Result<(), GuestError> {
         if !mbps.is_finite() || !(0.0..=100_000.0).contains(&mbps) {

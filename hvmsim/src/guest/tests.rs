@@ -252,6 +252,39 @@ fn foreign_state_is_refused(backend: GuestBackend) {
     assert!(g.is_running());
 }
 
+/// The workload writes only its working set (and the heartbeat below it): the digest of the
+/// pages above it holds while the guest runs, and a write there shows in it.
+fn digest_outside_the_working_set_holds_while_the_guest_runs(backend: GuestBackend) {
+    let g = start(&spec(backend, 64, 50.0, 4, 2)).unwrap();
+    assert!(wait_until(Duration::from_secs(2), || g.guest_writes() > 100));
+    let outside = g.pages_outside_working_set();
+    assert_eq!(outside.end, g.page_count());
+    assert!(outside.start > HEARTBEAT_PAGE && outside.end - outside.start > 1000);
+    let at_start = g.digest_outside_working_set();
+    let whole = g.digest().unwrap();
+    let writes = g.guest_writes();
+    assert!(wait_until(Duration::from_secs(2), || g.guest_writes() > writes + 500));
+    assert_eq!(
+        g.digest_outside_working_set(),
+        at_start,
+        "the workload wrote outside its working set"
+    );
+    assert_ne!(
+        g.digest().unwrap(),
+        whole,
+        "the working set changed, the whole image with it"
+    );
+    let mut page = vec![0; PAGE_SIZE];
+    g.read_pages(outside.start + 7, &mut page).unwrap();
+    page[100] ^= 0x5a;
+    g.write_pages(outside.start + 7, &page).unwrap();
+    assert_ne!(
+        g.digest_outside_working_set(),
+        at_start,
+        "a changed page outside must show"
+    );
+}
+
 /// VMM writes and given-back bits reach the next bitmap.
 fn vmm_writes_and_restored_bits_are_tracked(backend: GuestBackend) {
     let g = start(&spec(backend, 16, 0.0, 1, 1)).unwrap();
@@ -308,6 +341,7 @@ both_backends!(
     shutdown_is_honoured_or_refused,
     foreign_state_is_refused,
     vmm_writes_and_restored_bits_are_tracked,
+    digest_outside_the_working_set_holds_while_the_guest_runs,
 );
 
 /// A guest that faults (here: its program overwritten with `int3`, no IDT, so it triple-faults)

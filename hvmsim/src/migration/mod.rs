@@ -21,8 +21,8 @@ use lparmover::model::lpar::UsbState;
 use lparmover::model::{GuestSpec, LparNumber, LparStatus};
 use lparmover::mover::receiver::RecvStatus;
 use lparmover::mover::{
-    CommitHandle, CompressionMode, IncomingMove, JobTicket, MigrationListener, MoveError,
-    ReceiveOutcome, Sender, SenderConfig, SwitchoverReady, TimeoutHandle,
+    BandwidthHandle, CommitHandle, CompressionMode, IncomingMove, JobTicket, MigrationListener,
+    MoveError, ReceiveOutcome, Sender, SenderConfig, SwitchoverReady, TimeoutHandle,
 };
 use rustls::pki_types::CertificateDer;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +145,8 @@ struct Job {
     /// Source: the sender's cancel token and timeout handle, and the switch-over once ready.
     cancel: CancellationToken,
     timeout: Mutex<Option<TimeoutHandle>>,
+    /// Source: the sender's bandwidth cap, changeable while memory moves.
+    bandwidth: Mutex<Option<BandwidthHandle>>,
     ready: tokio::sync::Mutex<Option<SwitchoverReady<Guest>>>,
     /// Destination: cancels the incoming move.
     incoming_cancel: Mutex<Option<Box<dyn Fn() + Send + Sync>>>,
@@ -173,6 +175,7 @@ impl Job {
             guest: Mutex::new(Some(guest)),
             cancel,
             timeout: Mutex::new(None),
+            bandwidth: Mutex::new(None),
             ready: tokio::sync::Mutex::new(None),
             incoming_cancel: Mutex::new(None),
             incoming_commit: Mutex::new(None),
@@ -802,6 +805,7 @@ impl BladeService {
         cfg.verify = options.verify;
         cfg.streams = options.streams;
         cfg.bandwidth_limit = options.bandwidth_limit;
+        cfg.convergence = options.convergence.clone();
         self.mutate(|s| {
             s.set_status(request.lpar, LparStatus::Migrating)?;
             s.migrations.insert(
@@ -833,6 +837,7 @@ impl BladeService {
             cancel,
         );
         *lock(&job.timeout) = Some(sender.timeout_handle());
+        *lock(&job.bandwidth) = Some(sender.bandwidth_handle());
         *lock(&job.watch) = Some(HeartbeatWatch::start(guest, HEARTBEAT_PERIOD));
         lock(&job.lease).bound = Duration::from_millis(options.switchover_lease_ms);
         let job = Arc::new(job);
@@ -939,6 +944,33 @@ impl BladeService {
                     "job {job_id} is not transferring memory; the timeout can only be extended then"
                 ),
             ));
+        }
+        self.migration_status(job_id)
+    }
+
+    /// Source: changes the bandwidth cap of a move still transferring memory.
+    pub fn set_migration_bandwidth(
+        &self,
+        job_id: &str,
+        body: &lparmover::api::SetBandwidth,
+    ) -> Result<MigrationStatus, EmgError> {
+        body.validate().map_err(|e| invalid(e.to_string()))?;
+        let job = self.migrations.job(job_id)?;
+        let transferring = lock(&job.status).phase == Phase::Transferring;
+        let handle = lock(&job.bandwidth).clone();
+        match handle {
+            Some(handle) if transferring => {
+                handle.set(body.bandwidth_limit);
+                tracing::info!(job = job_id, bandwidth_limit = ?body.bandwidth_limit, "bandwidth cap changed");
+            }
+            _ => {
+                return Err(EmgError::new(
+                    Emg::InvalidLparState,
+                    format!(
+                        "job {job_id} is not sending memory from this HVM; its bandwidth cap can only be changed on the source while memory moves"
+                    ),
+                ));
+            }
         }
         self.migration_status(job_id)
     }

@@ -267,6 +267,14 @@ impl VmOps for VmProcess {
     }
 
     fn stop(&self) {
+        // Called where a guest is dropped, often in an async handler: waiting for the VM
+        // process to exit must not hold up the blade's other tasks.
+        lparmover::fsutil::off_the_runtime(|| self.stop_and_reap());
+    }
+}
+
+impl VmProcess {
+    fn stop_and_reap(&self) {
         if lock(&self.conn).is_some() {
             if let Err(e) = self.done(&Request::Stop) {
                 tracing::debug!(error = %e, "stop request not answered");

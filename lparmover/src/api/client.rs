@@ -217,6 +217,14 @@ impl HvmClient {
         self.get(&format!("/lpars/{number}")).await
     }
 
+    /// The digest of an activated LPAR's memory outside its working set.
+    pub async fn memory_digest(
+        &self,
+        number: LparNumber,
+    ) -> Result<super::MemoryDigestView, ClientError> {
+        self.get(&format!("/lpars/{number}/memory-digest")).await
+    }
+
     /// Defines an LPAR (and activates it if asked).
     pub async fn define(
         &self,
@@ -390,6 +398,22 @@ impl HvmClient {
         self.call(
             Method::POST,
             &format!("/migrations/{job}/extend"),
+            Some(&body),
+            None,
+        )
+        .await
+    }
+
+    /// Changes the bandwidth cap of a move this HVM sends (while memory moves); `None` lifts it.
+    pub async fn set_migration_bandwidth(
+        &self,
+        job: &str,
+        bandwidth_limit: Option<u64>,
+    ) -> Result<super::MigrationStatus, ClientError> {
+        let body = super::SetBandwidth { bandwidth_limit };
+        self.call(
+            Method::POST,
+            &format!("/migrations/{job}/bandwidth"),
             Some(&body),
             None,
         )

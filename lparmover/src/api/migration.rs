@@ -65,6 +65,9 @@ pub struct MoveOptions {
     /// How long the paused source waits without a renewal of the manager's switch-over lease
     /// before it settles the job with the destination on its own, ms (default 2000).
     pub switchover_lease_ms: u64,
+    /// Raise the downtime limit step by step as rounds stall, then give up (None: the limit
+    /// stays `downtime_limit_ms` and only the timeout ends a move that does not converge).
+    pub convergence: Option<lpm_formats::moves::ConvergenceSchedule>,
 }
 
 impl MoveOptions {
@@ -128,6 +131,20 @@ impl MoveOptions {
                 "bytes/s (leave it out for none)",
             )?;
         }
+        if let Some(schedule) = &self.convergence
+            && let Err(why) = schedule.validate(self.downtime_limit_ms)
+        {
+            return Err(InvalidOption {
+                field: "convergence",
+                value: why,
+                allowed: format!(
+                    "steps with rising stalled_rounds (1 to {}) and rising downtime limits above downtime_limit_ms (at most {} ms), at most {} steps",
+                    lpm_formats::moves::MAX_STALLED_ROUNDS,
+                    Self::MAX_DOWNTIME_LIMIT_MS,
+                    lpm_formats::moves::MAX_CONVERGENCE_STEPS
+                ),
+            });
+        }
         if !matches!(self.compression.as_str(), "auto" | "always" | "never") {
             return Err(InvalidOption {
                 field: "compression",
@@ -178,6 +195,7 @@ impl Default for MoveOptions {
             streams: 4,
             bandwidth_limit: None,
             switchover_lease_ms: 2000,
+            convergence: None,
         }
     }
 }
@@ -545,6 +563,36 @@ impl ExtendTimeout {
             value: self.seconds.to_string(),
             allowed: format!("1 to {} s (extend again for more)", Self::MAX_S),
         })
+    }
+}
+
+/// Changes a running move's bandwidth cap on its source (`POST /v1/migrations/{job}/bandwidth`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBandwidth {
+    /// The new cap on migration-path bytes per second; `null` lifts it. Required: a body that
+    /// forgot it must not lift a cap by accident.
+    #[serde(deserialize_with = "Option::deserialize")]
+    pub bandwidth_limit: Option<u64>,
+}
+
+impl SetBandwidth {
+    /// Checks the cap's range (that of [`MoveOptions::bandwidth_limit`]).
+    pub fn validate(&self) -> Result<(), InvalidOption> {
+        match self.bandwidth_limit {
+            Some(b) if !(MoveOptions::MIN_BANDWIDTH..=MoveOptions::MAX_BANDWIDTH).contains(&b) => {
+                Err(InvalidOption {
+                    field: "bandwidth_limit",
+                    value: b.to_string(),
+                    allowed: format!(
+                        "{} to {} bytes/s, or null for none",
+                        MoveOptions::MIN_BANDWIDTH,
+                        MoveOptions::MAX_BANDWIDTH
+                    ),
+                })
+            }
+            _ => Ok(()),
+        }
     }
 }
 

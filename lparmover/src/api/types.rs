@@ -33,6 +33,21 @@ pub struct Resources {
     pub lpar_numbers_free: u32,
 }
 
+/// A digest of the guest memory the workload never writes after activation (the pages above
+/// its working set): equal before and after a move, and after any fault, when memory arrived
+/// intact (`GET /v1/lpars/{n}/memory-digest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemoryDigestView {
+    /// The LPAR.
+    pub lpar: LparNumber,
+    /// First page digested.
+    pub first_page: u64,
+    /// Pages digested (through the end of guest memory).
+    pub pages: u64,
+    /// BLAKE3 of those pages, in hex.
+    pub blake3: String,
+}
+
 /// What an activated LPAR's guest is doing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GuestRuntime {

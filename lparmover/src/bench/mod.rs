@@ -30,6 +30,7 @@
 pub mod fleet;
 pub mod hugepages;
 pub mod netns;
+pub mod predict;
 mod procstat;
 pub mod qemu;
 pub mod report;
@@ -162,6 +163,10 @@ pub struct CaseSpec {
     /// [`touch_host_memory`]).
     #[serde(default)]
     pub pretouch: bool,
+    /// Rehearse each move just before it runs and keep the rehearsal's predictions beside
+    /// the move's figures (`bench predict`).
+    #[serde(default)]
+    pub rehearse: bool,
 }
 
 /// Populates and frees `bytes` of anonymous memory. On a virtual machine whose host backs its
@@ -269,6 +274,12 @@ pub struct Rep {
     /// loopback.
     #[serde(default)]
     pub link_bytes: Option<u64>,
+    /// The total time the rehearsal just before the move predicted, s (`bench predict`).
+    #[serde(default)]
+    pub predicted_total_s: Option<f64>,
+    /// The suspension it predicted, ms.
+    #[serde(default)]
+    pub predicted_suspension_ms: Option<f64>,
 }
 
 /// The result of one case.

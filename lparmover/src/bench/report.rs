@@ -404,6 +404,8 @@ mod tests {
             cpu_s: 1.0,
             achieved_dirty_mbps: Some(10.0),
             link_bytes: None,
+            predicted_total_s: None,
+            predicted_suspension_ms: None,
         }
     }
 
@@ -412,6 +414,7 @@ mod tests {
             spec: CaseSpec {
                 vcpus: None,
                 pretouch: false,
+                rehearse: false,
                 label: link.name().into(),
                 link,
                 memory_mib: 4096,

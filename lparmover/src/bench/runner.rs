@@ -265,6 +265,24 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             let bytes = (spec.memory_mib + 256) << 20;
             let _ = tokio::task::spawn_blocking(move || super::touch_host_memory(bytes)).await;
         }
+        let prediction = if spec.rehearse {
+            let actor = crate::history::Actor::of_this_process(crate::history::Origin::Cli);
+            match crate::ops::rehearse(&profile, &actor, &request.source, to, &options).await {
+                Ok(r) => Some(r),
+                Err(source) => {
+                    let e = BenchError::Move {
+                        rep: rep + 1,
+                        direction: format!("{direction} (its rehearsal)"),
+                        source: Box::new(source),
+                    };
+                    eprintln!("[{}] {e}", spec.label);
+                    result.error = Some(e.to_string());
+                    break;
+                }
+            }
+        } else {
+            None
+        };
         let link_before = link_bytes(env);
         let cpu_before = procstat::cpu_seconds(&pids);
         let writes_before = guest_writes(&profile, from).await;
@@ -312,6 +330,8 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             cpu_s,
             achieved_dirty_mbps,
             link_bytes,
+            predicted_total_s: prediction.as_ref().map(|p| p.predicted_total_s),
+            predicted_suspension_ms: prediction.as_ref().map(|p| p.predicted_suspension_ms),
         };
         eprintln!(
             "[{}] move {}/{} {}: total {:.2} s, suspension {}, wire {:.2} × memory, {} rounds, throttle ≤ {} %, CPU {:.1} s, guest dirtied {} MB/s",
@@ -329,6 +349,14 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             r.achieved_dirty_mbps
                 .map_or_else(|| "?".to_owned(), |d| format!("{d:.0}")),
         );
+        if let Some(p) = r.predicted_total_s {
+            eprintln!(
+                "[{}]   its rehearsal predicted {p:.2} s ({:+.0} %), pause {:.1} ms",
+                spec.label,
+                (p / r.total_s.max(1e-9) - 1.0) * 100.0,
+                r.predicted_suspension_ms.unwrap_or(0.0)
+            );
+        }
         result.reps.push(r);
         // Let the guest run a moment on its new blade before moving it again.
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -22,6 +22,9 @@ pub enum BenchCommand {
     /// Race our live move against QEMU's on the same guest, memory and link (root: network
     /// namespaces, tc, and QEMU, which it installs when missing).
     VsQemu(super::vsqemu::VsQemuArgs),
+    /// Rehearse every move just before it runs and set the rehearsal's predicted total time
+    /// and suspension beside the move's own (the target: within ±25 %).
+    Predict(PredictArgs),
     /// Internal: run one case in the current network namespace and print it as JSON.
     #[command(hide = true)]
     Worker {
@@ -89,6 +92,32 @@ pub struct LiveArgs {
     pub strict: bool,
 }
 
+/// Options of `bench predict`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// LPAR memory of every case (e.g. 1GiB, 512MiB).
+    #[arg(long, default_value = "1GiB", value_parser = parse_size_mib)]
+    pub size: u64,
+    /// Guest dirty rates to run, MB/s (one case per rate and link).
+    #[arg(long, value_delimiter = ',', default_value = "0,20")]
+    pub dirty: Vec<f64>,
+    /// Rehearsed moves per case (alternating directions).
+    #[arg(long, default_value_t = 3)]
+    pub reps: u32,
+    /// Link(s) to measure (`all`: loopback, 1gbit and 10gbit; shaped links need root).
+    #[arg(long, value_enum, default_value = "loopback")]
+    pub link: LinkChoice,
+    /// Keep blade state and logs here (default: a temporary directory, removed afterwards).
+    #[arg(long)]
+    pub workdir: Option<PathBuf>,
+    /// Print JSON for scripts.
+    #[arg(long)]
+    pub json: bool,
+    /// Exit with status 3 when a case's prediction is off by more than 25 %.
+    #[arg(long)]
+    pub strict: bool,
+}
+
 /// `4GiB`, `512MiB`, `1G`, `256M` or a plain number of MiB.
 pub(crate) fn parse_size_mib(s: &str) -> Result<u64, String> {
     let t = s.trim();
@@ -129,6 +158,7 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
             convergence: false,
             vcpus: None,
             pretouch: args.pretouch,
+            rehearse: false,
         })
         .collect();
     if links.contains(&Link::Gbit1) && !args.no_converge && args.converge_dirty > args.dirty {
@@ -141,6 +171,7 @@ fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
             convergence: true,
             vcpus: None,
             pretouch: args.pretouch,
+            rehearse: false,
         });
     }
     out
@@ -169,6 +200,7 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<ExitCode> {
     match command {
         BenchCommand::Live(args) => live(args).await,
         BenchCommand::VsQemu(args) => super::vsqemu::run(args).await,
+        BenchCommand::Predict(args) => predict(args).await,
         BenchCommand::Worker { spec } => {
             let (spec, env): (CaseSpec, CaseEnv) =
                 serde_json::from_str(&spec).context("bench worker: bad spec")?;
@@ -205,19 +237,20 @@ async fn live(args: LiveArgs) -> anyhow::Result<ExitCode> {
     interruptible(run_cases(&args, &cases, &hvmsim, &workdir)).await
 }
 
-async fn run_cases(
-    args: &LiveArgs,
+/// Runs `cases` one after the other, shaped ones in a fresh pair of network namespaces.
+async fn run_all(
     cases: &[CaseSpec],
     hvmsim: &std::path::Path,
     workdir: &std::path::Path,
-) -> anyhow::Result<ExitCode> {
+    probe: bool,
+) -> anyhow::Result<Vec<CaseResult>> {
     let mut results = Vec::new();
     for (i, spec) in cases.iter().enumerate() {
         let dir = workdir.join(format!("{i}-{}", spec.label.replace(' ', "-")));
         let result = if spec.link.in_netns() {
             let pair = NetnsPair::create(spec.link.rate_bits())
                 .context("cannot set up the shaped link")?;
-            let result = netns_case(spec, &pair, hvmsim, dir, !args.no_probe).await?;
+            let result = netns_case(spec, &pair, hvmsim, dir, probe).await?;
             drop(pair);
             result
         } else {
@@ -230,6 +263,74 @@ async fn run_cases(
         };
         results.push(result);
     }
+    Ok(results)
+}
+
+async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    if args.reps == 0 {
+        bail!("--reps must be at least 1");
+    }
+    if let Some(bad) = args
+        .dirty
+        .iter()
+        .find(|d| !d.is_finite() || !(0.0..=10_000.0).contains(*d))
+    {
+        bail!("--dirty {bad}: give dirty rates from 0 to 10000 MB/s");
+    }
+    let links: &[Link] = match args.link {
+        LinkChoice::Loopback => &[Link::Loopback],
+        LinkChoice::Gbit1 => &[Link::Gbit1],
+        LinkChoice::Gbit10 => &[Link::Gbit10],
+        LinkChoice::All => &[Link::Loopback, Link::Gbit1, Link::Gbit10],
+    };
+    let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
+    let (workdir, _temp) = workdir_or_temp(args.workdir.as_ref(), "lparmover-predict-")?;
+    if links.iter().any(|l| l.in_netns()) {
+        lparmover::bench::netns::preflight()
+            .context("shaped links (--link 1gbit|10gbit|all) need network namespaces")?;
+    }
+    let cases: Vec<CaseSpec> = links
+        .iter()
+        .flat_map(|&link| {
+            args.dirty.iter().map(move |&dirty| CaseSpec {
+                label: format!("{} dirty {dirty}", link.name()),
+                link,
+                memory_mib: args.size,
+                dirty_mbps: dirty,
+                reps: args.reps,
+                convergence: false,
+                vcpus: None,
+                pretouch: false,
+                rehearse: true,
+            })
+        })
+        .collect();
+    let results = interruptible(run_all(&cases, &hvmsim, &workdir, false)).await?;
+    let rows = lparmover::bench::predict::rows(&results);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "lparmover bench predict: {} MiB LPAR, {} rehearsed moves per case (each rehearsal right before its move)",
+            args.size, args.reps
+        );
+        print!("{}", lparmover::bench::predict::render(&rows));
+    }
+    let off = rows.iter().any(|r| !r.within_tolerance);
+    Ok(if off && args.strict {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_cases(
+    args: &LiveArgs,
+    cases: &[CaseSpec],
+    hvmsim: &std::path::Path,
+    workdir: &std::path::Path,
+) -> anyhow::Result<ExitCode> {
+    let results = run_all(cases, hvmsim, workdir, !args.no_probe).await?;
     let summary = summarize(results);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);

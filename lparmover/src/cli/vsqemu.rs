@@ -284,6 +284,7 @@ pub async fn run(args: VsQemuArgs) -> anyhow::Result<ExitCode> {
                         convergence: dirty_mbps >= 200.0,
                         vcpus: Some(1),
                         pretouch: pool.is_none(),
+                        rehearse: false,
                     };
                     let case_dir = link_dir.join(format!("ours-{memory_mib}-{dirty_mbps}"));
                     let ours = match super::bench::netns_case(

@@ -276,10 +276,12 @@ impl JobJournal {
         })
         .map_err(|e| io_err(&self.path)(io::Error::other(e)))?;
         text.push('\n');
-        self.file
-            .write_all(text.as_bytes())
-            .and_then(|()| self.file.sync_data())
-            .map_err(io_err(&self.path))?;
+        let file = &mut self.file;
+        crate::fsutil::off_the_runtime(|| {
+            file.write_all(text.as_bytes())
+                .and_then(|()| file.sync_data())
+        })
+        .map_err(io_err(&self.path))?;
         self.facts.apply(&entry);
         Ok(())
     }

@@ -58,7 +58,9 @@ pub use progress::{MoveSummary, Progress, Stage};
 pub use receiver::{
     CommitHandle, IncomingMove, MigrationListener, ReceiveOutcome, SettleCall, SettleInbox,
 };
-pub use sender::{CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle};
+pub use sender::{
+    BandwidthHandle, CompressionMode, Sender, SenderConfig, SwitchoverReady, TimeoutHandle,
+};
 pub use tls::Identity;
 pub use wire::{JobTicket, SettleStep, TicketError, Verdict};
 
@@ -158,6 +160,18 @@ pub enum MoveError {
         /// Dirty bytes left at the timeout.
         dirty_bytes: u64,
     },
+    /// The move's convergence schedule gave up: its rounds kept stalling up to its last step.
+    #[error(
+        "LPAR Migration process was canceled. Memory write is intensive: {stalled_rounds} pre-copy rounds did not shrink the dirty memory (the convergence schedule gives up there), at a downtime limit of {downtime_limit_ms} ms after {rounds} rounds; the source keeps running"
+    )]
+    DidNotConverge {
+        /// Rounds done.
+        rounds: u32,
+        /// Rounds that did not shrink the dirty set.
+        stalled_rounds: u32,
+        /// The downtime limit in force at the end, ms.
+        downtime_limit_ms: u64,
+    },
     /// The destination's memory did not match the source's.
     #[error(
         "memory digest mismatch: source {source_digest}, destination {destination}; the move was aborted and the source resumed"
@@ -182,6 +196,10 @@ impl MoveError {
                 "Reduce the memory load of the guest and migrate again, or migrate again and extend \
                  the timeout while memory data is being transferred."
             }
+            Self::DidNotConverge { .. } => {
+                "Reduce the memory load of the guest, or give the convergence schedule a higher \
+                 last downtime limit or more stalled rounds before it gives up, and migrate again."
+            }
             Self::Cancelled => "Nothing to do: the LPAR keeps running on the source.",
             Self::Connect { .. } | Self::ConnectionLost(_) | Self::PeerTimeout(..) => {
                 "Check the migration path (addresses, link, certificates registered in the manager) \
@@ -201,7 +219,7 @@ impl MoveError {
         use crate::emg::Emg;
         let kind = match self {
             Self::Cancelled => Emg::TerminatedByUser,
-            Self::TimedOut { .. } => Emg::MemoryWriteIntensive,
+            Self::TimedOut { .. } | Self::DidNotConverge { .. } => Emg::MemoryWriteIntensive,
             Self::Connect { .. } | Self::ConnectionLost(_) | Self::PeerTimeout(..) => {
                 Emg::MoverConnectionRefused
             }

@@ -112,6 +112,10 @@ pub struct Progress {
     pub timeout_in_s: u64,
     /// Latest notable event, for the operator ("auto-converge: throttling vCPUs to 30 %").
     pub note: Option<String>,
+    /// The cap on wire bytes per second in force now (`None` = none); it can change while the
+    /// move runs (a policy re-splits its shared cap as entries start and finish).
+    #[serde(default)]
+    pub bandwidth_limit: Option<u64>,
 }
 
 /// Figures of a finished move.

@@ -438,6 +438,132 @@ async fn guest_dirtying_faster_than_the_path_converges_by_auto_converge() {
     ready.commit().await.expect("commit");
 }
 
+fn schedule(steps: &[(u32, u64)], abort: Option<u32>) -> lpm_formats::moves::ConvergenceSchedule {
+    lpm_formats::moves::ConvergenceSchedule {
+        steps: steps
+            .iter()
+            .map(
+                |&(stalled_rounds, downtime_limit_ms)| lpm_formats::moves::ConvergenceStep {
+                    stalled_rounds,
+                    downtime_limit_ms,
+                },
+            )
+            .collect(),
+        abort_after_stalled_rounds: abort,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_convergence_schedule_raises_the_downtime_limit_as_rounds_stall() {
+    // 16 MiB written all over at 40 MB/s through a 20 MB/s path never fits 50 ms, and without
+    // auto-converge nothing slows the guest: only the schedule's 2 s step lets it switch over.
+    let mut r = rig(hot_guest());
+    r.cfg.bandwidth_limit = Some(20_000_000);
+    r.cfg.auto_converge = false;
+    r.cfg.timeout = Duration::from_secs(60);
+    r.cfg.convergence = Some(schedule(&[(2, 2000)], Some(50)));
+    let mut notes = r.progress.clone();
+    let watching = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while notes.changed().await.is_ok() {
+            if let Some(n) = notes.borrow().note.clone()
+                && !seen.contains(&n)
+            {
+                seen.push(n);
+            }
+        }
+        seen
+    });
+    let ready = r
+        .sender()
+        .run()
+        .await
+        .expect("the raised limit lets it converge");
+    let s = ready.summary().clone();
+    assert_eq!(s.max_throttle_percent, 0, "{s:?}");
+    assert!(
+        s.downtime > Duration::from_millis(50) && s.downtime < Duration::from_secs(4),
+        "a suspension past the base limit, within the raised one: {s:?}"
+    );
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+    ready.commit().await.expect("commit");
+    drop(r.ptx);
+    let notes = watching.await.expect("notes");
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.contains("rounds stalled, downtime limit raised to 2000 ms")),
+        "the raise is told: {notes:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_convergence_schedule_gives_up_and_the_source_keeps_running() {
+    let mut r = rig(hot_guest());
+    r.cfg.bandwidth_limit = Some(20_000_000);
+    r.cfg.auto_converge = false;
+    r.cfg.timeout = Duration::from_secs(60);
+    r.cfg.convergence = Some(schedule(&[(1, 60)], Some(3)));
+    let err = r.sender().run().await.expect_err("gives up");
+    assert!(
+        matches!(
+            err,
+            MoveError::DidNotConverge {
+                stalled_rounds: 3,
+                downtime_limit_ms: 60,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.emg().kind, crate::emg::Emg::MemoryWriteIntensive);
+    assert!(
+        err.action().contains("convergence schedule"),
+        "{}",
+        err.action()
+    );
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    assert!(r.dst.is_all_zero());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_bandwidth_cap_changed_mid_move_paces_the_rest_of_it() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 32 << 20,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.compression = CompressionMode::Never;
+    r.cfg.bandwidth_limit = Some(2_000_000);
+    let sender = r.sender();
+    let cap = sender.bandwidth_handle();
+    assert_eq!(cap.get(), Some(2_000_000));
+    let started = std::time::Instant::now();
+    let moving = tokio::spawn(sender.run());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Uncapped, 32 MiB cross loopback in well under 0.5 s; at 2 MB/s about 1 MB has gone on
+    // the wire by now, plus the frames queued to the streams (counted when queued).
+    let early = r.progress.borrow().wire_bytes_sent;
+    let done_early = moving.is_finished();
+    cap.set(Some(200_000_000));
+    let ready = moving.await.expect("task").expect("the move");
+    let s = ready.summary().clone();
+    let took = started.elapsed();
+    ready.commit().await.expect("commit");
+    assert!(
+        !done_early && early < (32 << 20) / 2,
+        "{early} bytes in the first 0.5 s at 2 MB/s (finished: {done_early})"
+    );
+    let at_old_cap = Duration::from_secs_f64(s.wire_bytes as f64 / 2_000_000.0);
+    assert!(
+        s.wire_bytes > 8_000_000 && took < at_old_cap / 2,
+        "{} MB in {took:?}; at the old cap it needed {at_old_cap:?}",
+        s.wire_bytes / 1_000_000
+    );
+    assert_eq!(r.progress.borrow().bandwidth_limit, Some(200_000_000));
+    assert_eq!(r.src.digest().expect("d"), r.dst.digest().expect("d"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn without_auto_converge_times_out_with_the_seed_message() {
     let mut r = rig(hot_guest());

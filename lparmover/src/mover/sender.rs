@@ -75,6 +75,8 @@ pub struct SenderConfig {
     pub batch_pages: usize,
     /// Cap on wire bytes per second (policy bandwidth caps, tests of slow paths). `None` = none.
     pub bandwidth_limit: Option<u64>,
+    /// Raises `downtime_limit` as rounds stall, then gives up (None: the limit stays).
+    pub convergence: Option<lpm_formats::moves::ConvergenceSchedule>,
 }
 
 impl SenderConfig {
@@ -102,6 +104,7 @@ impl SenderConfig {
             verify: false,
             batch_pages: MAX_BATCH_PAGES,
             bandwidth_limit: None,
+            convergence: None,
         }
     }
 }
@@ -181,6 +184,7 @@ pub struct Sender<P: Partition + 'static> {
     progress: watch::Sender<Progress>,
     cancel: CancellationToken,
     timeout: TimeoutHandle,
+    bandwidth: BandwidthHandle,
 }
 
 impl<P: Partition + 'static> std::fmt::Debug for Sender<P> {
@@ -194,14 +198,46 @@ enum WriterItem {
     Flush(oneshot::Sender<()>),
 }
 
-/// Spaces frames to a bandwidth cap.
+/// A running move's cap on wire bytes per second, changeable while it runs: a policy's shared
+/// cap is split again as its entries start and finish. Every data stream reads it per frame.
+#[derive(Clone, Debug, Default)]
+pub struct BandwidthHandle(Arc<AtomicU64>);
+
+impl BandwidthHandle {
+    /// A handle holding `limit` (bytes/s; `None` = none).
+    pub fn new(limit: Option<u64>) -> Self {
+        let handle = Self::default();
+        handle.set(limit);
+        handle
+    }
+
+    /// Sets the cap; the next frame of every stream is paced to it.
+    pub fn set(&self, limit: Option<u64>) {
+        // 0 stands for "none": a cap of 0 bytes/s would never send anything.
+        self.0.store(limit.unwrap_or(0), Ordering::Release);
+    }
+
+    /// The cap in force.
+    pub fn get(&self) -> Option<u64> {
+        match self.0.load(Ordering::Acquire) {
+            0 => None,
+            bps => Some(bps),
+        }
+    }
+}
+
+/// Spaces frames to the cap a [`BandwidthHandle`] holds.
 struct Pacer {
-    bytes_per_sec: f64,
+    limit: BandwidthHandle,
     next: Mutex<tokio::time::Instant>,
 }
 
 impl Pacer {
     async fn pace(&self, n: usize) {
+        // Uncapped, a frame goes at once (one atomic load, no lock on the fast path).
+        let Some(bps) = self.limit.get() else {
+            return;
+        };
         let at = {
             let Ok(mut next) = self.next.lock() else {
                 return;
@@ -210,8 +246,10 @@ impl Pacer {
             if *next < now {
                 *next = now;
             }
+            // A cap lowered mid-move slows the next frames; one raised does not hand out the
+            // time already booked, so the link sees no burst.
             let at = *next;
-            *next += Duration::from_secs_f64(n as f64 / self.bytes_per_sec);
+            *next += Duration::from_secs_f64(n as f64 / bps as f64);
             at
         };
         tokio::time::sleep_until(at).await;
@@ -657,18 +695,25 @@ impl<P: Partition + 'static> Sender<P> {
         cancel: CancellationToken,
     ) -> Self {
         let timeout = TimeoutHandle::new(cfg.timeout);
+        let bandwidth = BandwidthHandle::new(cfg.bandwidth_limit);
         Self {
             partition,
             cfg,
             progress,
             cancel,
             timeout,
+            bandwidth,
         }
     }
 
     /// The handle that extends this move's timeout.
     pub fn timeout_handle(&self) -> TimeoutHandle {
         self.timeout.clone()
+    }
+
+    /// The handle that changes this move's bandwidth cap while it runs.
+    pub fn bandwidth_handle(&self) -> BandwidthHandle {
+        self.bandwidth.clone()
     }
 
     /// Runs the move up to the switch-over. On error the source is running, un-throttled, with
@@ -679,7 +724,10 @@ impl<P: Partition + 'static> Sender<P> {
     }
 
     fn publish(&self, f: impl FnOnce(&mut Progress)) {
-        self.progress.send_modify(f);
+        self.progress.send_modify(|p| {
+            f(p);
+            p.bandwidth_limit = self.bandwidth.get();
+        });
     }
 
     async fn run_inner(self) -> Result<SwitchoverReady<P>, MoveError> {
@@ -854,11 +902,9 @@ impl<P: Partition + 'static> Sender<P> {
             link.extra.push((ep, c));
         }
         let join_frame = Message::join(join).encode()?;
-        let pacer = self.cfg.bandwidth_limit.map(|bps| {
-            Arc::new(Pacer {
-                bytes_per_sec: bps.max(1) as f64,
-                next: Mutex::new(tokio::time::Instant::now()),
-            })
+        let pacer = Arc::new(Pacer {
+            limit: self.bandwidth.clone(),
+            next: Mutex::new(tokio::time::Instant::now()),
         });
         for i in 0..streams {
             let mut s = match i % connections {
@@ -877,9 +923,7 @@ impl<P: Partition + 'static> Sender<P> {
                         match item {
                             WriterItem::Frame(b) => {
                                 let n = b.len();
-                                if let Some(p) = &pacer {
-                                    p.pace(n).await;
-                                }
+                                pacer.pace(n).await;
                                 if let Err(e) = s.write_chunk(b).await {
                                     debug!(error = %e, "data stream failed");
                                     return;
@@ -907,7 +951,11 @@ impl<P: Partition + 'static> Sender<P> {
         started: Instant,
     ) -> Result<MoveSummary, MoveError> {
         let pages = self.partition.page_count();
-        let limit = self.cfg.downtime_limit;
+        let base_ms = u64::try_from(self.cfg.downtime_limit.as_millis()).unwrap_or(u64::MAX);
+        let mut limit = self.cfg.downtime_limit;
+        // Rounds that did not shrink the dirty set, over the whole move (the convergence
+        // schedule's count; auto-converge's own count restarts at each throttle step).
+        let mut stalled_in_all = 0u32;
         let mut comp = Compressor::new(self.cfg.compression);
         let mut totals = Totals {
             wire_per_memory: 1.0,
@@ -998,6 +1046,27 @@ impl<P: Partition + 'static> Sender<P> {
             // Auto-converge: rounds that stop shrinking (by 10 %) twice in a row step the throttle.
             if (dirty as f64) > 0.9 * prev_dirty as f64 {
                 stalled += 1;
+                stalled_in_all = stalled_in_all.saturating_add(1);
+                if let Some(schedule) = &self.cfg.convergence {
+                    let now_ms = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
+                    let raised = schedule.downtime_limit_after(stalled_in_all, base_ms);
+                    if schedule.gives_up_after(stalled_in_all) {
+                        warn!(round, stalled_in_all, "convergence schedule: giving up");
+                        return Err(MoveError::DidNotConverge {
+                            rounds: round + 1,
+                            stalled_rounds: stalled_in_all,
+                            downtime_limit_ms: now_ms,
+                        });
+                    }
+                    if raised > now_ms {
+                        limit = Duration::from_millis(raised);
+                        let note = format!(
+                            "convergence schedule: {stalled_in_all} rounds stalled, downtime limit raised to {raised} ms"
+                        );
+                        info!("{note}");
+                        self.publish(|p| p.note = Some(note));
+                    }
+                }
             } else {
                 stalled = 0;
             }

@@ -124,6 +124,41 @@ pub async fn extend(
     Ok(client.extend_migration(job, seconds).await?)
 }
 
+/// Changes a running move's bandwidth cap on its source HVM (bytes/s, `None` = none; allowed
+/// while memory moves). A policy re-splits its shared cap with it as entries start and finish.
+pub async fn set_bandwidth(
+    profile: &Profile,
+    source_hvm: &str,
+    job: &str,
+    bandwidth_limit: Option<u64>,
+) -> Result<MigrationStatus, BandwidthError> {
+    if let Some(b) = bandwidth_limit
+        && !(MoveOptions::MIN_BANDWIDTH..=MoveOptions::MAX_BANDWIDTH).contains(&b)
+    {
+        return Err(BandwidthError::Range(b));
+    }
+    let client = HvmClient::new(profile.hvm(source_hvm)?)?;
+    Ok(client.set_migration_bandwidth(job, bandwidth_limit).await?)
+}
+
+/// Why a bandwidth cap could not be changed.
+#[derive(Debug, thiserror::Error)]
+pub enum BandwidthError {
+    /// Outside 1 MB/s ..= 1 TB/s.
+    #[error(
+        "cannot cap a move at {0} bytes/s: give {min} to {max} bytes/s, or none",
+        min = MoveOptions::MIN_BANDWIDTH,
+        max = MoveOptions::MAX_BANDWIDTH
+    )]
+    Range(u64),
+    /// Not in the profile.
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The HVM refused (the move no longer sends memory) or did not answer.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
 /// Why a timeout could not be extended.
 #[derive(Debug, thiserror::Error)]
 pub enum ExtendError {

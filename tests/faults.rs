@@ -324,6 +324,18 @@ async fn memory_digest(client: &HvmClient) -> Result<String, String> {
         .blake3)
 }
 
+/// web-01's memory digest on `client` once its guest runs (its heartbeat moves).
+async fn memory_once_running(client: &HvmClient) -> Result<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while heartbeat_on(client).await.is_none_or(|(_, hb)| hb == 0) {
+        if Instant::now() > deadline {
+            return Err(format!("web-01 did not start running on {}", client.name()));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    memory_digest(client).await
+}
+
 /// The memory web-01 runs with on `client` is the memory it had at the cell's start (outside
 /// its working set, which the workload keeps writing).
 async fn memory_intact(blades: &Blades, client: &HvmClient) -> Result<(), String> {
@@ -701,17 +713,7 @@ impl Cell {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?
-            .block_on(async {
-                let client = b1.client();
-                let deadline = Instant::now() + Duration::from_secs(30);
-                while heartbeat_on(&client).await.is_none_or(|(_, hb)| hb == 0) {
-                    if Instant::now() > deadline {
-                        return Err("web-01 did not start running on ch1-b1".to_string());
-                    }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                memory_digest(&client).await
-            })?;
+            .block_on(memory_once_running(&b1.client()))?;
         let blades = Blades {
             b1,
             b2,
@@ -1035,7 +1037,8 @@ fn run_matrix(
     }
     table.push_str(
         "survived: invariants hold and the LPAR kept its state (its heartbeat went on from where it\n\
-         was at the fault); LOST: an invariant failed or the guest had to boot again\n",
+         was at the fault) and its memory (digest outside the working set as at the start);\n\
+         LOST: an invariant failed or the guest had to boot again\n",
     );
     table.push_str(
         "\nwhere the blades were at each injection, from their own status\n\
@@ -1224,6 +1227,8 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
             .spawn()
             .unwrap()
     };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let memory_at_start = rt.block_on(memory_once_running(&b1.client())).unwrap();
     let (a, b) = (spawn(), spawn());
     let outputs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
     let won: Vec<_> = outputs.iter().filter(|o| o.status.success()).collect();
@@ -1241,8 +1246,6 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
         "the loser is told why: {}",
         lost[0]
     );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let memory_at_start = rt.block_on(memory_digest(&b1.client())).unwrap();
     let blades = Blades {
         b1,
         b2,
@@ -1259,6 +1262,7 @@ fn two_managers_racing_for_one_lpar_make_one_move_and_one_busy_error() {
             heartbeat_on(&blades.b1.client()).await.is_none(),
             "moved exactly once"
         );
+        memory_intact(&blades, &blades.b2.client()).await.unwrap();
     });
 }
 

@@ -540,31 +540,8 @@ fn six_moves_on_disjoint_blades_run_two_at_a_time_never_more() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let runs = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        // Every event with the instant it arrived: the wire bytes of all running moves,
-        // second by second, come from the progress samples.
-        let collector = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some(event) = rx.recv().await {
-                seen.push((std::time::Instant::now(), event));
-            }
-            seen
-        });
-        let result = policy::run(
-            &profile,
-            &policy,
-            RunOptions {
-                attendance: Attendance::Unattended,
-                window_end: None,
-                origin: "test".into(),
-                runs: RunStore::new(runs.path()),
-                events: Some(tx),
-                control: RunControl::new(),
-            },
-        )
-        .await
-        .unwrap();
-        let seen = collector.await.unwrap();
+        // The wire bytes of all running moves, second by second, come from the progress samples.
+        let (result, seen) = run_with_events(&profile, &policy, runs.path()).await;
         let start = seen.first().map(|(t, _)| *t).unwrap();
         let mut last_sent: std::collections::HashMap<usize, u64> = Default::default();
         let mut per_second: Vec<u64> = Vec::new();
@@ -722,34 +699,12 @@ fn a_move_left_alone_gets_the_whole_bandwidth_cap() {
         policy.limits.concurrency.total = 2;
         policy.limits.bandwidth = policy::model::Bandwidth::MegabytesPerSecond(20);
         let runs = tempfile::tempdir().unwrap();
-        let (tx, mut rx) = mpsc::unbounded_channel();
-        let collector = tokio::spawn(async move {
-            let mut seen = Vec::new();
-            while let Some(event) = rx.recv().await {
-                seen.push(event);
-            }
-            seen
-        });
-        let result = policy::run(
-            &profile,
-            &policy,
-            RunOptions {
-                attendance: Attendance::Unattended,
-                window_end: None,
-                origin: "test".into(),
-                runs: RunStore::new(runs.path()),
-                events: Some(tx),
-                control: RunControl::new(),
-            },
-        )
-        .await
-        .unwrap();
-        let seen = collector.await.unwrap();
+        let (result, seen) = run_with_events(&profile, &policy, runs.path()).await;
         let report = result.report;
         assert!(report.all_completed(), "{}", report.text());
         // big-01's wire cap, sample by sample, split at lp00001's end.
         let (mut before, mut after, mut first_done) = (Vec::new(), Vec::new(), false);
-        for event in &seen {
+        for (_, event) in &seen {
             match event {
                 RunEvent::EntryDone { entry: 0, .. } => first_done = true,
                 RunEvent::Progress { entry: 1, progress } => {
@@ -941,6 +896,32 @@ destination = "ch001-b01"
         "on_failure ran for a run with a skipped entry: {}",
         log()
     );
+}
+
+/// Runs `policy` unattended and returns its result with every event it sent, each with the
+/// instant it arrived.
+async fn run_with_events(
+    profile: &Profile,
+    policy: &Policy,
+    runs: &Path,
+) -> (
+    policy::runner::RunResult,
+    Vec<(std::time::Instant, RunEvent)>,
+) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let collector = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        while let Some(event) = rx.recv().await {
+            seen.push((std::time::Instant::now(), event));
+        }
+        seen
+    });
+    let options = RunOptions {
+        events: Some(tx),
+        ..unattended(runs)
+    };
+    let result = policy::run(profile, policy, options).await.unwrap();
+    (result, collector.await.unwrap())
 }
 
 fn unattended(runs: &Path) -> RunOptions {

@@ -48,6 +48,18 @@ pub enum LinkChoice {
     All,
 }
 
+impl LinkChoice {
+    /// The links the choice measures.
+    fn links(self) -> &'static [Link] {
+        match self {
+            Self::Loopback => &[Link::Loopback],
+            Self::Gbit1 => &[Link::Gbit1],
+            Self::Gbit10 => &[Link::Gbit10],
+            Self::All => &[Link::Loopback, Link::Gbit1, Link::Gbit10],
+        }
+    }
+}
+
 /// Options of `bench live`.
 #[derive(Debug, clap::Args)]
 pub struct LiveArgs {
@@ -141,12 +153,7 @@ pub(crate) fn parse_size_mib(s: &str) -> Result<u64, String> {
 }
 
 fn cases(args: &LiveArgs) -> Vec<CaseSpec> {
-    let links: &[Link] = match args.link {
-        LinkChoice::Loopback => &[Link::Loopback],
-        LinkChoice::Gbit1 => &[Link::Gbit1],
-        LinkChoice::Gbit10 => &[Link::Gbit10],
-        LinkChoice::All => &[Link::Loopback, Link::Gbit1, Link::Gbit10],
-    };
+    let links = args.link.links();
     let mut out: Vec<CaseSpec> = links
         .iter()
         .map(|&link| CaseSpec {
@@ -277,12 +284,7 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     {
         bail!("--dirty {bad}: give dirty rates from 0 to 10000 MB/s");
     }
-    let links: &[Link] = match args.link {
-        LinkChoice::Loopback => &[Link::Loopback],
-        LinkChoice::Gbit1 => &[Link::Gbit1],
-        LinkChoice::Gbit10 => &[Link::Gbit10],
-        LinkChoice::All => &[Link::Loopback, Link::Gbit1, Link::Gbit10],
-    };
+    let links = args.link.links();
     let hvmsim = lparmover::ops::fleetproc::find_hvmsim()?;
     let (workdir, _temp) = workdir_or_temp(args.workdir.as_ref(), "lparmover-predict-")?;
     if links.iter().any(|l| l.in_netns()) {

@@ -132,11 +132,9 @@ pub async fn set_bandwidth(
     job: &str,
     bandwidth_limit: Option<u64>,
 ) -> Result<MigrationStatus, BandwidthError> {
-    if let Some(b) = bandwidth_limit
-        && !(MoveOptions::MIN_BANDWIDTH..=MoveOptions::MAX_BANDWIDTH).contains(&b)
-    {
-        return Err(BandwidthError::Range(b));
-    }
+    crate::api::SetBandwidth { bandwidth_limit }
+        .validate()
+        .map_err(BandwidthError::Range)?;
     let client = HvmClient::new(profile.hvm(source_hvm)?)?;
     Ok(client.set_migration_bandwidth(job, bandwidth_limit).await?)
 }
@@ -144,13 +142,9 @@ pub async fn set_bandwidth(
 /// Why a bandwidth cap could not be changed.
 #[derive(Debug, thiserror::Error)]
 pub enum BandwidthError {
-    /// Outside 1 MB/s ..= 1 TB/s.
-    #[error(
-        "cannot cap a move at {0} bytes/s: give {min} to {max} bytes/s, or none",
-        min = MoveOptions::MIN_BANDWIDTH,
-        max = MoveOptions::MAX_BANDWIDTH
-    )]
-    Range(u64),
+    /// Outside 1 MB/s ..= 1 TB/s (the blade's own check, asked before any request goes out).
+    #[error(transparent)]
+    Range(crate::api::InvalidOption),
     /// Not in the profile.
     #[error(transparent)]
     Profile(#[from] ProfileError),

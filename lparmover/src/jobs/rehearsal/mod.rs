@@ -279,7 +279,8 @@ async fn sample_transfer(
                 return Err(error.into());
             }
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        // The sender publishes progress every 100 ms; polling faster only takes CPU from it.
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let startup = reports
         .first()

@@ -3,7 +3,7 @@
 //! that brings everything home; the runner answers an operator's Retry / Skip / End and Stop
 //! → Continue / End, keeps a window, meets an operator's move of the same LPAR with "busy",
 //! and runs entries on disjoint blades two at a time, never more; `policy stop` from a second
-//! process stops a running `policy run` after its running entry.
+//! process stops a running `policy run`, or the daemon's run, after its running entry.
 #![allow(clippy::unwrap_used)]
 
 use std::path::Path;
@@ -1219,4 +1219,124 @@ fn policy_stop_from_another_process_lets_the_running_entry_finish_and_starts_not
         ),
         before
     );
+}
+
+#[test]
+fn policy_stop_ends_the_daemons_run_after_its_running_entry_and_the_daemon_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, file) = demo_fleet(dir.path());
+    let fleet = TestFleet::start(&file, dir.path()).expect("demo fleet starts");
+    let profile = Profile::load(&fleet.profile_path).unwrap();
+    let data = dir.path().join("manager");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    // Due at the next minute; one move at a time, capped so the first is still moving when
+    // the operator asks the run to stop.
+    let window_end = (chrono::Utc::now() + chrono::Duration::minutes(60)).format("%H:%M");
+    let toml = format!(
+        r#"name = "overnight"
+mode = "concurrent"
+on_error = "skip"
+[schedule]
+cron = "* * * * *"
+time_zone = "UTC"
+window_end = "{window_end}"
+[limits]
+concurrency = 1
+bandwidth_mbps = 40
+[[entry]]
+source = "ch1-b1/web-01"
+destination = "ch1-b2"
+[[entry]]
+source = "ch1-b2/app-01"
+destination = "ch1-b1"
+[[entry]]
+source = "ch1-b1/batch-01"
+destination = "ch1-b2"
+"#
+    );
+    std::fs::write(policies.join("overnight.toml"), toml).unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let mut daemon = policy_in(&data, &fleet.profile_path, &policies)
+        .args(["daemon", "--metrics", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .expect("start the daemon");
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let runs = RunStore::new(data.join("policy-runs"));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let run_id = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the scheduled run did not get going: {}",
+            log()
+        );
+        if let Ok(r) = runs.load(None)
+            && r.entries[0].attempts == 1
+        {
+            assert_eq!(r.entries[0].result, EntryResult::NotRun, "still moving");
+            break r.run;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stop = policy_in(&data, &fleet.profile_path, &policies)
+        .args(["stop", "overnight"])
+        .output()
+        .unwrap();
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert!(text(&stop).contains(&run_id), "{}", text(&stop));
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let report = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stopped run did not end: {}",
+            log()
+        );
+        if let Some(r) = runs
+            .load(Some(&run_id))
+            .ok()
+            .filter(|r| r.outcome.is_some())
+        {
+            break r;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(report.origin, "daemon");
+    assert_eq!(
+        report.outcome,
+        Some(RunOutcome::Stopped),
+        "{}",
+        report.text()
+    );
+    assert_eq!(
+        results(&report),
+        [
+            EntryResult::Completed,
+            EntryResult::NotRun,
+            EntryResult::NotRun
+        ],
+        "{}",
+        report.text()
+    );
+    assert!(
+        report.text().contains("stopped by the operator"),
+        "{}",
+        report.text()
+    );
+    // The daemon outlives the run it was told to stop and still answers.
+    assert!(daemon.try_wait().unwrap().is_none(), "{}", log());
+    let addr = metrics_address(&log_path, Duration::from_secs(5)).unwrap();
+    let (status, health) = http_get(addr, "/healthz").unwrap();
+    assert_eq!(status, 200, "{health}");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        assert_eq!(where_is(&profile, "web-01").await.0, "ch1-b2");
+        assert_eq!(where_is(&profile, "app-01").await.0, "ch1-b2");
+        assert_eq!(where_is(&profile, "batch-01").await.0, "ch1-b1");
+    });
 }

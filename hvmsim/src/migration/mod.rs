@@ -806,6 +806,7 @@ impl BladeService {
         cfg.streams = options.streams;
         cfg.bandwidth_limit = options.bandwidth_limit;
         cfg.convergence = options.convergence.clone();
+        cfg.hold_at_convergence = request.purpose == MovePurpose::Rehearsal;
         self.mutate(|s| {
             s.set_status(request.lpar, LparStatus::Migrating)?;
             s.migrations.insert(

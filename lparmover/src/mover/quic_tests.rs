@@ -231,6 +231,40 @@ async fn cancel_mid_transfer_keeps_source_running_and_scrubs_destination() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rehearsal_holds_at_convergence_and_never_pauses_the_guest() {
+    let mut r = rig(MemGuestConfig {
+        memory_size: 32 << 20,
+        dirty_rate: 1_000_000,
+        ..MemGuestConfig::default()
+    });
+    r.cfg.hold_at_convergence = true;
+    let run = tokio::spawn(r.sender().run());
+    let mut progress = r.progress.clone();
+    // (The borrow `wait_for` returns is dropped at once: held, it would block the sender's
+    // next progress update.)
+    let held = tokio::time::timeout(
+        Duration::from_secs(20),
+        progress.wait_for(|p| p.note.as_deref().is_some_and(|n| n.contains("holds"))),
+    )
+    .await
+    .is_ok_and(|r| r.is_ok());
+    assert!(held, "never converged: {:?}", r.progress.borrow());
+    // Holding: the guest runs on, un-paused, well past when a move would have switched over.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_source_running(&r.src);
+    assert_heartbeat_moves(&r.src).await;
+    assert!(!run.is_finished(), "a rehearsal waits to be cancelled");
+    r.cancel.cancel();
+    let err = run.await.expect("join").expect_err("cancelled");
+    assert!(matches!(err, MoveError::Cancelled), "{err}");
+    assert_source_running(&r.src);
+    assert!(matches!(
+        r.incoming.finished().await.expect("receiver"),
+        ReceiveOutcome::Aborted { .. }
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dropped_connection_fails_cleanly_with_source_resumed_and_bits_restored() {
     let mut r = rig(MemGuestConfig {
         memory_size: 32 << 20,

@@ -77,6 +77,9 @@ pub struct SenderConfig {
     pub bandwidth_limit: Option<u64>,
     /// Raises `downtime_limit` as rounds stall, then gives up (None: the limit stays).
     pub convergence: Option<lpm_formats::moves::ConvergenceSchedule>,
+    /// A rehearsal: once the rounds converge, hold there (the guest keeps running) until
+    /// cancelled, never pausing the source for a switchover nobody will commit.
+    pub hold_at_convergence: bool,
 }
 
 impl SenderConfig {
@@ -105,6 +108,7 @@ impl SenderConfig {
             batch_pages: MAX_BATCH_PAGES,
             bandwidth_limit: None,
             convergence: None,
+            hold_at_convergence: false,
         }
     }
 }
@@ -1031,6 +1035,21 @@ impl<P: Partition + 'static> Sender<P> {
             let halving = dirty * 2 < last_sent;
             last_sent = bitmap_sent_pages(&r.stats).max(1);
             if expected <= limit.mul_f64(0.5) || (expected <= limit && !halving) {
+                if self.cfg.hold_at_convergence {
+                    info!(round, dirty, ?expected, "converged; a rehearsal holds here");
+                    self.publish(|p| {
+                        p.note = Some(format!(
+                            "converged after round {round}: a rehearsal holds here, the guest keeps running"
+                        ))
+                    });
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Err(MoveError::Cancelled),
+                        _ = self.timeout.expired() => return Err(MoveError::TimedOut {
+                            rounds: round + 1,
+                            dirty_bytes,
+                        }),
+                    }
+                }
                 info!(round, dirty, ?expected, "converged; suspending");
                 break;
             }

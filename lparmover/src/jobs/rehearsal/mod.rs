@@ -1,9 +1,9 @@
 //! Rehearsal: everything a live move does except the switch, then release everything.
 //!
 //! Checks, leases, the destination's reservation and paused definition, and a short real
-//! transfer over the migration path (by default 256 MiB or the whole memory, whichever is
-//! smaller); then the move is cancelled (the source never stops running) and the destination
-//! scrubs and drops its definition. From the measured path throughput and the guest's dirty rate
+//! transfer over the migration path (round 0, up to 2 GiB or 3 s of it); then the move is
+//! cancelled and the destination scrubs and drops its definition. The source never stops
+//! running: a rehearsal's sender holds once its rounds converge instead of switching over. From the measured path throughput and the guest's dirty rate
 //! it predicts the total time and the suspension time of the real move ([`model`]).
 //!
 //! From the leases on, the rehearsal is in the migration history as a trial

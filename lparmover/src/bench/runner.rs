@@ -253,16 +253,7 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             spec.label
         );
         for (from, to) in [(BLADE_A, BLADE_B), (BLADE_B, BLADE_A)] {
-            let request = LiveMoveRequest {
-                source: LparRef {
-                    hvm: from.into(),
-                    lpar: LparSelector::Name(LPAR.into()),
-                },
-                destination: to.into(),
-                dest_number: None,
-                options: options.clone(),
-                actor: crate::history::Actor::of_this_process(crate::history::Origin::Cli),
-            };
+            let request = bench_move(from, to, &options);
             if let Err(source) =
                 live_move(&profile, &request, |_| {}, CancellationToken::new()).await
             {
@@ -284,16 +275,7 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
             (BLADE_B, BLADE_A)
         };
         let direction = format!("{from} → {to}");
-        let request = LiveMoveRequest {
-            source: LparRef {
-                hvm: from.into(),
-                lpar: LparSelector::Name(LPAR.into()),
-            },
-            destination: to.into(),
-            dest_number: None,
-            options: options.clone(),
-            actor: crate::history::Actor::of_this_process(crate::history::Origin::Cli),
-        };
+        let request = bench_move(from, to, &options);
         if spec.pretouch {
             let bytes = (spec.memory_mib + 256) << 20;
             let _ = tokio::task::spawn_blocking(move || super::touch_host_memory(bytes)).await;
@@ -402,4 +384,18 @@ pub async fn run_case(spec: &CaseSpec, env: &CaseEnv) -> Result<CaseResult, Benc
     let stop = tokio::task::spawn_blocking(move || drop(blades));
     let _ = stop.await;
     Ok(result)
+}
+
+/// The bench LPAR's live move from blade `from` to blade `to`.
+fn bench_move(from: &str, to: &str, options: &MoveOptions) -> LiveMoveRequest {
+    LiveMoveRequest {
+        source: LparRef {
+            hvm: from.into(),
+            lpar: LparSelector::Name(LPAR.into()),
+        },
+        destination: to.into(),
+        dest_number: None,
+        options: options.clone(),
+        actor: crate::history::Actor::of_this_process(crate::history::Origin::Cli),
+    }
 }
